@@ -1,0 +1,47 @@
+# Every target creates or reuses .venv and node_modules; nothing needs to be installed beforehand
+# except Python 3.11, Node.js (with npm) and make.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install test test-fast test-e2e demo synth bench clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt processing/requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## The whole suite: unit layers, template checks (cdk-nag, cfn-lint) and end-to-end tests in the local cloud.
+test: install
+	$(VENV)/bin/python -m pytest
+
+## Fast layers only (no local cloud): seconds.
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not e2e"
+
+test-e2e: install
+	$(VENV)/bin/python -m pytest -m e2e
+
+## Generate the reference dataset, deploy into the local cloud, upload, report.
+demo: install
+	$(VENV)/bin/python -m localcloud.demo --out demo-output
+
+synth: install
+	cdk synth -q
+
+## Benchmark (not part of `make test`): see bench/README.md.
+bench: install
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf cdk.out demo-output .pytest_cache
