@@ -1,0 +1,1 @@
+"""Local cloud: moto server + emulation layer, local job executor, alarm evaluator, demo (never imported by product code)."""
