@@ -1,0 +1,117 @@
+"""Command line: resolves SageMaker paths from OPT_ML_ROOT, runs the pipeline, writes the error report on failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from processing import config as config_mod
+from processing import io
+from processing.errors import ProcessingError
+
+log = logging.getLogger("processing")
+
+
+def opt_ml_root() -> Path:
+    return Path(os.environ.get("OPT_ML_ROOT") or "/opt/ml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    root = opt_ml_root()
+    parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
+    parser.add_argument("--input", type=Path, default=root / "processing" / "input" / "data",
+                        help="input file or folder (CSV, gzip CSV, Parquet); default $OPT_ML_ROOT/processing/input/data")
+    parser.add_argument("--output", type=Path, default=root / "processing" / "output",
+                        help="output folder; default $OPT_ML_ROOT/processing/output")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="dataset config JSON; default processing/configs/<dataset>.json, else default.json")
+    parser.add_argument("--dataset", default=os.environ.get("DATASET") or "default",
+                        help="dataset name (selects the bundled config); default $DATASET or 'default'")
+    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
+                        help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
+    return parser
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"unreadable": str(exc)}
+
+
+def sagemaker_context() -> dict[str, Any]:
+    """What the platform told the job: processingjobconfig.json and resourceconfig.json when present."""
+    cfg = opt_ml_root() / "config"
+    return {
+        "sagemaker": {
+            "opt_ml_root": str(opt_ml_root()),
+            "processingjobconfig": _read_json_file(cfg / "processingjobconfig.json"),
+            "resourceconfig": _read_json_file(cfg / "resourceconfig.json"),
+        },
+        "source": {"uri": os.environ.get("SOURCE_URI") or None,
+                   "version_id": os.environ.get("SOURCE_VERSION_ID") or None},
+    }
+
+
+def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str) -> None:
+    """Write quality/error.json and, when the OPT_ML_ROOT folder exists, $OPT_ML_ROOT/output/message."""
+    report = {
+        "status": "failed",
+        "error_type": type(exc).__name__,
+        "expected": isinstance(exc, ProcessingError),
+        "message": str(exc),
+        "input": str(input_path),
+        "dataset": dataset,
+        "code_version": os.environ.get("CODE_VERSION") or None,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        io.write_json(report, output / "quality" / "error.json")
+    except OSError as err:
+        log.error("could not write error.json: %s", err)
+    root = opt_ml_root()
+    if root.is_dir():
+        try:
+            (root / "output").mkdir(parents=True, exist_ok=True)
+            first_line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+            (root / "output" / "message").write_text(
+                first_line[:1000] + "\n" + json.dumps(report, sort_keys=True)[:2000] + "\n", encoding="utf-8")
+        except OSError as err:
+            log.error("could not write %s/output/message: %s", root, err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit status (0 ok, 2 expected failure, 1 unexpected failure)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    from processing import pipeline  # imported after logging is set up: pandas import takes a moment
+
+    log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))
+    try:
+        cfg = config_mod.load(args.config, args.dataset)
+        log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])
+        inputs = io.list_inputs(args.input)
+        log.info("inputs: %s", ", ".join(str(p) for p in inputs))
+        result = pipeline.run(inputs, args.output, cfg, fmt=args.format,
+                              context={"dataset": args.dataset, **sagemaker_context()})
+    except ProcessingError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        write_error(args.output, exc, args.input, args.dataset)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last resort: report, then fail the job
+        log.error("unexpected failure:\n%s", traceback.format_exc())
+        write_error(args.output, exc, args.input, args.dataset)
+        return 1
+    s = result.metrics["summary"]
+    log.info("done: rows_in=%d rows_out=%d rows_rejected=%d in %.2fs -> %s", s["rows_in"], s["rows_out"],
+             s["rows_rejected"], s["processing_seconds"], args.output)
+    return 0

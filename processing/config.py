@@ -1,0 +1,420 @@
+"""Dataset config: loading, validation (errors name the bad key path) and typed access."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from processing.errors import ConfigError
+
+COLUMN_TYPES = ("integer", "float", "string", "category", "json")
+NUMERIC_TYPES = ("integer", "float")
+STRATEGIES = ("median", "mean", "most_frequent", "constant")
+AGGREGATIONS = ("count", "size", "sum", "mean", "median", "min", "max", "std", "nunique")
+DUPLICATE_DROP = ("none", "exact", "key")
+THRESHOLD_KEYS = (
+    "max_missing_rate_after",
+    "max_rejected_rate",
+    "max_malformed_json_rate",
+    "max_duplicate_rate",
+    "min_rows_out",
+)
+DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# pandas' default na_values: the reference tutorial reads its CSV with pandas defaults.
+DEFAULT_MISSING_VALUES = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+TOP_LEVEL_KEYS = (
+    "description", "columns", "required_columns", "reject_rows_missing", "missing_values", "imputation",
+    "categorical_fills", "json_columns", "derived", "group_statistics", "duplicates", "quality_thresholds",
+)
+
+
+@dataclass(frozen=True)
+class Imputation:
+    """How one column's missing (and invalid) values are filled."""
+
+    column: str
+    strategy: str
+    value: Any = None
+    fallback: Any = None
+
+
+@dataclass(frozen=True)
+class JsonField:
+    """One field extracted from a JSON column: ``path`` is the list of object keys to walk."""
+
+    name: str
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JsonColumn:
+    column: str
+    fields: tuple[JsonField, ...]
+
+
+@dataclass(frozen=True)
+class Bins:
+    edges: tuple[float, ...]
+    labels: tuple[str, ...]
+    closed: str = "right"
+    include_lowest: bool = True
+    outside: str | None = None
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A derived feature: ``kind`` is ``string_length`` or ``bins``."""
+
+    name: str
+    kind: str
+    source: str
+    bins: Bins | None = None
+
+
+@dataclass(frozen=True)
+class GroupStatistics:
+    name: str
+    group_by: tuple[str, ...]
+    aggregations: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The validated config; ``raw`` keeps the JSON document and ``sha256`` its canonical hash."""
+
+    columns: dict[str, str]
+    required_columns: tuple[str, ...]
+    reject_rows_missing: tuple[str, ...]
+    missing_values: tuple[str, ...]
+    imputations: tuple[Imputation, ...]
+    json_columns: tuple[JsonColumn, ...]
+    derived: tuple[Derived, ...]
+    group_statistics: tuple[GroupStatistics, ...]
+    duplicate_key_columns: tuple[str, ...]
+    duplicate_drop: str
+    quality_thresholds: dict[str, float]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    sha256: str = ""
+    source: str = ""
+
+
+def _fail(path: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {message}")
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], path: str, what: str) -> Any:
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise _fail(path, f"expected {what}, got boolean")
+    if not isinstance(value, kind):
+        raise _fail(path, f"expected {what}, got {type(value).__name__}")
+    return value
+
+
+def _str_list(value: Any, path: str, *, non_empty: bool = False) -> tuple[str, ...]:
+    _expect(value, list, path, "a list of strings")
+    for i, item in enumerate(value):
+        _expect(item, str, f"{path}[{i}]", "a string")
+    if non_empty and not value:
+        raise _fail(path, "expected at least one entry")
+    if len(set(value)) != len(value):
+        raise _fail(path, "entries must be unique")
+    return tuple(value)
+
+
+def _known(value: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}" if path else unknown[0], f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, str) and value.lower() in ("inf", "+inf", "-inf"):
+        return float(value)
+    _expect(value, (int, float), path, 'a number (or "inf"/"-inf")')
+    if isinstance(value, float) and math.isnan(value):
+        raise _fail(path, "NaN is not allowed")
+    return float(value)
+
+
+def _column_type(value: Any, path: str) -> str:
+    if isinstance(value, dict):
+        _known(value, ("type",), path)
+        value = value.get("type")
+        path = f"{path}.type"
+    _expect(value, str, path, "a column type")
+    if value not in COLUMN_TYPES:
+        raise _fail(path, f"unknown type {value!r} (allowed: {', '.join(COLUMN_TYPES)})")
+    return str(value)
+
+
+def _imputation(column: str, spec: Any, path: str, col_type: str | None) -> Imputation:
+    _expect(spec, dict, path, "an object")
+    _known(spec, ("strategy", "value", "fallback"), path)
+    strategy = _expect(spec.get("strategy"), str, f"{path}.strategy", "a strategy")
+    if strategy not in STRATEGIES:
+        raise _fail(f"{path}.strategy", f"unknown strategy {strategy!r} (allowed: {', '.join(STRATEGIES)})")
+    if strategy in ("median", "mean") and col_type not in NUMERIC_TYPES:
+        raise _fail(f"{path}.strategy", f"{strategy} needs a numeric column, {column!r} is {col_type or 'untyped'}")
+    if strategy == "constant" and spec.get("value") is None:
+        raise _fail(f"{path}.value", "constant strategy needs a non-null value")
+    for key in ("value", "fallback"):
+        if spec.get(key) is not None:
+            _check_fill(spec[key], f"{path}.{key}", col_type)
+    if strategy == "constant" and "fallback" in spec:
+        raise _fail(f"{path}.fallback", "not used with the constant strategy")
+    return Imputation(column, strategy, spec.get("value"), spec.get("fallback"))
+
+
+def _check_fill(value: Any, path: str, col_type: str | None) -> None:
+    if col_type in NUMERIC_TYPES:
+        _number(value, path)
+        if col_type == "integer" and float(value) != int(float(value)):
+            raise _fail(path, f"expected an integer for an integer column, got {value!r}")
+    elif col_type == "json":
+        raise _fail(path, "JSON columns cannot be filled")
+    else:
+        _expect(value, str, path, "a string")
+
+
+def _json_path(value: Any, path: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        parts = tuple(value.split("."))
+    else:
+        parts = _str_list(value, path, non_empty=True) if isinstance(value, list) else ()
+        if not isinstance(value, list):
+            raise _fail(path, f"expected a dotted path string or a list of keys, got {type(value).__name__}")
+    if not parts or any(p == "" for p in parts):
+        raise _fail(path, f"empty key in path {value!r}")
+    return parts
+
+
+def _bins(spec: Any, path: str) -> Bins:
+    _expect(spec, dict, path, "an object")
+    _known(spec, ("edges", "labels", "closed", "include_lowest", "outside"), path)
+    edges_raw = _expect(spec.get("edges"), list, f"{path}.edges", "a list of numbers")
+    edges = tuple(_number(e, f"{path}.edges[{i}]") for i, e in enumerate(edges_raw))
+    if len(edges) < 2:
+        raise _fail(f"{path}.edges", f"expected at least 2 edges, got {len(edges)}")
+    for i in range(1, len(edges)):
+        if not edges[i] > edges[i - 1]:
+            raise _fail(f"{path}.edges[{i}]", "edges must be strictly increasing")
+    labels = _str_list(spec.get("labels"), f"{path}.labels")
+    if len(labels) != len(edges) - 1:
+        raise _fail(f"{path}.labels", f"expected {len(edges) - 1} labels for {len(edges)} edges, got {len(labels)}")
+    closed = spec.get("closed", "right")
+    if closed not in ("right", "left"):
+        raise _fail(f"{path}.closed", f'expected "right" or "left", got {closed!r}')
+    include_lowest = _expect(spec.get("include_lowest", True), bool, f"{path}.include_lowest", "a boolean")
+    outside = spec.get("outside")
+    if outside is not None:
+        _expect(outside, str, f"{path}.outside", "a string label or null")
+        if outside in labels:
+            raise _fail(f"{path}.outside", f"label {outside!r} is already a bin label")
+    return Bins(edges, labels, closed, include_lowest, outside)
+
+
+def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
+    """Validate a parsed config document.
+
+    Args:
+        doc: the parsed JSON document.
+        source: where it came from (recorded in metrics).
+
+    Returns:
+        The typed config.
+
+    Raises:
+        ConfigError: naming the first bad key path, e.g. ``derived[1].bins.labels: ...``.
+    """
+    _expect(doc, dict, "<root>", "a JSON object")
+    _known(doc, TOP_LEVEL_KEYS, "")
+    columns_raw = _expect(doc.get("columns", {}), dict, "columns", "an object of column -> type")
+    columns = {name: _column_type(t, f"columns.{name}") for name, t in columns_raw.items()}
+    required = _str_list(doc.get("required_columns", []), "required_columns")
+    reject_missing = _str_list(doc.get("reject_rows_missing", []), "reject_rows_missing")
+    for i, col in enumerate(reject_missing):
+        if col not in required:
+            raise _fail(f"reject_rows_missing[{i}]", f"{col!r} must also be in required_columns")
+    missing_values = _str_list(doc.get("missing_values", list(DEFAULT_MISSING_VALUES)), "missing_values")
+
+    imputations: list[Imputation] = []
+    imp_raw = _expect(doc.get("imputation", {}), dict, "imputation", "an object of column -> spec")
+    for col, spec in imp_raw.items():
+        imputations.append(_imputation(col, spec, f"imputation.{col}", columns.get(col)))
+    fills = _expect(doc.get("categorical_fills", {}), dict, "categorical_fills", "an object of column -> value")
+    for col, value in fills.items():
+        path = f"categorical_fills.{col}"
+        if columns.get(col) not in (None, "string", "category"):
+            raise _fail(path, f"categorical fills apply to string/category columns, {col!r} is {columns[col]}")
+        if col in imp_raw:
+            raise _fail(path, f"{col!r} already has an imputation rule")
+        _expect(value, str, path, "a string")
+        imputations.append(Imputation(col, "constant", value))
+
+    json_columns: list[JsonColumn] = []
+    jc_raw = _expect(doc.get("json_columns", {}), dict, "json_columns", "an object of column -> spec")
+    produced: set[str] = set()
+    for col, spec in jc_raw.items():
+        path = f"json_columns.{col}"
+        if columns.get(col) != "json":
+            raise _fail(path, f'{col!r} must be declared in columns with type "json"')
+        _expect(spec, dict, path, "an object")
+        _known(spec, ("fields",), path)
+        fields_raw = _expect(spec.get("fields"), dict, f"{path}.fields", "an object of output name -> path")
+        if not fields_raw:
+            raise _fail(f"{path}.fields", "expected at least one field")
+        fields = []
+        for name, p in fields_raw.items():
+            if name in columns or name in produced:
+                raise _fail(f"{path}.fields.{name}", "output name collides with another column")
+            produced.add(name)
+            fields.append(JsonField(name, _json_path(p, f"{path}.fields.{name}")))
+        json_columns.append(JsonColumn(col, tuple(fields)))
+
+    derived: list[Derived] = []
+    for i, spec in enumerate(_expect(doc.get("derived", []), list, "derived", "a list")):
+        path = f"derived[{i}]"
+        _expect(spec, dict, path, "an object")
+        _known(spec, ("name", "kind", "source", "bins"), path)
+        name = _expect(spec.get("name"), str, f"{path}.name", "a string")
+        if name in columns or name in produced:
+            raise _fail(f"{path}.name", f"{name!r} collides with another column")
+        kind = spec.get("kind")
+        if kind not in ("string_length", "bins"):
+            raise _fail(f"{path}.kind", f'expected "string_length" or "bins", got {kind!r}')
+        src_col = _expect(spec.get("source"), str, f"{path}.source", "a column name")
+        if src_col not in columns and src_col not in produced:
+            raise _fail(f"{path}.source", f"unknown column {src_col!r} (declare it in columns or produce it earlier)")
+        source_type = columns.get(src_col)
+        if kind == "bins":
+            if source_type is not None and source_type not in NUMERIC_TYPES:
+                raise _fail(f"{path}.source", f"bins need a numeric column, {src_col!r} is {source_type}")
+            if source_type is None:
+                raise _fail(f"{path}.source", f"bins need a numeric column declared in columns, got {src_col!r}")
+            bins = _bins(spec.get("bins"), f"{path}.bins")
+        else:
+            if "bins" in spec:
+                raise _fail(f"{path}.bins", "only used with kind \"bins\"")
+            if source_type in NUMERIC_TYPES:
+                raise _fail(f"{path}.source", f"string_length needs a string column, {src_col!r} is {source_type}")
+            bins = None
+        produced.add(name)
+        derived.append(Derived(name, kind, src_col, bins))
+
+    groups: list[GroupStatistics] = []
+    for i, spec in enumerate(_expect(doc.get("group_statistics", []), list, "group_statistics", "a list")):
+        path = f"group_statistics[{i}]"
+        _expect(spec, dict, path, "an object")
+        _known(spec, ("name", "group_by", "aggregations"), path)
+        name = _expect(spec.get("name"), str, f"{path}.name", "a string")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name in {g.name for g in groups}:
+            raise _fail(f"{path}.name", f"{name!r} must be a unique file-name-safe name")
+        group_by = _str_list(spec.get("group_by"), f"{path}.group_by", non_empty=True)
+        for j, col in enumerate(group_by):
+            if col not in columns and col not in produced:
+                raise _fail(f"{path}.group_by[{j}]", f"unknown column {col!r}")
+        aggs_raw = _expect(spec.get("aggregations"), dict, f"{path}.aggregations", "an object of column -> list")
+        if not aggs_raw:
+            raise _fail(f"{path}.aggregations", "expected at least one column")
+        aggs = []
+        for col, funcs in aggs_raw.items():
+            apath = f"{path}.aggregations.{col}"
+            if col not in columns and col not in produced:
+                raise _fail(apath, f"unknown column {col!r}")
+            funcs_t = _str_list(funcs, apath, non_empty=True)
+            for j, fn in enumerate(funcs_t):
+                if fn not in AGGREGATIONS:
+                    raise _fail(f"{apath}[{j}]", f"unknown aggregation {fn!r} (allowed: {', '.join(AGGREGATIONS)})")
+                numeric_only = fn in ("sum", "mean", "median", "std", "min", "max")
+                if numeric_only and columns.get(col) not in NUMERIC_TYPES and not _numeric_derived(col, derived):
+                    raise _fail(f"{apath}[{j}]", f"{fn} needs a numeric column, {col!r} is not")
+            aggs.append((col, funcs_t))
+        groups.append(GroupStatistics(name, group_by, tuple(aggs)))
+
+    dup = _expect(doc.get("duplicates", {}), dict, "duplicates", "an object")
+    _known(dup, ("key_columns", "drop"), "duplicates")
+    key_columns = _str_list(dup.get("key_columns", []), "duplicates.key_columns")
+    for j, col in enumerate(key_columns):
+        if col not in columns:
+            raise _fail(f"duplicates.key_columns[{j}]", f"unknown column {col!r} (declare it in columns)")
+    drop = dup.get("drop", "none")
+    if drop not in DUPLICATE_DROP:
+        raise _fail("duplicates.drop", f"expected one of {', '.join(DUPLICATE_DROP)}, got {drop!r}")
+    if drop == "key" and not key_columns:
+        raise _fail("duplicates.drop", '"key" needs duplicates.key_columns')
+
+    thr_raw = _expect(doc.get("quality_thresholds", {}), dict, "quality_thresholds", "an object")
+    _known(thr_raw, THRESHOLD_KEYS, "quality_thresholds")
+    thresholds = {}
+    for key, value in thr_raw.items():
+        v = _number(value, f"quality_thresholds.{key}")
+        if v < 0 or (key.endswith("_rate") and v > 1):
+            raise _fail(f"quality_thresholds.{key}", f"out of range: {value!r}")
+        thresholds[key] = v
+
+    for i, col in enumerate(required):
+        if col not in columns:
+            raise _fail(f"required_columns[{i}]", f"{col!r} must be declared in columns")
+    for col in [i.column for i in imputations]:
+        if col not in columns:
+            raise _fail(f"imputation.{col}", f"{col!r} must be declared in columns")
+
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return DatasetConfig(
+        columns=columns,
+        required_columns=required,
+        reject_rows_missing=reject_missing,
+        missing_values=missing_values,
+        imputations=tuple(imputations),
+        json_columns=tuple(json_columns),
+        derived=tuple(derived),
+        group_statistics=tuple(groups),
+        duplicate_key_columns=key_columns,
+        duplicate_drop=drop,
+        quality_thresholds=thresholds,
+        raw=doc,
+        sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        source=source,
+    )
+
+
+def _numeric_derived(col: str, derived: list[Derived]) -> bool:
+    return any(d.name == col and d.kind == "string_length" for d in derived)
+
+
+def parse(text: str, *, source: str) -> DatasetConfig:
+    """Parse and validate config text (JSON)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"<root>: {source} is not valid JSON: {exc}") from exc
+    return validate(doc, source=source)
+
+
+def load(config_file: str | Path | None, dataset: str) -> DatasetConfig:
+    """Select and load the config: ``config_file`` if given, else ``configs/<dataset>.json``, else default.
+
+    Works when the package is imported from a zip file (``importlib.resources``).
+    """
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"<root>: cannot read config file {path}: {exc.strerror or exc}") from exc
+        return parse(text, source=str(path))
+    configs = resources.files("processing").joinpath("configs")
+    if DATASET_NAME.fullmatch(dataset):
+        candidate = configs.joinpath(f"{dataset}.json")
+        if candidate.is_file():
+            return parse(candidate.read_text(encoding="utf-8"), source=f"processing/configs/{dataset}.json")
+    return parse(configs.joinpath("default.json").read_text(encoding="utf-8"), source="processing/configs/default.json")
