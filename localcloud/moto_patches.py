@@ -1,0 +1,951 @@
+"""Our patches over moto 5.2.5: each closes one gap measured in ../shared/EMULATOR.md.
+
+Every patch is a small function named ``patch_*`` with its own test in
+``tests/localcloud/test_core_*.py``; :func:`apply_all` applies them once
+(idempotent). They change moto's *in-process* backends, so the server must run
+in this process (:mod:`localcloud.server`).
+
+| gap in moto 5.2.5 | patch |
+|---|---|
+| AWS::CloudWatch::Alarm, S3::BucketPolicy, SNS::TopicPolicy, SQS::QueuePolicy skipped by CloudFormation | :func:`patch_cfn_resource_types` |
+| custom resources (Custom::S3BucketNotifications ...) need Docker, never really run | :func:`patch_custom_resources` |
+| stack outputs empty after a change set; failed change set = HTTP 500 | :func:`patch_change_set_outputs` |
+| second deploy: SSM-typed parameter re-resolved from its value | :func:`patch_update_parameters` |
+| Lambda invoke needs Docker | :func:`patch_lambda_invoke` (subprocess runner, :mod:`localcloud.lambdas`) |
+| SQS event source mappings invoked inline at SendMessage | :func:`patch_sqs_inline_esm` (the poller in :mod:`localcloud.cloud` does it) |
+| EventBridge -> Lambda / SNS targets raise NotImplementedError | :func:`patch_eventbridge_targets` |
+| S3 -> EventBridge events: wrong shape (time, etag, fixed sequencer) | :func:`patch_s3_eventbridge` |
+| SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped | :func:`patch_sagemaker_processing` |
+| alarms start OK; state changes never reach SNS | :func:`patch_alarm_states` |
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import itertools
+import json
+import logging
+import random
+import string
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+log = logging.getLogger("localcloud")
+
+_applied: set[str] = set()
+_lock = threading.RLock()
+
+# Lambda invocations requested asynchronously (EventBridge targets): drained by LocalCloud.
+ASYNC_INVOCATIONS: "collections.deque[tuple[str, dict]]" = collections.deque()
+# The CreateProcessingJob requests as sent, by job name.
+PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
+
+
+def _once(name: str) -> bool:
+    with _lock:
+        if name in _applied:
+            return False
+        _applied.add(name)
+        return True
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_all(endpoint: str | None = None) -> None:
+    """Apply every patch (idempotent) and point the Lambda runner at ``endpoint``."""
+    if endpoint:
+        from localcloud import lambdas
+
+        lambdas.configure(endpoint)
+    patch_cfn_resource_types()
+    patch_custom_resources()
+    patch_change_set_outputs()
+    patch_update_parameters()
+    patch_lambda_invoke()
+    patch_sqs_inline_esm()
+    patch_eventbridge_targets()
+    patch_s3_eventbridge()
+    patch_sagemaker_processing()
+    patch_alarm_states()
+
+
+# --------------------------------------------------------------------------- CloudFormation types
+
+
+def _cfn_models():
+    from moto.core.common_models import CloudFormationModel
+
+    def _int(v, default=None):
+        return default if v is None else int(v)
+
+    class CfnCloudWatchAlarm(CloudFormationModel):
+        """AWS::CloudWatch::Alarm via moto's cloudwatch backend (Ref = name, GetAtt Arn)."""
+
+        def __init__(self, name: str, arn: str):
+            self.name = name
+            self.arn = arn
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return "AlarmName"
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::CloudWatch::Alarm"
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.name
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr in ("Arn",)
+
+        def get_cfn_attribute(self, attribute_name: str) -> Any:
+            if attribute_name == "Arn":
+                return self.arn
+            from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+            raise UnformattedGetAttTemplateException()
+
+        @staticmethod
+        def _put(name: str, props: dict, account_id: str, region_name: str):
+            from moto.cloudwatch.models import cloudwatch_backends
+            from moto.cloudwatch.responses import CloudWatchResponse  # noqa: F401 (types)
+
+            backend = cloudwatch_backends[account_id][region_name]
+            queries = None
+            if props.get("Metrics"):
+                from moto.cloudwatch.models import Dimension, Metric, MetricDataQuery, MetricStat
+
+                queries = []
+                for m in props["Metrics"]:
+                    stat = None
+                    ms = m.get("MetricStat")
+                    if ms:
+                        met = ms.get("Metric", {})
+                        stat = MetricStat(
+                            metric=Metric(
+                                metric_name=met.get("MetricName"),
+                                namespace=met.get("Namespace"),
+                                dimensions=[Dimension(d["Name"], d["Value"]) for d in met.get("Dimensions", [])],
+                            ),
+                            period=ms.get("Period"),
+                            stat=ms.get("Stat"),
+                            unit=ms.get("Unit"),
+                        )
+                    queries.append(
+                        MetricDataQuery(
+                            query_id=m.get("Id"),
+                            label=m.get("Label"),
+                            period=m.get("Period"),
+                            return_data=m.get("ReturnData"),
+                            expression=m.get("Expression"),
+                            metric_stat=stat,
+                        )
+                    )
+            threshold = props.get("Threshold")
+            alarm = backend.put_metric_alarm(
+                name=name,
+                namespace=props.get("Namespace"),
+                metric_name=props.get("MetricName"),
+                metric_data_queries=queries,
+                comparison_operator=props.get("ComparisonOperator"),
+                evaluation_periods=_int(props.get("EvaluationPeriods")),
+                datapoints_to_alarm=_int(props.get("DatapointsToAlarm")),
+                period=_int(props.get("Period")),
+                threshold=None if threshold is None else float(threshold),
+                statistic=props.get("Statistic"),
+                extended_statistic=props.get("ExtendedStatistic"),
+                description=props.get("AlarmDescription"),
+                dimensions=props.get("Dimensions", []),
+                alarm_actions=props.get("AlarmActions", []),
+                ok_actions=props.get("OKActions", []),
+                insufficient_data_actions=props.get("InsufficientDataActions", []),
+                unit=props.get("Unit"),
+                actions_enabled=str(props.get("ActionsEnabled", True)).lower() != "false",
+                treat_missing_data=props.get("TreatMissingData"),
+                evaluate_low_sample_count_percentile=props.get("EvaluateLowSampleCountPercentile"),
+                threshold_metric_id=props.get("ThresholdMetricId"),
+                tags=props.get("Tags"),
+            )
+            return CfnCloudWatchAlarm(name, alarm.alarm_arn)
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+            props = cloudformation_json.get("Properties", {})
+            return cls._put(props.get("AlarmName") or resource_name, props, account_id, region_name)
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+            props = cloudformation_json.get("Properties", {})
+            name = props.get("AlarmName") or original_resource.name
+            if name != original_resource.name:
+                original_resource.delete(account_id, region_name)
+            return cls._put(name, props, account_id, region_name)
+
+        @classmethod
+        def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+            from moto.cloudwatch.models import cloudwatch_backends
+
+            cloudwatch_backends[account_id][region_name].delete_alarms([resource_name])
+
+        def delete(self, account_id: str, region_name: str) -> None:
+            from moto.cloudwatch.models import cloudwatch_backends
+
+            cloudwatch_backends[account_id][region_name].delete_alarms([self.name])
+
+        def is_created(self) -> bool:
+            return True
+
+    class _PolicyModel(CloudFormationModel):
+        """Base for resource policies: stored on the target; moto enforces none of them."""
+
+        TYPE = "?"
+
+        def __init__(self, physical_id: str, props: dict):
+            self.physical_id = physical_id
+            self.props = props
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.physical_id
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr == "Id"
+
+        def get_cfn_attribute(self, attribute_name: str) -> Any:
+            return self.physical_id
+
+        @classmethod
+        def _apply(cls, props, account_id, region_name, remove=False):  # pragma: no cover - overridden
+            raise NotImplementedError
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+            props = cloudformation_json.get("Properties", {})
+            cls._apply(props, account_id, region_name)
+            return cls(resource_name, props)
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+            props = cloudformation_json.get("Properties", {})
+            cls._apply(props, account_id, region_name)
+            return cls(original_resource.physical_id, props)
+
+        @classmethod
+        def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+            cls._apply(cloudformation_json.get("Properties", {}), account_id, region_name, remove=True)
+
+        def delete(self, account_id: str, region_name: str) -> None:
+            try:
+                self._apply(self.props, account_id, region_name, remove=True)
+            except Exception:  # target already gone
+                pass
+
+        def is_created(self) -> bool:
+            return True
+
+    class CfnS3BucketPolicy(_PolicyModel):
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::S3::BucketPolicy"
+
+        @classmethod
+        def _apply(cls, props, account_id, region_name, remove=False):
+            from moto.s3.models import s3_backends
+
+            backend = s3_backends[account_id]["aws"]
+            if remove:
+                backend.delete_bucket_policy(props["Bucket"])
+            else:
+                backend.put_bucket_policy(props["Bucket"], json.dumps(props["PolicyDocument"]).encode())
+
+    class CfnSnsTopicPolicy(_PolicyModel):
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::SNS::TopicPolicy"
+
+        @classmethod
+        def _apply(cls, props, account_id, region_name, remove=False):
+            from moto.sns.models import sns_backends
+
+            backend = sns_backends[account_id][region_name]
+            for arn in props.get("Topics", []):
+                if remove:
+                    continue  # moto has no "default policy"; leave it
+                backend.set_topic_attribute(arn, "Policy", json.dumps(props["PolicyDocument"]))
+
+    class CfnSqsQueuePolicy(_PolicyModel):
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::SQS::QueuePolicy"
+
+        @classmethod
+        def _apply(cls, props, account_id, region_name, remove=False):
+            from moto.sqs.models import sqs_backends
+
+            backend = sqs_backends[account_id][region_name]
+            for url in props.get("Queues", []):
+                name = url.rstrip("/").split("/")[-1]
+                backend.set_queue_attributes(name, {"Policy": "" if remove else json.dumps(props["PolicyDocument"])})
+
+    return [CfnCloudWatchAlarm, CfnS3BucketPolicy, CfnSnsTopicPolicy, CfnSqsQueuePolicy]
+
+
+CFN_MODELS: list = []
+
+
+def patch_cfn_resource_types() -> None:
+    """Register CloudFormation models for AWS::CloudWatch::Alarm and the three resource-policy types."""
+    if not _once("cfn_types"):
+        return
+    from moto.cloudformation import parsing
+
+    CFN_MODELS.extend(_cfn_models())
+    for fn in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
+        fn.cache_clear()
+
+
+# --------------------------------------------------------------------------- custom resources
+
+
+def _respond_url(region_name: str, stack_id: str) -> str:
+    from moto import settings
+
+    return f"http://localhost:{settings.moto_server_port()}/cloudformation_{region_name}/cfnresponse?stack={stack_id}"
+
+
+def _run_custom_resource(fn, event: dict, custom_resource) -> None:
+    """Run the provider Lambda (Python) or, for other runtimes, answer SUCCESS ourselves."""
+    from localcloud import lambdas
+
+    if (fn.run_time or "").startswith("python"):
+        inv = lambdas.run_moto_function(fn, event)
+        if inv.error:
+            log.warning("custom resource %s failed: %s\n%s", event["LogicalResourceId"], inv.error, inv.logs)
+    else:
+        log.info("custom resource %s: runtime %s not run locally; answered SUCCESS", event["LogicalResourceId"], fn.run_time)
+    # The provider answers on ResponseURL; if it did not (or could not run), mark done so the stack completes.
+    if custom_resource is not None and not custom_resource.is_created():
+        custom_resource.set_data({})
+
+
+def patch_custom_resources() -> None:
+    """Custom::* resources: run the provider Lambda synchronously with a ResponseURL on localhost.
+
+    Create, Update and Delete requests are sent, as CloudFormation does. Non-Python
+    providers are not run and answered SUCCESS (documented in README).
+    """
+    if not _once("custom_resources"):
+        return
+    from moto.awslambda.utils import get_backend as get_lambda_backend
+    from moto.cloudformation import custom_model
+    from moto.cloudformation.custom_model import CustomModel
+    from moto.moto_api._internal import mock_random
+
+    def create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        from moto.cloudformation import cloudformation_backends
+
+        logical_id = kwargs["LogicalId"]
+        stack_id = kwargs["StackId"]
+        properties = cloudformation_json["Properties"]
+        service_token = properties["ServiceToken"]
+        fn = get_lambda_backend(account_id, region_name).get_function(service_token)
+        request_id = str(mock_random.uuid4())
+        resource = CustomModel(region_name, request_id, logical_id, resource_name)
+        resource.service_token = service_token
+        resource.resource_type = kwargs["ResourceType"]
+        resource.properties = properties
+        resource.stack_id = stack_id
+        stack = cloudformation_backends[account_id][region_name].get_stack(stack_id)
+        stack.add_custom_resource(resource)
+        event = {
+            "RequestType": "Create",
+            "ServiceToken": service_token,
+            "ResponseURL": _respond_url(region_name, stack_id),
+            "StackId": stack_id,
+            "RequestId": request_id,
+            "LogicalResourceId": logical_id,
+            "ResourceType": kwargs["ResourceType"],
+            "ResourceProperties": properties,
+        }
+        _run_custom_resource(fn, event, resource)
+        return resource
+
+    def update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+        properties = cloudformation_json["Properties"]
+        fn = get_lambda_backend(account_id, region_name).get_function(properties["ServiceToken"])
+        event = {
+            "RequestType": "Update",
+            "ServiceToken": properties["ServiceToken"],
+            "ResponseURL": _respond_url(region_name, getattr(original_resource, "stack_id", "")),
+            "StackId": getattr(original_resource, "stack_id", ""),
+            "RequestId": str(mock_random.uuid4()),
+            "LogicalResourceId": original_resource.logical_id,
+            "PhysicalResourceId": original_resource.physical_resource_id,
+            "ResourceType": getattr(original_resource, "resource_type", cloudformation_json.get("Type")),
+            "ResourceProperties": properties,
+            "OldResourceProperties": getattr(original_resource, "properties", {}),
+        }
+        original_resource._finished = False
+        _run_custom_resource(fn, event, original_resource)
+        original_resource.properties = properties
+        return original_resource
+
+    def delete(self, account_id, region_name):
+        props = getattr(self, "properties", None)
+        if not props:
+            return
+        try:
+            fn = get_lambda_backend(account_id, region_name).get_function(props["ServiceToken"])
+        except Exception:
+            return
+        event = {
+            "RequestType": "Delete",
+            "ServiceToken": props["ServiceToken"],
+            "ResponseURL": _respond_url(region_name, self.stack_id),
+            "StackId": self.stack_id,
+            "RequestId": str(mock_random.uuid4()),
+            "LogicalResourceId": self.logical_id,
+            "PhysicalResourceId": self.physical_resource_id,
+            "ResourceType": self.resource_type,
+            "ResourceProperties": props,
+        }
+        _run_custom_resource(fn, event, None)
+
+    CustomModel.create_from_cloudformation_json = classmethod(create)
+    CustomModel.update_from_cloudformation_json = classmethod(update)
+    CustomModel.delete = delete
+    del custom_model  # imported for clarity only
+
+
+# --------------------------------------------------------------------------- change sets / updates
+
+
+def patch_change_set_outputs() -> None:
+    """After ExecuteChangeSet: keep the template on the stack and rebuild its outputs.
+
+    A change set that fails to apply leaves the stack in ROLLBACK_COMPLETE /
+    UPDATE_ROLLBACK_COMPLETE with the error as status reason (moto: HTTP 500).
+    """
+    if not _once("change_set_outputs"):
+        return
+    from moto.cloudformation.models import CloudFormationBackend
+
+    original = CloudFormationBackend.execute_change_set
+
+    def execute_change_set(self, change_set_name, stack_name=None):
+        change_set = self.describe_change_set(change_set_name)
+        stack = self.stacks[change_set.stack_id]
+        try:
+            original(self, change_set.change_set_id, stack_name)
+        except Exception as exc:  # noqa: BLE001 - reported like CloudFormation does
+            log.exception("change set %s failed", change_set_name)
+            failed = "ROLLBACK_COMPLETE" if change_set.change_set_type == "CREATE" else "UPDATE_ROLLBACK_COMPLETE"
+            stack._add_stack_event(failed, resource_status_reason=f"localcloud: {type(exc).__name__}: {exc}")
+            stack.status = failed
+            stack.status_reason = str(exc)
+            change_set.execution_status = "EXECUTE_FAILED"
+            return
+        stack._parse_template()
+        stack.description = stack.template_dict.get("Description")
+        stack.parameters = dict(change_set.parameters or stack.parameters)
+        stack.output_map = stack._create_output_map()
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    CloudFormationBackend.execute_change_set = execute_change_set
+
+
+def patch_update_parameters() -> None:
+    """On update, a parameter of type ``AWS::SSM::Parameter::Value<...>`` is re-resolved from SSM.
+
+    moto stores the *resolved* value and on the next change set parses it again as
+    an SSM parameter name (the CDK's BootstrapVersion parameter fails). We keep the
+    SSM parameter *name* as the parameter's input value.
+    """
+    if not _once("update_parameters"):
+        return
+    from moto.cloudformation.parsing import ResourceMap
+
+    original = ResourceMap.load_parameters
+
+    def load_parameters(self):
+        params = self._template.get("Parameters", {}) if self._template else {}
+        for key, spec in params.items():
+            if str(spec.get("Type", "")).startswith("AWS::SSM::Parameter::Value"):
+                value = self.input_parameters.get(key)
+                if value is not None and not str(value).startswith("/"):
+                    # a resolved value sneaked in (UsePreviousValue): use the default name again
+                    if "Default" in spec:
+                        self.input_parameters[key] = spec["Default"]
+        return original(self)
+
+    ResourceMap.load_parameters = load_parameters
+
+
+# --------------------------------------------------------------------------- Lambda
+
+
+def patch_lambda_invoke() -> None:
+    """Lambda Invoke runs the deployed code with :mod:`localcloud.lambdas` (no Docker)."""
+    if not _once("lambda_invoke"):
+        return
+    from moto.awslambda.models import LambdaFunction
+
+    def _invoke_lambda(self, event=None):
+        from localcloud import lambdas
+
+        if isinstance(event, (str, bytes)):
+            try:
+                event = json.loads(event or "{}")
+            except ValueError:
+                pass
+        inv = lambdas.run_moto_function(self, event)
+        try:
+            self.save_logs(inv.logs)
+        except Exception:
+            pass
+        if inv.error:
+            return json.dumps(inv.error), True, inv.logs
+        return json.dumps(inv.result), False, inv.logs
+
+    LambdaFunction._invoke_lambda = _invoke_lambda
+
+
+def patch_sqs_inline_esm() -> None:
+    """SendMessage no longer invokes mapped functions inline; :class:`localcloud.cloud.LocalCloud` polls."""
+    if not _once("sqs_inline_esm"):
+        return
+    from moto.sqs.models import Queue
+
+    original = Queue.add_message
+    add_lock = threading.Lock()
+
+    def add_message(self, message):
+        with add_lock:
+            saved = self.lambda_event_source_mappings
+            self.lambda_event_source_mappings = {}
+            try:
+                return original(self, message)
+            finally:
+                self.lambda_event_source_mappings = saved
+
+    Queue.add_message = add_message
+
+
+# --------------------------------------------------------------------------- EventBridge
+
+
+def _event_time(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value or _now_iso()
+
+
+def patch_eventbridge_targets() -> None:
+    """Rules deliver to Lambda (queued, async invoke semantics) and SNS targets; disabled rules deliver nothing.
+
+    ``time`` is always ISO-8601 (moto passes floats around internally). Constant
+    ``Input`` and ``InputPath`` are honoured as well as moto's InputTransformer.
+    """
+    if not _once("eventbridge_targets"):
+        return
+    from moto.events.models import EventTemplateParser, Rule
+    from moto.utilities.arns import parse_arn
+
+    original = Rule.send_to_targets
+
+    def send_to_targets(self, original_event, transform_input=True):
+        if getattr(self, "state", "ENABLED") != "ENABLED":
+            return
+        if not self.event_pattern.matches_event(original_event):
+            return
+        event0 = dict(original_event)
+        event0["time"] = _event_time(event0.get("time"))
+        event0.pop("ingestion-time", None)
+        others = []
+        for target in self.targets:
+            arn = parse_arn(target["Arn"])
+            if arn.service not in ("lambda", "sns"):
+                others.append(target)
+                continue
+            if "Input" in target:
+                payload: Any = json.loads(target["Input"])
+            elif "InputPath" in target:
+                payload = event0
+                for part in target["InputPath"].lstrip("$").strip(".").split("."):
+                    if part:
+                        payload = payload.get(part) if isinstance(payload, dict) else None
+            elif transform_input and target.get("InputTransformer"):
+                tr = target["InputTransformer"]
+                payload = EventTemplateParser.parse(
+                    input_template=tr.get("InputTemplate"),
+                    input_paths_map=tr.get("InputPathsMap", {}),
+                    event=event0,
+                )
+            else:
+                payload = copy.deepcopy(event0)
+            if arn.service == "lambda":
+                ASYNC_INVOCATIONS.append((target["Arn"], payload))
+            else:
+                from moto.sns.models import sns_backends
+
+                sns_backends[arn.account][arn.region].publish(
+                    message=payload if isinstance(payload, str) else json.dumps(payload), arn=target["Arn"]
+                )
+        if others:
+            saved = self.targets
+            self.targets = others
+            try:
+                original(self, original_event, transform_input)
+            finally:
+                self.targets = saved
+
+    Rule.send_to_targets = send_to_targets
+
+
+def put_event(account_id: str, region_name: str, event: dict, bus_name: str = "default") -> None:
+    """Route one fully formed event (AWS shape) through the bus's rules."""
+    from moto.events.models import events_backends
+
+    backend = events_backends[account_id][region_name]
+    bus = backend.event_buses.get(bus_name)
+    if bus is None:
+        return
+    for rule in list(bus.rules.values()):
+        rule.send_to_targets(copy.deepcopy(event))
+
+
+_sequencer = itertools.count(int(datetime.now().timestamp() * 1000) << 20)
+
+_S3_REASONS = {
+    "Put": "PutObject",
+    "Post": "PostObject",
+    "Copy": "CopyObject",
+    "CompleteMultipartUpload": "CompleteMultipartUpload",
+    "Delete": "DeleteObject",
+    "DeleteMarkerCreated": "DeleteObject",
+}
+
+
+def s3_eventbridge_event(account_id: str, bucket, event_name: str, key) -> dict:
+    """The EventBridge event S3 sends for ``event_name`` (e.g. ``s3:ObjectCreated:Put``), in AWS's shape."""
+    from moto.s3.notifications import _detail_type
+
+    action = event_name.split(":")[-1]
+    obj = {"key": key.name, "size": key.size, "etag": key.etag.replace('"', "")}
+    if getattr(bucket, "is_versioned", False) and key.version_id and key.version_id != "null":
+        obj["version-id"] = key.version_id
+    obj["sequencer"] = format(next(_sequencer), "016X")
+    detail = {
+        "version": "0",
+        "bucket": {"name": bucket.name},
+        "object": obj,
+        "request-id": "".join(random.choices(string.ascii_uppercase + string.digits, k=16)),
+        "requester": account_id,
+        "source-ip-address": "127.0.0.1",
+        "reason": _S3_REASONS.get(action, action),
+    }
+    if "ObjectRemoved" in event_name:
+        obj.pop("etag", None)
+        obj.pop("size", None)
+        detail["deletion-type"] = "Delete Marker Created" if action == "DeleteMarkerCreated" else "Permanently Deleted"
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": _detail_type(event_name),
+        "source": "aws.s3",
+        "account": account_id,
+        "time": _now_iso(),
+        "region": bucket.region_name,
+        "resources": [f"arn:aws:s3:::{bucket.name}"],
+        "detail": detail,
+    }
+
+
+def patch_s3_eventbridge() -> None:
+    """Buckets with EventBridgeConfiguration send AWS-shaped events to the default bus's rules.
+
+    moto 5.2.5 already calls this hook for PutObject, PostObject, CopyObject,
+    CompleteMultipartUpload and deletes; we replace the event it builds (time was a
+    float, ``eTag`` instead of ``etag``, constant sequencer/request-id, version-id
+    on unversioned buckets) and route it with :func:`put_event`.
+    """
+    if not _once("s3_eventbridge"):
+        return
+    from moto.s3 import notifications
+
+    def _send_event_bridge_message(account_id, bucket, event_name, key):
+        try:
+            put_event(account_id, bucket.region_name, s3_eventbridge_event(account_id, bucket, event_name, key))
+        except Exception:  # async in AWS: never fail the S3 call
+            log.exception("S3 -> EventBridge delivery failed")
+
+    notifications._send_event_bridge_message = _send_event_bridge_message
+
+
+# --------------------------------------------------------------------------- SageMaker
+
+
+def _epoch_ms(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(value.timestamp() * 1000)
+    return value
+
+
+def patch_sagemaker_processing() -> None:
+    """CreateProcessingJob: duplicate names refused (ResourceInUse), jobs start InProgress, the whole
+    request (Environment, ProcessingResources ...) is kept and described."""
+    if not _once("sagemaker_processing"):
+        return
+    from moto.sagemaker.exceptions import ResourceInUseException
+    from moto.sagemaker.models import FakeProcessingJob, SageMakerModelBackend
+    from moto.sagemaker.responses import SageMakerResponse
+    from moto.core.utils import utcnow
+
+    original_create = SageMakerModelBackend.create_processing_job
+
+    def create_processing_job(self, **kwargs):
+        name = kwargs["processing_job_name"]
+        if name in self.processing_jobs:
+            arn = FakeProcessingJob.arn_formatter(name, self.account_id, self.region_name)
+            raise ResourceInUseException(
+                message=f"Processing job names must be unique within an AWS account and region, "
+                f"and a processing job with this name already exists ({arn})"
+            )
+        request = kwargs.pop("_request", None) or {}
+        job = original_create(self, **kwargs)
+        now = utcnow()
+        job.processing_job_status = "InProgress"
+        job.processing_end_time = None
+        job.processing_start_time = now
+        job.environment = request.get("Environment")
+        job.processing_resources = request.get("ProcessingResources")
+        job.failure_reason = None
+        job.exit_message = None
+        PROCESSING_JOB_REQUESTS[name] = dict(request, ProcessingJobArn=job.arn)
+        return job
+
+    def response_create(self):
+        from moto.core.responses import ActionResult
+
+        request = json.loads(self.body) if self.body else {}
+        job = self.sagemaker_backend.create_processing_job(
+            app_specification=self._get_param("AppSpecification"),
+            experiment_config=self._get_param("ExperimentConfig"),
+            network_config=self._get_param("NetworkConfig"),
+            processing_inputs=self._get_param("ProcessingInputs"),
+            processing_job_name=self._get_param("ProcessingJobName"),
+            processing_output_config=self._get_param("ProcessingOutputConfig"),
+            role_arn=self._get_param("RoleArn"),
+            stopping_condition=self._get_param("StoppingCondition"),
+            tags=self._get_param("Tags"),
+            _request=request,
+        )
+        return ActionResult({"ProcessingJobArn": job.arn})
+
+    SageMakerModelBackend.create_processing_job = create_processing_job
+    SageMakerResponse.create_processing_job = response_create
+
+
+def _sagemaker_backend(account_id: str, region_name: str):
+    from moto.sagemaker.models import sagemaker_backends
+
+    return sagemaker_backends[account_id][region_name]
+
+
+def processing_jobs(account_id: str, region_name: str, status: str | None = None) -> list[dict]:
+    """DescribeProcessingJob-like dicts of every job (optionally with one status)."""
+    backend = _sagemaker_backend(account_id, region_name)
+    out = []
+    for name, job in list(backend.processing_jobs.items()):
+        if status and job.processing_job_status != status:
+            continue
+        out.append(describe_processing_job(account_id, region_name, name))
+    return out
+
+
+def describe_processing_job(account_id: str, region_name: str, name: str) -> dict:
+    backend = _sagemaker_backend(account_id, region_name)
+    desc = dict(backend.processing_jobs[name].response_object)
+    desc.pop("ProcessingJobName", None)
+    desc["ProcessingJobName"] = name
+    return desc
+
+
+def set_processing_job_status(
+    account_id: str,
+    region_name: str,
+    name: str,
+    status: str,
+    failure_reason: str | None = None,
+    exit_message: str | None = None,
+    emit_event: bool = True,
+) -> dict:
+    """Move a processing job to ``status`` (Completed / Failed / Stopped / InProgress ...).
+
+    Terminal states get ProcessingEndTime; FailureReason/ExitMessage are cut to
+    1024 chars as in AWS. With ``emit_event`` the "SageMaker Processing Job State
+    Change" event (detail = DescribeProcessingJob, times as epoch milliseconds) is
+    routed through EventBridge rules, as SageMaker does. Returns the description.
+    """
+    from moto.core.utils import utcnow
+
+    backend = _sagemaker_backend(account_id, region_name)
+    job = backend.processing_jobs[name]
+    job.processing_job_status = status
+    now = utcnow()
+    job.last_modified_time = now
+    if status in ("Completed", "Failed", "Stopped"):
+        job.processing_end_time = now
+    if failure_reason is not None:
+        job.failure_reason = failure_reason[:1024]
+    if exit_message is not None:
+        job.exit_message = exit_message[:1024]
+    desc = describe_processing_job(account_id, region_name, name)
+    if emit_event:
+        detail = {k: _epoch_ms(v) for k, v in desc.items()}
+        if "Environment" in detail and detail["Environment"] is None:
+            detail.pop("Environment")
+        put_event(
+            account_id,
+            region_name,
+            {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "SageMaker Processing Job State Change",
+                "source": "aws.sagemaker",
+                "account": account_id,
+                "time": _now_iso(),
+                "region": region_name,
+                "resources": [job.arn],
+                "detail": detail,
+            },
+        )
+    return desc
+
+
+# --------------------------------------------------------------------------- CloudWatch alarms
+
+_REGION_NAMES = {"us-east-1": "US East (N. Virginia)", "us-west-2": "US West (Oregon)", "eu-west-1": "EU (Ireland)"}
+
+
+def alarm_notification(alarm, old_state: str) -> dict:
+    """The JSON CloudWatch publishes to SNS for an alarm state change."""
+
+    def iso(dt):
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+0000"
+
+    trigger: dict[str, Any] = {
+        "MetricName": alarm.metric_name,
+        "Namespace": alarm.namespace,
+        "StatisticType": "ExtendedStatistic" if alarm.extended_statistic else "Statistic",
+        "Statistic": (alarm.statistic or "").upper() if not alarm.extended_statistic else None,
+        "Unit": alarm.unit,
+        "Dimensions": [{"value": d.value, "name": d.name} for d in alarm.dimensions],
+        "Period": alarm.period,
+        "EvaluationPeriods": alarm.evaluation_periods,
+        "DatapointsToAlarm": alarm.datapoints_to_alarm,
+        "ComparisonOperator": alarm.comparison_operator,
+        "Threshold": alarm.threshold,
+        "TreatMissingData": alarm.treat_missing_data or "missing",
+        "EvaluateLowSampleCountPercentile": alarm.evaluate_low_sample_count_percentile or "",
+    }
+    if alarm.extended_statistic:
+        trigger["ExtendedStatistic"] = alarm.extended_statistic
+        trigger.pop("Statistic")
+    return {
+        "AlarmName": alarm.name,
+        "AlarmDescription": alarm.description,
+        "AWSAccountId": alarm.account_id,
+        "AlarmConfigurationUpdatedTimestamp": iso(alarm.configuration_updated_timestamp)
+        if hasattr(alarm.configuration_updated_timestamp, "strftime")
+        else str(alarm.configuration_updated_timestamp),
+        "NewStateValue": alarm.state_value,
+        "NewStateReason": alarm.state_reason,
+        "StateChangeTime": iso(alarm.state_updated_timestamp),
+        "Region": _REGION_NAMES.get(alarm.region_name, alarm.region_name),
+        "AlarmArn": alarm.alarm_arn,
+        "OldStateValue": old_state,
+        "OKActions": alarm.ok_actions,
+        "AlarmActions": alarm.alarm_actions,
+        "InsufficientDataActions": alarm.insufficient_data_actions,
+        "Trigger": trigger,
+    }
+
+
+def patch_alarm_states() -> None:
+    """Alarms start INSUFFICIENT_DATA; a state *change* publishes to the alarm's SNS actions."""
+    if not _once("alarm_states"):
+        return
+    from moto.cloudwatch.models import Alarm, CloudWatchBackend
+
+    original_init = Alarm.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.state_value = "INSUFFICIENT_DATA"
+        self.state_reason = "Unchecked: Initial alarm creation"
+
+    original_put = CloudWatchBackend.put_metric_alarm
+
+    def put_metric_alarm(self, name, *args, **kwargs):
+        # PutMetricAlarm on an existing alarm keeps its state (as AWS does)
+        old = self.alarms.get(name)
+        alarm = original_put(self, name, *args, **kwargs)
+        if old is not None:
+            alarm.state_value = old.state_value
+            alarm.state_reason = old.state_reason
+            alarm.state_reason_data = old.state_reason_data
+            alarm.state_updated_timestamp = old.state_updated_timestamp
+        return alarm
+
+    original_set = CloudWatchBackend.set_alarm_state
+
+    def set_alarm_state(self, alarm_name, reason, reason_data, state_value):
+        old_state = self.alarms[alarm_name].state_value if alarm_name in self.alarms else None
+        original_set(self, alarm_name, reason, reason_data, state_value)
+        alarm = self.alarms[alarm_name]
+        if old_state == state_value or not alarm.actions_enabled:
+            return
+        actions = {
+            "ALARM": alarm.alarm_actions,
+            "OK": alarm.ok_actions,
+            "INSUFFICIENT_DATA": alarm.insufficient_data_actions,
+        }[state_value]
+        message = json.dumps(alarm_notification(alarm, old_state))
+        region_label = _REGION_NAMES.get(alarm.region_name, alarm.region_name)
+        subject = f'{state_value}: "{alarm.name}" in {region_label}'[:100]
+        from moto.sns.models import sns_backends
+        from moto.utilities.arns import parse_arn
+
+        for action in actions or []:
+            if ":sns:" not in action:
+                continue
+            arn = parse_arn(action)
+            try:
+                sns_backends[arn.account][arn.region].publish(message=message, arn=action, subject=subject)
+            except Exception:
+                log.exception("alarm action %s failed", action)
+
+    Alarm.__init__ = __init__
+    CloudWatchBackend.put_metric_alarm = put_metric_alarm
+    CloudWatchBackend.set_alarm_state = set_alarm_state
