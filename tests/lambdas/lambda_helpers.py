@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,3 +44,52 @@ class LambdaContext:
 
 def client(service: str) -> Any:
     return boto3.client(service, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+# Trigger environment as the CDK construct sets it.
+ENV: dict[str, str] = {
+    "DATA_BUCKET": "dq-data-bucket",
+    "INPUT_PREFIX": "input/",
+    "OUTPUT_PREFIX": "output/",
+    "JOB_PREFIX": "dq",
+    "ROLE_ARN": "arn:aws:iam::123456789012:role/dq-processing-job-role",
+    "IMAGE_URI": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3",
+    "CODE_S3_URI": "s3://cdk-assets-bucket/0123456789abcdef.zip",
+    "CODE_VERSION": "0123456789abcdef",
+    "INSTANCE_TYPE": "ml.t3.medium",
+    "INSTANCE_COUNT": "1",
+    "VOLUME_SIZE_GB": "30",
+    "MAX_RUNTIME_SECONDS": "3600",
+    "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+}
+QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:dq-trigger-queue"
+QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/dq-trigger-queue"
+
+
+def s3_event_body(raw_key: str, size: int = 1234, version_id: str | None = "v1", bucket: str = ENV["DATA_BUCKET"]) -> str:
+    obj: dict = {"key": raw_key, "size": size, "etag": "b1946ac92492d2347c6235b4d2611184", "sequencer": "617f08299329d189"}
+    if version_id is not None:
+        obj["version-id"] = version_id
+    return json.dumps({
+        "version": "0", "id": "17793124-05d4-b198-2fde-7ededc63b103", "detail-type": "Object Created",
+        "source": "aws.s3", "account": "123456789012", "time": "2021-11-12T00:00:00Z", "region": "eu-west-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "request-id": "N4N7GDK58NMKJ12R",
+                   "requester": "123456789012", "source-ip-address": "1.2.3.4", "reason": "PutObject"},
+    })
+
+
+def sqs_record(body: str, message_id: str = "msg-1", receive_count: int = 1) -> dict[str, Any]:
+    """One record of an SQS event source batch."""
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"receipt-{message_id}",
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1700000000000",
+                       "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1700000000001"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": QUEUE_ARN,
+        "awsRegion": REGION,
+    }

@@ -50,7 +50,9 @@ API_STRING_MAX = 256  # ContainerArgument, ContainerEntrypoint item, Environment
 S3_URI_MAX = 1024
 TAG_VALUE_MAX = 256
 
-SAGEMAKER_MAX_ATTEMPTS = 4  # botocore standard mode: 1 call + 3 retries with jittered exponential backoff
+# botocore's retries["max_attempts"] counts retries after the first call: 3 -> at most 4 calls, standard mode
+# (jittered exponential backoff, retries ThrottlingException but not ResourceLimitExceeded).
+SAGEMAKER_MAX_ATTEMPTS = 3
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_MAX_SECONDS = 900  # 15 min; SQS allows up to 12 h
 RETRY_LATER_CODES = frozenset({"ThrottlingException", "ResourceLimitExceeded"})
@@ -442,7 +444,7 @@ def is_already_exists(error: ClientError) -> bool:
     return code == "ResourceInUse" or (code == "ValidationException" and "already exists" in message.lower())
 
 
-def backoff_seconds(receive_count: int, rand: Callable[[], float] = random.random) -> int:
+def backoff_seconds(receive_count: int, rand: Callable[[], float] | None = None) -> int:
     """Visibility timeout before the next attempt: exponential in the receive count, capped, jittered.
 
     ``min(cap, base * 2**(n-1))`` with "equal jitter" (half fixed, half random) so a throttled burst
@@ -450,7 +452,7 @@ def backoff_seconds(receive_count: int, rand: Callable[[], float] = random.rando
     """
     exponent = max(receive_count, 1) - 1
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(exponent, 20))
-    return int(ceiling / 2 + rand() * ceiling / 2)
+    return int(ceiling / 2 + (rand or random.random)() * ceiling / 2)
 
 
 def queue_url_from_arn(arn: str) -> str:
@@ -599,9 +601,10 @@ def process_batch(
     *,
     sagemaker: SageMakerClient,
     sqs: SQSClient,
-    rand: Callable[[], float] = random.random,
+    rand: Callable[[], float] | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Process an SQS batch and return the partial batch response."""
+    rand = rand or random.random
     failures = []
     for record in event.get("Records", []):
         try:
