@@ -128,8 +128,11 @@ def parse_time(value: Any) -> datetime | None:
 
 def dataset_from_job_name(job_name: str, job_prefix: str) -> str:
     """``<prefix>-<dataset truncated>-<16 hex>`` -> dataset (may be truncated), or ``unknown``."""
-    middle = JOB_SUFFIX_RE.sub("", job_name.removeprefix(f"{job_prefix}-"), count=1)
-    return middle if middle != job_name and DATASET_RE.fullmatch(middle) else UNKNOWN_DATASET
+    head = f"{job_prefix}-"
+    if not job_name.startswith(head) or not JOB_SUFFIX_RE.search(job_name[len(head):]):
+        return UNKNOWN_DATASET
+    middle = JOB_SUFFIX_RE.sub("", job_name[len(head):], count=1)
+    return middle if DATASET_RE.fullmatch(middle) else UNKNOWN_DATASET
 
 
 def parse_outcome(event: Mapping[str, Any], settings: Settings) -> JobOutcome | None:

@@ -1,0 +1,292 @@
+"""The metrics Lambda: event parsing, metrics.json handling, PutMetricData and GetObject checked with Stubber."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from lambda_helpers import client, load_handler
+
+metrics = load_handler("metrics")
+SETTINGS = metrics.Settings(namespace="DataQualityPipeline", job_prefix="dq")
+JOB = "dq-sales-0123456789abcdef"
+BUCKET = "dq-data-bucket"
+QUALITY_URI = f"s3://{BUCKET}/output/sales/{JOB}/quality/"
+END_MS = 1_700_000_123_456
+END = datetime.fromtimestamp(END_MS / 1000, tz=timezone.utc)
+SUMMARY = {
+    "rows_in": 1000, "rows_out": 950, "rows_rejected": 50, "missing_values_before": 120, "missing_values_after": 3,
+    "missing_rate_after": 0.0005, "rejected_rate": 0.05, "duplicate_rows_exact": 4, "duplicate_rows_key": 6,
+    "duplicate_rate": 0.006, "malformed_json": 2, "malformed_json_rate": 0.01, "invalid_values": 7,
+    "processing_seconds": 12.5,
+}
+DIMS = [{"Name": "Dataset", "Value": "sales"}]
+
+
+def state_change(status: str = "Completed", job: str = JOB, **detail_overrides: Any) -> dict[str, Any]:
+    """A "SageMaker Processing Job State Change" event (times in epoch milliseconds, FACTS.md §4)."""
+    detail = {
+        "ProcessingJobName": job,
+        "ProcessingJobArn": f"arn:aws:sagemaker:eu-west-1:123456789012:processing-job/{job}",
+        "ProcessingJobStatus": status,
+        "ProcessingEndTime": END_MS,
+        "LastModifiedTime": END_MS + 5000,
+        "CreationTime": END_MS - 600_000,
+        "Environment": {"DATASET": "sales", "SOURCE_URI": f"s3://{BUCKET}/input/sales/a.csv"},
+        "ProcessingOutputConfig": {"Outputs": [
+            {"OutputName": name, "S3Output": {"S3Uri": f"s3://{BUCKET}/output/sales/{job}/{name}/",
+                                              "LocalPath": f"/opt/ml/processing/output/{name}",
+                                              "S3UploadMode": "EndOfJob"}, "AppManaged": False}
+            for name in ("cleaned", "transformed", "statistics", "quality", "rejected")
+        ], "KmsKeyId": "arn:aws:kms:eu-west-1:123456789012:key/abc"},
+    }
+    if status == "Failed":
+        detail["FailureReason"] = "AlgorithmError: see job logs"
+    detail.update(detail_overrides)
+    return {"version": "0", "id": "7e1b", "detail-type": "SageMaker Processing Job State Change",
+            "source": "aws.sagemaker", "account": "123456789012", "time": "2023-11-14T22:15:30Z",
+            "region": "eu-west-1", "resources": [detail["ProcessingJobArn"]], "detail": detail}
+
+
+def datum(name: str, value: float, unit: str = "Count", ts: datetime = END) -> dict[str, Any]:
+    return {"MetricName": name, "Dimensions": DIMS, "Timestamp": ts, "Value": value, "Unit": unit}
+
+
+def object_body(payload: bytes) -> dict[str, Any]:
+    return {"Body": StreamingBody(io.BytesIO(payload), len(payload)), "ContentLength": len(payload)}
+
+
+def all_summary_datums() -> list[dict[str, Any]]:
+    return [datum(name, float(SUMMARY[key]), unit) for key, (name, unit) in metrics.SUMMARY_METRICS.items()]
+
+
+@pytest.fixture
+def stubs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber]]:
+    cloudwatch, s3 = client("cloudwatch"), client("s3")
+    monkeypatch.setattr(metrics, "cloudwatch_client", cloudwatch)
+    monkeypatch.setattr(metrics, "s3_client", s3)
+    monkeypatch.setattr(metrics, "_settings", SETTINGS)
+    with Stubber(cloudwatch) as cw_stub, Stubber(s3) as s3_stub:
+        yield cw_stub, s3_stub
+        cw_stub.assert_no_pending_responses()
+        s3_stub.assert_no_pending_responses()
+
+
+def expect_metrics_json(s3: Stubber, payload: bytes) -> None:
+    s3.add_response("get_object", object_body(payload),
+                    {"Bucket": BUCKET, "Key": f"output/sales/{JOB}/quality/metrics.json"})
+
+
+def test_completed_job_publishes_every_summary_metric(stubs, lambda_context, decision_log) -> None:
+    # GIVEN a completed job whose metrics.json holds the full summary
+    cw, s3 = stubs
+    expect_metrics_json(s3, json.dumps({"summary": SUMMARY, "columns": {}}).encode())
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 0.0),
+        *all_summary_datums()]})
+    # WHEN the handler runs
+    result = metrics.handler(state_change(), lambda_context)
+    # THEN one PutMetricData with every metric, the right units, stamped with the job's end time
+    assert result == {"published": 17, "decision": "published", "metrics_unavailable": False}
+    assert decision_log.decisions() == ["published"]
+
+
+def test_units_follow_contract_3() -> None:
+    units = {name: unit for name, unit in metrics.SUMMARY_METRICS.values()}
+    assert units["ProcessingSeconds"] == "Seconds"
+    assert {n for n, u in units.items() if u == "None"} == {
+        "MissingRateAfter", "RejectedRate", "DuplicateRate", "MalformedJsonRate"}
+    assert len(metrics.SUMMARY_METRICS) == 14
+
+
+def test_duplicate_event_publishes_identical_datapoints(stubs, lambda_context) -> None:
+    # GIVEN the same event delivered twice
+    cw, s3 = stubs
+    expected = {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 0.0), *all_summary_datums()]}
+    for _ in range(2):
+        expect_metrics_json(s3, json.dumps({"summary": SUMMARY}).encode())
+        cw.add_response("put_metric_data", {}, expected)
+    # WHEN handled twice / THEN both publish exactly the same datapoints (same timestamp: Maximum is unchanged)
+    metrics.handler(state_change(), lambda_context)
+    metrics.handler(state_change(), lambda_context)
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_failed_or_stopped_job_counts_as_failed(stubs, lambda_context, decision_log, status) -> None:
+    # GIVEN a job that failed or was stopped / WHEN handled / THEN JobFailed=1, JobSucceeded=0, no S3 read
+    cw, _ = stubs
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    result = metrics.handler(state_change(status), lambda_context)
+    assert result["published"] == 2
+    if status == "Failed":
+        assert decision_log.records[0]["failure_reason"] == "AlgorithmError: see job logs"
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (json.dumps({"rows": 3}).encode(), "no 'summary' object"),
+        (json.dumps({"summary": []}).encode(), "no 'summary' object"),
+    ],
+)
+def test_corrupt_metrics_json_becomes_metrics_unavailable(stubs, lambda_context, decision_log, payload, problem) -> None:
+    # GIVEN a completed job whose metrics.json is corrupt
+    cw, s3 = stubs
+    expect_metrics_json(s3, payload)
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0)]})
+    # WHEN handled / THEN MetricsUnavailable=1 and the reason is logged; nothing raises
+    assert metrics.handler(state_change(), lambda_context)["metrics_unavailable"] is True
+    assert decision_log.decisions() == ["metrics-unavailable", "published"]
+    assert problem in decision_log.records[0]["problems"][0]
+
+
+@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("AccessDenied", 403), ("KMS.DisabledException", 400)])
+def test_missing_or_unreadable_metrics_json_becomes_metrics_unavailable(stubs, lambda_context, decision_log,
+                                                                         code, status) -> None:
+    # GIVEN metrics.json is missing or cannot be read
+    cw, s3 = stubs
+    s3.add_client_error("get_object", code, "nope", status,
+                        expected_params={"Bucket": BUCKET, "Key": f"output/sales/{JOB}/quality/metrics.json"})
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0)]})
+    # WHEN / THEN
+    assert metrics.handler(state_change(), lambda_context)["metrics_unavailable"] is True
+    assert code in decision_log.records[0]["problems"][0]
+
+
+def test_missing_summary_keys_publish_the_rest_and_flag_unavailable(stubs, lambda_context, decision_log) -> None:
+    # GIVEN a summary missing one key and holding one non-number
+    cw, s3 = stubs
+    summary = {k: v for k, v in SUMMARY.items() if k != "invalid_values"} | {"rows_out": "950"}
+    expect_metrics_json(s3, json.dumps({"summary": summary}).encode())
+    kept = [d for d in all_summary_datums() if d["MetricName"] not in ("InvalidValues", "RowsOut")]
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0), *kept]})
+    # WHEN / THEN the valid values are published, MetricsUnavailable=1, both problems logged
+    metrics.handler(state_change(), lambda_context)
+    problems = decision_log.records[0]["problems"]
+    assert any("summary.invalid_values is missing" in p for p in problems)
+    assert any("summary.rows_out='950'" in p for p in problems)
+
+
+def test_no_quality_output_in_event_is_metrics_unavailable(stubs, lambda_context, decision_log) -> None:
+    cw, _ = stubs
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0)]})
+    metrics.handler(state_change(ProcessingOutputConfig={"Outputs": []}), lambda_context)
+    assert "no 'quality' output" in decision_log.records[0]["problems"][0]
+
+
+def test_transient_s3_error_raises_for_async_retry(stubs, lambda_context) -> None:
+    # GIVEN S3 keeps failing with a server error / WHEN handled / THEN it raises so Lambda retries the event
+    _, s3 = stubs
+    s3.add_client_error("get_object", "InternalError", "try again", 500,
+                        expected_params={"Bucket": BUCKET, "Key": f"output/sales/{JOB}/quality/metrics.json"})
+    with pytest.raises(metrics.ClientError):
+        metrics.handler(state_change(), lambda_context)
+
+
+def test_cloudwatch_throttling_raises_for_async_retry(stubs, lambda_context) -> None:
+    cw, _ = stubs
+    cw.add_client_error("put_metric_data", "Throttling", "Rate exceeded", 400, expected_params={
+        "Namespace": "DataQualityPipeline", "MetricData": [datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    with pytest.raises(metrics.ClientError):
+        metrics.handler(state_change("Failed"), lambda_context)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        state_change(job="other-sales-0123456789abcdef"),
+        state_change(job="dqx-sales-0123456789abcdef"),
+        state_change("InProgress"),
+        state_change("Stopping"),
+        {"detail": {}},
+    ],
+)
+def test_foreign_or_non_terminal_events_are_ignored(stubs, lambda_context, decision_log, event) -> None:
+    # GIVEN an event for a job that is not ours or not finished / WHEN handled / THEN no AWS call at all
+    assert metrics.handler(event, lambda_context) == {"published": 0, "decision": "ignored"}
+    assert decision_log.decisions() == ["ignored"]
+
+
+def test_dataset_falls_back_to_the_job_name(stubs, lambda_context) -> None:
+    # GIVEN an event without Environment / THEN the dataset comes from <prefix>-<dataset>-<16 hex>
+    cw, _ = stubs
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    metrics.handler(state_change("Failed", Environment=None), lambda_context)
+
+
+@pytest.mark.parametrize(
+    ("job", "dataset"),
+    [("dq-sales-0123456789abcdef", "sales"), ("dq-sales-eu-0123456789abcdef", "sales-eu"),
+     ("dq-0123456789abcdef", "unknown"), ("dq-Sales_x-0123456789abcdef", "unknown")],
+)
+def test_dataset_from_job_name(job: str, dataset: str) -> None:
+    assert metrics.dataset_from_job_name(job, "dq") == dataset
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (END_MS, END),
+        (str(END_MS), END),
+        ("2023-11-14T22:15:23.456Z", END),
+        ("2023-11-14T22:15:23.456+00:00", END),
+        ("2023-11-14T22:15:23.456", END),
+        (None, None),
+        ("garbage", None),
+        (True, None),
+    ],
+)
+def test_parse_time_accepts_epoch_ms_and_iso(value: Any, expected: datetime | None) -> None:
+    assert metrics.parse_time(value) == expected
+
+
+def test_end_time_falls_back_to_last_modified_then_event_time() -> None:
+    outcome = metrics.parse_outcome(state_change(ProcessingEndTime=None), SETTINGS)
+    assert outcome.end_time == datetime.fromtimestamp((END_MS + 5000) / 1000, tz=timezone.utc)
+    outcome = metrics.parse_outcome(state_change(ProcessingEndTime=None, LastModifiedTime=None), SETTINGS)
+    assert outcome.end_time == datetime(2023, 11, 14, 22, 15, 30, tzinfo=timezone.utc)
+
+
+def test_metric_data_is_chunked_to_the_api_limit(monkeypatch, stubs, lambda_context) -> None:
+    # GIVEN a per-call limit smaller than the datapoint count
+    cw, s3 = stubs
+    monkeypatch.setattr(metrics, "MAX_DATUMS_PER_CALL", 10)
+    monkeypatch.setattr(metrics.chunks, "__defaults__", (10,))
+    expect_metrics_json(s3, json.dumps({"summary": SUMMARY}).encode())
+    data = [datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 0.0),
+            *all_summary_datums()]
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": data[:10]})
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": data[10:]})
+    # WHEN / THEN two calls, in order
+    assert metrics.handler(state_change(), lambda_context)["published"] == 17
+
+
+def test_metrics_location() -> None:
+    assert metrics.metrics_location("s3://b/output/x/quality/") == ("b", "output/x/quality/metrics.json")
+    assert metrics.metrics_location("s3://b/output/x/quality") == ("b", "output/x/quality/metrics.json")
+    with pytest.raises(metrics.MetricsUnavailableError):
+        metrics.metrics_location("https://b/x")
+
+
+@pytest.mark.parametrize(("env", "name"), [({"JOB_PREFIX": "dq"}, "NAMESPACE"),
+                                           ({"NAMESPACE": "DataQualityPipeline"}, "JOB_PREFIX"),
+                                           ({"NAMESPACE": "AWS/Lambda", "JOB_PREFIX": "dq"}, "NAMESPACE")])
+def test_settings_errors_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(metrics.SettingsError, match=name):
+        metrics.Settings.from_env(env)
