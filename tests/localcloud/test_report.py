@@ -1,0 +1,82 @@
+"""HTML report: self-contained (no external references), every section present, robust to missing keys."""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+
+from localcloud.report import write_report
+
+METRICS = {
+    "summary": {"rows_in": 1000, "rows_out": 990, "rows_rejected": 10, "missing_values_before": 120,
+                "missing_values_after": 3, "missing_rate_after": 0.0005, "rejected_rate": 0.01,
+                "duplicate_rows_exact": 2, "duplicate_rows_key": 5, "duplicate_rate": 0.005, "malformed_json": 7,
+                "malformed_json_rate": 0.007, "invalid_values": 1, "processing_seconds": 0.42},
+    "dataset": "default",
+    "timestamp": "2026-11-25T22:00:00+00:00",
+    "columns": {"age": {"type": "float", "missing_before": 50, "missing_after": 0, "invalid": 1},
+                "salary": {"type": "float", "missing_before": 60, "missing_after": 0, "invalid": 0},
+                "department": {"type": "string", "missing_before": 10, "missing_after": 3, "invalid": 0}},
+    "quality_gate": {"passed": False, "checks": {"max_rejected_rate": {"threshold": 0.005, "value": 0.01,
+                                                                       "passed": False}}},
+}
+STATS = [{"department": "Engineering", "rows": 400, "salary_mean": 80000.5, "age_mean": 40.1},
+         {"department": "Sales", "rows": 300, "salary_mean": 60000.0, "age_mean": 35.2},
+         {"department": None, "rows": 5, "salary_mean": None, "age_mean": 30.0}]
+ALARMS = [
+    {"AlarmName": "dq-default-RejectedRate", "StateValue": "ALARM", "MetricName": "RejectedRate",
+     "Statistic": "Maximum", "ComparisonOperator": "GreaterThanThreshold", "Threshold": 0.005,
+     "Dimensions": [{"Name": "Dataset", "Value": "default"}],
+     "StateReason": "Threshold Crossed: see https://example.com/<script>"},
+    {"AlarmName": "dq-default-JobFailed", "StateValue": "OK", "MetricName": "JobFailed", "Statistic": "Maximum",
+     "ComparisonOperator": "GreaterThanOrEqualToThreshold", "Threshold": 1.0},
+]
+JOB = {"ProcessingJobName": "dq-default-0123456789abcdef", "ProcessingJobStatus": "Completed",
+       "Environment": {"SOURCE_URI": "s3://bucket/input/default/data.csv"}}
+
+
+def sample_frame():
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"id": np.arange(500), "age": rng.normal(40, 10, 500),
+                         "salary": rng.lognormal(11, 0.3, 500), "department": rng.choice(["A", "B"], 500)})
+
+
+def test_full_report_is_self_contained_and_has_every_section(tmp_path):
+    path = write_report(tmp_path / "sub" / "report.html", metrics=METRICS, statistics=pd.DataFrame(STATS),
+                        cleaned_sample=sample_frame(), alarms=ALARMS, job=JOB, drift={"psi_salary": 0.02})
+    text = path.read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<(script|link|img|iframe)\b", text, re.I)
+    assert not re.search(r"(src|href)\s*=", text, re.I)
+    assert "<script>" not in text and "&lt;script&gt;" in text  # input text is escaped
+    for heading in ("Run summary", "Missing values per column", "Distributions of numeric columns",
+                    "Group statistics", "Alarm states", "Drift"):
+        assert heading in text
+    assert "dq-default-0123456789abcdef" in text and "1,000" in text and "990" in text
+    # one histogram per numeric column except id, the missing chart, and two group charts (+ rows)
+    svgs = re.findall(r"<svg\b.*?</svg>", text, re.S)
+    assert len(svgs) >= 5
+    for svg in svgs:
+        ET.fromstring(svg)  # well-formed
+    assert "<b>age</b>" in text and "<b>salary</b>" in text and "<b>id</b>" not in text
+    assert "Engineering" in text and "ALARM" in text and "Quality gate: failed" in text
+
+
+def test_report_with_missing_metrics_shows_na_and_no_drift(tmp_path):
+    path = write_report(tmp_path / "r.html", metrics={}, statistics=[], cleaned_sample=None, alarms=[],
+                        job={"name": "dq-x", "status": "Failed", "failure_reason": "AlgorithmError: boom"})
+    text = path.read_text()
+    assert "n/a" in text and "AlgorithmError: boom" in text and "Failed" in text
+    assert "<h2>Drift</h2>" not in text
+    assert "http://" not in text and "https://" not in text
+
+
+def test_statistics_json_document_and_numeric_fallback(tmp_path):
+    metrics = dict(METRICS, numeric={"age": {"count": 10, "min": 1.0, "max": 9.0, "mean": 5.0}})
+    path = write_report(tmp_path / "r.html", metrics=metrics,
+                        statistics={"name": "department_statistics", "rows": STATS}, cleaned_sample=None,
+                        alarms=ALARMS, job=JOB)
+    text = path.read_text()
+    assert "department_statistics" in text and "summaries from metrics.json" in text
