@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from urllib.parse import quote_plus
 
@@ -184,3 +185,44 @@ def test_default_sagemaker_client_uses_standard_retries(monkeypatch) -> None:
     # botocore normalises retries["max_attempts"] (retries) to total_max_attempts (calls, including the first)
     assert sagemaker.meta.config.retries == {"mode": "standard", "total_max_attempts": 4}
     assert trigger.get_sagemaker() is sagemaker
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: object):
+        yield self.body
+
+
+@pytest.mark.parametrize(("code", "calls"), [("ThrottlingException", 4), ("ResourceLimitExceeded", 1)])
+def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, lambda_context, decision_log, code, calls) -> None:
+    # GIVEN the real lazily created SageMaker client (standard retry mode), answering every call with `code`
+    from botocore.awsrequest import AWSResponse
+
+    monkeypatch.setattr(trigger, "sagemaker_client", None)
+    monkeypatch.setattr(trigger, "_settings", SETTINGS)
+    monkeypatch.setattr(trigger.random, "random", lambda: 0.0)
+    monkeypatch.setattr("botocore.endpoint.time.sleep", lambda _s: None)  # botocore's backoff sleep
+    sagemaker = trigger.get_sagemaker()
+    sent: list[dict] = []
+
+    def answer(request, **_: object) -> AWSResponse:
+        sent.append(json.loads(request.body))
+        body = ('{"__type": "%s", "message": "Rate exceeded"}' % code).encode()
+        return AWSResponse(request.url, 400, {"x-amzn-requestid": "r"}, _Raw(body))
+
+    sagemaker.meta.events.register("before-send.sagemaker.CreateProcessingJob", answer)
+    sqs = client("sqs")
+    monkeypatch.setattr(trigger, "sqs_client", sqs)
+    with Stubber(sqs) as sqs_stub:
+        sqs_stub.add_response("change_message_visibility", {}, {
+            "QueueUrl": QUEUE_URL, "ReceiptHandle": "receipt-m1", "VisibilityTimeout": 15})
+        # WHEN the handler runs
+        result = trigger.handler({"Records": [sqs_record(s3_event_body("input/a.csv"), "m1")]}, lambda_context)
+    # THEN throttling was retried by botocore (4 identical calls), quota errors were not, and the record backs off
+    assert len(sent) == calls
+    assert all(body == sent[0] for body in sent)
+    assert sent[0]["ProcessingJobName"] == request_for("input/a.csv")["ProcessingJobName"]
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert decision_log.decisions() == ["retry"]
