@@ -60,7 +60,11 @@ def _num(value: Any, digits: int = 4) -> str:
         return NA
     if f == int(f) and abs(f) < 1e15:
         return f"{int(f):,}"
-    return f"{f:,.{digits}g}" if abs(f) >= 1 else f"{f:.{digits}g}"
+    if abs(f) >= 1000:
+        return f"{f:,.0f}"
+    if abs(f) >= 1:
+        return f"{f:,.2f}".rstrip("0").rstrip(".")
+    return f"{f:.{digits}g}"
 
 
 def _pct(value: Any) -> str:
