@@ -55,7 +55,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 OPT_ML = "/opt/ml"
 DEFAULT_MAX_RUNTIME = 86400  # the API's documented default when StoppingCondition is omitted
@@ -101,12 +100,17 @@ def _now_ms() -> int:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    p = urlparse(uri)
-    if p.scheme not in ("s3", "https") or not p.netloc:
+    """(bucket, key) of an S3 URI; the key is taken verbatim (no URL decoding: '?', '#', '%' are key characters)."""
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[len("s3://"):].partition("/")
+    elif uri.startswith("https://"):  # virtual-hosted style: https://bucket.s3.region.amazonaws.com/key
+        host, _, key = uri[len("https://"):].partition("/")
+        bucket = host.split(".s3.")[0] if ".s3." in host else host.split(".")[0]
+    else:
+        bucket, key = "", ""
+    if not bucket:
         raise JobSetupError(f"ClientError: unsupported S3 URI {uri!r}")
-    if p.scheme == "https":  # virtual-hosted style: https://bucket.s3.region.amazonaws.com/key
-        return p.netloc.split(".")[0], p.path.lstrip("/")
-    return p.netloc, p.path.lstrip("/")
+    return bucket, key
 
 
 def processing_job_arn(name: str, *, region: str, account: str) -> str:

@@ -205,3 +205,26 @@ def test_state_change_event_shape(s3, script_request, tmp_path):
     ok = run_job(script_request(), s3=s3, workdir=tmp_path)
     d2 = state_change_event(req, ok, region="us-east-1", account="123456789012")["detail"]
     assert d2["ProcessingJobStatus"] == "Completed" and "FailureReason" not in d2
+
+
+def test_key_with_spaces_non_ascii_and_url_characters(s3, script_request, tmp_path):
+    key = "input/default/Gehälter März #1?v=2 & co.csv"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"a,b\n1,2\n")
+    req = script_request()
+    req["ProcessingInputs"][1]["S3Input"]["S3Uri"] = f"s3://{BUCKET}/{key}"
+    req["AppSpecification"]["ContainerArguments"][1] = "/opt/ml/processing/input/data/" + key.rsplit("/", 1)[1]
+    res = run_job(req, s3=s3, workdir=tmp_path)
+    assert res.status == "Completed", res.log_path.read_text()
+    assert (res.root / "processing/input/data" / key.rsplit("/", 1)[1]).is_file()
+    m = json.loads(s3.get_object(Bucket=BUCKET, Key=f"output/default/{JOB}/quality/metrics.json")["Body"].read())
+    assert m["summary"]["rows_in"] == 1
+
+
+def test_manifest_file_input(s3, script_request, tmp_path):
+    s3.put_object(Bucket=BUCKET, Key="manifests/m.json", Body=json.dumps(
+        [{"prefix": f"s3://{BUCKET}/input/default/"}, "data.csv"]).encode())
+    req = script_request()
+    req["ProcessingInputs"][1]["S3Input"].update(S3Uri=f"s3://{BUCKET}/manifests/m.json", S3DataType="ManifestFile")
+    res = run_job(req, s3=s3, workdir=tmp_path)
+    assert res.status == "Completed", res.log_path.read_text()
+    assert sorted(p.name for p in (res.root / "processing/input/data").iterdir()) == ["data.csv"]
