@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -21,6 +24,16 @@ from processing.errors import EmptyInputError, InputError
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 BLOCK_SIZE = 16 << 20  # bytes per CSV block; big blocks keep per-block overhead low
+MARK = "\ufffe"  # a noncharacter placed before each escaped non-UTF-8 byte; removed again after parsing
+
+
+def _mark_undecodable(err: UnicodeError) -> tuple[str, int]:
+    assert isinstance(err, UnicodeDecodeError)
+    bad = err.object[err.start:err.end]
+    return "".join(f"{MARK}\\x{b:02x}" for b in bad), err.end
+
+
+codecs.register_error("processing-mark", _mark_undecodable)
 
 
 @dataclass
@@ -55,12 +68,34 @@ def list_inputs(path: Path) -> list[Path]:
     return files
 
 
-def _digest(path: Path) -> str:
+def _digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -> tuple[str, bool]:
+    """sha256 of the file and, in the same pass, whether its (decompressed) text is valid UTF-8."""
     h = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if compressed else None
+    ok = check_utf8
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
-    return h.hexdigest()
+            if ok:
+                try:
+                    data = chunk
+                    while inflater is not None and data:  # concatenated gzip members
+                        out = inflater.decompress(data)
+                        decoder.decode(out)
+                        data = inflater.unused_data
+                        if data:
+                            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    if inflater is None:
+                        decoder.decode(chunk)
+                except (UnicodeDecodeError, zlib.error):
+                    ok = False
+    if ok:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            ok = False
+    return h.hexdigest(), ok
 
 
 def _header(path: Path, compressed: bool) -> list[str]:
@@ -86,7 +121,7 @@ def _header(path: Path, compressed: bool) -> list[str]:
     return names
 
 
-def _read_csv(path: Path, compressed: bool) -> FileRead:
+def _read_csv(path: Path, compressed: bool, utf8_ok: bool) -> FileRead:
     names = _header(path, compressed)
     bad: list[str] = []
 
@@ -94,15 +129,14 @@ def _read_csv(path: Path, compressed: bool) -> FileRead:
         bad.append(row.text)
         return "skip"
 
-    def read(value_type: pa.DataType) -> pa.Table:
+    def read(source: Any) -> pa.Table:
         bad.clear()
-        source = pa.input_stream(str(path), compression="gzip" if compressed else None)
         return pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
-                column_types={n: value_type for n in names},
+                column_types={n: pa.string() for n in names},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -110,12 +144,15 @@ def _read_csv(path: Path, compressed: bool) -> FileRead:
 
     invalid_utf8 = None
     try:
-        try:
-            table = read(pa.string())
-        except pa.ArrowInvalid as exc:
-            if "UTF8" not in str(exc) and "utf8" not in str(exc).lower():
-                raise
-            table, invalid_utf8 = _decode_lossy(read(pa.binary()))
+        if utf8_ok:
+            table = read(pa.input_stream(str(path), compression="gzip" if compressed else None))
+        else:
+            # Rare path: mark undecodable bytes (kept as \xNN escapes), so the rows holding them can be rejected.
+            data = gzip.decompress(path.read_bytes()) if compressed else path.read_bytes()
+            text = data.decode("utf-8", errors="processing-mark")
+            table = read(pa.BufferReader(text.encode("utf-8")))
+            table, invalid_utf8 = _unmark(table)
+            bad[:] = [line.replace(MARK, "") for line in bad]
     except pa.ArrowInvalid as exc:
         raise InputError(f"{path.name}: cannot parse CSV ({exc})") from exc
     except (OSError, EOFError, pa.ArrowException) as exc:
@@ -124,29 +161,15 @@ def _read_csv(path: Path, compressed: bool) -> FileRead:
     return FileRead(path, table, list(bad), invalid_utf8, kind="csv.gz" if compressed else "csv")
 
 
-def _decode_lossy(table: pa.Table) -> tuple[pa.Table, pa.Array]:
-    """Binary columns -> strings; cells that are not UTF-8 are decoded with backslash escapes and flagged."""
-    bad_rows = pa.array([False] * table.num_rows, pa.bool_()) if table.num_rows else pa.array([], pa.bool_())
+def _unmark(table: pa.Table) -> tuple[pa.Table, pa.Array]:
+    flagged = pa.array(np.zeros(table.num_rows, dtype=bool))
     columns = []
     for col in table.columns:
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        try:
-            columns.append(col.cast(pa.string()))
-            continue
-        except pa.ArrowInvalid:
-            pass
-        # Rare path (only columns holding invalid bytes): decode cell by cell.
-        values, flags = [], []
-        for v in col.to_pylist():
-            try:
-                values.append(None if v is None else v.decode("utf-8"))
-                flags.append(False)
-            except UnicodeDecodeError:
-                values.append(v.decode("utf-8", errors="backslashreplace"))
-                flags.append(True)
-        columns.append(pa.array(values, pa.string()))
-        bad_rows = pc.or_(bad_rows, pa.array(flags, pa.bool_()))
-    return pa.table(columns, names=table.column_names), bad_rows
+        col = col.combine_chunks() if col.num_chunks else pa.array([], pa.string())
+        hit = pc.fill_null(pc.match_substring(col, MARK), False)
+        flagged = pc.or_(flagged, hit)
+        columns.append(pc.replace_substring(col, MARK, ""))
+    return pa.table(columns, names=table.column_names), flagged
 
 
 def _read_parquet(path: Path) -> FileRead:
@@ -180,10 +203,13 @@ def read_file(path: Path) -> FileRead:
         raise EmptyInputError(f"{path.name}: empty file (0 bytes)")
     if magic == PARQUET_MAGIC:
         result = _read_parquet(path)
+        result.sha256, _ = _digest(path)
     else:
-        result = _read_csv(path, compressed=magic[:2] == GZIP_MAGIC)
+        compressed = magic[:2] == GZIP_MAGIC
+        sha, utf8_ok = _digest(path, check_utf8=True, compressed=compressed)
+        result = _read_csv(path, compressed, utf8_ok)
+        result.sha256 = sha
     result.size = path.stat().st_size
-    result.sha256 = _digest(path)
     return result
 
 

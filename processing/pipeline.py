@@ -42,6 +42,7 @@ class Result:
     transformed: pd.DataFrame
     rejected: pa.Table
     statistics: dict[str, pd.DataFrame]
+    output_dir: Path
 
 
 def library_versions() -> dict[str, str]:
@@ -273,7 +274,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         **context,
     }
     io.write_json(_json_safe(metrics), output_dir / "quality" / "metrics.json")
-    return Result(metrics, cleaned, transformed, rejected_table, statistics)
+    return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
 
 
 def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""The job as a process: SageMaker folder layout via OPT_ML_ROOT, the zip bundle, error reports, version pins."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy
+import pandas
+import pyarrow
+
+ROOT = Path(__file__).resolve().parents[2]
+REF = "id,name,age,salary,profile,department\n1,Ann,30,50000,\"{\"\"address\"\": \"\"x\"\"}\",HR\n2,Bob,,,,\n"
+
+
+def _env(opt_ml: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATASET", "CODE_VERSION")}
+    env.update(OPT_ML_ROOT=str(opt_ml), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def _layout(tmp_path: Path) -> Path:
+    opt_ml = tmp_path / "opt" / "ml"
+    data = opt_ml / "processing" / "input" / "data"
+    data.mkdir(parents=True)
+    (data / "employees.csv").write_text(REF)
+    (opt_ml / "config").mkdir()
+    (opt_ml / "config" / "resourceconfig.json").write_text('{"current_host": "algo-1", "hosts": ["algo-1"]}')
+    (opt_ml / "config" / "processingjobconfig.json").write_text('{"ProcessingJobName": "dq-default-0123"}')
+    return opt_ml
+
+
+def test_module_run_with_sagemaker_defaults(tmp_path: Path) -> None:
+    # GIVEN a folder laid out like /opt/ml with OPT_ML_ROOT pointing at it, and no --input/--output
+    opt_ml = _layout(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "processing"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(opt_ml, CODE_VERSION="abc123", DATASET="default"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "pandas=2.3.2" in proc.stderr and "pyarrow=17.0.0" in proc.stderr
+    out = opt_ml / "processing" / "output"
+    metrics = json.loads((out / "quality" / "metrics.json").read_text())
+    assert metrics["summary"]["rows_in"] == 2 and metrics["code_version"] == "abc123"
+    assert metrics["sagemaker"]["resourceconfig"]["current_host"] == "algo-1"
+    assert metrics["sagemaker"]["processingjobconfig"]["ProcessingJobName"] == "dq-default-0123"
+    for folder in ("cleaned", "transformed", "statistics", "quality", "rejected"):
+        assert any((out / folder).iterdir()), folder
+    assert not (opt_ml / "output" / "message").exists()
+
+
+def _bundle(tmp_path: Path) -> Path:
+    zpath = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("__main__.py", 'import runpy\nrunpy.run_module("processing", run_name="__main__")\n')
+        for f in sorted((ROOT / "processing").rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                z.write(f, f.relative_to(ROOT).as_posix())
+    return zpath
+
+
+def test_zip_bundle_runs_and_finds_bundled_config(tmp_path: Path) -> None:
+    # GIVEN the bundle layout of design.md Contract 1, run from a folder where processing/ is not importable
+    zpath = _bundle(tmp_path)
+    opt_ml = _layout(tmp_path)
+    env = _env(opt_ml)
+    env.pop("PYTHONPATH")
+    data = opt_ml / "processing" / "input" / "data" / "employees.csv"
+    proc = subprocess.run([sys.executable, str(zpath), "--input", str(data), "--output", str(tmp_path / "o"),
+                           "--dataset", "default", "--format", "csv"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "o" / "quality" / "metrics.json").read_text())
+    assert metrics["config"]["source"] == "processing/configs/default.json"
+    assert (tmp_path / "o" / "cleaned" / "cleaned.csv").exists()
+
+
+def test_failure_writes_error_json_and_message_without_traceback(tmp_path: Path) -> None:
+    opt_ml = _layout(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name\n1,a\n")
+    proc = subprocess.run([sys.executable, "-m", "processing", "--input", str(bad), "--output", str(tmp_path / "o")],
+                          cwd=tmp_path, capture_output=True, text=True, env=_env(opt_ml), timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    report = json.loads((tmp_path / "o" / "quality" / "error.json").read_text())
+    assert report["error_type"] == "MissingColumnsError" and report["input"] == str(bad)
+    assert "age, salary, profile, department" in report["message"]
+    message = (opt_ml / "output" / "message").read_text().splitlines()[0]
+    assert message.startswith("MissingColumnsError: bad.csv: missing required column(s): age")
+    assert not (tmp_path / "o" / "quality" / "metrics.json").exists()
+
+
+def test_bad_config_is_reported(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"derived": [{"name": "x", "kind": "bins", "source": "y"}]}')
+    data = tmp_path / "d.csv"
+    data.write_text(REF)
+    proc = subprocess.run([sys.executable, "-m", "processing", "--input", str(data), "--output", str(tmp_path / "o"),
+                           "--config", str(cfg)], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(tmp_path / "no-opt-ml"), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    report = json.loads((tmp_path / "o" / "quality" / "error.json").read_text())
+    assert report["error_type"] == "ConfigError" and report["message"].startswith("derived[0].source:")
+    assert not (tmp_path / "no-opt-ml").exists()  # no OPT_ML_ROOT folder: no message file is invented
+
+
+def test_job_runs_against_the_pinned_library_versions() -> None:
+    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "processing" / "requirements.txt").read_text(), re.M))
+    assert pins == {"pandas": pandas.__version__, "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
+
+
+def test_job_code_imports_only_allowed_modules() -> None:
+    allowed = {"pandas", "numpy", "pyarrow", "processing"}
+    stdlib = set(sys.stdlib_module_names)
+    for f in (ROOT / "processing").rglob("*.py"):
+        for mod in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", f.read_text(), re.M):
+            assert mod in allowed or mod in stdlib or mod == "__future__", f"{f.name} imports {mod}"
+
+
+def test_sample_generator_cli_is_deterministic(tmp_path: Path) -> None:
+    outs = []
+    for name in ("a.csv", "b.csv"):
+        subprocess.run([sys.executable, "-m", "processing.sample", "--rows", "500", "--seed", "7", "--out",
+                        str(tmp_path / name)], check=True, env=_env(tmp_path), timeout=60)
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1] and outs[0].count(b"\n") == 501
