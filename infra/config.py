@@ -1,0 +1,268 @@
+"""Settings of the CDK app: read once from context in ``app.py``, validated, passed down as frozen dataclasses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Context keys and their documented defaults (docs/infra.md lists each with its validation).
+DEFAULTS: dict[str, Any] = {
+    "input_prefix": "input/",
+    "output_prefix": "output/",
+    "job_prefix": "dq",
+    "instance_type": "ml.t3.medium",
+    "instance_count": 1,
+    "volume_size_gb": 30,
+    "max_runtime_seconds": 3600,  # seconds
+    "sklearn_image_version": "1.4-2-py312",
+    "alert_email": None,
+    "removal_policy": "retain",
+    "noncurrent_version_expiration_days": 30,  # days
+    "log_retention_days": 30,  # days
+    "quality_thresholds": None,
+}
+CONTEXT_KEYS = tuple(DEFAULTS)
+
+#: Thresholds used when processing/configs/default.json is absent (they mirror the processing defaults).
+FALLBACK_THRESHOLDS: dict[str, float] = {
+    "max_missing_rate_after": 0.05,
+    "max_rejected_rate": 0.1,
+    "max_malformed_json_rate": 0.05,
+    "max_duplicate_rate": 0.1,
+    "min_rows_out": 1,
+}
+THRESHOLD_KEYS = tuple(FALLBACK_THRESHOLDS)
+RATE_THRESHOLD_KEYS = tuple(k for k in THRESHOLD_KEYS if k.startswith("max_"))
+
+MAX_RUNTIME_LIMIT = 777_600  # seconds: SageMaker's MaxRuntimeInSeconds upper bound (9 days)
+MAX_VOLUME_SIZE_GB = 16_384  # GB: SageMaker's VolumeSizeInGB upper bound
+MAX_INSTANCE_COUNT = 100
+LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+_PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
+_JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
+_DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+
+
+class SettingsError(ValueError):
+    """A context setting is invalid; the message names the context key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Alarm thresholds of one dataset, from that dataset config's ``quality_thresholds`` object.
+
+    Rates are fractions in [0, 1]; ``min_rows_out`` is a row count (alarm when a batch yields fewer rows).
+    """
+
+    max_missing_rate_after: float
+    max_rejected_rate: float
+    max_malformed_json_rate: float
+    max_duplicate_rate: float
+    min_rows_out: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of the stack. Defaults are the values of :data:`DEFAULTS`."""
+
+    input_prefix: str = "input/"
+    output_prefix: str = "output/"
+    job_prefix: str = "dq"
+    instance_type: str = "ml.t3.medium"
+    instance_count: int = 1
+    volume_size_gb: int = 30  # GB
+    max_runtime_seconds: int = 3600  # seconds
+    sklearn_image_version: str = "1.4-2-py312"
+    alert_email: str | None = None
+    removal_policy: str = "retain"
+    noncurrent_version_expiration_days: int = 30  # days
+    log_retention_days: int = 30  # days
+    datasets: Mapping[str, QualityThresholds] = field(default_factory=dict)
+
+    @property
+    def destroy_on_delete(self) -> bool:
+        """True when stateful resources are deleted with the stack."""
+        return self.removal_policy == "destroy"
+
+
+def _as_int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise SettingsError(key, f"expected an integer, got {value!r}")
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise SettingsError(key, f"expected an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SettingsError(key, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _as_prefix(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value):
+        raise SettingsError(
+            key, f"must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), got {value!r}"
+        )
+    return value
+
+
+def _processing_instance_types() -> frozenset[str]:
+    import botocore.session  # synth-time dependency through boto3/cfn-lint; the model is local, no network
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ProcessingInstanceType").enum)
+
+
+def _sklearn_versions() -> frozenset[str]:
+    from infra.image import sklearn_versions
+
+    return frozenset(sklearn_versions())
+
+
+def _as_threshold(key: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(key, f"threshold {name} must be a number, got {value!r}")
+    if name in RATE_THRESHOLD_KEYS and not 0 <= value <= 1:
+        raise SettingsError(key, f"threshold {name} is a rate and must be within [0, 1], got {value}")
+    if name == "min_rows_out" and value < 0:
+        raise SettingsError(key, f"threshold min_rows_out must be >= 0, got {value}")
+    return float(value)
+
+
+def _thresholds(key: str, raw: Mapping[str, Any], base: Mapping[str, float]) -> dict[str, float]:
+    unknown = set(raw) - set(THRESHOLD_KEYS)
+    if unknown:
+        raise SettingsError(key, f"unknown quality threshold(s) {sorted(unknown)}; known: {list(THRESHOLD_KEYS)}")
+    merged = dict(base)
+    merged.update({name: _as_threshold(key, name, value) for name, value in raw.items()})
+    return merged
+
+
+def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
+    """Read ``quality_thresholds`` of every ``<dataset>.json`` in the processing configs folder.
+
+    Args:
+        configs_dir: ``processing/configs``; may be missing (then only ``default`` with fallback thresholds).
+
+    Returns:
+        Dataset name -> complete thresholds; datasets without a value inherit ``default``'s.
+    """
+    raw: dict[str, Mapping[str, Any]] = {}
+    if configs_dir.is_dir():
+        for path in sorted(configs_dir.glob("*.json")):
+            key = f"quality_thresholds (from {path.as_posix()})"
+            if not _DATASET_RE.fullmatch(path.stem):
+                raise SettingsError(key, f"dataset config name {path.stem!r} must match {_DATASET_RE.pattern}")
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise SettingsError(key, f"cannot read dataset config: {exc}") from exc
+            thresholds = document.get("quality_thresholds", {}) if isinstance(document, dict) else None
+            if not isinstance(thresholds, dict):
+                raise SettingsError(key, "quality_thresholds must be a JSON object")
+            raw[path.stem] = thresholds
+    default = _thresholds("quality_thresholds (default.json)", raw.pop("default", {}), FALLBACK_THRESHOLDS)
+    result = {"default": default}
+    for name, thresholds in raw.items():
+        result[name] = _thresholds(f"quality_thresholds (from {name}.json)", thresholds, default)
+    return result
+
+
+def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Settings:
+    """Build validated :class:`Settings` from CDK context.
+
+    Args:
+        get: ``app.node.try_get_context``; a missing key (``None``) takes its default.
+        configs_dir: the processing dataset configs folder (``processing/configs``).
+
+    Returns:
+        The settings.
+
+    Raises:
+        SettingsError: naming the offending context key.
+    """
+
+    def value(key: str) -> Any:
+        found = get(key)
+        return DEFAULTS[key] if found is None else found
+
+    input_prefix = _as_prefix("input_prefix", value("input_prefix"))
+    output_prefix = _as_prefix("output_prefix", value("output_prefix"))
+    if input_prefix.startswith(output_prefix) or output_prefix.startswith(input_prefix):
+        raise SettingsError(
+            "output_prefix",
+            f"{output_prefix!r} overlaps input_prefix {input_prefix!r}: job outputs would trigger new jobs (recursion)",
+        )
+
+    job_prefix = value("job_prefix")
+    if not isinstance(job_prefix, str) or not _JOB_PREFIX_RE.fullmatch(job_prefix):
+        raise SettingsError("job_prefix", f"must match [a-z0-9]{{1,10}}, got {job_prefix!r}")
+
+    instance_type = value("instance_type")
+    allowed_types = _processing_instance_types()
+    if instance_type not in allowed_types:
+        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type (e.g. ml.t3.medium, ml.m5.xlarge)")
+
+    image_version = value("sklearn_image_version")
+    versions = _sklearn_versions()
+    if image_version not in versions:
+        raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
+
+    alert_email = value("alert_email")
+    if alert_email in ("", None):
+        alert_email = None
+    elif not isinstance(alert_email, str) or len(alert_email) > 254 or not _EMAIL_RE.fullmatch(alert_email):
+        raise SettingsError("alert_email", f"not a valid e-mail address: {alert_email!r}")
+
+    removal_policy = value("removal_policy")
+    if removal_policy not in ("retain", "destroy"):
+        raise SettingsError("removal_policy", f"must be 'retain' or 'destroy', got {removal_policy!r}")
+
+    log_retention_days = _as_int("log_retention_days", value("log_retention_days"), 1, 3653)
+    if log_retention_days not in LOG_RETENTION_CHOICES:
+        raise SettingsError("log_retention_days", f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
+
+    datasets = load_dataset_thresholds(configs_dir)
+    overrides = value("quality_thresholds")
+    if overrides is not None:
+        if isinstance(overrides, str):
+            try:
+                overrides = json.loads(overrides)
+            except json.JSONDecodeError as exc:
+                raise SettingsError("quality_thresholds", f"not valid JSON: {exc}") from exc
+        if not isinstance(overrides, dict):
+            raise SettingsError("quality_thresholds", "must be an object {dataset: {threshold: value}}")
+        for dataset, thresholds in overrides.items():
+            if not isinstance(dataset, str) or not _DATASET_RE.fullmatch(dataset):
+                raise SettingsError("quality_thresholds", f"dataset name {dataset!r} must match {_DATASET_RE.pattern}")
+            if not isinstance(thresholds, dict):
+                raise SettingsError("quality_thresholds", f"thresholds of {dataset!r} must be an object")
+            base = datasets.get(dataset, datasets["default"])
+            datasets[dataset] = _thresholds("quality_thresholds", thresholds, base)
+
+    return Settings(
+        input_prefix=input_prefix,
+        output_prefix=output_prefix,
+        job_prefix=job_prefix,
+        instance_type=instance_type,
+        instance_count=_as_int("instance_count", value("instance_count"), 1, MAX_INSTANCE_COUNT),
+        volume_size_gb=_as_int("volume_size_gb", value("volume_size_gb"), 1, MAX_VOLUME_SIZE_GB),
+        max_runtime_seconds=_as_int("max_runtime_seconds", value("max_runtime_seconds"), 1, MAX_RUNTIME_LIMIT),
+        sklearn_image_version=image_version,
+        alert_email=alert_email,
+        removal_policy=removal_policy,
+        noncurrent_version_expiration_days=_as_int(
+            "noncurrent_version_expiration_days", value("noncurrent_version_expiration_days"), 1, 36500
+        ),
+        log_retention_days=log_retention_days,
+        datasets={name: QualityThresholds(**t) for name, t in sorted(datasets.items())},
+    )

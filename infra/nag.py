@@ -1,0 +1,89 @@
+"""cdk-nag (3.x) acknowledgements: each names one finding on one construct and says why it is acceptable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Acknowledgment, Stack, Validations
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledged finding: construct path below the stack, finding id, and the specific reason."""
+
+    path: str
+    finding: str
+    reason: str
+
+
+_IAM5 = "AwsSolutions-IAM5"
+
+
+def acknowledgements(*, input_prefix: str, output_prefix: str, job_prefix: str, data_bucket_ref: str) -> tuple[Ack, ...]:
+    """The acknowledged findings for the given settings (finding ids embed the prefixes and CFN references).
+
+    Args:
+        input_prefix / output_prefix / job_prefix: from :class:`infra.config.Settings`.
+        data_bucket_ref: the data bucket's logical ID as cdk-nag prints it (``<LogicalId.Arn>``).
+    """
+    logs_group = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs"
+    return (
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{input_prefix}*]",
+            f"The job reads the uploaded object named in each request; keys under '{input_prefix}' are only known at "
+            "run time, so s3:GetObject is scoped to that prefix of the data bucket and nothing else.",
+        ),
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*]",
+            f"The job writes <output_prefix><dataset>/<job-name>/... whose names are generated per run; s3:PutObject is "
+            f"limited to '{output_prefix}', which never overlaps the trigger's input prefix.",
+        ),
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::{logs_group}:*]",
+            "SageMaker writes job logs to the fixed log group /aws/sagemaker/ProcessingJobs; the ':*' form of the group "
+            "ARN is what logs:CreateLogGroup/DescribeLogStreams authorize against. No other log group is reachable.",
+        ),
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::{logs_group}:log-stream:{job_prefix}-*]",
+            f"Log streams are named <job-name>/algo-N by SageMaker; job names start with '{job_prefix}-', so streams "
+            "of other jobs in the account are excluded.",
+        ),
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::*]",
+            "Two actions without resource-level permissions: ecr:GetAuthorizationToken (IAM requires '*'; image layer "
+            "pulls are limited to the sagemaker-scikit-learn repository) and cloudwatch:PutMetricData, restricted by "
+            "the cloudwatch:namespace condition to /aws/sagemaker/ProcessingJobs.",
+        ),
+        Ack(
+            "Metrics/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*]",
+            f"The metrics Lambda reads <output_prefix><dataset>/<job-name>/quality/metrics.json of whichever job "
+            f"finished; s3:GetObject is limited to '{output_prefix}' of the data bucket (read only).",
+        ),
+        Ack(
+            "Metrics/Role",
+            f"{_IAM5}[Resource::*]",
+            "cloudwatch:PutMetricData has no resource-level permissions; the cloudwatch:namespace condition limits it "
+            "to the DataQualityPipeline namespace.",
+        ),
+        Ack(
+            "Trigger/Role",
+            f"{_IAM5}[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:processing-job/{job_prefix}-*]",
+            f"Job names are derived per uploaded object version; CreateProcessingJob and AddTags are limited to jobs "
+            f"named '{job_prefix}-*' in this account and region (iam:PassRole separately limited to the job role).",
+        ),
+    )
+
+
+def acknowledge_findings(stack: Stack, acks: tuple[Ack, ...]) -> None:
+    """Apply ``acks`` to the constructs of ``stack`` (a missing path is a bug: raise)."""
+    for ack in acks:
+        construct = stack.node.find_child(ack.path.split("/")[0])
+        for part in ack.path.split("/")[1:]:
+            construct = construct.node.find_child(part)
+        Validations.of(construct).acknowledge(Acknowledgment(id=ack.finding, reason=ack.reason))

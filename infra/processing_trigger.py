@@ -1,0 +1,182 @@
+"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda -> CreateProcessingJob."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
+
+TRIGGER_TIMEOUT = 60  # seconds: one batch of CreateProcessingJob calls, each retried by botocore
+VISIBILITY_TIMEOUT = 6 * TRIGGER_TIMEOUT  # seconds: AWS guidance for SQS event sources is >= 6x the function timeout
+MAX_RECEIVE_COUNT = 5  # deliveries before a message moves to the DLQ
+DLQ_RETENTION = 14  # days (the SQS maximum)
+QUEUE_RETENTION = 4  # days
+BATCH_SIZE = 5  # messages per invocation
+MAX_CONCURRENCY = 2  # concurrent invocations (SQS minimum); CreateProcessingJob is rate limited per region
+MEMORY_SIZE = 256  # MB
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+
+
+@dataclass(frozen=True)
+class ProcessingTriggerProps:
+    """Inputs of :class:`ProcessingTrigger`.
+
+    Attributes:
+        bucket: the data bucket (EventBridge notifications on).
+        key: the KMS key for the queues (and the job's outputs/volume).
+        job: the processing job (role and settings passed to the handler).
+        handler_dir: the trigger handler's folder (``infra/lambdas/trigger``, stdlib + boto3 only).
+        input_prefix / output_prefix / job_prefix: see :class:`infra.config.Settings`.
+        log_retention: retention of the function's log group.
+        removal_policy: of the log group.
+    """
+
+    bucket: s3.IBucket
+    key: kms.IKey
+    job: ProcessingJob
+    handler_dir: Path
+    input_prefix: str
+    output_prefix: str
+    job_prefix: str
+    log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
+    removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
+
+
+class ProcessingTrigger(Construct):
+    """Buffers upload events in SQS and starts one processing job per object version.
+
+    Attributes:
+        rule: the EventBridge rule on Object Created under the input prefix of the data bucket.
+        queue / dlq: the trigger queue and its dead-letter queue.
+        function: the trigger Lambda.
+        log_group: the function's log group.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: ProcessingTriggerProps) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        job = props.job.props
+        self.dlq = sqs.Queue(
+            self,
+            "Dlq",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=props.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(DLQ_RETENTION),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=props.key,
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(VISIBILITY_TIMEOUT),
+            retention_period=Duration.days(QUEUE_RETENTION),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVE_COUNT),
+        )
+        self.rule = events.Rule(
+            self,
+            "ObjectCreatedRule",
+            description=f"Object Created under {props.input_prefix} of the data bucket -> trigger queue",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [props.bucket.bucket_name]},
+                    "object": {"key": [{"prefix": props.input_prefix}]},
+                },
+            ),
+        )
+        self.rule.add_target(targets.SqsQueue(self.queue))
+
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=props.log_retention, removal_policy=props.removal_policy
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Trigger Lambda: starts data quality processing jobs",
+        )
+        self.log_group.grant_write(self.role)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=LAMBDA_RUNTIME,
+            handler="handler.handler",
+            code=lambda_.Code.from_asset(str(props.handler_dir)),
+            role=self.role,
+            timeout=Duration.seconds(TRIGGER_TIMEOUT),
+            memory_size=MEMORY_SIZE,
+            log_group=self.log_group,
+            description="Starts one SageMaker Processing job per uploaded object version",
+            environment={
+                "DATA_BUCKET": props.bucket.bucket_name,
+                "INPUT_PREFIX": props.input_prefix,
+                "OUTPUT_PREFIX": props.output_prefix,
+                "JOB_PREFIX": props.job_prefix,
+                "ROLE_ARN": props.job.role.role_arn,
+                "IMAGE_URI": job.image.image_uri,
+                "CODE_S3_URI": job.code.s3_uri,
+                "CODE_VERSION": job.code.code_version,
+                "INSTANCE_TYPE": job.instance_type,
+                "INSTANCE_COUNT": str(job.instance_count),
+                "VOLUME_SIZE_GB": str(job.volume_size_gb),
+                "MAX_RUNTIME_SECONDS": str(job.max_runtime_seconds),
+                "KMS_KEY_ARN": props.key.key_arn,
+                "QUEUE_URL": self.queue.queue_url,
+            },
+        )
+        self.function.add_event_source(
+            sources.SqsEventSource(
+                self.queue,
+                batch_size=BATCH_SIZE,
+                max_concurrency=MAX_CONCURRENCY,
+                report_batch_item_failures=True,
+            )
+        )
+        # The event source grants consume rights, incl. sqs:ChangeMessageVisibility used by the handler to back off.
+        processing_jobs = stack.format_arn(
+            service="sagemaker", resource="processing-job", resource_name=f"{props.job_prefix}-*"
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="StartProcessingJobs",
+                actions=["sagemaker:CreateProcessingJob", "sagemaker:AddTags"],
+                resources=[processing_jobs],
+            )
+        )
+        # Written by hand: Role.grant_pass_role omits the iam:PassedToService condition (FACTS.md section 6).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PassJobRoleToSageMaker",
+                actions=["iam:PassRole"],
+                resources=[props.job.role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_PRINCIPAL}},
+            )
+        )
+        # VolumeKmsKeyId: SageMaker creates a grant on the key for the job's volume, on behalf of the caller.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="VolumeKeyGrant",
+                actions=["kms:CreateGrant"],
+                resources=[props.key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="DescribeJobKey", actions=["kms:DescribeKey"], resources=[props.key.key_arn])
+        )

@@ -1,0 +1,122 @@
+"""Settings validation: defaults, dataset configs, and a bad setting fails naming its context key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infra_testlib import DEFAULT_THRESHOLDS, ORDERS_THRESHOLDS, ROOT, write_configs
+
+from infra.config import DEFAULTS, FALLBACK_THRESHOLDS, THRESHOLD_KEYS, SettingsError, load_dataset_thresholds, settings_from_context
+
+
+def settings(tmp_path: Path, **context: Any):
+    return settings_from_context(context.get, configs_dir=write_configs(tmp_path / "configs"))
+
+
+def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    # GIVEN no context  WHEN settings are read  THEN every value is its documented default
+    s = settings(tmp_path)
+    for key, default in DEFAULTS.items():
+        if key != "quality_thresholds":
+            assert getattr(s, key) == default, key
+    assert s.removal_policy == "retain" and not s.destroy_on_delete
+
+
+def test_cdk_json_holds_the_defaults() -> None:
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    for key, default in DEFAULTS.items():
+        if key in context:
+            assert context[key] in (default, "" if default is None else default), key
+    assert json.loads((ROOT / "cdk.json").read_text())["app"] == "python3 app.py"
+
+
+def test_dataset_configs_give_per_dataset_thresholds(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    assert set(s.datasets) == {"default", "orders"}
+    assert s.datasets["default"].max_duplicate_rate == DEFAULT_THRESHOLDS["max_duplicate_rate"]
+    assert s.datasets["orders"].max_rejected_rate == ORDERS_THRESHOLDS["max_rejected_rate"]
+    # keys orders.json leaves out are inherited from default.json
+    assert s.datasets["orders"].max_duplicate_rate == DEFAULT_THRESHOLDS["max_duplicate_rate"]
+
+
+def test_context_overrides_thresholds(tmp_path: Path) -> None:
+    s = settings(tmp_path, quality_thresholds={"orders": {"max_rejected_rate": 0.5}, "clicks": {"min_rows_out": 5}})
+    assert s.datasets["orders"].max_rejected_rate == 0.5
+    assert s.datasets["clicks"].min_rows_out == 5
+    assert s.datasets["clicks"].max_rejected_rate == DEFAULT_THRESHOLDS["max_rejected_rate"]
+
+
+def test_missing_configs_dir_falls_back(tmp_path: Path) -> None:
+    assert load_dataset_thresholds(tmp_path / "absent") == {"default": FALLBACK_THRESHOLDS}
+
+
+def test_real_default_config_when_present() -> None:
+    configs = ROOT / "processing" / "configs"
+    if not (configs / "default.json").is_file():
+        pytest.skip("processing/configs/default.json not there yet")
+    thresholds = load_dataset_thresholds(configs)
+    assert set(thresholds["default"]) == set(THRESHOLD_KEYS)
+    raw = json.loads((configs / "default.json").read_text())["quality_thresholds"]
+    assert set(raw) == set(THRESHOLD_KEYS), "default.json must set every threshold the alarms use"
+
+
+def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
+    s = settings(tmp_path, instance_count="2", volume_size_gb="50", max_runtime_seconds="600")
+    assert (s.instance_count, s.volume_size_gb, s.max_runtime_seconds) == (2, 50, 600)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "extra"),
+    [
+        ("input_prefix", "/input/", {}),
+        ("input_prefix", "input", {}),
+        ("output_prefix", "", {}),
+        ("output_prefix", "input/results/", {}),
+        ("output_prefix", "data/", {"input_prefix": "data/incoming/"}),
+        ("job_prefix", "DQ", {}),
+        ("job_prefix", "abcdefghijk", {}),
+        ("job_prefix", "dq-x", {}),
+        ("instance_type", "ml.nope.large", {}),
+        ("instance_count", 0, {}),
+        ("instance_count", "two", {}),
+        ("volume_size_gb", 0, {}),
+        ("max_runtime_seconds", 0, {}),
+        ("max_runtime_seconds", 777601, {}),
+        ("sklearn_image_version", "9.9-9", {}),
+        ("alert_email", "not-an-email", {}),
+        ("removal_policy", "delete", {}),
+        ("noncurrent_version_expiration_days", 0, {}),
+        ("log_retention_days", 31, {}),
+        ("quality_thresholds", {"default": {"max_rejected_rate": 2}}, {}),
+        ("quality_thresholds", {"Bad Name": {}}, {}),
+        ("quality_thresholds", {"orders": {"max_speed": 1}}, {}),
+        ("quality_thresholds", "{not json", {}),
+    ],
+)
+def test_bad_setting_names_its_key(tmp_path: Path, key: str, value: Any, extra: dict[str, Any]) -> None:
+    # GIVEN one bad context value  WHEN settings are read  THEN the error names that key
+    with pytest.raises(SettingsError) as info:
+        settings(tmp_path, **{key: value, **extra})
+    assert info.value.key == key
+    assert f"'{key}'" in str(info.value)
+
+
+def test_bad_dataset_config_file_is_named(tmp_path: Path) -> None:
+    configs = write_configs(tmp_path / "configs")
+    (configs / "broken.json").write_text("{")
+    with pytest.raises(SettingsError, match="broken.json"):
+        load_dataset_thresholds(configs)
+
+
+def test_cdk_synth_fails_naming_the_key(tmp_path: Path) -> None:
+    # GIVEN the real app and a bad -c setting  WHEN it runs  THEN it exits non-zero naming the key
+    env = dict(os.environ, CDK_CONTEXT_JSON=json.dumps({"job_prefix": "NOT_VALID"}), CDK_OUTDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "job_prefix" in done.stderr

@@ -1,0 +1,363 @@
+"""Template assertions for each requirement of the stack (issue 3), on the session's synthesized template."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+from infra_testlib import DEFAULT_THRESHOLDS, ORDERS_THRESHOLDS, Synth, as_list, only, resources, statements
+
+from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
+
+TRIGGER_ENV = (
+    "DATA_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX", "JOB_PREFIX", "ROLE_ARN", "IMAGE_URI", "CODE_S3_URI",
+    "CODE_VERSION", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB", "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
+)
+
+
+def ids(synth: Synth) -> dict[str, str]:
+    t = synth.template_json
+    return {
+        "bucket": only(t, "AWS::S3::Bucket", "DataBucket")[0],
+        "log_bucket": only(t, "AWS::S3::Bucket", "DataAccessLogBucket")[0],
+        "key": only(t, "AWS::KMS::Key", "DataKey")[0],
+        "topic_key": only(t, "AWS::KMS::Key", "AlarmsTopicKey")[0],
+        "queue": only(t, "AWS::SQS::Queue", "TriggerQueue")[0],
+        "dlq": only(t, "AWS::SQS::Queue", "TriggerDlq")[0],
+        "metrics_dlq": only(t, "AWS::SQS::Queue", "MetricsDlq")[0],
+        "trigger_fn": only(t, "AWS::Lambda::Function", "TriggerFunction")[0],
+        "metrics_fn": only(t, "AWS::Lambda::Function", "MetricsFunction")[0],
+        "job_role": only(t, "AWS::IAM::Role", "ProcessingJobRole")[0],
+        "topic": only(t, "AWS::SNS::Topic", "AlarmsTopic")[0],
+    }
+
+
+def trigger_env(synth: Synth) -> dict[str, Any]:
+    return only(synth.template_json, "AWS::Lambda::Function", "TriggerFunction")[1]["Properties"]["Environment"]["Variables"]
+
+
+def s3_rule_pattern(synth: Synth) -> dict[str, Any]:
+    return only(synth.template_json, "AWS::Events::Rule", "TriggerObjectCreatedRule")[1]["Properties"]["EventPattern"]
+
+
+def object_suffix(resource: Any, bucket_id: str) -> str | None:
+    """'input/*' for {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/input/*"]]}, else None."""
+    if isinstance(resource, dict) and "Fn::Join" in resource:
+        parts = resource["Fn::Join"][1]
+        if parts[:1] == [{"Fn::GetAtt": [bucket_id, "Arn"]}] and len(parts) == 2 and isinstance(parts[1], str):
+            return parts[1].removeprefix("/")
+    return None
+
+
+# --- data bucket ---------------------------------------------------------------------------------------------------
+
+def test_data_bucket_is_kms_encrypted_versioned_private_logged(synth: Synth) -> None:
+    i = ids(synth)
+    synth.template.has_resource(
+        "AWS::S3::Bucket",
+        {
+            "Properties": Match.object_like({
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
+                    "BucketKeyEnabled": True,
+                    "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": [i["key"], "Arn"]}},
+                }]},
+                "VersioningConfiguration": {"Status": "Enabled"},
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+                },
+                "LoggingConfiguration": {"DestinationBucketName": {"Ref": i["log_bucket"]}, "LogFilePrefix": "data-bucket/"},
+                "NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": True}},
+                "LifecycleConfiguration": {"Rules": Match.array_with([Match.object_like({
+                    "Status": "Enabled", "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                })])},
+            }),
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+        },
+    )
+    synth.template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True, "Description": Match.string_like_regexp("data bucket")})
+    synth.template.has_resource("AWS::KMS::Key", {"DeletionPolicy": "Retain"})
+
+
+def test_access_log_bucket_uses_s3_managed_encryption(synth: Synth) -> None:
+    log_bucket = synth.template_json["Resources"][ids(synth)["log_bucket"]]
+    assert log_bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert log_bucket["DeletionPolicy"] == "Retain"
+
+
+def test_every_bucket_denies_plain_http(synth: Synth) -> None:
+    policies = resources(synth.template_json, "AWS::S3::BucketPolicy")
+    buckets = {p["Properties"]["Bucket"]["Ref"] for p in policies.values()}
+    assert buckets == {ids(synth)["bucket"], ids(synth)["log_bucket"]}
+    for policy in policies.values():
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and s["Action"] == "s3:*"
+            for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        )
+
+
+def test_no_custom_resources(synth: Synth) -> None:
+    # The emulator can't run custom-resource Lambdas; nothing here needs one (EventBridge is set on the bucket).
+    types = {r["Type"] for r in synth.template_json["Resources"].values()}
+    assert not [t for t in types if t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource"]
+
+
+# --- upload trigger ------------------------------------------------------------------------------------------------
+
+def test_s3_rule_matches_this_bucket_and_input_prefix(synth: Synth) -> None:
+    assert s3_rule_pattern(synth) == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {"bucket": {"name": [{"Ref": ids(synth)["bucket"]}]}, "object": {"key": [{"prefix": "input/"}]}},
+    }
+    rule = only(synth.template_json, "AWS::Events::Rule", "TriggerObjectCreatedRule")[1]
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [ids(synth)["queue"], "Arn"]}
+
+
+def test_queue_and_dlq(synth: Synth) -> None:
+    i = ids(synth)
+    queue = synth.template_json["Resources"][i["queue"]]["Properties"]
+    dlq = synth.template_json["Resources"][i["dlq"]]["Properties"]
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": [i["key"], "Arn"]}
+    assert dlq["KmsMasterKeyId"] == {"Fn::GetAtt": [i["key"], "Arn"]}
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [i["dlq"], "Arn"]}, "maxReceiveCount": MAX_RECEIVE_COUNT}
+    assert MAX_RECEIVE_COUNT == 5
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+    timeout = synth.template_json["Resources"][i["trigger_fn"]]["Properties"]["Timeout"]
+    assert timeout == TRIGGER_TIMEOUT and queue["VisibilityTimeout"] >= 6 * timeout
+
+
+def test_every_queue_is_tls_only(synth: Synth) -> None:
+    policies = resources(synth.template_json, "AWS::SQS::QueuePolicy").values()
+    covered = set()
+    for p in policies:
+        if any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in p["Properties"]["PolicyDocument"]["Statement"]):
+            covered |= {q["Ref"] for q in p["Properties"]["Queues"]}
+    assert covered == set(resources(synth.template_json, "AWS::SQS::Queue"))
+
+
+def test_event_source_reports_batch_item_failures(synth: Synth) -> None:
+    i = ids(synth)
+    synth.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "EventSourceArn": {"Fn::GetAtt": [i["queue"], "Arn"]},
+        "FunctionName": {"Ref": i["trigger_fn"]},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "BatchSize": Match.any_value(),
+        "ScalingConfig": {"MaximumConcurrency": Match.any_value()},
+    })
+    mapping = next(iter(resources(synth.template_json, "AWS::Lambda::EventSourceMapping").values()))["Properties"]
+    assert 1 <= mapping["BatchSize"] <= 10
+
+
+def test_trigger_function(synth: Synth) -> None:
+    fn = synth.template_json["Resources"][ids(synth)["trigger_fn"]]["Properties"]
+    assert fn["Runtime"] == "python3.14" and fn["Handler"] == "handler.handler"
+    env = fn["Environment"]["Variables"]
+    assert set(TRIGGER_ENV) <= set(env)
+    assert env["INPUT_PREFIX"] == "input/" and env["OUTPUT_PREFIX"] == "output/" and env["JOB_PREFIX"] == "dq"
+    assert env["INSTANCE_TYPE"] == "ml.t3.medium" and env["INSTANCE_COUNT"] == "1"
+    assert env["VOLUME_SIZE_GB"] == "30" and env["MAX_RUNTIME_SECONDS"] == "3600"
+    assert env["ROLE_ARN"] == {"Fn::GetAtt": [ids(synth)["job_role"], "Arn"]}
+    assert env["KMS_KEY_ARN"] == {"Fn::GetAtt": [ids(synth)["key"], "Arn"]}
+    assert env["CODE_S3_URI"]["Fn::Sub"].endswith(f"/{env['CODE_VERSION']}.zip")
+    log_group_id = fn["LoggingConfig"]["LogGroup"]["Ref"]
+    assert synth.template_json["Resources"][log_group_id]["Properties"]["RetentionInDays"] == 30
+
+
+def test_trigger_iam_is_exact(synth: Synth) -> None:
+    i = ids(synth)
+    by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "TriggerRole")}
+    start = by_sid["StartProcessingJobs"]
+    assert sorted(as_list(start["Action"])) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
+    assert start["Resource"]["Fn::Join"][1][-1] == ":processing-job/dq-*"
+    assert "Condition" not in start
+    assert by_sid["PassJobRoleToSageMaker"] == {
+        "Sid": "PassJobRoleToSageMaker",
+        "Action": "iam:PassRole",
+        "Effect": "Allow",
+        "Resource": {"Fn::GetAtt": [i["job_role"], "Arn"]},
+        "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+    }
+    assert by_sid["VolumeKeyGrant"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    assert by_sid["VolumeKeyGrant"]["Resource"] == {"Fn::GetAtt": [i["key"], "Arn"]}
+    all_statements = statements(synth.template_json, "TriggerRole")
+    assert any("sqs:ChangeMessageVisibility" in as_list(s["Action"]) and s["Resource"] == {"Fn::GetAtt": [i["queue"], "Arn"]} for s in all_statements)
+    # PassRole appears exactly once, and only for the job role
+    passes = [s for s in all_statements if "iam:PassRole" in as_list(s["Action"])]
+    assert len(passes) == 1
+    sagemaker = [a for s in all_statements for a in as_list(s["Action"]) if a.startswith("sagemaker:")]
+    assert sorted(sagemaker) == ["sagemaker:AddTags", "sagemaker:CreateProcessingJob"]
+
+
+# --- least privilege everywhere ------------------------------------------------------------------------------------
+
+STAR_REASONS = {
+    "EcrAuthorizationToken": "ecr:GetAuthorizationToken has no resource-level permissions",
+    "ProcessingJobInstanceMetrics": "cloudwatch:PutMetricData has no resource-level permissions",
+    "PublishQualityMetrics": "cloudwatch:PutMetricData has no resource-level permissions",
+}
+
+
+def test_no_star_resource_without_a_written_reason(synth: Synth) -> None:
+    for policy in resources(synth.template_json, "AWS::IAM::Policy").values():
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert not any("*" in a for a in as_list(s["Action"])), s
+            if "*" in as_list(s["Resource"]):
+                assert s.get("Sid") in STAR_REASONS, s
+                if "cloudwatch:PutMetricData" in as_list(s["Action"]):
+                    assert "cloudwatch:namespace" in s["Condition"]["StringEquals"]
+                else:
+                    assert as_list(s["Action"]) == ["ecr:GetAuthorizationToken"]
+
+
+def test_job_role(synth: Synth) -> None:
+    i = ids(synth)
+    role = synth.template_json["Resources"][i["job_role"]]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert "ManagedPolicyArns" not in role
+    by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "ProcessingJobRole")}
+    assert by_sid["ReadInputObjects"]["Action"] == "s3:GetObject"
+    assert object_suffix(by_sid["ReadInputObjects"]["Resource"], i["bucket"]) == "input/*"
+    assert by_sid["ListInputPrefix"]["Condition"] == {"StringLike": {"s3:prefix": ["input/*"]}}
+    assert object_suffix(by_sid["WriteOutputObjects"]["Resource"], i["bucket"]) == "output/*"
+    assert by_sid["ReadCodeBundle"]["Action"] == "s3:GetObject"
+    assert by_sid["ReadCodeBundle"]["Resource"]["Fn::Join"][1][-1].endswith(".zip")
+    assert by_sid["PullImage"]["Resource"]["Fn::Join"][1][-1] == ":repository/sagemaker-scikit-learn"
+    assert by_sid["ProcessingJobLogStreams"]["Resource"]["Fn::Join"][1][-1].endswith(":log-group:/aws/sagemaker/ProcessingJobs:log-stream:dq-*")
+    assert by_sid["ProcessingJobInstanceMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}}
+    assert by_sid["UseDataKey"]["Resource"] == {"Fn::GetAtt": [i["key"], "Arn"]}
+
+
+def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None:
+    """From the template: the rule's key prefix, the jobs' output prefix and every S3 write of the stack are disjoint."""
+    i = ids(synth)
+    (rule_prefix,) = [p["prefix"] for p in s3_rule_pattern(synth)["detail"]["object"]["key"]]
+    output_prefix = trigger_env(synth)["OUTPUT_PREFIX"]
+    assert trigger_env(synth)["INPUT_PREFIX"] == rule_prefix
+    assert not output_prefix.startswith(rule_prefix) and not rule_prefix.startswith(output_prefix)
+    # every write to the data bucket anywhere in the stack targets objects under the output prefix only
+    write_actions = {"s3:PutObject", "s3:PutObject*", "s3:Put*", "s3:*", "s3:CopyObject", "s3:RestoreObject"}
+    writes = []
+    for policy in resources(synth.template_json, "AWS::IAM::Policy").values():
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if s["Effect"] == "Allow" and write_actions & set(as_list(s["Action"])):
+                for resource in as_list(s["Resource"]):
+                    if "*" == resource or (json.dumps(resource).find(i["bucket"]) >= 0):
+                        writes.append(object_suffix(resource, i["bucket"]))
+    assert writes == ["output/*"], writes
+    # and the job role in particular cannot write under the input prefix
+    job_writes = [s for s in statements(synth.template_json, "ProcessingJobRole") if write_actions & set(as_list(s["Action"]))]
+    for s in job_writes:
+        for resource in as_list(s["Resource"]):
+            suffix = object_suffix(resource, i["bucket"])
+            assert suffix is not None and not suffix.startswith(rule_prefix) and not rule_prefix.startswith(suffix.rstrip("*"))
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+def test_metrics_rule_and_function(synth: Synth) -> None:
+    i = ids(synth)
+    rule = only(synth.template_json, "AWS::Events::Rule", "MetricsJobStateChangeRule")[1]["Properties"]
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Processing Job State Change"],
+        "detail": {"ProcessingJobStatus": ["Completed", "Failed", "Stopped"], "ProcessingJobName": [{"prefix": "dq-"}]},
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [i["metrics_fn"], "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [i["metrics_dlq"], "Arn"]}}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    fn = synth.template_json["Resources"][i["metrics_fn"]]["Properties"]
+    assert fn["Runtime"] == "python3.14"
+    assert fn["Environment"]["Variables"]["NAMESPACE"] == "DataQualityPipeline"
+    assert fn["Environment"]["Variables"]["JOB_PREFIX"] == "dq"
+    assert fn["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [i["metrics_dlq"], "Arn"]}}
+    synth.template.has_resource_properties("AWS::Lambda::EventInvokeConfig", {"FunctionName": {"Ref": i["metrics_fn"]}, "MaximumRetryAttempts": 2})
+    by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "MetricsRole")}
+    assert object_suffix(by_sid["ReadJobOutputs"]["Resource"], i["bucket"]) == "output/*"
+    assert by_sid["ReadJobOutputs"]["Action"] == "s3:GetObject"
+    assert by_sid["DecryptJobOutputs"] == {"Sid": "DecryptJobOutputs", "Action": "kms:Decrypt", "Effect": "Allow", "Resource": {"Fn::GetAtt": [i["key"], "Arn"]}}
+    assert by_sid["PublishQualityMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
+
+
+# --- alarms, topic, dashboard --------------------------------------------------------------------------------------
+
+def alarm(synth: Synth, dataset: str, metric: str) -> dict[str, Any]:
+    found = [
+        r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()
+        if r["Properties"].get("MetricName") == metric and r["Properties"].get("Dimensions") == [{"Name": "Dataset", "Value": dataset}]
+    ]
+    assert len(found) == 1, (dataset, metric)
+    return found[0]
+
+
+def test_dataset_alarms_take_thresholds_from_configs(synth: Synth) -> None:
+    topic = {"Ref": ids(synth)["topic"]}
+    expected = {
+        "MissingRateAfter": ("max_missing_rate_after", "GreaterThanThreshold", "Maximum"),
+        "RejectedRate": ("max_rejected_rate", "GreaterThanThreshold", "Maximum"),
+        "MalformedJsonRate": ("max_malformed_json_rate", "GreaterThanThreshold", "Maximum"),
+        "DuplicateRate": ("max_duplicate_rate", "GreaterThanThreshold", "Maximum"),
+        "RowsOut": ("min_rows_out", "LessThanThreshold", "Minimum"),
+    }
+    for dataset, configured in (("default", DEFAULT_THRESHOLDS), ("orders", {**DEFAULT_THRESHOLDS, **ORDERS_THRESHOLDS})):
+        for metric, (key, comparison, statistic) in expected.items():
+            a = alarm(synth, dataset, metric)
+            assert a["Namespace"] == "DataQualityPipeline"
+            assert a["Threshold"] == configured[key], (dataset, metric)
+            assert a["ComparisonOperator"] == comparison and a["Statistic"] == statistic
+            assert a["TreatMissingData"] == "notBreaching"
+            assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+        for metric in ("JobFailed", "MetricsUnavailable"):
+            a = alarm(synth, dataset, metric)
+            assert (a["Threshold"], a["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+            assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+
+
+def test_operational_alarms(synth: Synth) -> None:
+    i = ids(synth)
+    topic = {"Ref": i["topic"]}
+    alarms = [r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()]
+    assert len(alarms) == 7 * 2 + 6
+    for queue in (i["dlq"], i["metrics_dlq"]):
+        (a,) = [a for a in alarms if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+                and a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]]
+        assert (a["Threshold"], a["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+    for fn in (i["trigger_fn"], i["metrics_fn"]):
+        for metric in ("Errors", "Throttles"):
+            (a,) = [a for a in alarms if a.get("MetricName") == metric and a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": fn}}]]
+            assert a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1
+            assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+    assert all(a["TreatMissingData"] == "notBreaching" for a in alarms)
+
+
+def test_topic_is_kms_encrypted_and_tls_only(synth: Synth) -> None:
+    i = ids(synth)
+    topic = synth.template_json["Resources"][i["topic"]]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": [i["topic_key"], "Arn"]}
+    (policy,) = resources(synth.template_json, "AWS::SNS::TopicPolicy").values()
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in policy["Properties"]["PolicyDocument"]["Statement"])
+    key = synth.template_json["Resources"][i["topic_key"]]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    assert any(s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} for s in key["KeyPolicy"]["Statement"])
+    # no alert_email in the fixture settings -> no subscription
+    assert not resources(synth.template_json, "AWS::SNS::Subscription")
+
+
+def test_dashboard_shows_metrics_and_alarms(synth: Synth) -> None:
+    (dashboard,) = resources(synth.template_json, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for name in ("MissingRateAfter", "RejectedRate", "RowsOut", "JobFailed", "ProcessingSeconds", "ApproximateNumberOfMessagesVisible", "Errors"):
+        assert name in body
+    for alarm_id in resources(synth.template_json, "AWS::CloudWatch::Alarm"):
+        assert alarm_id in body, alarm_id
+
+
+def test_outputs(synth: Synth) -> None:
+    outputs = synth.template_json["Outputs"]
+    for name in ("DataBucketName", "AlertTopicArn", "TriggerQueueUrl", "TriggerDlqUrl", "DashboardName", "JobRoleArn"):
+        assert name in outputs
+    assert outputs["DataBucketName"]["Value"] == {"Ref": ids(synth)["bucket"]}
