@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--app-dir", type=Path, default=REPO_ROOT, help="CDK app to deploy (default: this repo)")
     args = parser.parse_args(argv)
 
     from localcloud.alarms import effective_state
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with LocalCloud(workdir=scratch / "cloud") as cloud:
             _say(f"[2/5] local cloud on {cloud.endpoint}: cdk bootstrap + cdk deploy (the real CLI, unchanged app)")
-            outputs = cloud.bootstrap_and_deploy(REPO_ROOT)
+            outputs = cloud.bootstrap_and_deploy(args.app_dir)
             bucket, topic = outputs["DataBucketName"], outputs.get("AlertTopicArn")
             _say(f"      deployed in {time.monotonic() - started:.0f} s: bucket {bucket}")
 
@@ -139,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             out_prefix = f"output/default/{name}/"
             local = out / name
             files = download_prefix(cloud.s3, bucket, out_prefix, local)
+            local.mkdir(parents=True, exist_ok=True)
             if result is not None and result.log_path.exists():
-                shutil.copy(result.log_path, local / "job.log") if local.exists() else None
+                shutil.copy(result.log_path, local / "job.log")  # the container's stdout/stderr
 
             alarms = []
             for page in cloud.cloudwatch.get_paginator("describe_alarms").paginate():
