@@ -19,9 +19,9 @@ import pyarrow.json as pajson
 
 from processing.config import JsonField
 
-# Starts with {" or {} and ends with }, no CR/LF, no `} {` (two objects on a line), no trailing comma.
+# Starts with {" or {} and ends with }, no CR/LF, no `} {` (two objects on a line), no trailing comma, no empty value.
 _CANDIDATE = r'^\{\s*["}][^\r\n]*\}$'
-_SUSPICIOUS = r"\}\s*\{|,\s*[}\]]"
+_SUSPICIOUS = r"\}\s*\{|,\s*[}\]]|:\s*[,}\]]|\[\s*[,\]]"
 CHUNK_ROWS = 262_144
 MIN_CHUNK_ROWS = 4_096
 
