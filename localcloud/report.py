@@ -294,6 +294,29 @@ def _group_section(statistics: Any) -> str:
     return "".join(parts)
 
 
+def _extras_section(metrics: Mapping) -> str:
+    """Rejected rows by reason and the label counts of binned derived features, when metrics.json has them."""
+    parts = []
+    reasons = _get(metrics, "rows", "rejected_by_reason", default={}) or {}
+    if isinstance(reasons, Mapping) and reasons:
+        rows = [(_esc(k), _num(v)) for k, v in sorted(reasons.items(), key=lambda kv: -float(kv[1] or 0))]
+        parts.append("<h3>Rejected rows by reason</h3>" + _table(["reason", "rows"], rows, [False, True]))
+    derived = _get(metrics, "derived", default={}) or {}
+    charts = []
+    for name, d in derived.items() if isinstance(derived, Mapping) else []:
+        counts = d.get("counts") if isinstance(d, Mapping) else None
+        if isinstance(counts, Mapping) and counts:
+            labels = list(counts)
+            charts.append(f"<figure>{hbar_chart(labels, [(name, [counts[k] for k in labels], BLUE)], width=420)}"
+                          f"<figcaption><b>{_esc(name)}</b> (bins of {_esc(d.get('source'))}; missing "
+                          f"{_num(d.get('missing'))})</figcaption></figure>")
+    if charts:
+        parts.append(f'<h3>Binned features</h3><div class="grid">{"".join(charts)}</div>')
+    if not parts:
+        return ""
+    return "<section><h2>Rejected rows and derived features</h2>" + "".join(parts) + "</section>"
+
+
 def _alarm_section(alarms: Sequence[Mapping]) -> str:
     if not alarms:
         return '<section><h2>Alarm states</h2><p class="muted">n/a: no alarms.</p></section>'
@@ -339,7 +362,7 @@ def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: p
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = "".join([
         _summary_section(metrics, job), _missing_section(metrics),
-        _distribution_section(cleaned_sample, metrics), _group_section(statistics),
+        _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics),
         _alarm_section(list(alarms or [])), _drift_section(drift),
     ])
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Data quality report - '

@@ -19,6 +19,8 @@ METRICS = {
     "columns": {"age": {"type": "float", "missing_before": 50, "missing_after": 0, "invalid": 1},
                 "salary": {"type": "float", "missing_before": 60, "missing_after": 0, "invalid": 0},
                 "department": {"type": "string", "missing_before": 10, "missing_after": 3, "invalid": 0}},
+    "rows": {"in": 1000, "out": 990, "rejected": 10, "rejected_by_reason": {"missing_id": 8, "parse_error": 2}},
+    "derived": {"age_group": {"kind": "bins", "source": "age", "missing": 0, "counts": {"Young": 10, "Senior": 5}}},
     "quality_gate": {"passed": False, "checks": {"max_rejected_rate": {"threshold": 0.005, "value": 0.01,
                                                                        "passed": False}}},
 }
@@ -62,6 +64,7 @@ def test_full_report_is_self_contained_and_has_every_section(tmp_path):
         ET.fromstring(svg)  # well-formed
     assert "<b>age</b>" in text and "<b>salary</b>" in text and "<b>id</b>" not in text
     assert "Engineering" in text and "ALARM" in text and "Quality gate: failed" in text
+    assert "missing_id" in text and "age_group" in text
 
 
 def test_report_with_missing_metrics_shows_na_and_no_drift(tmp_path):
