@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,6 +110,8 @@ class LocalCloud:
             if key.startswith("AWS_") and key not in ("AWS_ENDPOINT_URL",):
                 env.pop(key)
         env.update(client_env(self.endpoint))
+        # the CDK app (`python3 app.py`) must run with this interpreter's packages
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         return env
 
     # ------------------------------------------------------------------ clients
@@ -134,8 +137,9 @@ class LocalCloud:
     events = property(lambda self: self.client("events"))
 
     # ------------------------------------------------------------------ deploy
-    def _cdk(self, app_dir: Path, args: list[str], timeout: float) -> str:
-        cmd = [_find_cdk(app_dir), *args]
+    def _cdk(self, cwd: Path, args: list[str], timeout: float) -> str:
+        cmd = [_find_cdk(cwd), *args]
+        app_dir = cwd
         log_path = self.workdir / f"cdk-{len(self.deploy_logs)}-{args[0]}.log"
         with open(log_path, "wb") as fh:
             proc = subprocess.Popen(cmd, cwd=str(app_dir), env=self.env, stdout=fh, stderr=subprocess.STDOUT,
@@ -156,7 +160,9 @@ class LocalCloud:
 
     def bootstrap(self, app_dir: str | os.PathLike = ".", timeout: float = 240) -> None:
         """The real `cdk bootstrap aws://123456789012/us-east-1` against the emulator."""
-        self._cdk(Path(app_dir).resolve(), ["bootstrap", f"aws://{self.account}/{self.region}",
+        # run outside the app dir: bootstrapping needs no synth of our app
+        del app_dir
+        self._cdk(self.workdir, ["bootstrap", f"aws://{self.account}/{self.region}",
                                             "--output", str(self.workdir / "cdk.out.bootstrap")], timeout)
 
     def deploy(self, app_dir: str | os.PathLike = ".", timeout: float = 300, extra_args: list[str] | None = None
@@ -213,24 +219,50 @@ class LocalCloud:
                 raise TimeoutError(f"local cloud still busy after {timeout} s: {totals}")
 
     def _drain_async_invocations(self) -> int:
+        """EventBridge -> Lambda: async invoke with the function's retry setting (EventInvokeConfig,
+        default 2 retries); exhausted events go to its OnFailure SQS destination; events for a
+        function that does not exist go to the target's DeadLetterConfig queue."""
         count = 0
         backend = self._lambda_backend()
         while moto_patches.ASYNC_INVOCATIONS:
-            arn, payload = moto_patches.ASYNC_INVOCATIONS.popleft()
+            arn, payload, target = moto_patches.ASYNC_INVOCATIONS.popleft()
             count += 1
             try:
                 fn = backend.get_function(arn)
             except Exception:
                 log.warning("EventBridge target %s does not exist", arn)
+                dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
+                if dlq:
+                    self._send_to_sqs_arn(dlq, json.dumps(payload))
                 continue
-            for _attempt in range(1 + ASYNC_RETRIES):
+            config = moto_patches.EVENT_INVOKE_CONFIGS.get(fn.function_name, {})
+            retries = int(config.get("MaximumRetryAttempts", ASYNC_RETRIES))
+            for _attempt in range(1 + retries):
                 inv = lambdas.run_moto_function(fn, payload)
                 if inv.ok:
                     break
             else:
                 self.async_failures.append(inv)
-                log.warning("async invoke of %s failed %d times: %s", fn.function_name, 1 + ASYNC_RETRIES, inv.error)
+                log.warning("async invoke of %s failed %d times: %s", fn.function_name, 1 + retries, inv.error)
+                dest = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+                if dest and ":sqs:" in dest:
+                    self._send_to_sqs_arn(dest, json.dumps({
+                        "version": "1.0",
+                        "requestContext": {"requestId": inv.request_id, "functionArn": fn.function_arn,
+                                           "condition": "RetriesExhausted", "approximateInvokeCount": 1 + retries},
+                        "requestPayload": payload,
+                        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
+                                            "functionError": "Unhandled"},
+                        "responsePayload": inv.error,
+                    }))
         return count
+
+    def _send_to_sqs_arn(self, queue_arn: str, body: str) -> None:
+        sqs = self._sqs_backend()
+        for q in sqs.queues.values():
+            if q.queue_arn == queue_arn:
+                sqs.send_message(q.name, body)
+                return
 
     def _poll_event_source_mappings(self) -> int:
         batches = 0

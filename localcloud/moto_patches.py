@@ -7,7 +7,8 @@ in this process (:mod:`localcloud.server`).
 
 | gap in moto 5.2.5 | patch |
 |---|---|
-| AWS::CloudWatch::Alarm, S3::BucketPolicy, SNS::TopicPolicy, SQS::QueuePolicy skipped by CloudFormation | :func:`patch_cfn_resource_types` |
+| AWS::CloudWatch::Alarm, S3::BucketPolicy, SNS::TopicPolicy, SQS::QueuePolicy, Lambda::EventInvokeConfig, CDK::Metadata skipped by CloudFormation; bucket policies with Conditions deny everything | :func:`patch_cfn_resource_types` |
+| S3::Bucket VersioningConfiguration / NotificationConfiguration (EventBridge) ignored | :func:`patch_s3_bucket_cfn` |
 | custom resources (Custom::S3BucketNotifications ...) need Docker, never really run | :func:`patch_custom_resources` |
 | stack outputs empty after a change set; failed change set = HTTP 500 | :func:`patch_change_set_outputs` |
 | second deploy: SSM-typed parameter re-resolved from its value | :func:`patch_update_parameters` |
@@ -38,8 +39,9 @@ log = logging.getLogger("localcloud")
 _applied: set[str] = set()
 _lock = threading.RLock()
 
-# Lambda invocations requested asynchronously (EventBridge targets): drained by LocalCloud.
-ASYNC_INVOCATIONS: "collections.deque[tuple[str, dict]]" = collections.deque()
+# Lambda invocations requested asynchronously (EventBridge targets): (function arn, payload, target),
+# drained by LocalCloud.
+ASYNC_INVOCATIONS: "collections.deque[tuple[str, Any, dict]]" = collections.deque()
 # The CreateProcessingJob requests as sent, by job name.
 PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
 
@@ -63,6 +65,7 @@ def apply_all(endpoint: str | None = None) -> None:
 
         lambdas.configure(endpoint)
     patch_cfn_resource_types()
+    patch_s3_bucket_cfn()
     patch_custom_resources()
     patch_change_set_outputs()
     patch_update_parameters()
@@ -203,8 +206,11 @@ def _cfn_models():
         def is_created(self) -> bool:
             return True
 
-    class _PolicyModel(CloudFormationModel):
-        """Base for resource policies: stored on the target; moto enforces none of them."""
+    class _PolicyModel:
+        """Base for resource policies: stored on the target; moto enforces none of them.
+
+        (Concrete classes subclass CloudFormationModel *directly*: moto finds models
+        with ``CloudFormationModel.__subclasses__()``.)"""
 
         TYPE = "?"
 
@@ -256,7 +262,7 @@ def _cfn_models():
         def is_created(self) -> bool:
             return True
 
-    class CfnS3BucketPolicy(_PolicyModel):
+    class CfnS3BucketPolicy(_PolicyModel, CloudFormationModel):
         @staticmethod
         def cloudformation_type() -> str:
             return "AWS::S3::BucketPolicy"
@@ -271,7 +277,7 @@ def _cfn_models():
             else:
                 backend.put_bucket_policy(props["Bucket"], json.dumps(props["PolicyDocument"]).encode())
 
-    class CfnSnsTopicPolicy(_PolicyModel):
+    class CfnSnsTopicPolicy(_PolicyModel, CloudFormationModel):
         @staticmethod
         def cloudformation_type() -> str:
             return "AWS::SNS::TopicPolicy"
@@ -286,7 +292,7 @@ def _cfn_models():
                     continue  # moto has no "default policy"; leave it
                 backend.set_topic_attribute(arn, "Policy", json.dumps(props["PolicyDocument"]))
 
-    class CfnSqsQueuePolicy(_PolicyModel):
+    class CfnSqsQueuePolicy(_PolicyModel, CloudFormationModel):
         @staticmethod
         def cloudformation_type() -> str:
             return "AWS::SQS::QueuePolicy"
@@ -300,7 +306,57 @@ def _cfn_models():
                 name = url.rstrip("/").split("/")[-1]
                 backend.set_queue_attributes(name, {"Policy": "" if remove else json.dumps(props["PolicyDocument"])})
 
-    return [CfnCloudWatchAlarm, CfnS3BucketPolicy, CfnSnsTopicPolicy, CfnSqsQueuePolicy]
+    class CfnLambdaEventInvokeConfig(CloudFormationModel):
+        """AWS::Lambda::EventInvokeConfig: kept in EVENT_INVOKE_CONFIGS (function name -> properties) and
+        honoured by LocalCloud's async invocations (MaximumRetryAttempts, OnFailure SQS destination)."""
+
+        def __init__(self, function_name: str, props: dict):
+            self.function_name = function_name
+            self.props = props
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::Lambda::EventInvokeConfig"
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.function_name
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return False
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+            props = cloudformation_json.get("Properties", {})
+            name = props["FunctionName"].split(":")[-1] if ":function:" not in props["FunctionName"] \
+                else props["FunctionName"].split(":function:")[1].split(":")[0]
+            EVENT_INVOKE_CONFIGS[name] = props
+            return cls(name, props)
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+            EVENT_INVOKE_CONFIGS.pop(original_resource.function_name, None)
+            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+        @classmethod
+        def delete_from_cloudformation_json(cls, resource_name, cloudformation_json, account_id, region_name):
+            EVENT_INVOKE_CONFIGS.pop(resource_name, None)
+
+        def delete(self, account_id: str, region_name: str) -> None:
+            EVENT_INVOKE_CONFIGS.pop(self.function_name, None)
+
+        def is_created(self) -> bool:
+            return True
+
+    return [CfnCloudWatchAlarm, CfnS3BucketPolicy, CfnSnsTopicPolicy, CfnSqsQueuePolicy, CfnLambdaEventInvokeConfig]
+
+
+EVENT_INVOKE_CONFIGS: dict[str, dict] = {}
 
 
 CFN_MODELS: list = []
@@ -315,6 +371,97 @@ def patch_cfn_resource_types() -> None:
     CFN_MODELS.extend(_cfn_models())
     for fn in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         fn.cache_clear()
+    # CDK's stack metadata resource: nothing to create
+    if "AWS::CDK::Metadata" not in parsing.NULL_MODELS:
+        parsing.NULL_MODELS.append("AWS::CDK::Metadata")
+    _patch_bucket_policy_conditions()
+
+
+def _patch_bucket_policy_conditions() -> None:
+    """moto evaluates bucket policies *ignoring* Condition blocks, so the CDK's TLS-only statement
+    (Deny s3:* if aws:SecureTransport is false) denies every request. We evaluate only the statements
+    without a Condition (the emulator speaks plain HTTP on loopback; see README: no IAM enforcement)."""
+    from moto.s3.models import FakeBucket
+
+    def get_permission(self, action: str, resource: str):
+        from moto.iam.access_control import IAMPolicy, PermissionResult
+
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        doc = json.loads(self.policy.decode() if isinstance(self.policy, bytes) else self.policy)
+        statements = doc.get("Statement") or []
+        if isinstance(statements, dict):
+            statements = [statements]
+        statements = [st for st in statements if "Condition" not in st]
+        if not statements:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps(dict(doc, Statement=statements))).is_action_permitted(action, resource)
+
+    FakeBucket.get_permission = get_permission
+
+
+# --------------------------------------------------------------------------- S3::Bucket properties
+
+
+def _cfn_notification_config(props: dict) -> dict | None:
+    """CloudFormation NotificationConfiguration -> the dict moto's PutBucketNotificationConfiguration takes."""
+    cfg = props.get("NotificationConfiguration")
+    if not cfg:
+        return None
+    out: dict[str, Any] = {}
+    if str((cfg.get("EventBridgeConfiguration") or {}).get("EventBridgeEnabled", False)).lower() == "true":
+        out["EventBridgeConfiguration"] = {"EventBridgeEnabled": "true"}
+
+    def conv(items, arn_key_cfn, arn_key_moto):
+        res = []
+        for item in items or []:
+            entry = {arn_key_moto: item[arn_key_cfn], "Event": [item["Event"]]}
+            rules = ((item.get("Filter") or {}).get("S3Key") or {}).get("Rules")
+            if rules:
+                entry["Filter"] = {"S3Key": {"FilterRule": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}}
+            res.append(entry)
+        return res
+
+    if cfg.get("QueueConfigurations"):
+        out["QueueConfiguration"] = conv(cfg["QueueConfigurations"], "Queue", "Queue")
+    if cfg.get("TopicConfigurations"):
+        out["TopicConfiguration"] = conv(cfg["TopicConfigurations"], "Topic", "Topic")
+    if cfg.get("LambdaConfigurations"):
+        out["CloudFunctionConfiguration"] = conv(cfg["LambdaConfigurations"], "Function", "CloudFunction")
+    return out
+
+
+def patch_s3_bucket_cfn() -> None:
+    """AWS::S3::Bucket: also apply VersioningConfiguration and NotificationConfiguration
+    (incl. EventBridgeConfiguration), which moto's CloudFormation model ignores."""
+    if not _once("s3_bucket_cfn"):
+        return
+    from moto.s3.models import FakeBucket, s3_backends
+
+    orig_create = FakeBucket.create_from_cloudformation_json.__func__
+    orig_update = FakeBucket.update_from_cloudformation_json.__func__
+
+    def _apply(bucket, props, account_id):
+        backend = s3_backends[account_id]["aws"]
+        status = (props.get("VersioningConfiguration") or {}).get("Status")
+        if status:
+            backend.put_bucket_versioning(bucket.name, status)
+        notif = _cfn_notification_config(props)
+        if notif is not None:
+            bucket.set_notification_configuration(notif)
+
+    def create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        bucket = orig_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        _apply(bucket, cloudformation_json.get("Properties", {}), account_id)
+        return bucket
+
+    def update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+        bucket = orig_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name)
+        _apply(bucket, cloudformation_json.get("Properties", {}), account_id)
+        return bucket
+
+    FakeBucket.create_from_cloudformation_json = classmethod(create)
+    FakeBucket.update_from_cloudformation_json = classmethod(update)
 
 
 # --------------------------------------------------------------------------- custom resources
@@ -576,11 +723,11 @@ def patch_eventbridge_targets() -> None:
             return
         event0 = dict(original_event)
         event0["time"] = _event_time(event0.get("time"))
-        event0.pop("ingestion-time", None)
+        ingestion = event0.pop("ingestion-time", None) or datetime.now(timezone.utc).timestamp()
         others = []
         for target in self.targets:
             arn = parse_arn(target["Arn"])
-            if arn.service not in ("lambda", "sns"):
+            if arn.service not in ("lambda", "sns", "sqs"):
                 others.append(target)
                 continue
             if "Input" in target:
@@ -595,23 +742,34 @@ def patch_eventbridge_targets() -> None:
                 payload = EventTemplateParser.parse(
                     input_template=tr.get("InputTemplate"),
                     input_paths_map=tr.get("InputPathsMap", {}),
-                    event=event0,
+                    event=dict(event0, **{"ingestion-time": ingestion}),
                 )
             else:
                 payload = copy.deepcopy(event0)
+            body = payload if isinstance(payload, str) else json.dumps(payload)
             if arn.service == "lambda":
-                ASYNC_INVOCATIONS.append((target["Arn"], payload))
+                ASYNC_INVOCATIONS.append((target["Arn"], payload, target))
+            elif arn.service == "sqs":
+                from moto.sqs.models import sqs_backends
+
+                group_id = (target.get("SqsParameters") or {}).get("MessageGroupId")
+                sqs_backends[arn.account][arn.region].send_message(
+                    queue_name=arn.resource_id, message_body=body, group_id=group_id
+                )
             else:
                 from moto.sns.models import sns_backends
 
-                sns_backends[arn.account][arn.region].publish(
-                    message=payload if isinstance(payload, str) else json.dumps(payload), arn=target["Arn"]
-                )
-        if others:
+                sns_backends[arn.account][arn.region].publish(message=body, arn=target["Arn"])
+        if others:  # logs, archives, buses, API destinations: moto's own code (it wants epoch floats)
+            legacy = dict(original_event)
+            if isinstance(legacy.get("time"), str):
+                legacy["time"] = datetime.strptime(legacy["time"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=timezone.utc).timestamp()
+            legacy.setdefault("ingestion-time", datetime.now(timezone.utc).timestamp())
             saved = self.targets
             self.targets = others
             try:
-                original(self, original_event, transform_input)
+                original(self, legacy, transform_input)
             finally:
                 self.targets = saved
 
@@ -627,7 +785,7 @@ def put_event(account_id: str, region_name: str, event: dict, bus_name: str = "d
     if bus is None:
         return
     for rule in list(bus.rules.values()):
-        rule.send_to_targets(copy.deepcopy(event))
+        rule.send_to_targets(copy.deepcopy(event))  # patched: see patch_eventbridge_targets
 
 
 _sequencer = itertools.count(int(datetime.now().timestamp() * 1000) << 20)
@@ -875,7 +1033,7 @@ def alarm_notification(alarm, old_state: str) -> dict:
     return {
         "AlarmName": alarm.name,
         "AlarmDescription": alarm.description,
-        "AWSAccountId": alarm.account_id,
+        "AWSAccountId": alarm.alarm_arn.split(":")[4],
         "AlarmConfigurationUpdatedTimestamp": iso(alarm.configuration_updated_timestamp)
         if hasattr(alarm.configuration_updated_timestamp, "strftime")
         else str(alarm.configuration_updated_timestamp),

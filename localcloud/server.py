@@ -9,6 +9,7 @@ parses an S3 TemplateURL (see ../shared/EMULATOR.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -72,6 +73,8 @@ class MotoServer:
 
             moto_patches.apply_all(endpoint=self.endpoint)
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
