@@ -13,6 +13,8 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     "input_prefix": "input/",
     "output_prefix": "output/",
+    "baseline_prefix": "baselines/",
+    "quarantine_prefix": "quarantine/",
     "job_prefix": "dq",
     "instance_type": "ml.t3.medium",
     "instance_count": 1,
@@ -77,6 +79,8 @@ class Settings:
 
     input_prefix: str = "input/"
     output_prefix: str = "output/"
+    baseline_prefix: str = "baselines/"
+    quarantine_prefix: str = "quarantine/"
     job_prefix: str = "dq"
     instance_type: str = "ml.t3.medium"
     instance_count: int = 1
@@ -197,11 +201,15 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
 
     input_prefix = _as_prefix("input_prefix", value("input_prefix"))
     output_prefix = _as_prefix("output_prefix", value("output_prefix"))
-    if input_prefix.startswith(output_prefix) or output_prefix.startswith(input_prefix):
-        raise SettingsError(
-            "output_prefix",
-            f"{output_prefix!r} overlaps input_prefix {input_prefix!r}: job outputs would trigger new jobs (recursion)",
-        )
+    written: dict[str, str] = {"output_prefix": output_prefix}
+    for key in ("baseline_prefix", "quarantine_prefix"):
+        written[key] = _as_prefix(key, value(key))
+    for key, prefix in written.items():
+        if input_prefix.startswith(prefix) or prefix.startswith(input_prefix):
+            raise SettingsError(
+                key,
+                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs (recursion)",
+            )
 
     job_prefix = value("job_prefix")
     if not isinstance(job_prefix, str) or not _JOB_PREFIX_RE.fullmatch(job_prefix):
@@ -252,6 +260,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     return Settings(
         input_prefix=input_prefix,
         output_prefix=output_prefix,
+        baseline_prefix=written["baseline_prefix"],
+        quarantine_prefix=written["quarantine_prefix"],
         job_prefix=job_prefix,
         instance_type=instance_type,
         instance_count=_as_int("instance_count", value("instance_count"), 1, MAX_INSTANCE_COUNT),

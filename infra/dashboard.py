@@ -84,6 +84,23 @@ class PipelineDashboard(Construct):
             )
         self.dashboard.add_widgets(
             cw.GraphWidget(
+                title="Drift from baseline: max PSI (Maximum)",
+                left=[metric("DriftMaxPsi", d, "Maximum") for d in props.datasets],
+                right=[metric("DriftedColumns", d, "Maximum") for d in props.datasets],
+                width=HALF,
+            ),
+            cw.GraphWidget(
+                title="Quality gate: failed / warned, drift unavailable",
+                left=[
+                    metric(name, d, "Sum")
+                    for d in props.datasets
+                    for name in ("QualityGateFailed", "QualityGateWarned", "DriftUnavailable")
+                ],
+                width=HALF,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
                 title="Jobs: succeeded / failed / metrics unavailable",
                 left=[metric(name, d, "Sum") for d in props.datasets for name in ("JobSucceeded", "JobFailed", "MetricsUnavailable")],
                 width=HALF,

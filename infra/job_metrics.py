@@ -35,7 +35,8 @@ class JobMetricsProps:
         bucket: the data bucket (the function reads ``<output_prefix>.../quality/metrics.json``).
         key: the bucket's KMS key.
         handler_dir: the metrics handler's folder (``infra/lambdas/metrics``).
-        output_prefix / job_prefix: see :class:`infra.config.Settings`.
+        output_prefix / baseline_prefix / job_prefix: see :class:`infra.config.Settings`; the function promotes a
+            batch's ``quality/profile.json`` to ``<baseline_prefix><dataset>/baseline.json`` (design.md Contract 4).
         namespace: CloudWatch namespace (design.md Contract 3).
         log_retention / removal_policy: of the function's log group.
     """
@@ -44,6 +45,7 @@ class JobMetricsProps:
     key: kms.IKey
     handler_dir: Path
     output_prefix: str
+    baseline_prefix: str
     job_prefix: str
     namespace: str = METRICS_NAMESPACE
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
@@ -97,6 +99,7 @@ class JobMetrics(Construct):
                 "JOB_PREFIX": props.job_prefix,
                 "DATA_BUCKET": props.bucket.bucket_name,
                 "OUTPUT_PREFIX": props.output_prefix,
+                "BASELINE_PREFIX": props.baseline_prefix,
             },
             dead_letter_queue=self.dlq,
             retry_attempts=RETRY_ATTEMPTS,
@@ -110,7 +113,25 @@ class JobMetrics(Construct):
             )
         )
         self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PromoteBaseline",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[props.bucket.arn_for_objects(f"{props.baseline_prefix}*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListBaselines",
+                actions=["s3:ListBucket"],
+                resources=[props.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{props.baseline_prefix}*"]}},
+            )
+        )
+        self.role.add_to_policy(
             iam.PolicyStatement(sid="DecryptJobOutputs", actions=["kms:Decrypt"], resources=[props.key.key_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="EncryptBaselines", actions=["kms:GenerateDataKey"], resources=[props.key.key_arn])
         )
         # cloudwatch:PutMetricData has no resource-level permissions ("*" required); the condition pins the namespace.
         self.role.add_to_policy(

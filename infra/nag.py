@@ -19,11 +19,14 @@ class Ack:
 _IAM5 = "AwsSolutions-IAM5"
 
 
-def acknowledgements(*, input_prefix: str, output_prefix: str, job_prefix: str, data_bucket_ref: str) -> tuple[Ack, ...]:
+def acknowledgements(
+    *, input_prefix: str, output_prefix: str, baseline_prefix: str, quarantine_prefix: str, job_prefix: str,
+    data_bucket_ref: str,
+) -> tuple[Ack, ...]:
     """The acknowledged findings for the given settings (finding ids embed the prefixes and CFN references).
 
     Args:
-        input_prefix / output_prefix / job_prefix: from :class:`infra.config.Settings`.
+        input_prefix / output_prefix / baseline_prefix / quarantine_prefix / job_prefix: from :class:`infra.config.Settings`.
         data_bucket_ref: the data bucket's logical ID as cdk-nag prints it (``<LogicalId.Arn>``).
     """
     logs_group = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs"
@@ -39,6 +42,18 @@ def acknowledgements(*, input_prefix: str, output_prefix: str, job_prefix: str, 
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*]",
             f"The job writes <output_prefix><dataset>/<job-name>/... whose names are generated per run; s3:PutObject is "
             f"limited to '{output_prefix}', which never overlaps the trigger's input prefix.",
+        ),
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*]",
+            f"The job reads its dataset's baseline <baseline_prefix><dataset>/baseline.json (design.md Contract 4); "
+            f"s3:GetObject is limited to '{baseline_prefix}' (read only).",
+        ),
+        Ack(
+            "ProcessingJob/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{quarantine_prefix}*]",
+            f"Batches failing the quality gate are written to <quarantine_prefix><dataset>/<job-name>/ with per-run "
+            f"names; s3:PutObject is limited to '{quarantine_prefix}', which never overlaps the input prefix.",
         ),
         Ack(
             "ProcessingJob/Role",
@@ -64,6 +79,18 @@ def acknowledgements(*, input_prefix: str, output_prefix: str, job_prefix: str, 
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*]",
             f"The metrics Lambda reads <output_prefix><dataset>/<job-name>/quality/metrics.json of whichever job "
             f"finished; s3:GetObject is limited to '{output_prefix}' of the data bucket (read only).",
+        ),
+        Ack(
+            "Metrics/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*]",
+            f"The metrics Lambda promotes a batch profile to <baseline_prefix><dataset>/baseline.json when none exists "
+            f"(design.md Contract 4); get/put are limited to '{baseline_prefix}', which never overlaps the input prefix.",
+        ),
+        Ack(
+            "Trigger/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*]",
+            f"The trigger checks (HeadObject) whether <baseline_prefix><dataset>/baseline.json exists before starting a "
+            f"job; read-only s3:GetObject limited to '{baseline_prefix}'.",
         ),
         Ack(
             "Metrics/Role",

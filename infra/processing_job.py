@@ -26,8 +26,10 @@ class ProcessingJobProps:
     Attributes:
         bucket: the data bucket (inputs and outputs).
         key: the bucket's KMS key, also used for job outputs and the job's volume.
-        input_prefix: the job reads only objects under it (e.g. ``input/``).
-        output_prefix: the job writes only under it (e.g. ``output/``).
+        input_prefix: the job reads only objects under it (e.g. ``input/``), plus the dataset baselines.
+        output_prefix: the job writes only under it (e.g. ``output/``) and the quarantine prefix.
+        baseline_prefix: dataset baselines (``baselines/``), read by the job (design.md Contract 4).
+        quarantine_prefix: outputs of batches failing the quality gate (``quarantine/``), written by the job.
         job_prefix: job names start with ``<job_prefix>-``.
         image: the scikit-learn image.
         code: the processing code bundle.
@@ -38,6 +40,8 @@ class ProcessingJobProps:
     key: kms.IKey
     input_prefix: str
     output_prefix: str
+    baseline_prefix: str
+    quarantine_prefix: str
     job_prefix: str
     image: SklearnImage
     code: CodeBundle
@@ -73,7 +77,10 @@ class ProcessingJob(Construct):
             iam.PolicyStatement(
                 sid="ReadInputObjects",
                 actions=["s3:GetObject"],
-                resources=[bucket.arn_for_objects(f"{props.input_prefix}*")],
+                resources=[
+                    bucket.arn_for_objects(f"{props.input_prefix}*"),
+                    bucket.arn_for_objects(f"{props.baseline_prefix}*"),
+                ],
             )
         )
         self.role.add_to_policy(
@@ -81,14 +88,17 @@ class ProcessingJob(Construct):
                 sid="ListInputPrefix",
                 actions=["s3:ListBucket"],
                 resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{props.input_prefix}*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{props.input_prefix}*", f"{props.baseline_prefix}*"]}},
             )
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="WriteOutputObjects",
                 actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects(f"{props.output_prefix}*")],
+                resources=[
+                    bucket.arn_for_objects(f"{props.output_prefix}*"),
+                    bucket.arn_for_objects(f"{props.quarantine_prefix}*"),
+                ],
             )
         )
         # The code asset: exactly its object (SageMaker lists the S3Prefix, so ListBucket limited to that key).

@@ -50,6 +50,8 @@ class ProcessingTriggerProps:
     handler_dir: Path
     input_prefix: str
     output_prefix: str
+    baseline_prefix: str
+    quarantine_prefix: str
     job_prefix: str
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
@@ -127,6 +129,8 @@ class ProcessingTrigger(Construct):
                 "DATA_BUCKET": props.bucket.bucket_name,
                 "INPUT_PREFIX": props.input_prefix,
                 "OUTPUT_PREFIX": props.output_prefix,
+                "BASELINE_PREFIX": props.baseline_prefix,
+                "QUARANTINE_PREFIX": props.quarantine_prefix,
                 "JOB_PREFIX": props.job_prefix,
                 "ROLE_ARN": props.job.role.role_arn,
                 "IMAGE_URI": job.image.image_uri,
@@ -149,6 +153,23 @@ class ProcessingTrigger(Construct):
             )
         )
         # The event source grants consume rights, incl. sqs:ChangeMessageVisibility used by the handler to back off.
+        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json (ListBucket makes a missing
+        # baseline a 404 instead of a 403).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CheckBaseline",
+                actions=["s3:GetObject"],
+                resources=[props.bucket.arn_for_objects(f"{props.baseline_prefix}*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListBaselines",
+                actions=["s3:ListBucket"],
+                resources=[props.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{props.baseline_prefix}*"]}},
+            )
+        )
         processing_jobs = stack.format_arn(
             service="sagemaker", resource="processing-job", resource_name=f"{props.job_prefix}-*"
         )

@@ -51,6 +51,10 @@ DATASET_ALARMS: tuple[QualityMetricAlarm, ...] = (
                        description="a batch produced fewer rows than the dataset's min_rows_out"),
     QualityMetricAlarm("JobFailed", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD, fixed_threshold=1,
                        description="a processing job of this dataset failed or was stopped"),
+    QualityMetricAlarm("QualityGateFailed", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                       fixed_threshold=1, description="a batch failed the quality gate; its data was quarantined"),
+    QualityMetricAlarm("DriftedColumns", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                       fixed_threshold=1, description="columns drifted from the dataset's baseline"),
     QualityMetricAlarm("MetricsUnavailable", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                        fixed_threshold=1, description="a finished job's quality/metrics.json was missing or corrupt"),
 )

@@ -36,12 +36,18 @@ def test_every_acknowledgement_has_a_specific_reason(synth: Synth) -> None:
         if ack.finding.endswith("[Resource::*]"):
             assert "resource-level permissions" in ack.reason, ack
         else:
-            scopes = (settings.input_prefix, settings.output_prefix, f"{settings.job_prefix}-", "/aws/sagemaker/ProcessingJobs")
+            scopes = (
+                settings.input_prefix, settings.output_prefix, settings.baseline_prefix, settings.quarantine_prefix,
+                f"{settings.job_prefix}-", "/aws/sagemaker/ProcessingJobs",
+            )
             assert any(scope in ack.finding and scope in ack.reason for scope in scopes), ack
 
 
 def test_acknowledgements_follow_the_settings() -> None:
-    acks = acknowledgements(input_prefix="in/", output_prefix="out/", job_prefix="abc", data_bucket_ref="B")
+    acks = acknowledgements(
+        input_prefix="in/", output_prefix="out/", baseline_prefix="base/", quarantine_prefix="q/", job_prefix="abc",
+        data_bucket_ref="B",
+    )
     findings = {a.finding for a in acks}
     assert "AwsSolutions-IAM5[Resource::<B.Arn>/in/*]" in findings
     assert "AwsSolutions-IAM5[Resource::<B.Arn>/out/*]" in findings
@@ -69,5 +75,5 @@ def test_email_subscription_when_configured(tmp_path: Path) -> None:
     )
     template = Template.from_stack(stack)
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
-    template.resource_count_is("AWS::CloudWatch::Alarm", 7)
+    template.resource_count_is("AWS::CloudWatch::Alarm", 9)
     assert MonitoredFunction  # re-exported type used by the stack

@@ -12,7 +12,7 @@ from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 
 TRIGGER_ENV = (
     "DATA_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX", "JOB_PREFIX", "ROLE_ARN", "IMAGE_URI", "CODE_S3_URI",
-    "CODE_VERSION", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB", "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
+    "CODE_VERSION", "BASELINE_PREFIX", "QUARANTINE_PREFIX", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB", "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
 )
 
 
@@ -182,6 +182,8 @@ def test_trigger_iam_is_exact(synth: Synth) -> None:
     assert by_sid["VolumeKeyGrant"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
     assert by_sid["VolumeKeyGrant"]["Resource"] == {"Fn::GetAtt": [i["key"], "Arn"]}
     all_statements = statements(synth.template_json, "TriggerRole")
+    assert object_suffix(by_sid["CheckBaseline"]["Resource"], i["bucket"]) == "baselines/*"
+    assert by_sid["CheckBaseline"]["Action"] == "s3:GetObject"
     assert any("sqs:ChangeMessageVisibility" in as_list(s["Action"]) and s["Resource"] == {"Fn::GetAtt": [i["queue"], "Arn"]} for s in all_statements)
     # PassRole appears exactly once, and only for the job role
     passes = [s for s in all_statements if "iam:PassRole" in as_list(s["Action"])]
@@ -219,9 +221,9 @@ def test_job_role(synth: Synth) -> None:
     assert "ManagedPolicyArns" not in role
     by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "ProcessingJobRole")}
     assert by_sid["ReadInputObjects"]["Action"] == "s3:GetObject"
-    assert object_suffix(by_sid["ReadInputObjects"]["Resource"], i["bucket"]) == "input/*"
-    assert by_sid["ListInputPrefix"]["Condition"] == {"StringLike": {"s3:prefix": ["input/*"]}}
-    assert object_suffix(by_sid["WriteOutputObjects"]["Resource"], i["bucket"]) == "output/*"
+    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["ReadInputObjects"]["Resource"]) == ["baselines/*", "input/*"]
+    assert sorted(by_sid["ListInputPrefix"]["Condition"]["StringLike"]["s3:prefix"]) == ["baselines/*", "input/*"]
+    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["WriteOutputObjects"]["Resource"]) == ["output/*", "quarantine/*"]
     assert by_sid["ReadCodeBundle"]["Action"] == "s3:GetObject"
     assert by_sid["ReadCodeBundle"]["Resource"]["Fn::Join"][1][-1].endswith(".zip")
     assert by_sid["PullImage"]["Resource"]["Fn::Join"][1][-1] == ":repository/sagemaker-scikit-learn"
@@ -246,7 +248,9 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
                 for resource in as_list(s["Resource"]):
                     if "*" == resource or (json.dumps(resource).find(i["bucket"]) >= 0):
                         writes.append(object_suffix(resource, i["bucket"]))
-    assert writes == ["output/*"], writes
+    assert sorted(writes) == ["baselines/*", "output/*", "quarantine/*"], writes
+    for prefix in writes:
+        assert not prefix.startswith(rule_prefix) and not rule_prefix.startswith(prefix.rstrip("*"))
     # and the job role in particular cannot write under the input prefix
     job_writes = [s for s in statements(synth.template_json, "ProcessingJobRole") if write_actions & set(as_list(s["Action"]))]
     for s in job_writes:
@@ -279,6 +283,8 @@ def test_metrics_rule_and_function(synth: Synth) -> None:
     assert object_suffix(by_sid["ReadJobOutputs"]["Resource"], i["bucket"]) == "output/*"
     assert by_sid["ReadJobOutputs"]["Action"] == "s3:GetObject"
     assert by_sid["DecryptJobOutputs"] == {"Sid": "DecryptJobOutputs", "Action": "kms:Decrypt", "Effect": "Allow", "Resource": {"Fn::GetAtt": [i["key"], "Arn"]}}
+    assert object_suffix(by_sid["PromoteBaseline"]["Resource"], i["bucket"]) == "baselines/*"
+    assert fn["Environment"]["Variables"]["BASELINE_PREFIX"] == "baselines/"
     assert by_sid["PublishQualityMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
 
 
@@ -310,7 +316,7 @@ def test_dataset_alarms_take_thresholds_from_configs(synth: Synth) -> None:
             assert a["ComparisonOperator"] == comparison and a["Statistic"] == statistic
             assert a["TreatMissingData"] == "notBreaching"
             assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
-        for metric in ("JobFailed", "MetricsUnavailable"):
+        for metric in ("JobFailed", "MetricsUnavailable", "QualityGateFailed", "DriftedColumns"):
             a = alarm(synth, dataset, metric)
             assert (a["Threshold"], a["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
             assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
@@ -320,7 +326,7 @@ def test_operational_alarms(synth: Synth) -> None:
     i = ids(synth)
     topic = {"Ref": i["topic"]}
     alarms = [r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()]
-    assert len(alarms) == 7 * 2 + 6
+    assert len(alarms) == 9 * 2 + 6
     for queue in (i["dlq"], i["metrics_dlq"]):
         (a,) = [a for a in alarms if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
                 and a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]]
@@ -350,7 +356,8 @@ def test_topic_is_kms_encrypted_and_tls_only(synth: Synth) -> None:
 def test_dashboard_shows_metrics_and_alarms(synth: Synth) -> None:
     (dashboard,) = resources(synth.template_json, "AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for name in ("MissingRateAfter", "RejectedRate", "RowsOut", "JobFailed", "ProcessingSeconds", "ApproximateNumberOfMessagesVisible", "Errors"):
+    for name in ("MissingRateAfter", "RejectedRate", "RowsOut", "JobFailed", "ProcessingSeconds", "ApproximateNumberOfMessagesVisible", "Errors",
+                 "DriftMaxPsi", "QualityGateFailed"):
         assert name in body
     for alarm_id in resources(synth.template_json, "AWS::CloudWatch::Alarm"):
         assert alarm_id in body, alarm_id
