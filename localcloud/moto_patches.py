@@ -37,6 +37,7 @@ from typing import Any
 log = logging.getLogger("localcloud")
 
 _applied: set[str] = set()
+_tls = threading.local()
 _lock = threading.RLock()
 
 # Lambda invocations requested asynchronously (EventBridge targets): (function arn, payload, target),
@@ -571,6 +572,21 @@ def patch_custom_resources() -> None:
         }
         _run_custom_resource(fn, event, None)
 
+    # Route the callback by its path whatever its Content-Type (moto would guess from a form body first).
+    import re
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original_infer = DomainDispatcherApplication.infer_service_region_host
+
+    def infer_service_region_host(self, environ, path):
+        match = re.match(r"^/cloudformation_([^/]+)/cfnresponse", path or "")
+        if match:
+            return f"cloudformation.{match.group(1)}.amazonaws.com"
+        return original_infer(self, environ, path)
+
+    DomainDispatcherApplication.infer_service_region_host = infer_service_region_host
+
     CustomModel.create_from_cloudformation_json = classmethod(create)
     CustomModel.update_from_cloudformation_json = classmethod(update)
     CustomModel.delete = delete
@@ -854,6 +870,28 @@ def patch_s3_eventbridge() -> None:
             log.exception("S3 -> EventBridge delivery failed")
 
     notifications._send_event_bridge_message = _send_event_bridge_message
+
+    # moto's CompleteMultipartUpload stores the object through put_object, which already sends
+    # an ObjectCreated:Put event; AWS sends only the CompleteMultipartUpload one.
+    from moto.s3.models import S3Backend
+
+    original_complete = S3Backend.complete_multipart_upload
+    original_send = notifications.send_event
+
+    def send_event(account_id, event_name, bucket, key):
+        if getattr(_tls, "in_multipart", False) and event_name == notifications.S3NotificationEvent.OBJECT_CREATED_PUT_EVENT:
+            return None
+        return original_send(account_id, event_name, bucket, key)
+
+    def complete_multipart_upload(self, *args, **kwargs):
+        _tls.in_multipart = True
+        try:
+            return original_complete(self, *args, **kwargs)
+        finally:
+            _tls.in_multipart = False
+
+    notifications.send_event = send_event
+    S3Backend.complete_multipart_upload = complete_multipart_upload
 
 
 # --------------------------------------------------------------------------- SageMaker
