@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"[3/5] uploading {data.name} to s3://{bucket}/{INPUT_KEY} and running the pipeline")
             put = cloud.s3.put_object(Bucket=bucket, Key=INPUT_KEY, Body=data.read_bytes())
             version_id = put.get("VersionId")
+            t_run = time.monotonic()
             cloud.run_until_idle()
+            _say(f"      pipeline idle after {time.monotonic() - t_run:.0f} s")
 
             jobs = cloud.processing_jobs()
             if not jobs:
@@ -152,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
             notifications = cloud.sns_messages(topic) if topic else []
 
             _say("[4/5] re-delivering the same S3 event (same object version) to show idempotency")
+            trigger_fn = outputs.get("TriggerFunctionName") or "Trigger"
             before = {j["ProcessingJobName"] for j in cloud.processing_jobs()}
+            seen = len(cloud.invocations(trigger_fn))
             redeliver_object_created(cloud, bucket, INPUT_KEY, version_id)
             cloud.run_until_idle()
             after = {j["ProcessingJobName"] for j in cloud.processing_jobs()}
             new_jobs = sorted(after - before)
+            reruns = cloud.invocations(trigger_fn)[seen:]
+            decisions = sorted({d for inv in reruns for d in ("already-exists", "started") if d in (inv.logs or "")})
 
         metrics_path = local / "quality" / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -194,9 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         if new_jobs:
             _say(f"  duplicate      re-delivered event STARTED {len(new_jobs)} new job(s): {new_jobs}  <-- unexpected")
         else:
-            _say("  duplicate      re-delivering the same S3 event (same object version) started no second job: "
-                 f"the job name is derived from bucket/key/version ({name}) and SageMaker refuses a duplicate name")
+            _say(f"  duplicate      re-delivered the same S3 event (same object version): the trigger Lambda ran "
+                 f"{len(reruns)} more time(s) (decision: {', '.join(decisions) or 'n/a'}) and started no second job;")
+            _say(f"                 the job name is derived from bucket/key/version ({name}) and SageMaker refuses a "
+                 "duplicate name")
         _say(f"done in {time.monotonic() - started:.0f} s")
+        if status != "Completed":
+            _say(f"the job did not complete: see {local / 'job.log'}")
         return 0 if status == "Completed" and not new_jobs else 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
