@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-dir", type=Path, default=REPO_ROOT, help="CDK app to deploy (default: this repo)")
     args = parser.parse_args(argv)
 
+    from localcloud import moto_patches
     from localcloud.alarms import effective_state
     from localcloud.cloud import LocalCloud
     from localcloud.report import write_report
@@ -139,9 +140,17 @@ def main(argv: list[str] | None = None) -> int:
             name = job["ProcessingJobName"]
             result = cloud.job_results.get(name)
             status = job.get("ProcessingJobStatus")
-            out_prefix = f"output/default/{name}/"
             local = out / name
-            files = download_prefix(cloud.s3, bucket, out_prefix, local)
+            files = []
+            request = moto_patches.PROCESSING_JOB_REQUESTS.get(name) or {}
+            for o in (request.get("ProcessingOutputConfig") or {}).get("Outputs", []):
+                uri = (o.get("S3Output") or {}).get("S3Uri", "")
+                o_bucket, _, o_prefix = uri[len("s3://"):].partition("/")
+                if o_bucket:  # each ProcessingOutput -> <out>/<job>/<OutputName>/
+                    prefix = o_prefix.rstrip("/") + "/"
+                    files += download_prefix(cloud.s3, o_bucket, prefix, local / o["OutputName"])
+            if not request:
+                files = download_prefix(cloud.s3, bucket, f"output/default/{name}/", local)
             local.mkdir(parents=True, exist_ok=True)
             if result is not None and result.log_path.exists():
                 shutil.copy(result.log_path, local / "job.log")  # the container's stdout/stderr
@@ -164,14 +173,25 @@ def main(argv: list[str] | None = None) -> int:
             reruns = cloud.invocations(trigger_fn)[seen:]
             decisions = sorted({d for inv in reruns for d in ("already-exists", "started") if d in (inv.logs or "")})
 
-        metrics_path = local / "quality" / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        cleaned = _read_cleaned(local / "cleaned")
+        def _doc(rel: str) -> dict | None:
+            p = local / rel
+            try:
+                return json.loads(p.read_text()) if p.exists() else None
+            except ValueError:
+                return None
+
+        metrics = _doc("quality/metrics.json") or {}
+        drift, gate = _doc("quality/drift.json"), _doc("quality/gate.json")
+        if not (local / "cleaned").is_dir() and (local / "quarantine" / "cleaned").is_dir():
+            cleaned_dir = local / "quarantine" / "cleaned"  # the gate failed: data went to quarantine
+        else:
+            cleaned_dir = local / "cleaned"
+        cleaned = _read_cleaned(cleaned_dir) if cleaned_dir.is_dir() else None
         report_job = {"ProcessingJobName": name, "ProcessingJobStatus": status,
                       "FailureReason": job.get("FailureReason"), "Environment": job.get("Environment") or {},
                       "source": f"s3://{bucket}/{INPUT_KEY}" + (f" (version {version_id})" if version_id else "")}
         report = write_report(out / "report.html", metrics=metrics, statistics=_statistics(local / "statistics"),
-                              cleaned_sample=cleaned, alarms=alarms, job=report_job)
+                              cleaned_sample=cleaned, alarms=alarms, job=report_job, drift=drift, gate=gate)
 
         s = metrics.get("summary", {})
         _say("[5/5] summary")
@@ -184,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"  duplicates     {_fmt(s.get('duplicate_rows_key'))} by key ({_fmt(s.get('duplicate_rate'), True)}), "
              f"malformed JSON {_fmt(s.get('malformed_json'))} ({_fmt(s.get('malformed_json_rate'), True)}), "
              f"rejected rate {_fmt(s.get('rejected_rate'), True)}")
-        gate = metrics.get("quality_gate", {})
         if gate:
-            _say(f"  quality gate   {'passed' if gate.get('passed') else 'FAILED'}")
+            viol = ", ".join(str(v.get("rule")) for v in gate.get("violations") or [])
+            _say(f"  quality gate   {gate.get('status', 'n/a')}" + (f" ({viol})" if viol else ""))
+        if drift:
+            _say(f"  drift          {drift.get('status', 'n/a')}"
+                 + (f": max PSI {drift.get('max_psi')}" if drift.get("max_psi") is not None else "")
+                 + (f" ({drift.get('reason')})" if drift.get("reason") else ""))
         states: dict[str, int] = {}
         for a in alarms:
             states[a["StateValue"]] = states.get(a["StateValue"], 0) + 1
@@ -194,7 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         for a in sorted(alarms, key=lambda a: a["AlarmName"]):
             if a["StateValue"] == "ALARM":
                 _say(f"    ALARM  {a['AlarmName']}: {a.get('StateReason', '')[:160]}")
-        _say(f"  SNS messages   {len(notifications)} on the alert topic")
+        by_state: dict[str, int] = {}
+        for n in notifications:
+            try:
+                st = json.loads(n["Message"]).get("NewStateValue", "?")
+            except (ValueError, AttributeError):
+                st = "?"
+            by_state[st] = by_state.get(st, 0) + 1
+        _say(f"  SNS messages   {len(notifications)} alarm notifications on the alert topic"
+             + (f" ({', '.join(f'{n} -> {st}' for st, n in sorted(by_state.items()))}; the first evaluation "
+                "moves each alarm out of INSUFFICIENT_DATA, as in AWS)" if by_state else ""))
         _say(f"  outputs        {len(files)} files copied to {local}")
         _say(f"  report         {report}")
         if new_jobs:

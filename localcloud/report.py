@@ -183,7 +183,7 @@ def _statistics_frames(statistics: Any) -> dict[str, pd.DataFrame]:
 
 
 # ---------------------------------------------------------------------------------------------------- sections
-def _summary_section(metrics: Mapping, job: Mapping) -> str:
+def _summary_section(metrics: Mapping, job: Mapping, gate_doc: Mapping | None = None) -> str:
     s = _get(metrics, "summary", default={}) or {}
     name = job.get("ProcessingJobName") or job.get("name") or NA
     status = job.get("ProcessingJobStatus") or job.get("status") or NA
@@ -216,10 +216,10 @@ def _summary_section(metrics: Mapping, job: Mapping) -> str:
         rows = [(_esc(k), _num(c.get("value")), _num(c.get("threshold")),
                  f'<span class="badge" style="background:{GREEN if c.get("passed") else RED}">'
                  f'{"pass" if c.get("passed") else "fail"}</span>') for k, c in (gate.get("checks") or {}).items()]
-        gate_html = (f"<h3>Quality gate: {'passed' if passed else 'failed' if passed is False else NA}</h3>"
+        gate_html = (f"<h3>Threshold checks (metrics.json): {'passed' if passed else 'failed' if passed is False else NA}</h3>"
                      + _table(["check", "value", "threshold", ""], rows, [False, True, True, False]))
     return ("<section><h2>Run summary</h2>" + _table(["", ""], details) + f'<div class="cards">{card_html}</div>'
-            + gate_html + "</section>")
+            + _gate_html(gate_doc) + gate_html + "</section>")
 
 
 def _missing_section(metrics: Mapping) -> str:
@@ -339,29 +339,65 @@ def _alarm_section(alarms: Sequence[Mapping]) -> str:
 
 
 def _drift_section(drift: Mapping | None) -> str:
+    """Rendered only when `drift` is given: quality/drift.json (design.md contract 4) or any flat mapping."""
     if drift is None:
         return ""
+    head = "<section><h2>Drift against the dataset baseline</h2>"
     if not drift:
-        return ('<section><h2>Drift</h2><p class="muted">Drift comparison against a reference run: no results '
-                "yet.</p></section>")
-    rows = []
-    for k, v in drift.items():
-        if isinstance(v, Mapping):
-            v = ", ".join(f"{kk}={_num(vv) if isinstance(vv, (int, float)) else vv}" for kk, vv in v.items())
-            rows.append((_esc(k), _esc(v)))
-        else:
-            rows.append((_esc(k), _num(v) if isinstance(v, (int, float)) else _esc(v)))
-    return "<section><h2>Drift</h2>" + _table(["measure", "value"], rows) + "</section>"
+        return head + '<p class="muted">n/a: no drift results.</p></section>'
+    if "status" not in drift:  # a plain measure -> value mapping
+        rows = [(_esc(k), _num(v) if isinstance(v, (int, float)) else _esc(v)) for k, v in drift.items()]
+        return head + _table(["measure", "value"], rows, [False, True]) + "</section>"
+    status = str(drift.get("status"))
+    parts = [head, f"<p>Status: <b>{_esc(status)}</b>"]
+    if drift.get("reason"):
+        parts.append(f' &middot; <span class="reason">{_esc(drift["reason"])}</span>')
+    parts.append("</p>")
+    parts.append(_table(["max PSI", "drifted columns", "warned columns"], [(
+        _num(drift.get("max_psi")), _esc(", ".join(drift.get("drifted_columns") or []) or "none"),
+        _esc(", ".join(drift.get("warned_columns") or []) or "none"))], [True, False, False]))
+    cols = drift.get("columns") or {}
+    if isinstance(cols, Mapping) and cols:
+        colour = {"alarm": RED, "warn": ORANGE, "ok": GREEN}
+        rows = []
+        for name, c in cols.items():
+            level = str(c.get("level", NA))
+            distance = c.get("distance", c.get("jensen_shannon"))
+            rows.append((_esc(name), _esc(c.get("kind", NA)), _num(c.get("psi")), _num(distance),
+                         f'<span class="badge" style="background:{colour.get(level, GREY)}">{_esc(level)}</span>',
+                         f'<span class="reason">{_esc(c.get("reason") or "")}</span>'))
+        parts.append(_table(["column", "kind", "PSI", "distance", "level", "note"], rows,
+                            [False, False, True, True, False, False]))
+        psis = [(n, c.get("psi")) for n, c in cols.items() if c.get("psi") is not None]
+        if psis:
+            parts.append(hbar_chart([n for n, _ in psis], [("PSI", [float(v) for _, v in psis], BLUE)], width=560))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _gate_html(gate: Mapping | None) -> str:
+    if not gate:
+        return ""
+    status = str(gate.get("status", NA))
+    colour = {"passed": GREEN, "warned": ORANGE, "failed": RED}.get(status, GREY)
+    html_ = f'<h3>Quality gate (gate.json): <span class="badge" style="background:{colour}">{_esc(status)}</span></h3>'
+    violations = gate.get("violations") or []
+    if violations:
+        rows = [(_esc(v.get("rule")), _num(v.get("measured")), _num(v.get("threshold"))) for v in violations
+                if isinstance(v, Mapping)]
+        html_ += _table(["rule", "measured", "threshold"], rows, [False, True, True])
+    return html_
 
 
 def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: pd.DataFrame | None,
-                  alarms: Sequence[Mapping] | None, job: Mapping | None, drift: Mapping | None = None) -> str:
+                  alarms: Sequence[Mapping] | None, job: Mapping | None, drift: Mapping | None = None,
+                  gate: Mapping | None = None) -> str:
     metrics = metrics or {}
     job = job or {}
     name = job.get("ProcessingJobName") or job.get("name") or "run"
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = "".join([
-        _summary_section(metrics, job), _missing_section(metrics),
+        _summary_section(metrics, job, gate), _missing_section(metrics),
         _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics),
         _alarm_section(list(alarms or [])), _drift_section(drift),
     ])
@@ -374,16 +410,17 @@ def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: p
 
 def write_report(path: str | Path, *, metrics: Mapping | None, statistics: Any,
                  cleaned_sample: pd.DataFrame | None, alarms: Sequence[Mapping] | None, job: Mapping | None,
-                 drift: Mapping | None = None) -> Path:
+                 drift: Mapping | None = None, gate: Mapping | None = None) -> Path:
     """Write the HTML report to `path` (parents created) and return the path.
 
     statistics: group statistics as a DataFrame, a list of row dicts, a ``statistics/<name>.json`` document
     ({"name", "rows"}) or a mapping name -> any of those. alarms: DescribeAlarms ``MetricAlarms`` entries.
     job: DescribeProcessingJob-like (ProcessingJobName, ProcessingJobStatus, FailureReason, Environment) or
-    {name, status, failure_reason}. drift: optional; its section is rendered only when given.
+    {name, status, failure_reason}. drift: optional ``quality/drift.json``; its section is rendered only when
+    given. gate: optional ``quality/gate.json`` (status and violations, shown in the run summary).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(metrics=metrics, statistics=statistics, cleaned_sample=cleaned_sample,
-                                  alarms=alarms, job=job, drift=drift), encoding="utf-8")
+                                  alarms=alarms, job=job, drift=drift, gate=gate), encoding="utf-8")
     return path

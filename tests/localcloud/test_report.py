@@ -54,7 +54,7 @@ def test_full_report_is_self_contained_and_has_every_section(tmp_path):
     assert not re.search(r"(src|href)\s*=", text, re.I)
     assert "<script>" not in text and "&lt;script&gt;" in text  # input text is escaped
     for heading in ("Run summary", "Missing values per column", "Distributions of numeric columns",
-                    "Group statistics", "Alarm states", "Drift"):
+                    "Group statistics", "Alarm states", "Drift against the dataset baseline"):
         assert heading in text
     assert "dq-default-0123456789abcdef" in text and "1,000" in text and "990" in text
     # one histogram per numeric column except id, the missing chart, and two group charts (+ rows)
@@ -63,7 +63,7 @@ def test_full_report_is_self_contained_and_has_every_section(tmp_path):
     for svg in svgs:
         ET.fromstring(svg)  # well-formed
     assert "<b>age</b>" in text and "<b>salary</b>" in text and "<b>id</b>" not in text
-    assert "Engineering" in text and "ALARM" in text and "Quality gate: failed" in text
+    assert "Engineering" in text and "ALARM" in text and "Threshold checks (metrics.json): failed" in text
     assert "missing_id" in text and "age_group" in text
 
 
@@ -72,7 +72,7 @@ def test_report_with_missing_metrics_shows_na_and_no_drift(tmp_path):
                         job={"name": "dq-x", "status": "Failed", "failure_reason": "AlgorithmError: boom"})
     text = path.read_text()
     assert "n/a" in text and "AlgorithmError: boom" in text and "Failed" in text
-    assert "<h2>Drift</h2>" not in text
+    assert "Drift" not in text
     assert "http://" not in text and "https://" not in text
 
 
@@ -83,3 +83,21 @@ def test_statistics_json_document_and_numeric_fallback(tmp_path):
                         alarms=ALARMS, job=JOB)
     text = path.read_text()
     assert "department_statistics" in text and "summaries from metrics.json" in text
+
+
+def test_drift_and_gate_documents(tmp_path):
+    drift = {"status": "computed", "max_psi": 0.31, "drifted_columns": ["salary"], "warned_columns": [],
+             "columns": {"salary": {"kind": "numeric", "psi": 0.31, "distance": 0.2, "level": "alarm"},
+                         "department": {"kind": "categorical", "psi": 0.01, "jensen_shannon": 0.01, "level": "ok"},
+                         "json:address": {"kind": "json_presence", "psi": None, "level": "unavailable",
+                                          "reason": "no values"}}}
+    gate = {"status": "failed", "violations": [{"rule": "drift_alarm", "measured": 0.31, "threshold": 0.25}]}
+    text = write_report(tmp_path / "r.html", metrics=METRICS, statistics=STATS, cleaned_sample=None, alarms=[],
+                        job=JOB, drift=drift, gate=gate).read_text()
+    assert "Drift against the dataset baseline" in text and "computed" in text and "0.31" in text
+    assert "drift_alarm" in text and "failed" in text and "json:address" in text
+    unavailable = {"status": "unavailable", "reason": "no baseline given", "max_psi": None, "drifted_columns": [],
+                   "warned_columns": [], "columns": {}}
+    text = write_report(tmp_path / "r2.html", metrics=METRICS, statistics=STATS, cleaned_sample=None, alarms=[],
+                        job=JOB, drift=unavailable).read_text()
+    assert "unavailable" in text and "no baseline given" in text
