@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset name (selects the bundled config); default $DATASET or 'default'")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
+                             "without it drift is reported as unavailable")
     return parser
 
 
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = io.list_inputs(args.input)
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         result = pipeline.run(inputs, args.output, cfg, fmt=args.format,
-                              context={"dataset": args.dataset, **sagemaker_context()})
+                              context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline)
     except ProcessingError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         write_error(args.output, exc, args.input, args.dataset)
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         write_error(args.output, exc, args.input, args.dataset)
         return 1
     s = result.metrics["summary"]
+    log.info("drift %s, quality gate %s", result.metrics["drift"]["status"], result.metrics["gate"]["status"])
     log.info("done: rows_in=%d rows_out=%d rows_rejected=%d in %.2fs -> %s", s["rows_in"], s["rows_out"],
              s["rows_rejected"], s["processing_seconds"], args.output)
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from processing.errors import ConfigError
+from processing.gate import DriftSettings, GateSettings, parse_drift, parse_gate
 
 COLUMN_TYPES = ("integer", "float", "string", "category", "json")
 NUMERIC_TYPES = ("integer", "float")
@@ -34,6 +35,7 @@ DEFAULT_MISSING_VALUES = (
 TOP_LEVEL_KEYS = (
     "description", "columns", "required_columns", "reject_rows_missing", "missing_values", "imputation",
     "categorical_fills", "json_columns", "derived", "group_statistics", "duplicates", "quality_thresholds",
+    "drift", "gate",
 )
 
 
@@ -105,6 +107,8 @@ class DatasetConfig:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     sha256: str = ""
     source: str = ""
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
 
 
 def _fail(path: str, message: str) -> ConfigError:
@@ -361,6 +365,9 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
             raise _fail(f"quality_thresholds.{key}", f"out of range: {value!r}")
         thresholds[key] = v
 
+    drift = parse_drift(doc.get("drift"), columns, {jc.column: tuple(f.name for f in jc.fields) for jc in json_columns})
+    gate = parse_gate(doc.get("gate"))
+
     for i, col in enumerate(required):
         if col not in columns:
             raise _fail(f"required_columns[{i}]", f"{col!r} must be declared in columns")
@@ -381,6 +388,8 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
         duplicate_key_columns=key_columns,
         duplicate_drop=drop,
         quality_thresholds=thresholds,
+        drift=drift,
+        gate=gate,
         raw=doc,
         sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         source=source,

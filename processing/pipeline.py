@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import processing
-from processing import io, jsonx, transform
+from processing import gate, io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
 
@@ -95,7 +95,7 @@ def _reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, n
 
 
 def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
-        context: dict[str, Any] | None = None) -> Result:
+        context: dict[str, Any] | None = None, baseline: Path | None = None) -> Result:
     """Process ``inputs`` with ``config`` and write every output folder under ``output_dir``.
 
     Args:
@@ -104,6 +104,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         config: the validated dataset config.
         fmt: ``parquet`` or ``csv`` for the row outputs.
         context: extra facts recorded in metrics (dataset, SageMaker configs, source URI, ...).
+        baseline: the dataset's baseline profile file (drift is "unavailable" without one; see gate.finish).
 
     Returns:
         The metrics and frames.
@@ -172,6 +173,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
             "invalid": _count(invalid[c][kept_idx]) if c in invalid else 0,
         }
 
+    drift_batch = pre[[c for c in (*config.drift.numeric, *config.drift.categorical) if c in pre.columns]].copy()
     cleaned = pre
     imputation: dict[str, Any] = {}
     for rule in config.imputations:
@@ -273,6 +275,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         "outputs": outputs,
         **context,
     }
+    gate.finish(metrics, output_dir, config, drift_batch, transformed, baseline)  # profile, drift, gate, layout
     io.write_json(_json_safe(metrics), output_dir / "quality" / "metrics.json")
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
 

@@ -47,8 +47,11 @@ def test_module_run_with_sagemaker_defaults(tmp_path: Path) -> None:
     assert metrics["summary"]["rows_in"] == 2 and metrics["code_version"] == "abc123"
     assert metrics["sagemaker"]["resourceconfig"]["current_host"] == "algo-1"
     assert metrics["sagemaker"]["processingjobconfig"]["ProcessingJobName"] == "dq-default-0123"
-    for folder in ("cleaned", "transformed", "statistics", "quality", "rejected"):
-        assert any((out / folder).iterdir()), folder
+    # two rows, one mostly missing: the quality gate fails, so the data outputs sit under quarantine/
+    assert json.loads((out / "quality" / "gate.json").read_text())["status"] == "failed"
+    for folder in ("cleaned", "transformed", "statistics", "rejected"):
+        assert any((out / "quarantine" / folder).iterdir()), folder
+    assert any((out / "quality").iterdir())
     assert not (opt_ml / "output" / "message").exists()
 
 
@@ -75,7 +78,7 @@ def test_zip_bundle_runs_and_finds_bundled_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "o" / "quality" / "metrics.json").read_text())
     assert metrics["config"]["source"] == "processing/configs/default.json"
-    assert (tmp_path / "o" / "cleaned" / "cleaned.csv").exists()
+    assert (tmp_path / "o" / "quarantine" / "cleaned" / "cleaned.csv").exists()  # gate failed (see above)
 
 
 def test_failure_writes_error_json_and_message_without_traceback(tmp_path: Path) -> None:
