@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, Stack, Token, Validations
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,19 @@ _IAM5 = "AwsSolutions-IAM5"
 
 def acknowledgements(
     *, input_prefix: str, output_prefix: str, baseline_prefix: str, quarantine_prefix: str, job_prefix: str,
-    data_bucket_ref: str,
+    data_bucket_ref: str, partition: str = "<AWS::Partition>", region: str = "<AWS::Region>",
+    account: str = "<AWS::AccountId>",
 ) -> tuple[Ack, ...]:
     """The acknowledged findings for the given settings (finding ids embed the prefixes and CFN references).
 
     Args:
         input_prefix / output_prefix / baseline_prefix / quarantine_prefix / job_prefix: from :class:`infra.config.Settings`.
         data_bucket_ref: the data bucket's logical ID as cdk-nag prints it (``<LogicalId.Arn>``).
+        partition / region / account: as cdk-nag prints them in ARNs: the ``<AWS::...>`` pseudo parameters for an
+            environment-agnostic stack, literals when the stack has a concrete environment (what `cdk deploy`
+            into a real account gives, since the CLI sets CDK_DEFAULT_ACCOUNT/REGION): see :func:`nag_arn_parts`.
     """
-    logs_group = "arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs"
+    logs_group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/ProcessingJobs"
     return (
         Ack(
             "ProcessingJob/Role",
@@ -100,11 +104,24 @@ def acknowledgements(
         ),
         Ack(
             "Trigger/Role",
-            f"{_IAM5}[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:processing-job/{job_prefix}-*]",
+            f"{_IAM5}[Resource::arn:{partition}:sagemaker:{region}:{account}:processing-job/{job_prefix}-*]",
             f"Job names are derived per uploaded object version; CreateProcessingJob and AddTags are limited to jobs "
             f"named '{job_prefix}-*' in this account and region (iam:PassRole separately limited to the job role).",
         ),
     )
+
+
+def nag_arn_parts(stack: Stack) -> dict[str, str]:
+    """Partition, region and account of ``stack`` as they appear in cdk-nag finding ids."""
+
+    def shown(value: str, pseudo: str) -> str:
+        return f"<{pseudo}>" if Token.is_unresolved(value) else value
+
+    return {
+        "partition": shown(stack.partition, "AWS::Partition"),
+        "region": shown(stack.region, "AWS::Region"),
+        "account": shown(stack.account, "AWS::AccountId"),
+    }
 
 
 def acknowledge_findings(stack: Stack, acks: tuple[Ack, ...]) -> None:

@@ -16,7 +16,7 @@ from infra.dashboard import DashboardProps, PipelineDashboard
 from infra.data_bucket import DataBucket, DataBucketProps
 from infra.image import SklearnImage
 from infra.job_metrics import METRICS_NAMESPACE, JobMetrics, JobMetricsProps
-from infra.nag import acknowledge_findings, acknowledgements
+from infra.nag import acknowledge_findings, acknowledgements, nag_arn_parts
 from infra.processing_job import ProcessingJob, ProcessingJobProps
 from infra.processing_trigger import ProcessingTrigger, ProcessingTriggerProps
 from infra.quality_alarms import MonitoredFunction, QualityAlarms, QualityAlarmsProps
@@ -174,6 +174,7 @@ class DataQualityStack(Stack):
             quarantine_prefix=settings.quarantine_prefix,
             job_prefix=settings.job_prefix,
             data_bucket_ref=self.get_logical_id(self.data.bucket.node.default_child),
+            **nag_arn_parts(self),
         )
         acknowledge_findings(self, self.nag_acknowledgements)
 

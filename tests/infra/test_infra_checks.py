@@ -77,3 +77,23 @@ def test_email_subscription_when_configured(tmp_path: Path) -> None:
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
     template.resource_count_is("AWS::CloudWatch::Alarm", 9)
     assert MonitoredFunction  # re-exported type used by the stack
+
+
+def test_cdk_nag_passes_for_a_stack_with_a_concrete_environment(tmp_path: Path) -> None:
+    # GIVEN the stack as `cdk deploy` into a real account builds it: the CLI sets CDK_DEFAULT_ACCOUNT/REGION, so ARNs
+    # in policies are literals instead of pseudo parameters (and finding ids change with them)
+    from cdk_nag import AwsSolutionsChecks
+    from infra_testlib import source_paths, write_configs
+
+    from infra.config import settings_from_context
+    from infra.stack import DataQualityStack
+
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context=cdk_json_context())
+    settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
+    DataQualityStack(
+        app, "DataQualityConcrete", settings=settings, paths=source_paths(tmp_path),
+        env=cdk.Environment(account="123456789012", region="eu-west-1"),
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    # WHEN synthesized  THEN cdk-nag reports nothing unacknowledged
+    app.synth()
