@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--app-dir", type=Path, default=REPO_ROOT, help="CDK app to deploy (default: this repo)")
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*AWS::CDK::Metadata.*")  # moto: CDK metadata is not a resource
 
     from localcloud import moto_patches
     from localcloud.alarms import effective_state
