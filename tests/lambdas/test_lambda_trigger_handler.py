@@ -30,15 +30,32 @@ def stubs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber]]:
         sqs_stub.assert_no_pending_responses()
 
 
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """Stubbed S3 client for the baseline HeadObject (design.md Contract 4); all stubs must be consumed."""
+    s3_client = client("s3")
+    monkeypatch.setattr(trigger, "s3_client", s3_client)
+    with Stubber(s3_client) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def no_baseline(s3: Stubber, dataset: str | None = None) -> None:
+    """HeadObject of the dataset's baseline answers 404 (params checked when ``dataset`` is given)."""
+    params = {"Bucket": BUCKET, "Key": f"baselines/{dataset}/baseline.json"} if dataset else None
+    s3.add_client_error("head_object", "404", "Not Found", 404, expected_params=params)
+
+
 def request_for(key: str, version_id: str = "v1") -> dict:
     return trigger.build_processing_job_request(BUCKET, key, version_id, SETTINGS)
 
 
-def test_object_created_starts_one_job(stubs, lambda_context, decision_log) -> None:
+def test_object_created_starts_one_job(stubs, s3, lambda_context, decision_log) -> None:
     # GIVEN an upload under input/sales/ whose key has a space (arrives as '+')
     sm, _ = stubs
     key = "input/sales/orders 2024.csv"
     request = request_for(key)
+    no_baseline(s3)
     sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + request["ProcessingJobName"]}, request)
     event = {"Records": [sqs_record(s3_event_body(quote_plus(key, safe="/")))]}
     # WHEN the handler runs
@@ -51,11 +68,12 @@ def test_object_created_starts_one_job(stubs, lambda_context, decision_log) -> N
     assert log["request_id"] == lambda_context.aws_request_id
 
 
-def test_multipart_upload_is_processed_like_a_put(stubs, lambda_context, decision_log) -> None:
+def test_multipart_upload_is_processed_like_a_put(stubs, s3, lambda_context, decision_log) -> None:
     # GIVEN a CompleteMultipartUpload event
     sm, _ = stubs
     body = s3_event_body("input/sales/big.csv").replace('"PutObject"', '"CompleteMultipartUpload"')
     request = request_for("input/sales/big.csv")
+    no_baseline(s3)
     sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + "x"}, request)
     # WHEN / THEN one job is started
     assert trigger.handler({"Records": [sqs_record(body)]}, lambda_context) == {"batchItemFailures": []}
@@ -69,10 +87,11 @@ def test_multipart_upload_is_processed_like_a_put(stubs, lambda_context, decisio
         ("ValidationException", "Processing job with name dq-sales-0123456789abcdef already exists"),
     ],
 )
-def test_duplicate_event_finds_the_job_and_succeeds(stubs, lambda_context, decision_log, code, message) -> None:
+def test_duplicate_event_finds_the_job_and_succeeds(stubs, s3, lambda_context, decision_log, code, message) -> None:
     # GIVEN the job for this object version was already created (a duplicate or retried event)
     sm, _ = stubs
     request = request_for("input/sales/a.csv")
+    no_baseline(s3)
     sm.add_client_error("create_processing_job", code, message, 400, expected_params=request)
     # WHEN the handler runs
     result = trigger.handler({"Records": [sqs_record(s3_event_body("input/sales/a.csv"))]}, lambda_context)
@@ -90,12 +109,13 @@ def test_duplicate_event_finds_the_job_and_succeeds(stubs, lambda_context, decis
         ("ThrottlingException", 12, 675),  # capped: ceiling 900 s -> 450 + 225
     ],
 )
-def test_throttling_and_quota_back_off_then_retry(stubs, lambda_context, decision_log, code, receive_count, visibility,
+def test_throttling_and_quota_back_off_then_retry(stubs, s3, lambda_context, decision_log, code, receive_count, visibility,
                                                   monkeypatch) -> None:
     # GIVEN SageMaker keeps refusing (after botocore's own retries) and this is receive number N
     sm, sqs = stubs
     monkeypatch.setattr(trigger.random, "random", lambda: 0.5)
     request = request_for("input/sales/a.csv")
+    no_baseline(s3)
     sm.add_client_error("create_processing_job", code, "Rate exceeded", 400, expected_params=request)
     sqs.add_response("change_message_visibility", {}, {
         "QueueUrl": QUEUE_URL, "ReceiptHandle": "receipt-m1", "VisibilityTimeout": visibility})
@@ -108,10 +128,11 @@ def test_throttling_and_quota_back_off_then_retry(stubs, lambda_context, decisio
     assert log["decision"] == "retry" and log["error_code"] == code and log["visibility_timeout"] == visibility
 
 
-def test_visibility_change_failure_still_reports_the_retry(stubs, lambda_context, decision_log, monkeypatch) -> None:
+def test_visibility_change_failure_still_reports_the_retry(stubs, s3, lambda_context, decision_log, monkeypatch) -> None:
     # GIVEN the receipt handle expired before we could change the visibility
     sm, sqs = stubs
     monkeypatch.setattr(trigger.random, "random", lambda: 0.0)
+    no_baseline(s3)
     sm.add_client_error("create_processing_job", "ThrottlingException", "Rate exceeded", 400,
                         expected_params=request_for("input/a.csv"))
     sqs.add_client_error("change_message_visibility", "ReceiptHandleIsInvalid", "expired", 400, expected_params={
@@ -122,9 +143,10 @@ def test_visibility_change_failure_still_reports_the_retry(stubs, lambda_context
     assert "expired" in decision_log.records[0]["visibility_error"]
 
 
-def test_unexpected_error_is_retried_without_backoff(stubs, lambda_context, decision_log) -> None:
+def test_unexpected_error_is_retried_without_backoff(stubs, s3, lambda_context, decision_log) -> None:
     # GIVEN an error that is neither a duplicate nor throttling (e.g. missing permission)
     sm, _ = stubs
+    no_baseline(s3)
     sm.add_client_error("create_processing_job", "AccessDeniedException", "not authorized to perform: sagemaker:AddTags",
                         400, expected_params=request_for("input/a.csv"))
     # WHEN / THEN the record is reported for retry (ends in the DLQ if it keeps failing), nothing else is called
@@ -133,11 +155,13 @@ def test_unexpected_error_is_retried_without_backoff(stubs, lambda_context, deci
     assert decision_log.decisions() == ["failed"]
 
 
-def test_mixed_batch_reports_only_the_records_to_retry(stubs, lambda_context, decision_log, monkeypatch) -> None:
+def test_mixed_batch_reports_only_the_records_to_retry(stubs, s3, lambda_context, decision_log, monkeypatch) -> None:
     # GIVEN a batch: a new object, a folder marker, a bad dataset name, an output key, a throttled object, garbage
     sm, sqs = stubs
     monkeypatch.setattr(trigger.random, "random", lambda: 1.0)
+    no_baseline(s3)
     sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + "a"}, request_for("input/sales/a.csv"))
+    no_baseline(s3)
     sm.add_client_error("create_processing_job", "ThrottlingException", "Rate exceeded", 400,
                         expected_params=request_for("input/sales/b.csv"))
     sqs.add_response("change_message_visibility", {}, {
@@ -196,7 +220,7 @@ class _Raw:
 
 
 @pytest.mark.parametrize(("code", "calls"), [("ThrottlingException", 4), ("ResourceLimitExceeded", 1)])
-def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, lambda_context, decision_log, code, calls) -> None:
+def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, s3, lambda_context, decision_log, code, calls) -> None:
     # GIVEN the real lazily created SageMaker client (standard retry mode), answering every call with `code`
     from botocore.awsrequest import AWSResponse
 
@@ -215,6 +239,7 @@ def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, lambda_c
     sagemaker.meta.events.register("before-send.sagemaker.CreateProcessingJob", answer)
     sqs = client("sqs")
     monkeypatch.setattr(trigger, "sqs_client", sqs)
+    no_baseline(s3, "default")
     with Stubber(sqs) as sqs_stub:
         sqs_stub.add_response("change_message_visibility", {}, {
             "QueueUrl": QUEUE_URL, "ReceiptHandle": "receipt-m1", "VisibilityTimeout": 15})
@@ -226,3 +251,50 @@ def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, lambda_c
     assert sent[0]["ProcessingJobName"] == request_for("input/a.csv")["ProcessingJobName"]
     assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     assert decision_log.decisions() == ["retry"]
+
+
+def test_existing_baseline_is_given_to_the_job(stubs, s3, lambda_context, decision_log) -> None:
+    # GIVEN HeadObject finds baselines/sales/baseline.json
+    sm, _ = stubs
+    s3.add_response("head_object", {"ContentLength": 2048, "ETag": '"abc"'},
+                    {"Bucket": BUCKET, "Key": "baselines/sales/baseline.json"})
+    uri = f"s3://{BUCKET}/baselines/sales/baseline.json"
+    request = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", SETTINGS, baseline_uri=uri)
+    sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + "x"}, request)
+    # WHEN the handler runs / THEN the job gets input "baseline" and --baseline
+    assert trigger.handler({"Records": [sqs_record(s3_event_body("input/sales/a.csv"))]}, lambda_context) == {
+        "batchItemFailures": []}
+    assert decision_log.records[-1]["decision"] == "started" and decision_log.records[-1]["baseline"] == uri
+
+
+@pytest.mark.parametrize(("status", "code", "decisions"), [
+    (404, "404", ["started"]),
+    (403, "403", ["baseline-unreadable", "started"]),
+])
+def test_missing_or_invisible_baseline_starts_the_job_without_one(stubs, s3, lambda_context, decision_log,
+                                                                   status, code, decisions) -> None:
+    # GIVEN HeadObject answers 404 (absent) or 403 (absent without s3:ListBucket, or denied)
+    sm, _ = stubs
+    s3.add_client_error("head_object", code, "", status,
+                        expected_params={"Bucket": BUCKET, "Key": "baselines/sales/baseline.json"})
+    sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + "x"}, request_for("input/sales/a.csv"))
+    # WHEN / THEN the job starts without a baseline input (drift is then reported as unavailable)
+    assert trigger.handler({"Records": [sqs_record(s3_event_body("input/sales/a.csv"))]}, lambda_context) == {
+        "batchItemFailures": []}
+    assert decision_log.decisions() == decisions
+
+
+def test_baseline_lookup_error_retries_the_record(stubs, s3, lambda_context, decision_log) -> None:
+    # GIVEN HeadObject keeps failing with a 503 (after botocore's retries)
+    s3.add_client_error("head_object", "503", "Slow Down", 503,
+                        expected_params={"Bucket": BUCKET, "Key": "baselines/sales/baseline.json"})
+    # WHEN / THEN no job is created and the record is retried later
+    result = trigger.handler({"Records": [sqs_record(s3_event_body("input/sales/a.csv"), "m1")]}, lambda_context)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    [log] = decision_log.records
+    assert log["decision"] == "failed" and "baselines/sales/baseline.json" in log["error"]
+
+
+def test_default_s3_client_uses_standard_retries(monkeypatch) -> None:
+    monkeypatch.setattr(trigger, "s3_client", None)
+    assert trigger.get_s3().meta.config.retries == {"mode": "standard", "total_max_attempts": 4}

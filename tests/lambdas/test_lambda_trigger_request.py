@@ -69,6 +69,9 @@ def test_settings_parse_all_variables() -> None:
         ("MAX_RUNTIME_SECONDS", "777601", "MAX_RUNTIME_SECONDS"),
         ("INPUT_PREFIX", "input", "INPUT_PREFIX"),
         ("OUTPUT_PREFIX", "input/out/", "overlap"),
+        ("BASELINE_PREFIX", "input/baselines/", "INPUT_PREFIX='input/' and BASELINE_PREFIX='input/baselines/' overlap"),
+        ("QUARANTINE_PREFIX", "in", "QUARANTINE_PREFIX"),
+        ("QUARANTINE_PREFIX", "/", "QUARANTINE_PREFIX"),
         ("JOB_PREFIX", "dq_jobs", "JOB_PREFIX"),
         ("JOB_PREFIX", "x" * 41, "JOB_PREFIX"),
         ("CODE_S3_URI", "https://bucket/code.zip", "CODE_S3_URI"),
@@ -316,7 +319,11 @@ def test_request_matches_contracts_1_and_2() -> None:
     assert request["Environment"] == {"DATASET": "sales", "SOURCE_URI": f"s3://{BUCKET}/{key}",
                                       "SOURCE_VERSION_ID": "v1", "CODE_VERSION": "0123456789abcdef"}
     outputs = request["ProcessingOutputConfig"]["Outputs"]
-    assert [o["OutputName"] for o in outputs] == ["cleaned", "transformed", "statistics", "quality", "rejected"]
+    assert [o["OutputName"] for o in outputs] == ["cleaned", "transformed", "statistics", "quality", "rejected",
+                                                  "quarantine"]
+    assert outputs.pop()["S3Output"] == {"S3Uri": f"s3://{BUCKET}/quarantine/sales/{job}/",  # Contract 4
+                                         "LocalPath": "/opt/ml/processing/output/quarantine",
+                                         "S3UploadMode": "EndOfJob"}
     for o in outputs:
         folder = o["OutputName"]
         assert o["S3Output"] == {"S3Uri": f"s3://{BUCKET}/output/sales/{job}/{folder}/",
@@ -337,7 +344,8 @@ def test_request_matches_contracts_1_and_2() -> None:
 def test_outputs_never_land_under_the_input_prefix() -> None:
     request = trigger.build_processing_job_request(BUCKET, "input/file.csv", "", SETTINGS)
     for output in request["ProcessingOutputConfig"]["Outputs"]:
-        assert output["S3Output"]["S3Uri"].startswith(f"s3://{BUCKET}/output/default/")
+        assert output["S3Output"]["S3Uri"].startswith((f"s3://{BUCKET}/output/default/",
+                                                       f"s3://{BUCKET}/quarantine/default/"))
     assert request["Environment"]["SOURCE_VERSION_ID"] == ""
     assert_valid_request(request)
 
@@ -359,3 +367,27 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
 )
 def test_queue_url_from_arn(arn: str, url: str) -> None:
     assert trigger.queue_url_from_arn(arn) == url
+
+
+def test_baseline_and_quarantine_prefixes_default_and_parse() -> None:
+    assert (SETTINGS.baseline_prefix, SETTINGS.quarantine_prefix) == ("baselines/", "quarantine/")
+    custom = trigger.Settings.from_env({**ENV, "BASELINE_PREFIX": "dq/baselines/", "QUARANTINE_PREFIX": "dq/q/"})
+    assert custom.baseline_key("sales") == "dq/baselines/sales/baseline.json"
+    assert custom.quarantine_prefix == "dq/q/"
+
+
+def test_request_with_a_baseline_adds_the_input_and_argument() -> None:
+    # GIVEN the dataset has a baseline (design.md Contract 4)
+    uri = f"s3://{BUCKET}/baselines/sales/baseline.json"
+    request = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", SETTINGS, baseline_uri=uri)
+    # THEN input "baseline" and --baseline are added; without one, neither is
+    assert request["ProcessingInputs"][2] == {"InputName": "baseline", "AppManaged": False, "S3Input": {
+        "S3Uri": uri, "LocalPath": "/opt/ml/processing/input/baseline", "S3DataType": "S3Prefix",
+        "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
+    assert request["AppSpecification"]["ContainerArguments"][-2:] == [
+        "--baseline", "/opt/ml/processing/input/baseline/baseline.json"]
+    plain = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", SETTINGS)
+    assert [i["InputName"] for i in plain["ProcessingInputs"]] == ["code", "data"]
+    assert "--baseline" not in plain["AppSpecification"]["ContainerArguments"]
+    assert plain["ProcessingJobName"] == request["ProcessingJobName"]  # the name never depends on the baseline
+    assert_valid_request(request)

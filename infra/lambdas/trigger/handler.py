@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sqs import SQSClient
 
@@ -33,6 +34,12 @@ CONTAINER_ROOT = "/opt/ml/processing"
 CODE_LOCAL_PATH = f"{CONTAINER_ROOT}/input/code"
 DATA_LOCAL_PATH = f"{CONTAINER_ROOT}/input/data"
 OUTPUT_LOCAL_PATH = f"{CONTAINER_ROOT}/output"
+BASELINE_LOCAL_PATH = f"{CONTAINER_ROOT}/input/baseline"
+BASELINE_FILE = "baseline.json"
+QUARANTINE_OUTPUT = "quarantine"
+# HeadObject answers: 404 = no baseline; 403 = no baseline visible (S3 answers 403 for a missing key when the caller
+# lacks s3:ListBucket, which the trigger deliberately does not get). Anything else is retried.
+BASELINE_ABSENT_STATUS = frozenset({403, 404})
 DEFAULT_DATASET = "default"
 
 DATASET_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -89,6 +96,12 @@ class Settings:
     volume_size_gb: int
     max_runtime_seconds: int
     kms_key_arn: str
+    baseline_prefix: str = "baselines/"
+    quarantine_prefix: str = "quarantine/"
+
+    def baseline_key(self, dataset: str) -> str:
+        """``<BASELINE_PREFIX><dataset>/baseline.json`` (design.md Contract 4)."""
+        return f"{self.baseline_prefix}{dataset}/{BASELINE_FILE}"
 
     @property
     def code_file_name(self) -> str:
@@ -127,8 +140,10 @@ class Settings:
                 raise SettingsError(f"environment variable {name}={value} is outside {low}..{high}")
             return value
 
-        def prefix(name: str) -> str:
-            value = text(name, 512)
+        def prefix(name: str, default: str | None = None) -> str:
+            value = (environ.get(name, "").strip() or default) if default is not None else text(name, 512)
+            if len(value) > 512:
+                raise SettingsError(f"environment variable {name} is longer than 512 characters")
             if value.startswith("/") or not value.endswith("/"):
                 raise SettingsError(f"environment variable {name}={value!r} must not start with '/' and must end with '/'")
             return value
@@ -139,6 +154,14 @@ class Settings:
             raise SettingsError(
                 f"environment variables INPUT_PREFIX={input_prefix!r} and OUTPUT_PREFIX={output_prefix!r} overlap"
             )
+
+        baseline_prefix = prefix("BASELINE_PREFIX", "baselines/")
+        quarantine_prefix = prefix("QUARANTINE_PREFIX", "quarantine/")
+        for name, value in (("BASELINE_PREFIX", baseline_prefix), ("QUARANTINE_PREFIX", quarantine_prefix)):
+            if input_prefix.startswith(value) or value.startswith(input_prefix):
+                raise SettingsError(
+                    f"environment variables INPUT_PREFIX={input_prefix!r} and {name}={value!r} overlap"
+                )
 
         job_prefix = text("JOB_PREFIX", JOB_PREFIX_MAX)
         if not JOB_NAME_RE.fullmatch(job_prefix):
@@ -189,6 +212,8 @@ class Settings:
             volume_size_gb=integer("VOLUME_SIZE_GB", 1, 16384),
             max_runtime_seconds=integer("MAX_RUNTIME_SECONDS", 1, 777600),
             kms_key_arn=kms_key_arn,
+            baseline_prefix=baseline_prefix,
+            quarantine_prefix=quarantine_prefix,
         )
 
 
@@ -343,14 +368,17 @@ def tag_value(value: str) -> str:
     return f"{head}@{digest}"
 
 
-def build_processing_job_request(bucket: str, key: str, version_id: str, settings: Settings) -> dict[str, Any]:
-    """Build the CreateProcessingJob request for one object version (design.md Contracts 1 and 2).
+def build_processing_job_request(bucket: str, key: str, version_id: str, settings: Settings, *,
+                                 baseline_uri: str | None = None) -> dict[str, Any]:
+    """Build the CreateProcessingJob request for one object version (design.md Contracts 1, 2 and 4).
 
     Args:
         bucket: the data bucket.
         key: the decoded object key, under ``settings.input_prefix``.
         version_id: the object's version id, or "" on an unversioned bucket.
         settings: the trigger's settings.
+        baseline_uri: ``s3://`` URI of the dataset's baseline.json when it exists: adds input ``baseline`` and
+            ``--baseline``.
 
     Returns:
         Keyword arguments for ``sagemaker.create_processing_job``.
@@ -390,6 +418,7 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
         "ProcessingInputs": [
             s3_input("code", settings.code_s3_uri, CODE_LOCAL_PATH),
             s3_input("data", source_uri, DATA_LOCAL_PATH),
+            *([s3_input("baseline", baseline_uri, BASELINE_LOCAL_PATH)] if baseline_uri else []),
         ],
         "ProcessingOutputConfig": {
             "Outputs": [
@@ -403,6 +432,17 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
                     },
                 }
                 for folder in OUTPUT_FOLDERS
+            ]
+            + [
+                {
+                    "OutputName": QUARANTINE_OUTPUT,
+                    "AppManaged": False,
+                    "S3Output": {
+                        "S3Uri": f"s3://{settings.data_bucket}/{settings.quarantine_prefix}{target.dataset}/{job_name}/",
+                        "LocalPath": f"{OUTPUT_LOCAL_PATH}/{QUARANTINE_OUTPUT}",
+                        "S3UploadMode": "EndOfJob",
+                    },
+                }
             ],
             "KmsKeyId": settings.kms_key_arn,
         },
@@ -422,6 +462,7 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
                 "--input", f"{DATA_LOCAL_PATH}/{target.basename}",
                 "--output", OUTPUT_LOCAL_PATH,
                 "--dataset", target.dataset,
+                *(["--baseline", f"{BASELINE_LOCAL_PATH}/{BASELINE_FILE}"] if baseline_uri else []),
             ],
         },
         "Environment": {
@@ -473,6 +514,7 @@ _settings: Settings | None = None
 _request_id = ""
 sagemaker_client: SageMakerClient | None = None  # tests assign Stubber-wrapped clients here
 sqs_client: SQSClient | None = None
+s3_client: S3Client | None = None
 
 
 def get_settings() -> Settings:
@@ -497,6 +539,36 @@ def get_sqs() -> SQSClient:
     if sqs_client is None:
         sqs_client = boto3.client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
     return sqs_client
+
+
+def get_s3() -> S3Client:
+    global s3_client
+    if s3_client is None:
+        s3_client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    return s3_client
+
+
+def find_baseline(s3: S3Client, dataset: str, settings: Settings, base: Mapping[str, Any]) -> str | None:
+    """``s3://`` URI of the dataset's baseline.json if HeadObject finds it, else None.
+
+    404 means no baseline. 403 is treated the same (logged as a warning): without ``s3:ListBucket`` S3 answers 403
+    for a missing key, so 403 cannot tell "absent" from "denied"; the job then reports drift as unavailable and
+    the DriftUnavailable metric shows it. Any other error (throttling, 5xx, network, after botocore's retries)
+    raises: the record is retried like any other transient failure.
+    """
+    key = settings.baseline_key(dataset)
+    try:
+        s3.head_object(Bucket=settings.data_bucket, Key=key)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if status in BASELINE_ABSENT_STATUS or code in ("404", "403", "NoSuchKey", "NotFound", "AccessDenied", "Forbidden"):
+            if status == 403 or code in ("403", "AccessDenied", "Forbidden"):
+                log_decision("baseline-unreadable", logging.WARNING, **base, baseline_key=key, error_code=code,
+                             reason="HeadObject returned 403 (absent without s3:ListBucket, or denied): no baseline")
+            return None
+        raise
+    return f"s3://{settings.data_bucket}/{key}"
 
 
 def _configure_logger() -> None:
@@ -524,6 +596,7 @@ def _process_record(
     sagemaker: SageMakerClient,
     sqs: SQSClient,
     rand: Callable[[], float],
+    s3: S3Client | None = None,
 ) -> bool:
     """Handle one SQS record. Returns True when it must be retried (reported as a batch item failure)."""
     message_id = record.get("messageId", "")
@@ -541,12 +614,20 @@ def _process_record(
         log_decision("ignored", **base, reason=reason)
         return False
     try:
-        request = build_processing_job_request(obj.bucket, obj.key, obj.version_id, settings)
+        target = map_key(obj.bucket, obj.key, settings)
     except RefusedKeyError as exc:
         log_decision("refused", logging.WARNING, **base, reason=str(exc))
         return False
+    try:
+        baseline_uri = find_baseline(s3, target.dataset, settings, base) if s3 is not None else None
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+        log_decision("failed", logging.ERROR, **base, dataset=target.dataset, error_code=code,
+                     error=f"HeadObject {settings.baseline_key(target.dataset)}: {exc}")
+        return True
+    request = build_processing_job_request(obj.bucket, obj.key, obj.version_id, settings, baseline_uri=baseline_uri)
     job_name = request["ProcessingJobName"]
-    base.update(job_name=job_name, dataset=request["Environment"]["DATASET"])
+    base.update(job_name=job_name, dataset=request["Environment"]["DATASET"], baseline=baseline_uri)
 
     try:
         response = sagemaker.create_processing_job(**request)
@@ -601,6 +682,7 @@ def process_batch(
     *,
     sagemaker: SageMakerClient,
     sqs: SQSClient,
+    s3: S3Client | None = None,
     rand: Callable[[], float] | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Process an SQS batch and return the partial batch response."""
@@ -608,7 +690,7 @@ def process_batch(
     failures = []
     for record in event.get("Records", []):
         try:
-            retry = _process_record(record, settings, sagemaker, sqs, rand)
+            retry = _process_record(record, settings, sagemaker, sqs, rand, s3)
         except Exception as exc:  # noqa: BLE001 - one bad record must not fail (and re-run) the whole batch
             log_decision("failed", logging.ERROR, message_id=record.get("messageId", ""), error=repr(exc))
             retry = True
@@ -621,4 +703,4 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, list[dict[str, 
     """Lambda entry point (SQS event source with ``ReportBatchItemFailures``)."""
     global _request_id
     _request_id = getattr(context, "aws_request_id", "") or ""
-    return process_batch(event, get_settings(), sagemaker=get_sagemaker(), sqs=get_sqs())
+    return process_batch(event, get_settings(), sagemaker=get_sagemaker(), sqs=get_sqs(), s3=get_s3())
