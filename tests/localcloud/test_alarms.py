@@ -203,3 +203,14 @@ def test_never_evaluated_moto_alarm_with_no_data_is_corrected_silently():
     assert cw.describe_alarms()["MetricAlarms"][0]["StateValue"] == OK  # moto's initial state
     assert evaluate_all(cw, sns, now=NOW) == []  # AWS starts in INSUFFICIENT_DATA: no transition
     assert cw.describe_alarms()["MetricAlarms"][0]["StateValue"] == INSUFFICIENT
+
+
+@mock_aws
+def test_metric_math_alarms_are_left_alone():
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    sns = boto3.client("sns", region_name="us-east-1")
+    cw.put_metric_alarm(AlarmName="math", EvaluationPeriods=1, Threshold=1,
+                        ComparisonOperator="GreaterThanThreshold",
+                        Metrics=[{"Id": "m1", "ReturnData": True, "MetricStat": {
+                            "Metric": {"Namespace": "NS", "MetricName": "M"}, "Period": P, "Stat": "Sum"}}])
+    assert evaluate_all(cw, sns, now=NOW) == []
