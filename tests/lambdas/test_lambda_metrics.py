@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.response import StreamingBody
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from lambda_helpers import client, load_handler
@@ -290,3 +291,137 @@ def test_metrics_location() -> None:
 def test_settings_errors_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(metrics.SettingsError, match=name):
         metrics.Settings.from_env(env)
+
+
+# --- drift, gate and baseline promotion (design.md Contract 4) --------------------------------
+
+GATE_SUMMARY = {**SUMMARY, "drift_max_psi": 0.31, "drifted_columns": 2, "drift_unavailable": 0,
+                "quality_gate_failed": 0, "quality_gate_warned": 1}
+PROMOTING = metrics.Settings(namespace="DataQualityPipeline", job_prefix="dq", data_bucket=BUCKET,
+                             baseline_prefix="baselines/")
+PROFILE = json.dumps({"schema_version": 1, "rows": 950, "columns": {"salary": {"kind": "numeric"}}}).encode()
+PROFILE_KEY = f"output/sales/{JOB}/quality/profile.json"
+
+
+def gate_datums(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    return [datum(name, float(summary[key]), unit) for key, (name, unit) in metrics.OPTIONAL_SUMMARY_METRICS.items()
+            if key in summary]
+
+
+def test_drift_and_gate_metrics_are_published() -> None:
+    outcome = metrics.parse_outcome(state_change(), SETTINGS)
+    values, problems = metrics.summary_values({"summary": GATE_SUMMARY})
+    assert problems == []
+    names = {d["MetricName"]: (d["Value"], d["Unit"]) for d in metrics.build_metric_data(outcome, values, False)}
+    assert names["DriftMaxPsi"] == (0.31, "None") and names["DriftedColumns"] == (2.0, "Count")
+    assert names["DriftUnavailable"] == (0.0, "Count") and names["QualityGateFailed"] == (0.0, "Count")
+    assert names["QualityGateWarned"] == (1.0, "Count") and names["MetricsUnavailable"] == (0.0, "Count")
+
+
+def test_older_metrics_without_gate_keys_are_not_unavailable() -> None:
+    # GIVEN a metrics.json written before Contract 4 (only the Contract 3 keys)
+    values, problems = metrics.summary_values({"summary": SUMMARY})
+    # THEN nothing is missing (MetricsUnavailable stays 0) and no drift/gate datapoint is invented
+    assert problems == [] and not set(values) & set(metrics.OPTIONAL_SUMMARY_METRICS)
+    # and a partial file publishes what exists
+    values, problems = metrics.summary_values({"summary": {"drift_max_psi": 0.2, "quality_gate_failed": "x"}})
+    assert values == {"drift_max_psi": 0.2} and len(problems) == 14
+
+
+def test_settings_read_data_bucket_and_baseline_prefix() -> None:
+    env = {"NAMESPACE": "DataQualityPipeline", "JOB_PREFIX": "dq"}
+    assert metrics.Settings.from_env(env).data_bucket == ""  # promotion disabled
+    parsed = metrics.Settings.from_env({**env, "DATA_BUCKET": BUCKET, "BASELINE_PREFIX": "b/"})
+    assert parsed.baseline_key("sales") == "b/sales/baseline.json"
+    with pytest.raises(metrics.SettingsError, match="BASELINE_PREFIX"):
+        metrics.Settings.from_env({**env, "BASELINE_PREFIX": "b"})
+
+
+@pytest.fixture
+def promoting(stubs, monkeypatch: pytest.MonkeyPatch) -> tuple[Stubber, Stubber]:
+    monkeypatch.setattr(metrics, "_settings", PROMOTING)
+    return stubs
+
+
+def expect_publish(cw: Stubber, summary: dict[str, Any]) -> None:
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 0.0),
+        *all_summary_datums(), *gate_datums(summary)]})
+
+
+def expect_profile_and_put(s3: Stubber) -> None:
+    s3.add_response("get_object", object_body(PROFILE), {"Bucket": BUCKET, "Key": PROFILE_KEY})
+
+
+PUT_PARAMS = {"Bucket": BUCKET, "Key": "baselines/sales/baseline.json", "Body": PROFILE,
+              "ContentType": "application/json", "IfNoneMatch": "*"}
+
+
+def test_first_good_batch_becomes_the_baseline(promoting, lambda_context, decision_log) -> None:
+    # GIVEN a completed job whose gate did not fail, and no baseline yet
+    cw, s3 = promoting
+    expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
+    expect_publish(cw, GATE_SUMMARY)
+    expect_profile_and_put(s3)
+    s3.add_response("put_object", {"ETag": '"e"'}, PUT_PARAMS)
+    # WHEN handled / THEN metrics are published, then profile.json is put conditionally to the baseline key
+    result = metrics.handler(state_change(), lambda_context)
+    assert result["baseline"] == "promoted"
+    assert decision_log.decisions() == ["published", "baseline-promoted"]
+
+
+@pytest.mark.parametrize(("code", "status"), [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)])
+def test_existing_baseline_is_kept(promoting, lambda_context, decision_log, code, status) -> None:
+    # GIVEN a baseline already exists (or another job is writing it right now)
+    cw, s3 = promoting
+    expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
+    expect_publish(cw, GATE_SUMMARY)
+    expect_profile_and_put(s3)
+    s3.add_client_error("put_object", code, "At least one of the pre-conditions you specified did not hold", status,
+                        expected_params=PUT_PARAMS)
+    # WHEN / THEN that is fine: someone else won, nothing raises
+    assert metrics.handler(state_change(), lambda_context)["baseline"] == "exists"
+    assert decision_log.decisions() == ["published", "baseline-exists"]
+
+
+@pytest.mark.parametrize("summary", [
+    {**GATE_SUMMARY, "quality_gate_failed": 1},  # the gate failed
+    SUMMARY,  # an older metrics.json without gate keys
+])
+def test_failed_or_unknown_gate_is_never_promoted(promoting, lambda_context, decision_log, summary) -> None:
+    cw, s3 = promoting
+    expect_metrics_json(s3, json.dumps({"summary": summary}).encode())
+    expect_publish(cw, summary)
+    # WHEN / THEN no profile is read and nothing is put
+    assert metrics.handler(state_change(), lambda_context)["baseline"] == "skipped"
+    assert decision_log.decisions() == ["published", "baseline-skipped"]
+
+
+@pytest.mark.parametrize("payload", [None, b"{bad", json.dumps({"schema_version": 2, "columns": {}}).encode()])
+def test_missing_or_bad_profile_is_not_promoted(promoting, lambda_context, decision_log, payload) -> None:
+    cw, s3 = promoting
+    expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
+    expect_publish(cw, GATE_SUMMARY)
+    if payload is None:
+        s3.add_client_error("get_object", "NoSuchKey", "gone", 404, expected_params={"Bucket": BUCKET, "Key": PROFILE_KEY})
+    else:
+        s3.add_response("get_object", object_body(payload), {"Bucket": BUCKET, "Key": PROFILE_KEY})
+    assert metrics.handler(state_change(), lambda_context)["baseline"] == "unreadable"
+    assert decision_log.decisions() == ["published", "baseline-skipped"]
+
+
+def test_transient_put_error_raises_for_the_async_retry(promoting, lambda_context) -> None:
+    cw, s3 = promoting
+    expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
+    expect_publish(cw, GATE_SUMMARY)
+    expect_profile_and_put(s3)
+    s3.add_client_error("put_object", "InternalError", "oops", 500, expected_params=PUT_PARAMS)
+    with pytest.raises(ClientError):
+        metrics.handler(state_change(), lambda_context)
+
+
+def test_failed_job_never_promotes(promoting, lambda_context) -> None:
+    cw, _ = promoting
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    assert "baseline" not in metrics.handler(state_change("Failed"), lambda_context)

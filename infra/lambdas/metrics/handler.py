@@ -44,6 +44,18 @@ SUMMARY_METRICS: dict[str, tuple[str, str]] = {
     "invalid_values": ("InvalidValues", "Count"),
     "processing_seconds": ("ProcessingSeconds", "Seconds"),
 }
+# Drift and gate keys (design.md Contract 4): published when present; metrics files written before they existed
+# lack them, which is not a reason for MetricsUnavailable.
+OPTIONAL_SUMMARY_METRICS: dict[str, tuple[str, str]] = {
+    "drift_max_psi": ("DriftMaxPsi", "None"),
+    "drifted_columns": ("DriftedColumns", "Count"),
+    "drift_unavailable": ("DriftUnavailable", "Count"),
+    "quality_gate_failed": ("QualityGateFailed", "Count"),
+    "quality_gate_warned": ("QualityGateWarned", "Count"),
+}
+PROFILE_FILE = "profile.json"
+BASELINE_FILE = "baseline.json"
+PROFILE_SCHEMA_VERSION = 1
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 QUALITY_OUTPUT_NAME = "quality"
 METRICS_FILE = "metrics.json"
@@ -72,6 +84,11 @@ class Settings:
 
     namespace: str
     job_prefix: str
+    data_bucket: str = ""  # "" disables baseline promotion
+    baseline_prefix: str = "baselines/"
+
+    def baseline_key(self, dataset: str) -> str:
+        return f"{self.baseline_prefix}{dataset}/{BASELINE_FILE}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -86,7 +103,14 @@ class Settings:
         job_prefix = environ.get("JOB_PREFIX", "").strip()
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", job_prefix) or len(job_prefix) > 40:
             raise SettingsError(f"environment variable JOB_PREFIX={job_prefix!r} is missing or invalid")
-        return cls(namespace=namespace, job_prefix=job_prefix)
+        data_bucket = environ.get("DATA_BUCKET", "").strip()
+        if "/" in data_bucket or len(data_bucket) > 63:
+            raise SettingsError(f"environment variable DATA_BUCKET={data_bucket!r} must be a bucket name")
+        baseline_prefix = environ.get("BASELINE_PREFIX", "").strip() or "baselines/"
+        if baseline_prefix.startswith("/") or not baseline_prefix.endswith("/") or len(baseline_prefix) > 512:
+            raise SettingsError(
+                f"environment variable BASELINE_PREFIX={baseline_prefix!r} must not start with '/' and must end with '/'")
+        return cls(namespace=namespace, job_prefix=job_prefix, data_bucket=data_bucket, baseline_prefix=baseline_prefix)
 
 
 @dataclass(frozen=True)
@@ -200,6 +224,11 @@ def summary_values(document: Any) -> tuple[dict[str, float], list[str]]:
             problems.append(f"summary.{key}={value!r} is not a finite non-negative number")
         else:
             values[key] = float(value)
+    for key in OPTIONAL_SUMMARY_METRICS:
+        value = summary.get(key)
+        if key in summary and not (isinstance(value, bool) or not isinstance(value, (int, float))
+                                   or not math.isfinite(value) or value < 0):
+            values[key] = float(value)
     return values, problems
 
 
@@ -231,7 +260,7 @@ def build_metric_data(
     ]
     if metrics_unavailable is not None:
         data.append(datum("MetricsUnavailable", 1.0 if metrics_unavailable else 0.0, "Count"))
-    for key, (name, unit) in SUMMARY_METRICS.items():
+    for key, (name, unit) in {**SUMMARY_METRICS, **OPTIONAL_SUMMARY_METRICS}.items():
         if key in values:
             data.append(datum(name, values[key], unit))
     return data
@@ -359,7 +388,74 @@ def process_event(
         cloudwatch.put_metric_data(Namespace=settings.namespace, MetricData=chunk)
     log_decision("published", **base, metrics=[d["MetricName"] for d in data],
                  failure_reason=outcome.failure_reason or None)
-    return {"published": len(data), "decision": "published", "metrics_unavailable": unavailable}
+    result = {"published": len(data), "decision": "published", "metrics_unavailable": unavailable}
+    if outcome.status == "Completed" and settings.data_bucket:  # DATA_BUCKET unset: promotion disabled
+        # After publishing: if promotion raises (transient S3 error), the asynchronous retry publishes the same
+        # datapoints again (idempotent) and retries the promotion.
+        result["baseline"] = promote_baseline(outcome, values, settings, s3, base)
+    return result
+
+
+def promote_baseline(outcome: JobOutcome, values: Mapping[str, float], settings: Settings, s3: S3Client,
+                     base: Mapping[str, Any]) -> str:
+    """Copy the job's quality/profile.json to the dataset's baseline key when none exists (first batch wins).
+
+    Only when the gate did not fail (``quality_gate_failed`` == 0 in the summary; files without the key are never
+    promoted). ``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 PreconditionFailed when the baseline already
+    exists (or 409 ConditionalRequestConflict while another conditional write is in flight): someone else won.
+
+    Returns:
+        ``promoted``, ``exists``, ``skipped`` or ``unreadable``.
+
+    Raises:
+        ClientError: transient or unexpected S3 errors (throttling, 5xx, access denied on the put).
+    """
+    key = settings.baseline_key(outcome.dataset)
+    if not settings.data_bucket or outcome.dataset == UNKNOWN_DATASET or not outcome.quality_uri:
+        reason = "DATA_BUCKET not set" if not settings.data_bucket else "dataset or quality output unknown"
+        log_decision("baseline-skipped", **base, reason=reason)
+        return "skipped"
+    if values.get("quality_gate_failed") != 0.0:
+        why = "gate failed" if values.get("quality_gate_failed") else "metrics.json has no quality_gate_failed"
+        log_decision("baseline-skipped", **base, reason=why)
+        return "skipped"
+    bucket, metrics_key = metrics_location(outcome.quality_uri)
+    profile_key = metrics_key[: -len(METRICS_FILE)] + PROFILE_FILE
+    try:
+        response = s3.get_object(Bucket=bucket, Key=profile_key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in UNREADABLE_S3_CODES or code.startswith("KMS.") or status in (403, 404):
+            log_decision("baseline-skipped", logging.WARNING, **base, reason=f"s3://{bucket}/{profile_key}: {code}")
+            return "unreadable"
+        raise
+    body = response["Body"]
+    try:
+        raw = body.read(MAX_METRICS_BYTES + 1)
+    finally:
+        body.close()
+    try:
+        profile = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_METRICS_BYTES else None
+    except (UnicodeDecodeError, ValueError):
+        profile = None
+    if not isinstance(profile, dict) or profile.get("schema_version") != PROFILE_SCHEMA_VERSION \
+            or not isinstance(profile.get("columns"), dict):
+        log_decision("baseline-skipped", logging.WARNING, **base,
+                     reason=f"s3://{bucket}/{profile_key} is not a schema-{PROFILE_SCHEMA_VERSION} profile")
+        return "unreadable"
+    try:
+        s3.put_object(Bucket=settings.data_bucket, Key=key, Body=raw, ContentType="application/json",
+                      IfNoneMatch="*")
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            log_decision("baseline-exists", **base, baseline_key=key, error_code=code)
+            return "exists"
+        raise
+    log_decision("baseline-promoted", **base, baseline_key=key, profile=f"s3://{bucket}/{profile_key}")
+    return "promoted"
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
