@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,21 @@ def read_file(path: Path) -> FileRead:
         result.sha256, _ = _digest(path)
     else:
         compressed = magic[:2] == GZIP_MAGIC
-        sha, utf8_ok = _digest(path, check_utf8=True, compressed=compressed)
-        result = _read_csv(path, compressed, utf8_ok)
+        # The digest pass (sha256 + UTF-8 check) runs on a thread while pyarrow parses the file optimistically as
+        # valid UTF-8; only a file that fails the check is parsed again on the slow (marking) path.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(_digest, path, check_utf8=True, compressed=compressed)
+            try:
+                result: FileRead | None = _read_csv(path, compressed, True)
+                failure: Exception | None = None
+            except Exception as exc:  # noqa: BLE001 - re-raised below unless the file is not UTF-8
+                result, failure = None, exc
+            sha, utf8_ok = digest.result()
+        if not utf8_ok:
+            result = _read_csv(path, compressed, False)
+        elif failure is not None:
+            raise failure
+        assert result is not None
         result.sha256 = sha
     result.size = path.stat().st_size
     return result

@@ -24,6 +24,7 @@ _CANDIDATE = r'^\{\s*["}][^\r\n]*\}$'
 _SUSPICIOUS = r"\}\s*\{|,\s*[}\]]|:\s*[,}\]]|\[\s*[,\]]"
 CHUNK_ROWS = 262_144
 MIN_CHUNK_ROWS = 4_096
+JSON_BLOCK_SIZE = 1 << 20
 
 
 @dataclass
@@ -103,7 +104,8 @@ def _arrow_path(chunk: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schem
     try:
         table = pajson.read_json(
             pa.BufferReader(buf),
-            read_options=pajson.ReadOptions(block_size=max(1 << 20, min(end - start + 1, 64 << 20))),
+            # Several blocks per chunk so pyarrow parses them on all cores (one block = one thread).
+            read_options=pajson.ReadOptions(use_threads=True, block_size=JSON_BLOCK_SIZE),
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

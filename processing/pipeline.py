@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,10 +148,13 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
 
     # Duplicates are counted among the usable rows, on typed values before imputation (nulls compare equal).
     usable_idx = np.flatnonzero(~rejected)
-    pre = pd.DataFrame({c: transform.to_series(typed[c].take(pa.array(usable_idx)), kinds[c]) for c in names})
-    dup_exact, exact_mask = transform.duplicate_count(pre, names)
+    usable = pa.array(usable_idx)
+    usable_typed = {c: typed[c].take(usable) for c in names}
+    pre = pd.DataFrame({c: transform.to_series(usable_typed[c], kinds[c]) for c in names})
     key_cols = [c for c in config.duplicate_key_columns if c in names]
-    dup_key, key_mask = transform.duplicate_count(pre, key_cols)
+    dup_exact, exact_mask = transform.duplicate_mask(usable_typed, names, len(usable_idx))
+    dup_key, key_mask = transform.duplicate_mask(usable_typed, key_cols, len(usable_idx))
+    del usable_typed
     dropped = 0
     if config.duplicate_drop != "none":
         drop_mask = exact_mask if config.duplicate_drop == "exact" else key_mask
@@ -356,12 +360,16 @@ def _write(output_dir: Path, fmt: str, cleaned: pd.DataFrame, transformed: pd.Da
            statistics: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
     for folder in OUTPUT_FOLDERS:
         (output_dir / folder).mkdir(parents=True, exist_ok=True)
-    written = {
-        "cleaned": [io.write_table(_to_arrow(cleaned), output_dir / "cleaned", "cleaned", fmt)],
-        "transformed": [io.write_table(_to_arrow(transformed), output_dir / "transformed", "transformed", fmt)],
-        "rejected": [io.write_table(rejected, output_dir / "rejected", "rejected", fmt)],
-        "statistics": [],
-    }
+    # Parquet/CSV writers release the GIL: the three row outputs are written concurrently.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {
+            "rejected": pool.submit(io.write_table, rejected, output_dir / "rejected", "rejected", fmt),
+            "cleaned": pool.submit(io.write_table, _to_arrow(cleaned), output_dir / "cleaned", "cleaned", fmt),
+            "transformed": pool.submit(io.write_table, _to_arrow(transformed), output_dir / "transformed",
+                                       "transformed", fmt),
+        }
+        written = {k: [futures[k].result()] for k in ("cleaned", "transformed", "rejected")}
+    written["statistics"] = []
     for name, frame in statistics.items():
         written["statistics"].append(io.write_table(_to_arrow(frame), output_dir / "statistics", name, "csv"))
         path = output_dir / "statistics" / f"{name}.json"

@@ -29,6 +29,11 @@ def mark_missing(values: pa.Array, markers: tuple[str, ...]) -> pa.Array:
     if not markers or len(values) == 0:
         return values
     hit = pc.fill_null(pc.is_in(values, value_set=pa.array(markers, pa.string())), False)
+    if values.offset == 0 and pa.types.is_string(values.type):
+        # Zero-copy: only the validity bitmap changes (if_else would copy every string).
+        keep = pc.and_(pc.is_valid(values), pc.invert(hit))
+        if keep.offset == 0:
+            return pa.Array.from_buffers(values.type, len(values), [keep.buffers()[1], *values.buffers()[1:]])
     return pc.if_else(hit, pa.scalar(None, values.type), values)
 
 
@@ -42,7 +47,7 @@ def coerce(values: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
     trimmed = pc.utf8_trim_whitespace(values)
     if kind == "integer":
         ok = pc.fill_null(pc.match_substring_regex(trimmed, INT_RE), False)
-        text = pc.replace_substring_regex(pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), r"\.0*$", "")
+        text = pc.replace_substring_regex(pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), r"^\+|\.0*$", "")
         typed = pc.cast(text, pa.int64())
     else:
         ok = pc.fill_null(pc.match_substring_regex(trimmed, FLOAT_RE), False)
@@ -130,6 +135,41 @@ def duplicate_count(frame: pd.DataFrame, columns: list[str]) -> tuple[int, np.nd
     if not columns or frame.empty:
         return 0, np.zeros(len(frame), dtype=bool)
     mask = frame.duplicated(subset=columns, keep="first").to_numpy()
+    return int(mask.sum()), mask
+
+
+def duplicate_mask(columns: dict[str, pa.Array], names: list[str], n: int) -> tuple[int, np.ndarray]:
+    """Fast version of :func:`duplicate_count` (same result: pandas ``duplicated(keep="first")``).
+
+    Each column is dictionary-encoded by Arrow (nulls get a code of their own, so they compare equal), the codes are
+    combined into one int64 key per row (re-factorised whenever the key space would overflow, as pandas does) and
+    the key is checked with pandas' int64 hash table. Arrow's own multi-column ``group_by`` was tried first: in
+    pyarrow 17 it grows super-linearly with the number of distinct rows (89 s for 5M rows vs 1.4 s here).
+    ``-0.0`` equals ``0.0`` as in pandas (Arrow hashes the bits, so floats are normalised first).
+    """
+    if not names or n == 0:
+        return 0, np.zeros(n, dtype=bool)
+    key: np.ndarray | None = None
+    space = 1
+    for c in names:
+        arr = columns[c]
+        if pa.types.is_floating(arr.type):
+            arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 + 0.0 == +0.0
+        enc = pc.dictionary_encode(arr, null_encoding="encode")
+        if isinstance(enc, pa.ChunkedArray):
+            enc = enc.combine_chunks()
+        codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        card = max(len(enc.dictionary), 1)
+        if key is None:
+            key, space = codes, card
+            continue
+        if space * card >= 1 << 62:
+            key, uniques = pd.factorize(key)
+            space = max(len(uniques), 1)
+        key = key * card + codes
+        space *= card
+    assert key is not None
+    mask = pd.Series(key, copy=False).duplicated(keep="first").to_numpy()
     return int(mask.sum()), mask
 
 
