@@ -152,8 +152,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     usable_typed = {c: typed[c].take(usable) for c in names}
     pre = pd.DataFrame({c: transform.to_series(usable_typed[c], kinds[c]) for c in names})
     key_cols = [c for c in config.duplicate_key_columns if c in names]
-    dup_exact, exact_mask = transform.duplicate_mask(usable_typed, names, len(usable_idx))
-    dup_key, key_mask = transform.duplicate_mask(usable_typed, key_cols, len(usable_idx))
+    (dup_exact, exact_mask), (dup_key, key_mask) = transform.duplicate_masks(
+        usable_typed, [names, key_cols], len(usable_idx))
     del usable_typed
     dropped = 0
     if config.duplicate_drop != "none":
