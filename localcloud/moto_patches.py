@@ -33,6 +33,7 @@ import threading
 import uuid
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote_plus
 
 log = logging.getLogger("localcloud")
 
@@ -821,7 +822,10 @@ def s3_eventbridge_event(account_id: str, bucket, event_name: str, key) -> dict:
     from moto.s3.notifications import _detail_type
 
     action = event_name.split(":")[-1]
-    obj = {"key": key.name, "size": key.size, "etag": key.etag.replace('"', "")}
+    # S3 URL-encodes the key in its event notifications ("red flower.jpg" -> "red+flower.jpg", '/' kept); the
+    # EventBridge detail is treated the same way by AWS's own libraries (Powertools' S3EventBridgeNotificationObject
+    # unquote_plus-es it), and the trigger decodes it: so the emulator sends it encoded, as AWS does.
+    obj = {"key": quote_plus(key.name, safe="/"), "size": key.size, "etag": key.etag.replace('"', "")}
     if getattr(bucket, "is_versioned", False) and key.version_id and key.version_id != "null":
         obj["version-id"] = key.version_id
     obj["sequencer"] = format(next(_sequencer), "016X")

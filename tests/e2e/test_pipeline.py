@@ -93,10 +93,11 @@ def test_upload_outside_input_prefix_starts_nothing(cloud):
 
 
 def test_key_with_spaces_and_non_ascii(cloud, tmp_path):
-    _, new = _upload_and_run(cloud, "input/default/my data ü é.csv", _sample_csv(tmp_path, rows=300))
+    # a literal '+' and '%20' must survive S3's URL-encoding of the event key and the trigger's decoding
+    _, new = _upload_and_run(cloud, "input/default/my data+ü é%20100.csv", _sample_csv(tmp_path, rows=300))
     assert len(new) == 1
     assert new[0]["ProcessingJobStatus"] == "Completed", new[0].get("FailureReason")
-    assert new[0]["Environment"]["SOURCE_URI"].endswith("my data ü é.csv")
+    assert new[0]["Environment"]["SOURCE_URI"].endswith("/input/default/my data+ü é%20100.csv")
 
 
 def test_bad_quality_breaches_a_quality_alarm(cloud):
