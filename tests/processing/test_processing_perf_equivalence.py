@@ -18,11 +18,13 @@ import pyarrow.csv as pacsv
 import pytest
 
 import reference_impl.pipeline as reference
-from conftest import DEFAULT_DOC
 from processing import config as config_mod
 from processing import io, pipeline
 from processing.sample import generate
 
+# Read here, not imported from conftest: several test folders have a conftest.py, and `import conftest` would
+# pick whichever was imported first.
+DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 VOLATILE = {"timestamp", "processing_seconds", "mode"}
 
 
