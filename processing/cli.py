@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset name (selects the bundled config); default $DATASET or 'default'")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
+    parser.add_argument("--mode", choices=("auto", "memory", "streaming"), default="auto",
+                        help="memory, streaming (block by block, bounded memory) or auto (streaming when the input "
+                             "is large compared with available memory; env PROCESSING_MODE); see docs/processing.md")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
                              "without it drift is reported as unavailable")
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = io.list_inputs(args.input)
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         result = pipeline.run(inputs, args.output, cfg, fmt=args.format,
-                              context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline)
+                              context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline,
+                              mode=args.mode)
     except ProcessingError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         write_error(args.output, exc, args.input, args.dataset)

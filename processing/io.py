@@ -193,6 +193,16 @@ def _read_parquet(path: Path) -> FileRead:
     return FileRead(path, table, kind="parquet")
 
 
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def is_parquet(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == PARQUET_MAGIC
+
+
 def read_file(path: Path) -> FileRead:
     """Read one input file (format by magic bytes) with every column as strings, never modifying it."""
     try:

@@ -96,7 +96,8 @@ def _reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, n
 
 
 def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
-        context: dict[str, Any] | None = None, baseline: Path | None = None) -> Result:
+        context: dict[str, Any] | None = None, baseline: Path | None = None, mode: str = "auto",
+        block_size: int | None = None) -> Result:
     """Process ``inputs`` with ``config`` and write every output folder under ``output_dir``.
 
     Args:
@@ -106,6 +107,9 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         fmt: ``parquet`` or ``csv`` for the row outputs.
         context: extra facts recorded in metrics (dataset, SageMaker configs, source URI, ...).
         baseline: the dataset's baseline profile file (drift is "unavailable" without one; see gate.finish).
+        mode: ``memory``, ``streaming`` (block by block, bounded memory; see docs "Performance and sizing") or
+            ``auto`` (streaming when the input is large compared with the memory available; ``choose_mode``).
+        block_size: CSV block size of the streaming path (bytes; default ``streaming.BLOCK_SIZE``).
 
     Returns:
         The metrics and frames.
@@ -115,6 +119,11 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     """
     started = time.perf_counter()
     context = dict(context or {})
+    if choose_mode(inputs, config, mode) == "streaming":
+        from processing import streaming
+
+        return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
+                                         baseline=baseline, started=started, block_size=block_size))
     reads = [io.read_file(p) for p in inputs]
     for r in reads:
         missing = [c for c in config.required_columns if c not in r.table.column_names]
@@ -231,7 +240,56 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
 
     output_dir = Path(output_dir)
     outputs = _write(output_dir, fmt, cleaned, transformed, rejected_table, statistics)
+    return _finish(Parts(
+        started=started, context=context, output_dir=output_dir, config=config, fmt=fmt, baseline=baseline,
+        rows_in=rows_in, rows_out=rows_out, names=names, col_metrics=col_metrics, json_metrics=json_metrics,
+        rejected_table=rejected_table, per_file=per_file, dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols,
+        dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
+        numeric=numeric, outputs=outputs, drift_batch=drift_batch, cleaned=cleaned, transformed=transformed,
+        statistics=statistics))
 
+
+@dataclass
+class Parts:
+    """Everything the metrics document is assembled from (shared by the in-memory and the streaming path)."""
+
+    started: float
+    context: dict[str, Any]
+    output_dir: Path
+    config: DatasetConfig
+    fmt: str
+    baseline: Path | None
+    rows_in: int
+    rows_out: int
+    names: list[str]
+    col_metrics: dict[str, dict[str, Any]]
+    json_metrics: dict[str, Any]
+    rejected_table: pa.Table
+    per_file: list[dict[str, Any]]
+    dup_exact: int
+    dup_key: int
+    key_cols: list[str]
+    dropped: int
+    imputation: dict[str, Any]
+    derived_metrics: dict[str, Any]
+    group_metrics: dict[str, Any]
+    numeric: dict[str, Any]
+    outputs: dict[str, list[str]]
+    drift_batch: pd.DataFrame
+    cleaned: pd.DataFrame
+    transformed: pd.DataFrame
+    statistics: dict[str, pd.DataFrame]
+    mode: str = "memory"
+
+
+def _finish(p: Parts) -> Result:
+    """Assemble and write quality/metrics.json (plus the drift/gate outputs) from the run's parts."""
+    started, context, output_dir, config, fmt, baseline = p.started, p.context, p.output_dir, p.config, p.fmt, p.baseline
+    rows_in, rows_out, names, col_metrics, json_metrics = p.rows_in, p.rows_out, p.names, p.col_metrics, p.json_metrics
+    rejected_table, per_file, dup_exact, dup_key, key_cols = p.rejected_table, p.per_file, p.dup_exact, p.dup_key, p.key_cols
+    dropped, imputation, derived_metrics, group_metrics = p.dropped, p.imputation, p.derived_metrics, p.group_metrics
+    numeric, outputs, drift_batch, cleaned, transformed = p.numeric, p.outputs, p.drift_batch, p.cleaned, p.transformed
+    statistics = p.statistics
     rows_rejected = rows_in - rows_out
     missing_before = sum(m["missing_before"] for m in col_metrics.values())
     missing_after = sum(m["missing_after"] for m in col_metrics.values())
@@ -277,11 +335,64 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         "numeric": numeric,
         "quality_gate": quality_gate(summary, config.quality_thresholds),
         "outputs": outputs,
+        "mode": p.mode,
         **context,
     }
     gate.finish(metrics, output_dir, config, drift_batch, transformed, baseline)  # profile, drift, gate, layout
     io.write_json(_json_safe(metrics), output_dir / "quality" / "metrics.json")
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
+
+
+MEMORY_PER_INPUT_BYTE = 8  # in-memory peak RSS is about 7x the CSV size (bench/RESULTS.md), plus headroom
+
+
+def available_memory() -> int:
+    """Bytes this process may still use: the cgroup limit (containers) or MemAvailable, whichever is lower."""
+    limits = []
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            limits.append(int(text))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return min(limits) if limits else 1 << 62
+
+
+def choose_mode(inputs: list[Path], config: DatasetConfig, mode: str = "auto") -> str:
+    """``memory`` or ``streaming``. ``auto`` (default, or env ``PROCESSING_MODE``) streams when the inputs'
+    uncompressed size x ``MEMORY_PER_INPUT_BYTE`` exceeds the available memory (env
+    ``PROCESSING_STREAMING_THRESHOLD_BYTES`` overrides that input-size threshold) and the streaming path supports
+    the inputs and config (``streaming.unsupported``); otherwise in memory."""
+    mode = os.environ.get("PROCESSING_MODE", "") if mode == "auto" else mode
+    if mode in ("memory", "streaming"):
+        if mode == "streaming":
+            from processing import streaming
+
+            reason = streaming.unsupported(inputs, config)
+            if reason:
+                raise streaming.StreamingUnsupported(f"streaming mode cannot process this job: {reason}")
+        return mode
+    size = sum(p.stat().st_size * (4 if io.is_gzip(p) else 1) for p in inputs)
+    env = os.environ.get("PROCESSING_STREAMING_THRESHOLD_BYTES")
+    threshold = int(env) if env else available_memory() // MEMORY_PER_INPUT_BYTE
+    if size <= threshold:
+        return "memory"
+    from processing import streaming
+
+    reason = streaming.unsupported(inputs, config)
+    if reason:
+        log.warning("input of %d bytes is above the streaming threshold (%d) but %s: processing in memory",
+                    size, threshold, reason)
+        return "memory"
+    log.info("input of %d bytes is above the streaming threshold (%d): streaming mode", size, threshold)
+    return "streaming"
 
 
 def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:

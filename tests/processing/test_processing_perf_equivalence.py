@@ -155,3 +155,37 @@ def test_fast_path_equals_reference_csv_format(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_bytes(messy_csv())
     new, old = _run_both([tmp_path / "m.csv"], tmp_path, _doc("default"), fmt="csv")
     assert_same(new, old)
+
+
+def _run_modes(inputs: list[Path], tmp: Path, doc: dict[str, Any], fmt: str = "parquet") -> tuple[Path, Path]:
+    stream, memory = tmp / "stream", tmp / "memory"
+    # Tiny blocks (64 KiB) so even small files span many blocks and every cross-block path is exercised.
+    pipeline.run(inputs, stream, config_mod.validate(copy.deepcopy(doc)), fmt=fmt, mode="streaming",
+                 block_size=64 << 10)
+    pipeline.run(inputs, memory, config_mod.validate(copy.deepcopy(doc)), fmt=fmt, mode="memory")
+    return stream, memory
+
+
+def _utf8_messy() -> bytes:
+    return messy_csv().replace(b"\xff", b"y")  # streaming needs UTF-8 text (auto mode falls back otherwise)
+
+
+@pytest.mark.parametrize("config_name", ["default", "drop_key"])
+@pytest.mark.parametrize("dataset", ["reference", "messy"])
+def test_streaming_equals_in_memory(tmp_path: Path, dataset: str, config_name: str) -> None:
+    if dataset == "reference":
+        inputs = [reference_csv(tmp_path, rows=4000)]
+    else:
+        (tmp_path / "in").mkdir()
+        inputs = [tmp_path / "in" / "a.csv", tmp_path / "in" / "b.csv"]
+        inputs[0].write_bytes(_utf8_messy() * 1)
+        inputs[1].write_bytes(_utf8_messy().replace(b"\n1,Ann", b"\n101,Ann"))
+    stream, memory = _run_modes(inputs, tmp_path, _doc(config_name))
+    assert json.loads((stream / "quality" / "metrics.json").read_text())["mode"] == "streaming"
+    assert_same(stream, memory)
+
+
+def test_streaming_equals_in_memory_csv_output(tmp_path: Path) -> None:
+    path = reference_csv(tmp_path, rows=1500)
+    stream, memory = _run_modes([path], tmp_path, _doc("default"), fmt="csv")
+    assert_same(stream, memory)
