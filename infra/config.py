@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ FALLBACK_THRESHOLDS: dict[str, float] = {
     "min_rows_out": 1,
 }
 THRESHOLD_KEYS = tuple(FALLBACK_THRESHOLDS)
+#: The job's default ``drift.psi_alarm`` (processing/gate.py); a dataset config without one gets this value (the job
+#: does not merge a dataset's config with default.json, so neither does the alarm).
+DEFAULT_PSI_ALARM = 0.25
 RATE_THRESHOLD_KEYS = tuple(k for k in THRESHOLD_KEYS if k.startswith("max_"))
 
 MAX_RUNTIME_LIMIT = 777_600  # seconds: SageMaker's MaxRuntimeInSeconds upper bound (9 days)
@@ -64,6 +68,7 @@ class QualityThresholds:
     """Alarm thresholds of one dataset, from that dataset config's ``quality_thresholds`` object.
 
     Rates are fractions in [0, 1]; ``min_rows_out`` is a row count (alarm when a batch yields fewer rows).
+    ``psi_alarm`` comes from the config's ``drift`` section (``DriftMaxPsi`` alarm threshold; ``None`` = off).
     """
 
     max_missing_rate_after: float
@@ -71,6 +76,7 @@ class QualityThresholds:
     max_malformed_json_rate: float
     max_duplicate_rate: float
     min_rows_out: float
+    psi_alarm: float | None = DEFAULT_PSI_ALARM  # drift.psi_alarm of the config; None = PSI alarm off
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,40 @@ def _thresholds(key: str, raw: Mapping[str, Any], base: Mapping[str, float]) -> 
     merged = dict(base)
     merged.update({name: _as_threshold(key, name, value) for name, value in raw.items()})
     return merged
+
+
+def _psi_alarm(key: str, document: Any) -> float | None:
+    """``drift.psi_alarm`` of a dataset config: a non-negative number, ``null`` (off) or absent (the job's default)."""
+    drift = document.get("drift", {}) if isinstance(document, dict) else {}
+    if not isinstance(drift, dict):
+        raise SettingsError(key, "drift must be a JSON object")
+    if "psi_alarm" not in drift:
+        return DEFAULT_PSI_ALARM
+    value = drift["psi_alarm"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise SettingsError(key, f"drift.psi_alarm must be a non-negative number or null, got {value!r}")
+    return float(value)
+
+
+def load_dataset_psi_alarms(configs_dir: Path) -> dict[str, float | None]:
+    """``drift.psi_alarm`` of every ``<dataset>.json`` (``default`` always included).
+
+    Unlike ``quality_thresholds``, a dataset without the key gets the job's default (0.25), not ``default.json``'s
+    value: the job reads only its own config file, and the alarm must use the threshold the job used. A dataset
+    with no config of its own (e.g. one named only in the ``quality_thresholds`` context) runs with default.json.
+    """
+    result: dict[str, float | None] = {"default": DEFAULT_PSI_ALARM}
+    if configs_dir.is_dir():
+        for path in sorted(configs_dir.glob("*.json")):
+            key = f"drift (from {path.as_posix()})"
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise SettingsError(key, f"cannot read dataset config: {exc}") from exc
+            result[path.stem] = _psi_alarm(key, document)
+    return result
 
 
 def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
@@ -240,6 +280,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         raise SettingsError("log_retention_days", f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
 
     datasets = load_dataset_thresholds(configs_dir)
+    psi_alarms = load_dataset_psi_alarms(configs_dir)
     overrides = value("quality_thresholds")
     if overrides is not None:
         if isinstance(overrides, str):
@@ -274,5 +315,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             "noncurrent_version_expiration_days", value("noncurrent_version_expiration_days"), 1, 36500
         ),
         log_retention_days=log_retention_days,
-        datasets={name: QualityThresholds(**t) for name, t in sorted(datasets.items())},
+        datasets={
+            name: QualityThresholds(**t, psi_alarm=psi_alarms.get(name, psi_alarms["default"]))
+            for name, t in sorted(datasets.items())
+        },
     )

@@ -10,13 +10,12 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.processing_trigger import LAMBDA_RUNTIME
+from infra.python_function import python_function
 
 METRICS_NAMESPACE = "DataQualityPipeline"
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
@@ -25,6 +24,9 @@ MEMORY_SIZE = 256  # MB
 RETRY_ATTEMPTS = 2  # async-invoke retries (Lambda's maximum) before the event goes to the DLQ
 MAX_EVENT_AGE = 6  # hours (Lambda's maximum for async events)
 DLQ_RETENTION = 14  # days
+QUALITY_FOLDER = "quality"
+QUALITY_FILES_READ = ("metrics.json", "profile.json")  # design.md Contracts 3 and 4
+BASELINE_FILE = "baseline.json"  # <baseline_prefix><dataset>/baseline.json
 
 
 @dataclass(frozen=True)
@@ -73,27 +75,15 @@ class JobMetrics(Construct):
             enforce_ssl=True,
             retention_period=Duration.days(DLQ_RETENTION),
         )
-        self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=props.log_retention, removal_policy=props.removal_policy
-        )
-        self.role = iam.Role(
+        created = python_function(
             self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Metrics Lambda: publishes data quality metrics of finished processing jobs",
-        )
-        self.log_group.grant_write(self.role)
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=LAMBDA_RUNTIME,
-            handler="handler.handler",
-            code=lambda_.Code.from_asset(str(props.handler_dir)),
-            role=self.role,
+            handler_dir=props.handler_dir,
+            role_description="Metrics Lambda: publishes data quality metrics of finished processing jobs",
+            description="Publishes quality/metrics.json of finished processing jobs as CloudWatch metrics",
             timeout=Duration.seconds(METRICS_TIMEOUT),
             memory_size=MEMORY_SIZE,
-            log_group=self.log_group,
-            description="Publishes quality/metrics.json of finished processing jobs as CloudWatch metrics",
+            log_retention=props.log_retention,
+            removal_policy=props.removal_policy,
             environment={
                 "NAMESPACE": props.namespace,
                 "JOB_PREFIX": props.job_prefix,
@@ -105,26 +95,23 @@ class JobMetrics(Construct):
             retry_attempts=RETRY_ATTEMPTS,
             max_event_age=Duration.hours(MAX_EVENT_AGE),
         )
+        self.log_group, self.role, self.function = created.log_group, created.role, created.function
+        # Exactly what the handler reads and writes (design.md Contract 4): the finished job's quality/metrics.json
+        # and quality/profile.json, and the dataset's baseline key (a conditional PutObject: no GetObject or
+        # ListBucket needed). Without ListBucket a missing metrics.json is AccessDenied: also MetricsUnavailable.
+        quality = f"{props.output_prefix}*/{QUALITY_FOLDER}/"
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadJobOutputs",
                 actions=["s3:GetObject"],
-                resources=[props.bucket.arn_for_objects(f"{props.output_prefix}*")],
+                resources=[props.bucket.arn_for_objects(f"{quality}{name}") for name in QUALITY_FILES_READ],
             )
         )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="PromoteBaseline",
-                actions=["s3:GetObject", "s3:PutObject"],
-                resources=[props.bucket.arn_for_objects(f"{props.baseline_prefix}*")],
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ListBaselines",
-                actions=["s3:ListBucket"],
-                resources=[props.bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{props.baseline_prefix}*"]}},
+                actions=["s3:PutObject"],
+                resources=[props.bucket.arn_for_objects(f"{props.baseline_prefix}*/{BASELINE_FILE}")],
             )
         )
         self.role.add_to_policy(

@@ -78,23 +78,28 @@ def acknowledgements(
             "pulls are limited to the sagemaker-scikit-learn repository) and cloudwatch:PutMetricData, restricted by "
             "the cloudwatch:namespace condition to /aws/sagemaker/ProcessingJobs.",
         ),
-        Ack(
-            "Metrics/Role",
-            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*]",
-            f"The metrics Lambda reads <output_prefix><dataset>/<job-name>/quality/metrics.json of whichever job "
-            f"finished; s3:GetObject is limited to '{output_prefix}' of the data bucket (read only).",
+        *(
+            Ack(
+                "Metrics/Role",
+                f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*/quality/{name}]",
+                f"The metrics Lambda reads <output_prefix><dataset>/<job-name>/quality/{name} of whichever job "
+                f"finished (dataset and job name are known only at run time); s3:GetObject only, on that file name "
+                f"under '{output_prefix}'.",
+            )
+            for name in ("metrics.json", "profile.json")
         ),
         Ack(
             "Metrics/Role",
-            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*]",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*/baseline.json]",
             f"The metrics Lambda promotes a batch profile to <baseline_prefix><dataset>/baseline.json when none exists "
-            f"(design.md Contract 4); get/put are limited to '{baseline_prefix}', which never overlaps the input prefix.",
+            f"(design.md Contract 4); s3:PutObject only, on baseline.json keys under '{baseline_prefix}', which never "
+            f"overlaps the input prefix.",
         ),
         Ack(
             "Trigger/Role",
-            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*]",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*/baseline.json]",
             f"The trigger checks (HeadObject) whether <baseline_prefix><dataset>/baseline.json exists before starting a "
-            f"job; read-only s3:GetObject limited to '{baseline_prefix}'.",
+            f"job; read-only s3:GetObject on baseline.json keys under '{baseline_prefix}'.",
         ),
         Ack(
             "Metrics/Role",

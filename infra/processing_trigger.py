@@ -10,7 +10,6 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -18,6 +17,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
+from infra.python_function import python_function
 
 TRIGGER_TIMEOUT = 60  # seconds: one batch of CreateProcessingJob calls, each retried by botocore
 VISIBILITY_TIMEOUT = 6 * TRIGGER_TIMEOUT  # seconds: AWS guidance for SQS event sources is >= 6x the function timeout
@@ -27,7 +27,7 @@ QUEUE_RETENTION = 4  # days
 BATCH_SIZE = 5  # messages per invocation
 MAX_CONCURRENCY = 2  # concurrent invocations (SQS minimum); CreateProcessingJob is rate limited per region
 MEMORY_SIZE = 256  # MB
-LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+BASELINE_FILE = "baseline.json"  # the trigger heads <baseline_prefix><dataset>/baseline.json (design.md Contract 4)
 
 
 @dataclass(frozen=True)
@@ -104,27 +104,15 @@ class ProcessingTrigger(Construct):
         )
         self.rule.add_target(targets.SqsQueue(self.queue))
 
-        self.log_group = logs.LogGroup(
-            self, "LogGroup", retention=props.log_retention, removal_policy=props.removal_policy
-        )
-        self.role = iam.Role(
+        created = python_function(
             self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="Trigger Lambda: starts data quality processing jobs",
-        )
-        self.log_group.grant_write(self.role)
-        self.function = lambda_.Function(
-            self,
-            "Function",
-            runtime=LAMBDA_RUNTIME,
-            handler="handler.handler",
-            code=lambda_.Code.from_asset(str(props.handler_dir)),
-            role=self.role,
+            handler_dir=props.handler_dir,
+            role_description="Trigger Lambda: starts data quality processing jobs",
+            description="Starts one SageMaker Processing job per uploaded object version",
             timeout=Duration.seconds(TRIGGER_TIMEOUT),
             memory_size=MEMORY_SIZE,
-            log_group=self.log_group,
-            description="Starts one SageMaker Processing job per uploaded object version",
+            log_retention=props.log_retention,
+            removal_policy=props.removal_policy,
             environment={
                 "DATA_BUCKET": props.bucket.bucket_name,
                 "INPUT_PREFIX": props.input_prefix,
@@ -144,6 +132,7 @@ class ProcessingTrigger(Construct):
                 "QUEUE_URL": self.queue.queue_url,
             },
         )
+        self.log_group, self.role, self.function = created.log_group, created.role, created.function
         self.function.add_event_source(
             sources.SqsEventSource(
                 self.queue,
@@ -159,7 +148,7 @@ class ProcessingTrigger(Construct):
             iam.PolicyStatement(
                 sid="CheckBaseline",
                 actions=["s3:GetObject"],
-                resources=[props.bucket.arn_for_objects(f"{props.baseline_prefix}*")],
+                resources=[props.bucket.arn_for_objects(f"{props.baseline_prefix}*/{BASELINE_FILE}")],
             )
         )
         self.role.add_to_policy(

@@ -20,6 +20,8 @@ from infra.config import QualityThresholds
 
 DIMENSION = "Dataset"
 PERIOD = 300  # seconds: one evaluation window; a batch's datapoints are stamped with its job end time
+DRIFT_UNAVAILABLE_PERIOD = 3600  # seconds: DriftUnavailable alarms after 3 consecutive hours with such a batch
+DRIFT_UNAVAILABLE_PERIODS = 3  # evaluation periods = datapoints to alarm (3 of 3)
 OPS_PERIOD = 300  # seconds
 
 
@@ -33,6 +35,9 @@ class QualityMetricAlarm:
     statistic: str = "Maximum"
     fixed_threshold: float | None = None
     description: str = ""
+    period: int = PERIOD  # seconds
+    evaluation_periods: int = 1
+    datapoints_to_alarm: int = 1
 
 
 #: Per-dataset alarms (metric names from design.md Contract 3). Rates breach when GREATER than the configured
@@ -55,6 +60,17 @@ DATASET_ALARMS: tuple[QualityMetricAlarm, ...] = (
                        fixed_threshold=1, description="a batch failed the quality gate; its data was quarantined"),
     QualityMetricAlarm("DriftedColumns", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                        fixed_threshold=1, description="columns drifted from the dataset's baseline"),
+    QualityMetricAlarm("DriftMaxPsi", "psi_alarm", cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                       description="a batch's largest column PSI against the baseline reached the dataset's "
+                                   "drift.psi_alarm"),
+    # The first batch of a dataset has no baseline yet (DriftUnavailable = 1 once, by design): only a run of such
+    # batches (a baseline that is missing or unreadable, e.g. an IAM or KMS problem) should page.
+    QualityMetricAlarm("DriftUnavailable", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                       fixed_threshold=1, period=DRIFT_UNAVAILABLE_PERIOD,
+                       evaluation_periods=DRIFT_UNAVAILABLE_PERIODS, datapoints_to_alarm=DRIFT_UNAVAILABLE_PERIODS,
+                       description="drift was unavailable in batches of 3 consecutive hours: the baseline is missing "
+                                   "or unreadable (not the first batch; check baselines/<dataset>/baseline.json, IAM, "
+                                   "KMS)"),
     QualityMetricAlarm("MetricsUnavailable", None, cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                        fixed_threshold=1, description="a finished job's quality/metrics.json was missing or corrupt"),
 )
@@ -138,6 +154,8 @@ class QualityAlarms(Construct):
             self.dataset_alarms[dataset] = {
                 spec.metric_name: self._dataset_alarm(props.namespace, dataset, thresholds, spec)
                 for spec in DATASET_ALARMS
+                # a threshold set to null in the dataset config (drift.psi_alarm: null) turns its alarm off
+                if spec.threshold_key is None or getattr(thresholds, spec.threshold_key) is not None
             }
 
         self.ops_alarms: list[cw.Alarm] = []
@@ -188,7 +206,7 @@ class QualityAlarms(Construct):
             metric_name=spec.metric_name,
             dimensions_map={DIMENSION: dataset},
             statistic=spec.statistic,
-            period=Duration.seconds(PERIOD),
+            period=Duration.seconds(spec.period),
         )
         return self._alarm(
             f"{_pascal(dataset)}{spec.metric_name}",
@@ -196,11 +214,13 @@ class QualityAlarms(Construct):
             threshold=float(threshold),
             comparison=spec.comparison,
             description=f"Dataset '{dataset}': {spec.description} (threshold {threshold})",
+            evaluation_periods=spec.evaluation_periods,
+            datapoints_to_alarm=spec.datapoints_to_alarm,
         )
 
     def _alarm(
         self, construct_id: str, metric: cw.IMetric, *, threshold: float, comparison: cw.ComparisonOperator,
-        description: str,
+        description: str, evaluation_periods: int = 1, datapoints_to_alarm: int = 1,
     ) -> cw.Alarm:
         alarm = cw.Alarm(
             self,
@@ -208,8 +228,8 @@ class QualityAlarms(Construct):
             metric=metric,
             threshold=threshold,
             comparison_operator=comparison,
-            evaluation_periods=1,
-            datapoints_to_alarm=1,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             alarm_description=description,
         )

@@ -33,13 +33,17 @@ DEFAULT_THRESHOLDS = {
     "min_rows_out": 1,
 }
 ORDERS_THRESHOLDS = {"max_missing_rate_after": 0.01, "max_rejected_rate": 0.25, "min_rows_out": 100}
+#: drift.psi_alarm of the fixture configs: default.json has no drift section (-> the job's default 0.25).
+ORDERS_PSI_ALARM = 0.4
+DEFAULT_PSI_ALARM = 0.25
 
 
 def write_configs(directory: Path) -> Path:
     """Fixture dataset configs: default.json and orders.json (orders overrides some thresholds)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "default.json").write_text(json.dumps({"quality_thresholds": DEFAULT_THRESHOLDS}))
-    (directory / "orders.json").write_text(json.dumps({"quality_thresholds": ORDERS_THRESHOLDS}))
+    (directory / "orders.json").write_text(json.dumps(
+        {"quality_thresholds": ORDERS_THRESHOLDS, "drift": {"psi_alarm": ORDERS_PSI_ALARM, "psi_warn": 0.2}}))
     return directory
 
 

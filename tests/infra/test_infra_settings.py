@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_testlib import DEFAULT_THRESHOLDS, ORDERS_THRESHOLDS, ROOT, write_configs
+from infra_testlib import DEFAULT_PSI_ALARM, DEFAULT_THRESHOLDS, ORDERS_PSI_ALARM, ORDERS_THRESHOLDS, ROOT, write_configs
 
-from infra.config import DEFAULTS, FALLBACK_THRESHOLDS, THRESHOLD_KEYS, SettingsError, load_dataset_thresholds, settings_from_context
+from infra.config import (
+    DEFAULTS,
+    FALLBACK_THRESHOLDS,
+    THRESHOLD_KEYS,
+    SettingsError,
+    load_dataset_psi_alarms,
+    load_dataset_thresholds,
+    settings_from_context,
+)
 
 
 def settings(tmp_path: Path, **context: Any):
@@ -45,6 +53,36 @@ def test_dataset_configs_give_per_dataset_thresholds(tmp_path: Path) -> None:
     assert s.datasets["orders"].max_duplicate_rate == DEFAULT_THRESHOLDS["max_duplicate_rate"]
 
 
+def test_psi_alarm_comes_from_each_configs_drift_section(tmp_path: Path) -> None:
+    # GIVEN orders.json with drift.psi_alarm 0.4 and default.json without a drift section
+    s = settings(tmp_path)
+    # THEN orders gets its own value, default the job's default (0.25)
+    assert s.datasets["orders"].psi_alarm == ORDERS_PSI_ALARM
+    assert s.datasets["default"].psi_alarm == DEFAULT_PSI_ALARM
+
+
+def test_psi_alarm_is_not_inherited_from_default_json(tmp_path: Path) -> None:
+    # the job reads only its own dataset config, so a dataset without drift.psi_alarm gets 0.25, not default.json's
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "default.json").write_text(json.dumps({"drift": {"psi_alarm": 0.5}}))
+    (configs / "clicks.json").write_text(json.dumps({"drift": {"psi_warn": 0.1}}))
+    (configs / "views.json").write_text(json.dumps({"drift": {"psi_alarm": None}}))
+    assert load_dataset_psi_alarms(configs) == {"default": 0.5, "clicks": 0.25, "views": None}
+    s = settings_from_context({"quality_thresholds": {"other": {"min_rows_out": 3}}}.get, configs_dir=configs)
+    # a dataset with no config file of its own runs with default.json, so it gets default.json's value
+    assert s.datasets["other"].psi_alarm == 0.5
+    assert s.datasets["views"].psi_alarm is None
+
+
+@pytest.mark.parametrize("drift", [{"psi_alarm": -0.1}, {"psi_alarm": "high"}, {"psi_alarm": True}, [1]])
+def test_bad_psi_alarm_is_named(tmp_path: Path, drift: Any) -> None:
+    configs = write_configs(tmp_path / "configs")
+    (configs / "broken.json").write_text(json.dumps({"drift": drift}))
+    with pytest.raises(SettingsError, match=r"broken\.json.*drift"):
+        load_dataset_psi_alarms(configs)
+
+
 def test_context_overrides_thresholds(tmp_path: Path) -> None:
     s = settings(tmp_path, quality_thresholds={"orders": {"max_rejected_rate": 0.5}, "clicks": {"min_rows_out": 5}})
     assert s.datasets["orders"].max_rejected_rate == 0.5
@@ -64,6 +102,8 @@ def test_real_default_config_when_present() -> None:
     assert set(thresholds["default"]) == set(THRESHOLD_KEYS)
     raw = json.loads((configs / "default.json").read_text())["quality_thresholds"]
     assert set(raw) == set(THRESHOLD_KEYS), "default.json must set every threshold the alarms use"
+    drift = json.loads((configs / "default.json").read_text()).get("drift") or {}
+    assert load_dataset_psi_alarms(configs)["default"] == drift.get("psi_alarm", 0.25)
 
 
 def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:

@@ -6,7 +6,17 @@ import json
 from typing import Any
 
 from aws_cdk.assertions import Match
-from infra_testlib import DEFAULT_THRESHOLDS, ORDERS_THRESHOLDS, Synth, as_list, only, resources, statements
+from infra_testlib import (
+    DEFAULT_PSI_ALARM,
+    DEFAULT_THRESHOLDS,
+    ORDERS_PSI_ALARM,
+    ORDERS_THRESHOLDS,
+    Synth,
+    as_list,
+    only,
+    resources,
+    statements,
+)
 
 from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 
@@ -182,8 +192,14 @@ def test_trigger_iam_is_exact(synth: Synth) -> None:
     assert by_sid["VolumeKeyGrant"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
     assert by_sid["VolumeKeyGrant"]["Resource"] == {"Fn::GetAtt": [i["key"], "Arn"]}
     all_statements = statements(synth.template_json, "TriggerRole")
-    assert object_suffix(by_sid["CheckBaseline"]["Resource"], i["bucket"]) == "baselines/*"
+    assert object_suffix(by_sid["CheckBaseline"]["Resource"], i["bucket"]) == "baselines/*/baseline.json"
     assert by_sid["CheckBaseline"]["Action"] == "s3:GetObject"
+    # ListBucket (prefix-conditioned) turns a missing baseline into a 404 instead of an ambiguous 403
+    assert by_sid["ListBaselines"]["Action"] == "s3:ListBucket"
+    assert by_sid["ListBaselines"]["Resource"] == {"Fn::GetAtt": [i["bucket"], "Arn"]}
+    assert by_sid["ListBaselines"]["Condition"] == {"StringLike": {"s3:prefix": ["baselines/*"]}}
+    s3_actions = sorted({a for s in all_statements for a in as_list(s["Action"]) if a.startswith("s3:")})
+    assert s3_actions == ["s3:GetObject", "s3:ListBucket"]  # never writes, never reads the input object
     assert any("sqs:ChangeMessageVisibility" in as_list(s["Action"]) and s["Resource"] == {"Fn::GetAtt": [i["queue"], "Arn"]} for s in all_statements)
     # PassRole appears exactly once, and only for the job role
     passes = [s for s in all_statements if "iam:PassRole" in as_list(s["Action"])]
@@ -248,7 +264,7 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
                 for resource in as_list(s["Resource"]):
                     if "*" == resource or (json.dumps(resource).find(i["bucket"]) >= 0):
                         writes.append(object_suffix(resource, i["bucket"]))
-    assert sorted(writes) == ["baselines/*", "output/*", "quarantine/*"], writes
+    assert sorted(writes) == ["baselines/*/baseline.json", "output/*", "quarantine/*"], writes
     for prefix in writes:
         assert not prefix.startswith(rule_prefix) and not rule_prefix.startswith(prefix.rstrip("*"))
     # and the job role in particular cannot write under the input prefix
@@ -279,13 +295,65 @@ def test_metrics_rule_and_function(synth: Synth) -> None:
     assert fn["Environment"]["Variables"]["JOB_PREFIX"] == "dq"
     assert fn["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [i["metrics_dlq"], "Arn"]}}
     synth.template.has_resource_properties("AWS::Lambda::EventInvokeConfig", {"FunctionName": {"Ref": i["metrics_fn"]}, "MaximumRetryAttempts": 2})
-    by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "MetricsRole")}
-    assert object_suffix(by_sid["ReadJobOutputs"]["Resource"], i["bucket"]) == "output/*"
-    assert by_sid["ReadJobOutputs"]["Action"] == "s3:GetObject"
-    assert by_sid["DecryptJobOutputs"] == {"Sid": "DecryptJobOutputs", "Action": "kms:Decrypt", "Effect": "Allow", "Resource": {"Fn::GetAtt": [i["key"], "Arn"]}}
-    assert object_suffix(by_sid["PromoteBaseline"]["Resource"], i["bucket"]) == "baselines/*"
     assert fn["Environment"]["Variables"]["BASELINE_PREFIX"] == "baselines/"
+    assert fn["Environment"]["Variables"]["OUTPUT_PREFIX"] == "output/"
+    assert fn["Environment"]["Variables"]["DATA_BUCKET"] == {"Ref": i["bucket"]}
+
+
+def test_metrics_iam_is_exact_for_metrics_and_baseline_promotion(synth: Synth) -> None:
+    # design.md Contract 4: read quality/metrics.json + quality/profile.json, conditional put of the baseline, the
+    # data key to decrypt the reads and encrypt the put (SSE-KMS), PutMetricData in our namespace. Nothing else.
+    i = ids(synth)
+    key = {"Fn::GetAtt": [i["key"], "Arn"]}
+    all_statements = statements(synth.template_json, "MetricsRole")
+    by_sid = {s.get("Sid"): s for s in all_statements}
+    assert by_sid["ReadJobOutputs"]["Action"] == "s3:GetObject"
+    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["ReadJobOutputs"]["Resource"]) == [
+        "output/*/quality/metrics.json", "output/*/quality/profile.json"]
+    assert by_sid["PromoteBaseline"]["Action"] == "s3:PutObject"
+    assert object_suffix(by_sid["PromoteBaseline"]["Resource"], i["bucket"]) == "baselines/*/baseline.json"
+    assert by_sid["DecryptJobOutputs"] == {"Sid": "DecryptJobOutputs", "Action": "kms:Decrypt", "Effect": "Allow", "Resource": key}
+    assert by_sid["EncryptBaselines"] == {"Sid": "EncryptBaselines", "Action": "kms:GenerateDataKey", "Effect": "Allow", "Resource": key}
     assert by_sid["PublishQualityMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
+    s3_grants = sorted((a, object_suffix(r, i["bucket"])) for s in all_statements for a in as_list(s["Action"])
+                       if a.startswith("s3:") for r in as_list(s["Resource"]))
+    assert s3_grants == [("s3:GetObject", "output/*/quality/metrics.json"), ("s3:GetObject", "output/*/quality/profile.json"),
+                         ("s3:PutObject", "baselines/*/baseline.json")]
+    kms_actions = sorted(a for s in all_statements for a in as_list(s["Action"]) if a.startswith("kms:"))
+    assert kms_actions == ["kms:Decrypt", "kms:GenerateDataKey"]
+
+
+def test_job_role_reads_baselines_and_writes_quarantine(synth: Synth) -> None:
+    i = ids(synth)
+    all_statements = statements(synth.template_json, "ProcessingJobRole")
+    reads = {object_suffix(r, i["bucket"]) for s in all_statements if "s3:GetObject" in as_list(s["Action"]) for r in as_list(s["Resource"])}
+    writes = {object_suffix(r, i["bucket"]) for s in all_statements if "s3:PutObject" in as_list(s["Action"]) for r in as_list(s["Resource"])}
+    assert "baselines/*" in reads and "baselines/*" not in writes
+    assert writes == {"output/*", "quarantine/*"}
+    (use_key,) = [s for s in all_statements if s.get("Sid") == "UseDataKey"]
+    assert {"kms:Decrypt", "kms:GenerateDataKey"} <= set(as_list(use_key["Action"]))
+
+
+def test_lambda_logical_ids_are_stable(synth: Synth) -> None:
+    # infra/python_function.py builds both functions in their owning construct: the logical IDs (and so the deployed
+    # resources) are the ones from before the helper existed. A change here replaces functions, roles and log groups.
+    expected = {
+        "TriggerLogGroupF6CAAB54": "AWS::Logs::LogGroup", "TriggerRoleC1CF476C": "AWS::IAM::Role",
+        "TriggerRoleDefaultPolicy2CC3CF8D": "AWS::IAM::Policy", "TriggerFunctionAD2A6013": "AWS::Lambda::Function",
+        "MetricsLogGroup39EF0C8F": "AWS::Logs::LogGroup", "MetricsRole0C3E22AD": "AWS::IAM::Role",
+        "MetricsRoleDefaultPolicyFD198FC3": "AWS::IAM::Policy", "MetricsFunctionB5D3CECE": "AWS::Lambda::Function",
+    }
+    found = {k: v["Type"] for k, v in synth.template_json["Resources"].items() if k in expected}
+    assert found == expected
+    for fn_id, role_id, log_id in (("TriggerFunctionAD2A6013", "TriggerRoleC1CF476C", "TriggerLogGroupF6CAAB54"),
+                                   ("MetricsFunctionB5D3CECE", "MetricsRole0C3E22AD", "MetricsLogGroup39EF0C8F")):
+        fn = synth.template_json["Resources"][fn_id]["Properties"]
+        assert fn["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
+        assert fn["LoggingConfig"]["LogGroup"] == {"Ref": log_id}
+        assert (fn["Runtime"], fn["Handler"]) == ("python3.14", "handler.handler")
+        role = synth.template_json["Resources"][role_id]["Properties"]
+        assert "ManagedPolicyArns" not in role
+        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
 
 
 # --- alarms, topic, dashboard --------------------------------------------------------------------------------------
@@ -319,14 +387,54 @@ def test_dataset_alarms_take_thresholds_from_configs(synth: Synth) -> None:
         for metric in ("JobFailed", "MetricsUnavailable", "QualityGateFailed", "DriftedColumns"):
             a = alarm(synth, dataset, metric)
             assert (a["Threshold"], a["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+            assert (a["Statistic"], a["Period"], a["EvaluationPeriods"], a["DatapointsToAlarm"]) == ("Maximum", 300, 1, 1)
             assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+
+
+def test_drift_alarms(synth: Synth) -> None:
+    topic = {"Ref": ids(synth)["topic"]}
+    for dataset, psi_alarm in (("default", DEFAULT_PSI_ALARM), ("orders", ORDERS_PSI_ALARM)):
+        # DriftMaxPsi >= the dataset config's drift.psi_alarm, one batch is enough
+        a = alarm(synth, dataset, "DriftMaxPsi")
+        assert a["Threshold"] == psi_alarm, dataset
+        assert (a["ComparisonOperator"], a["Statistic"], a["Period"]) == ("GreaterThanOrEqualToThreshold", "Maximum", 300)
+        assert (a["EvaluationPeriods"], a["DatapointsToAlarm"], a["TreatMissingData"]) == (1, 1, "notBreaching")
+        assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+        # DriftUnavailable >= 1 in 3 of 3 hourly periods: the first batch of a dataset (no baseline yet) never pages
+        a = alarm(synth, dataset, "DriftUnavailable")
+        assert (a["Threshold"], a["ComparisonOperator"], a["Statistic"]) == (1, "GreaterThanOrEqualToThreshold", "Maximum")
+        assert (a["Period"], a["EvaluationPeriods"], a["DatapointsToAlarm"]) == (3600, 3, 3)
+        assert a["TreatMissingData"] == "notBreaching"
+        assert "first batch" in a["AlarmDescription"]
+        assert a["AlarmActions"] == [topic] and a["OKActions"] == [topic]
+
+
+def test_psi_alarm_null_turns_the_psi_alarm_off(tmp_path) -> None:
+    # a dataset config with "drift": {"psi_alarm": null} gets no DriftMaxPsi alarm (the job's PSI alarm is off too)
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from infra.config import QualityThresholds
+    from infra.quality_alarms import QualityAlarms, QualityAlarmsProps
+
+    stack = cdk.Stack(cdk.App(), "AlarmsOnly")
+    base = {k: 0.1 for k in ("max_missing_rate_after", "max_rejected_rate", "max_malformed_json_rate", "max_duplicate_rate")}
+    alarms = QualityAlarms(stack, "Alarms", props=QualityAlarmsProps(
+        namespace="DataQualityPipeline", dead_letter_queues={}, functions=[],
+        datasets={"views": QualityThresholds(**base, min_rows_out=1, psi_alarm=None),
+                  "clicks": QualityThresholds(**base, min_rows_out=1, psi_alarm=0.3)}))
+    assert "DriftMaxPsi" not in alarms.dataset_alarms["views"]
+    assert {"DriftedColumns", "DriftUnavailable", "QualityGateFailed"} <= set(alarms.dataset_alarms["views"])
+    body = Template.from_stack(stack).find_resources("AWS::CloudWatch::Alarm")
+    psi = [r["Properties"] for r in body.values() if r["Properties"]["MetricName"] == "DriftMaxPsi"]
+    assert [(p["Dimensions"][0]["Value"], p["Threshold"]) for p in psi] == [("clicks", 0.3)]
 
 
 def test_operational_alarms(synth: Synth) -> None:
     i = ids(synth)
     topic = {"Ref": i["topic"]}
     alarms = [r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()]
-    assert len(alarms) == 9 * 2 + 6
+    assert len(alarms) == 11 * 2 + 6  # 11 per dataset (default, orders) + 6 operational
     for queue in (i["dlq"], i["metrics_dlq"]):
         (a,) = [a for a in alarms if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
                 and a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]]
@@ -357,7 +465,7 @@ def test_dashboard_shows_metrics_and_alarms(synth: Synth) -> None:
     (dashboard,) = resources(synth.template_json, "AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for name in ("MissingRateAfter", "RejectedRate", "RowsOut", "JobFailed", "ProcessingSeconds", "ApproximateNumberOfMessagesVisible", "Errors",
-                 "DriftMaxPsi", "QualityGateFailed"):
+                 "DriftMaxPsi", "DriftedColumns", "DriftUnavailable", "QualityGateFailed", "QualityGateWarned"):
         assert name in body
     for alarm_id in resources(synth.template_json, "AWS::CloudWatch::Alarm"):
         assert alarm_id in body, alarm_id

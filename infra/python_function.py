@@ -1,0 +1,76 @@
+"""The "log group + role + Python Lambda function" trio shared by the trigger and the metrics Lambdas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+HANDLER = "handler.handler"  # infra/lambdas/<name>/handler.py: def handler(event, context)
+
+
+@dataclass(frozen=True)
+class PythonFunction:
+    """What :func:`python_function` created: the function, its own role (no managed policies) and log group."""
+
+    function: lambda_.Function
+    role: iam.Role
+    log_group: logs.LogGroup
+
+
+def python_function(
+    scope: Construct,
+    *,
+    handler_dir: Path,
+    role_description: str,
+    description: str,
+    timeout: Duration,
+    memory_size: int,
+    environment: dict[str, str],
+    log_retention: logs.RetentionDays,
+    removal_policy: RemovalPolicy,
+    **function_options: Any,
+) -> PythonFunction:
+    """Create ``LogGroup``, ``Role`` and ``Function`` directly in ``scope`` (so their logical IDs are
+    ``<scope>LogGroup...``, ``<scope>Role...``, ``<scope>Function...``, as before this helper existed).
+
+    The role gets only the right to write to the function's own log group; callers add their statements.
+
+    Args:
+        scope: the owning construct (e.g. ``Trigger``, ``Metrics``).
+        handler_dir: folder holding ``handler.py`` (packaged as the function's code asset).
+        role_description / description: of the role and the function.
+        timeout / memory_size / environment: of the function.
+        log_retention / removal_policy: of the log group.
+        function_options: further ``lambda_.Function`` arguments (dead-letter queue, retries, ...).
+    """
+    log_group = logs.LogGroup(scope, "LogGroup", retention=log_retention, removal_policy=removal_policy)
+    role = iam.Role(
+        scope,
+        "Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=role_description,
+    )
+    log_group.grant_write(role)
+    function = lambda_.Function(
+        scope,
+        "Function",
+        runtime=LAMBDA_RUNTIME,
+        handler=HANDLER,
+        code=lambda_.Code.from_asset(str(handler_dir)),
+        role=role,
+        timeout=timeout,
+        memory_size=memory_size,
+        log_group=log_group,
+        description=description,
+        environment=environment,
+        **function_options,
+    )
+    return PythonFunction(function=function, role=role, log_group=log_group)
