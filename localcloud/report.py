@@ -3,7 +3,8 @@
 `write_report(path, metrics=..., statistics=..., cleaned_sample=..., alarms=..., job=...)` renders:
 run summary (job, rows in/out/rejected, key rates, quality gate), missing values before/after per column (bar
 chart), distributions of the numeric columns (histograms from the cleaned data), group statistics (table and bar
-chart), alarm states, and a drift section only when `drift` is given.
+chart), alarm states, and a drift section only when `drift` is given: per column PSI, distance and level, and the
+baseline vs batch shares per bin (``quality/drift.json`` ``bins``/``baseline``/``batch``) as grouped bars.
 
 `metrics` is the job's ``quality/metrics.json`` (design.md contract 3; per-column counts under ``columns``,
 ``numeric`` summaries, ``quality_gate``, as written by ``processing/pipeline.py``). Every key is optional here:
@@ -362,17 +363,69 @@ def _drift_section(drift: Mapping | None) -> str:
         rows = []
         for name, c in cols.items():
             level = str(c.get("level", NA))
-            distance = c.get("distance", c.get("jensen_shannon"))
-            rows.append((_esc(name), _esc(c.get("kind", NA)), _num(c.get("psi")), _num(distance),
+            rows.append((_esc(name), _esc(c.get("kind", NA)), _num(c.get("psi")), _num(_distance(c)[1]),
+                         _esc(_distance(c)[0]),
                          f'<span class="badge" style="background:{colour.get(level, GREY)}">{_esc(level)}</span>',
-                         f'<span class="reason">{_esc(c.get("reason") or "")}</span>'))
-        parts.append(_table(["column", "kind", "PSI", "distance", "level", "note"], rows,
-                            [False, False, True, True, False, False]))
+                         f'<span class="reason">{_esc(_column_note(c))}</span>'))
+        parts.append(_table(["column", "kind", "PSI", "distance", "distance measure", "level", "note"], rows,
+                            [False, False, True, True, False, False, False]))
         psis = [(n, c.get("psi")) for n, c in cols.items() if c.get("psi") is not None]
         if psis:
             parts.append(hbar_chart([n for n, _ in psis], [("PSI", [float(v) for _, v in psis], BLUE)], width=560))
+        figures = [_drift_distribution(name, c, colour) for name, c in cols.items()]
+        figures = [f for f in figures if f]
+        if figures:
+            parts.append("<h3>Baseline vs batch, per column</h3><p class=\"sub\">Share of rows per bin; the bins are "
+                         "the baseline's deciles (numeric), its categories plus <code>__other__</code> (categorical), "
+                         "present/absent (JSON fields), each with <code>__missing__</code>.</p>")
+            parts.append('<div class="grid">' + "".join(figures) + "</div>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _distance(c: Mapping) -> tuple[str, Any]:
+    """(measure name, value) of a drift.json column: normalised Wasserstein (numeric) or Jensen-Shannon."""
+    for key in ("wasserstein_normalised", "jensen_shannon", "distance"):
+        if c.get(key) is not None:
+            return key.replace("_", " "), c.get(key)
+    return "", None
+
+
+def _column_note(c: Mapping) -> str:
+    notes = []
+    if c.get("reason"):
+        notes.append(str(c["reason"]))
+    if c.get("baseline_mean") is not None and c.get("batch_mean") is not None:
+        notes.append(f"mean {_num(c['baseline_mean'], 1)} -> {_num(c['batch_mean'], 1)}")
+    if c.get("vanished_categories"):
+        notes.append("vanished: " + ", ".join(map(str, c["vanished_categories"])))
+    if c.get("new_categories"):
+        notes.append("new: " + ", ".join(map(str, c["new_categories"])))
+    return "; ".join(notes)
+
+
+def _drift_distribution(name: str, c: Mapping, colour: Mapping[str, str]) -> str:
+    """One figure: baseline and batch shares per bin (grouped bars), captioned with PSI and level."""
+    bins, base, batch = c.get("bins"), c.get("baseline"), c.get("batch")
+    if not (isinstance(bins, Sequence) and isinstance(base, Sequence) and isinstance(batch, Sequence)):
+        return ""
+    if not bins or not len(bins) == len(base) == len(batch):
+        return ""
+    level = str(c.get("level", NA))
+    chart = hbar_chart([str(b) for b in bins], [("baseline", [_share(v) for v in base], GREY),
+                                                ("batch", [_share(v) for v in batch], ORANGE)],
+                       width=520, value_fmt=_pct)
+    caption = (f"<b>{_esc(name)}</b> &middot; PSI {_num(c.get('psi'))} &middot; "
+               f'<span class="badge" style="background:{colour.get(level, GREY)}">{_esc(level)}</span>')
+    return f"<figure>{chart}<figcaption>{caption}</figcaption></figure>"
+
+
+def _share(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _gate_html(gate: Mapping | None) -> str:

@@ -101,3 +101,32 @@ def test_drift_and_gate_documents(tmp_path):
     text = write_report(tmp_path / "r2.html", metrics=METRICS, statistics=STATS, cleaned_sample=None, alarms=[],
                         job=JOB, drift=unavailable).read_text()
     assert "unavailable" in text and "no baseline given" in text
+
+
+def test_drift_section_shows_baseline_vs_batch_per_column(tmp_path):
+    # the shape processing/drift.py writes (design.md Contract 4): bins taken from the baseline, shares per bin
+    drift = {"status": "computed", "max_psi": 2.27, "drifted_columns": ["salary", "department"], "warned_columns": [],
+             "baseline": {"rows": 2000}, "batch_rows": 1600,
+             "columns": {
+                 "salary": {"kind": "numeric", "psi": 2.274414, "wasserstein_normalised": 2.223062, "level": "alarm",
+                            "bins": ["<= 45359.7", "(45359.7, 52051.2]", "> 52051.2", "__missing__"],
+                            "baseline": [0.3, 0.3, 0.35, 0.05], "batch": [0.01, 0.02, 0.92, 0.05],
+                            "baseline_mean": 64854.15, "batch_mean": 98387.59},
+                 "department": {"kind": "categorical", "psi": 1.59, "jensen_shannon": 0.33, "level": "alarm",
+                                "bins": ["Engineering", "Sales", "__other__", "__missing__"],
+                                "baseline": [0.2, 0.77, 0.0, 0.03], "batch": [0.0, 0.96, 0.0, 0.04],
+                                "vanished_categories": ["Engineering"], "new_categories": []},
+                 "age": {"kind": "numeric", "psi": 0.004, "wasserstein_normalised": 0.02, "level": "ok",
+                         "bins": ["<= 30", "> 30"], "baseline": [0.5, 0.5], "batch": [0.49]},  # malformed: no chart
+             }}
+    text = write_report(tmp_path / "r.html", metrics=METRICS, statistics=STATS, cleaned_sample=None, alarms=[],
+                        job=JOB, drift=drift).read_text()
+    assert "Baseline vs batch, per column" in text
+    section = text[text.index("Drift against the dataset baseline"):]
+    assert section.count("<figure>") == 2  # salary and department; age's shares don't match its bins
+    for label in ("(45359.7, 52051.2]", "Engineering", "__missing__", "92.00%", "77.00%"):
+        assert label in section, label
+    assert "wasserstein normalised" in section and "jensen shannon" in section and "2.22" in section
+    assert "vanished: Engineering" in section and "mean 64,854 -&gt; 98,388" in section
+    for svg in re.findall(r"<svg.*?</svg>", section, flags=re.S):
+        ET.fromstring(svg)  # well-formed
