@@ -122,8 +122,13 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     if choose_mode(inputs, config, mode) == "streaming":
         from processing import streaming
 
-        return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
-                                         baseline=baseline, started=started, block_size=block_size))
+        try:
+            return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
+                                             baseline=baseline, started=started, block_size=block_size))
+        except streaming.StreamingUnsupported as exc:  # found before anything is written (non-UTF-8 input)
+            if (os.environ.get("PROCESSING_MODE") if mode == "auto" else mode) == "streaming":
+                raise
+            log.warning("%s: processing in memory", exc)
     reads = [io.read_file(p) for p in inputs]
     for r in reads:
         missing = [c for c in config.required_columns if c not in r.table.column_names]
