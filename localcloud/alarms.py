@@ -270,14 +270,63 @@ def fetch_buckets(cloudwatch, alarm: dict, now: float) -> tuple[list[float | Non
 
 
 def _iso_ms(dt: datetime) -> str:
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+0000"
+
+
+def _dims(dimensions: Iterable[dict]) -> list[dict[str, str]]:
+    return [{"value": d["Value"], "name": d["Name"]} for d in dimensions or []]
+
+
+def _trigger_query(q: dict) -> dict[str, Any]:
+    out = {k: q[k] for k in ("Id", "Expression", "Label", "ReturnData", "Period") if q.get(k) is not None}
+    stat = q.get("MetricStat")
+    if stat:
+        metric = stat.get("Metric", {})
+        out["MetricStat"] = {k: v for k, v in {
+            "Metric": {"Dimensions": _dims(metric.get("Dimensions")), "MetricName": metric.get("MetricName"),
+                       "Namespace": metric.get("Namespace")},
+            "Period": stat.get("Period"), "Stat": stat.get("Stat"), "Unit": stat.get("Unit")}.items()
+            if v is not None}
+    return out
 
 
 def notification(alarm: dict, *, old_state: str, new_state: str, reason: str, when: datetime,
                  region: str) -> dict[str, Any]:
-    """The JSON CloudWatch publishes to an alarm's SNS actions."""
+    """The JSON CloudWatch publishes to an alarm's SNS actions, from a DescribeAlarms-shaped `alarm`.
+
+    The only builder of this message in localcloud: `evaluate_all(publish=True)` and the patched SetAlarmState
+    (``moto_patches.patch_alarm_states``) both use it. Shape: AWS's documented alarm notification (the example in
+    the CloudWatch User Guide and aws-lambda-go's ``CloudWatchAlarmSNSPayload``): timestamps
+    ``yyyy-MM-ddTHH:mm:ss.SSS+0000``, ``Region`` as a display name, ``Trigger`` with the upper-cased statistic
+    (``StatisticType`` Statistic / ExtendedStatistic) and lower-case dimension keys; metric-math alarms carry
+    ``Trigger.Metrics`` instead of the single-metric fields.
+    """
     account = alarm.get("AlarmArn", "arn:aws:cloudwatch:r:000000000000:alarm:x").split(":")[4]
     updated = alarm.get("AlarmConfigurationUpdatedTimestamp")
+    if alarm.get("Metrics"):
+        trigger: dict[str, Any] = {"Metrics": [_trigger_query(q) for q in alarm["Metrics"]]}
+    else:
+        extended = alarm.get("ExtendedStatistic")
+        trigger = {
+            "MetricName": alarm.get("MetricName"),
+            "Namespace": alarm.get("Namespace"),
+            "StatisticType": "ExtendedStatistic" if extended else "Statistic",
+            **({"ExtendedStatistic": extended} if extended else {"Statistic": str(alarm.get("Statistic", "")).upper()}),
+            "Unit": alarm.get("Unit"),
+            "Dimensions": _dims(alarm.get("Dimensions")),
+            "Period": alarm.get("Period"),
+        }
+    trigger.update({
+        "EvaluationPeriods": alarm.get("EvaluationPeriods"),
+        "DatapointsToAlarm": alarm.get("DatapointsToAlarm") or alarm.get("EvaluationPeriods"),
+        "ComparisonOperator": alarm.get("ComparisonOperator"),
+        **({"ThresholdMetricId": alarm["ThresholdMetricId"]} if alarm.get("ThresholdMetricId")
+           else {"Threshold": alarm.get("Threshold")}),
+        "TreatMissingData": alarm.get("TreatMissingData") or "missing",
+        "EvaluateLowSampleCountPercentile": alarm.get("EvaluateLowSampleCountPercentile") or "",
+    })
     return {
         "AlarmName": alarm["AlarmName"],
         "AlarmDescription": alarm.get("AlarmDescription"),
@@ -292,22 +341,19 @@ def notification(alarm: dict, *, old_state: str, new_state: str, reason: str, wh
         "OKActions": alarm.get("OKActions", []),
         "AlarmActions": alarm.get("AlarmActions", []),
         "InsufficientDataActions": alarm.get("InsufficientDataActions", []),
-        "Trigger": {
-            "MetricName": alarm.get("MetricName"),
-            "Namespace": alarm.get("Namespace"),
-            "StatisticType": "Statistic",
-            "Statistic": str(alarm.get("Statistic", "")).upper(),
-            "Unit": alarm.get("Unit"),
-            "Dimensions": [{"value": d["Value"], "name": d["Name"]} for d in alarm.get("Dimensions", [])],
-            "Period": alarm.get("Period"),
-            "EvaluationPeriods": alarm.get("EvaluationPeriods"),
-            "DatapointsToAlarm": alarm.get("DatapointsToAlarm") or alarm.get("EvaluationPeriods"),
-            "ComparisonOperator": alarm.get("ComparisonOperator"),
-            "Threshold": alarm.get("Threshold"),
-            "TreatMissingData": alarm.get("TreatMissingData") or "missing",
-            "EvaluateLowSampleCountPercentile": alarm.get("EvaluateLowSampleCountPercentile", ""),
-        },
+        "Trigger": trigger,
     }
+
+
+def subject(new_state: str, alarm_name: str, region: str) -> str:
+    """The SNS Subject CloudWatch uses: ``ALARM: "name" in US East (N. Virginia)`` (at most 100 characters)."""
+    return f'{new_state}: "{alarm_name}" in {REGION_NAMES.get(region, region)}'[:100]
+
+
+def action_topics(alarm: dict, state: str) -> list[str]:
+    """The SNS topics among the actions of `state` (AlarmActions / OKActions / InsufficientDataActions)."""
+    key = {ALARM: "AlarmActions", OK: "OKActions", INSUFFICIENT: "InsufficientDataActions"}[state]
+    return [a for a in alarm.get(key) or [] if a.startswith("arn:aws:sns:")]
 
 
 def effective_state(alarm: dict) -> str:
@@ -355,13 +401,11 @@ def evaluate_all(cloudwatch, sns, now: Any = None, *, publish: bool = True) -> l
         cloudwatch.set_alarm_state(AlarmName=alarm["AlarmName"], StateValue=ev.state,
                                    StateReason=ev.reason[:1023], StateReasonData=reason_data)
         msg = notification(alarm, old_state=old, new_state=ev.state, reason=ev.reason, when=when, region=region)
-        actions = {ALARM: "AlarmActions", OK: "OKActions", INSUFFICIENT: "InsufficientDataActions"}[ev.state]
-        topics = [a for a in alarm.get(actions, []) if a.startswith("arn:aws:sns:")]
         notified: list[str] = []
         if publish and alarm.get("ActionsEnabled", True):
-            subject = f'{ev.state}: "{alarm["AlarmName"]}" in {REGION_NAMES.get(region, region)}'
-            for topic in topics:
-                sns.publish(TopicArn=topic, Subject=subject[:100], Message=json.dumps(msg))
+            for topic in action_topics(alarm, ev.state):
+                sns.publish(TopicArn=topic, Subject=subject(ev.state, alarm["AlarmName"], region),
+                            Message=json.dumps(msg))
                 notified.append(topic)
         transitions.append(AlarmTransition(alarm_name=alarm["AlarmName"], old_state=old, new_state=ev.state,
                                            reason=ev.reason, timestamp=when, notified=notified, message=msg))

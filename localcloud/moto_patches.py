@@ -3,14 +3,16 @@
 Every patch is a small function named ``patch_*`` with its own test in
 ``tests/localcloud/test_core_*.py``; :func:`apply_all` applies them once
 (idempotent). They change moto's *in-process* backends, so the server must run
-in this process (:mod:`localcloud.server`).
+in this process (:mod:`localcloud.server`). Every replaced attribute goes through :func:`_replace`, so
+:func:`suspended` can give plain moto back (e.g. to in-process ``mock_aws`` unit tests that run in the same pytest
+session as a LocalCloud).
 
 | gap in moto 5.2.5 | patch |
 |---|---|
 | AWS::CloudWatch::Alarm, S3::BucketPolicy, SNS::TopicPolicy, SQS::QueuePolicy, Lambda::EventInvokeConfig, CDK::Metadata skipped by CloudFormation; bucket policies with Conditions deny everything | :func:`patch_cfn_resource_types` |
 | S3::Bucket VersioningConfiguration / NotificationConfiguration (EventBridge) ignored | :func:`patch_s3_bucket_cfn` |
-| custom resources (Custom::S3BucketNotifications ...) need Docker, never really run | :func:`patch_custom_resources` |
-| stack outputs empty after a change set; failed change set = HTTP 500 | :func:`patch_change_set_outputs` |
+| custom resources (Custom::*) need Docker and a callback route: **not supported**, fail the deploy clearly | :func:`patch_custom_resources` |
+| stack outputs empty after a change set; failed change set = HTTP 500; missing change set = ValidationError (update deploy fails) | :func:`patch_change_set_outputs` |
 | second deploy: SSM-typed parameter re-resolved from its value | :func:`patch_update_parameters` |
 | Lambda invoke needs Docker | :func:`patch_lambda_invoke` (subprocess runner, :mod:`localcloud.lambdas`) |
 | SQS event source mappings invoked inline at SendMessage | :func:`patch_sqs_inline_esm` (the poller in :mod:`localcloud.cloud` does it) |
@@ -23,7 +25,9 @@ in this process (:mod:`localcloud.server`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
+import inspect
 import itertools
 import json
 import logging
@@ -46,6 +50,38 @@ _lock = threading.RLock()
 ASYNC_INVOCATIONS: "collections.deque[tuple[str, Any, dict]]" = collections.deque()
 # The CreateProcessingJob requests as sent, by job name.
 PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
+
+
+# (owner, attribute, original as stored on the owner, replacement) of every attribute we replaced
+_REPLACED: list[tuple[Any, str, Any, Any]] = []
+
+
+def _replace(owner: Any, name: str, new: Any) -> None:
+    """Set ``owner.name = new`` (a classmethod stays a classmethod) and remember the original."""
+    original = inspect.getattr_static(owner, name)
+    if isinstance(original, classmethod) and not isinstance(new, classmethod):
+        new = classmethod(new)
+    setattr(owner, name, new)
+    _REPLACED.append((owner, name, original, new))
+
+
+@contextlib.contextmanager
+def suspended():
+    """Plain moto 5.2.5 inside the block: every replaced attribute is restored, then re-applied on exit.
+
+    For in-process ``mock_aws`` tests that assert moto's own behaviour in a session that also ran a LocalCloud
+    (patches are process-wide). Not for use while a LocalCloud is serving. The added CloudFormation resource
+    models stay registered (they only add types plain moto would skip).
+    """
+    with _lock:
+        for owner, name, original, _new in reversed(_REPLACED):
+            setattr(owner, name, original)
+    try:
+        yield
+    finally:
+        with _lock:
+            for owner, name, _original, new in _REPLACED:
+                setattr(owner, name, new)
 
 
 def _once(name: str) -> bool:
@@ -399,7 +435,7 @@ def _patch_bucket_policy_conditions() -> None:
             return PermissionResult.NEUTRAL
         return IAMPolicy(json.dumps(dict(doc, Statement=statements))).is_action_permitted(action, resource)
 
-    FakeBucket.get_permission = get_permission
+    _replace(FakeBucket, "get_permission", get_permission)
 
 
 # --------------------------------------------------------------------------- S3::Bucket properties
@@ -441,7 +477,7 @@ def patch_s3_bucket_cfn() -> None:
     from moto.s3.models import FakeBucket, s3_backends
 
     orig_create = FakeBucket.create_from_cloudformation_json.__func__
-    orig_update = FakeBucket.update_from_cloudformation_json.__func__
+    orig_update = FakeBucket.update_from_cloudformation_json.__func__  # moto's, via the classmethod
 
     def _apply(bucket, props, account_id):
         backend = s3_backends[account_id]["aws"]
@@ -462,155 +498,80 @@ def patch_s3_bucket_cfn() -> None:
         _apply(bucket, cloudformation_json.get("Properties", {}), account_id)
         return bucket
 
-    FakeBucket.create_from_cloudformation_json = classmethod(create)
-    FakeBucket.update_from_cloudformation_json = classmethod(update)
+    _replace(FakeBucket, "create_from_cloudformation_json", create)
+    _replace(FakeBucket, "update_from_cloudformation_json", update)
 
 
 # --------------------------------------------------------------------------- custom resources
 
 
-def _respond_url(region_name: str, stack_id: str) -> str:
-    from moto import settings
-
-    return f"http://localhost:{settings.moto_server_port()}/cloudformation_{region_name}/cfnresponse?stack={stack_id}"
-
-
-def _run_custom_resource(fn, event: dict, custom_resource) -> None:
-    """Run the provider Lambda (Python) or, for other runtimes, answer SUCCESS ourselves."""
-    from localcloud import lambdas
-
-    if (fn.run_time or "").startswith("python"):
-        inv = lambdas.run_moto_function(fn, event)
-        if inv.error:
-            log.warning("custom resource %s failed: %s\n%s", event["LogicalResourceId"], inv.error, inv.logs)
-    else:
-        log.info("custom resource %s: runtime %s not run locally; answered SUCCESS", event["LogicalResourceId"], fn.run_time)
-    # The provider answers on ResponseURL; if it did not (or could not run), mark done so the stack completes.
-    if custom_resource is not None and not custom_resource.is_created():
-        custom_resource.set_data({})
+class CustomResourcesNotSupported(Exception):
+    pass
 
 
 def patch_custom_resources() -> None:
-    """Custom::* resources: run the provider Lambda synchronously with a ResponseURL on localhost.
+    """``Custom::*`` resources are not supported: creating one fails the stack with a clear reason.
 
-    Create, Update and Delete requests are sent, as CloudFormation does. Non-Python
-    providers are not run and answered SUCCESS (documented in README).
+    Plain moto would invoke the provider in a background thread (Docker) and wait for a callback on a route the
+    in-process server does not answer, leaving the resource half-made. Our stack has none (a template test
+    enforces it; the bucket uses native ``EventBridgeConfiguration``), so we refuse them instead of emulating
+    the provider protocol (see README). The failure surfaces as ROLLBACK_COMPLETE with this message
+    (:func:`patch_change_set_outputs`), i.e. `cdk deploy` fails.
     """
     if not _once("custom_resources"):
         return
-    from moto.awslambda.utils import get_backend as get_lambda_backend
-    from moto.cloudformation import custom_model
     from moto.cloudformation.custom_model import CustomModel
-    from moto.moto_api._internal import mock_random
 
     def create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
-        from moto.cloudformation import cloudformation_backends
+        raise CustomResourcesNotSupported(
+            f"{kwargs.get('LogicalId', resource_name)} ({kwargs.get('ResourceType', 'Custom::*')}): custom resources "
+            "are not supported by localcloud (see localcloud/README.md)")
 
-        logical_id = kwargs["LogicalId"]
-        stack_id = kwargs["StackId"]
-        properties = cloudformation_json["Properties"]
-        service_token = properties["ServiceToken"]
-        fn = get_lambda_backend(account_id, region_name).get_function(service_token)
-        request_id = str(mock_random.uuid4())
-        resource = CustomModel(region_name, request_id, logical_id, resource_name)
-        resource.service_token = service_token
-        resource.resource_type = kwargs["ResourceType"]
-        resource.properties = properties
-        resource.stack_id = stack_id
-        stack = cloudformation_backends[account_id][region_name].get_stack(stack_id)
-        stack.add_custom_resource(resource)
-        event = {
-            "RequestType": "Create",
-            "ServiceToken": service_token,
-            "ResponseURL": _respond_url(region_name, stack_id),
-            "StackId": stack_id,
-            "RequestId": request_id,
-            "LogicalResourceId": logical_id,
-            "ResourceType": kwargs["ResourceType"],
-            "ResourceProperties": properties,
-        }
-        _run_custom_resource(fn, event, resource)
-        return resource
-
-    def update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
-        properties = cloudformation_json["Properties"]
-        fn = get_lambda_backend(account_id, region_name).get_function(properties["ServiceToken"])
-        event = {
-            "RequestType": "Update",
-            "ServiceToken": properties["ServiceToken"],
-            "ResponseURL": _respond_url(region_name, getattr(original_resource, "stack_id", "")),
-            "StackId": getattr(original_resource, "stack_id", ""),
-            "RequestId": str(mock_random.uuid4()),
-            "LogicalResourceId": original_resource.logical_id,
-            "PhysicalResourceId": original_resource.physical_resource_id,
-            "ResourceType": getattr(original_resource, "resource_type", cloudformation_json.get("Type")),
-            "ResourceProperties": properties,
-            "OldResourceProperties": getattr(original_resource, "properties", {}),
-        }
-        original_resource._finished = False
-        _run_custom_resource(fn, event, original_resource)
-        original_resource.properties = properties
-        return original_resource
-
-    def delete(self, account_id, region_name):
-        props = getattr(self, "properties", None)
-        if not props:
-            return
-        try:
-            fn = get_lambda_backend(account_id, region_name).get_function(props["ServiceToken"])
-        except Exception:
-            return
-        event = {
-            "RequestType": "Delete",
-            "ServiceToken": props["ServiceToken"],
-            "ResponseURL": _respond_url(region_name, self.stack_id),
-            "StackId": self.stack_id,
-            "RequestId": str(mock_random.uuid4()),
-            "LogicalResourceId": self.logical_id,
-            "PhysicalResourceId": self.physical_resource_id,
-            "ResourceType": self.resource_type,
-            "ResourceProperties": props,
-        }
-        _run_custom_resource(fn, event, None)
-
-    # Route the callback by its path whatever its Content-Type (moto would guess from a form body first).
-    import re
-
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
-
-    original_infer = DomainDispatcherApplication.infer_service_region_host
-
-    def infer_service_region_host(self, environ, path):
-        match = re.match(r"^/cloudformation_([^/]+)/cfnresponse", path or "")
-        if match:
-            return f"cloudformation.{match.group(1)}.amazonaws.com"
-        return original_infer(self, environ, path)
-
-    DomainDispatcherApplication.infer_service_region_host = infer_service_region_host
-
-    CustomModel.create_from_cloudformation_json = classmethod(create)
-    CustomModel.update_from_cloudformation_json = classmethod(update)
-    CustomModel.delete = delete
-    del custom_model  # imported for clarity only
+    _replace(CustomModel, "create_from_cloudformation_json", create)
 
 
 # --------------------------------------------------------------------------- change sets / updates
 
 
 def patch_change_set_outputs() -> None:
-    """After ExecuteChangeSet: keep the template on the stack and rebuild its outputs.
+    """Change sets as the CDK CLI needs them for a first deploy *and* an update.
 
-    A change set that fails to apply leaves the stack in ROLLBACK_COMPLETE /
-    UPDATE_ROLLBACK_COMPLETE with the error as status reason (moto: HTTP 500).
+    * After ExecuteChangeSet: keep the template on the stack and rebuild its outputs (moto: empty);
+      then delete the stack's change sets, as CloudFormation does after an execution.
+    * A change set that fails to apply leaves the stack in ROLLBACK_COMPLETE / UPDATE_ROLLBACK_COMPLETE with the
+      error as status reason (moto: HTTP 500).
+    * DescribeChangeSet of a missing change set: ``ChangeSetNotFound`` (moto: ValidationError "Stack with id ...
+      does not exist", which the CLI's wait-for-deletion treats as fatal); DeleteChangeSet of a missing one
+      succeeds (moto: HTTP 500). Both are what an update deploy runs into first.
     """
     if not _once("change_set_outputs"):
         return
+    from moto.cloudformation.exceptions import CloudFormationError
     from moto.cloudformation.models import CloudFormationBackend
+
+    class ChangeSetNotFound(CloudFormationError):
+        code = "ChangeSetNotFoundException"  # the shape: query code ChangeSetNotFound, HTTP 404
+
+    def find(self, change_set_name):
+        if change_set_name in self.change_sets:  # an ARN
+            return self.change_sets[change_set_name]
+        return next((cs for cs in self.change_sets.values() if cs.change_set_name == change_set_name), None)
+
+    def describe_change_set(self, change_set_name):
+        change_set = find(self, change_set_name)
+        if change_set is None:
+            raise ChangeSetNotFound(f"ChangeSet [{change_set_name}] does not exist")
+        return change_set
+
+    def delete_change_set(self, change_set_name):
+        change_set = find(self, change_set_name)
+        if change_set is not None:
+            self.change_sets.pop(change_set.change_set_id, None)
 
     original = CloudFormationBackend.execute_change_set
 
     def execute_change_set(self, change_set_name, stack_name=None):
-        change_set = self.describe_change_set(change_set_name)
+        change_set = describe_change_set(self, change_set_name)
         stack = self.stacks[change_set.stack_id]
         try:
             original(self, change_set.change_set_id, stack_name)
@@ -628,8 +589,12 @@ def patch_change_set_outputs() -> None:
         stack.output_map = stack._create_output_map()
         for export in stack.exports:
             self.exports[export.name] = export
+        for cs_id in [i for i, cs in self.change_sets.items() if cs.stack_id == change_set.stack_id]:
+            del self.change_sets[cs_id]
 
-    CloudFormationBackend.execute_change_set = execute_change_set
+    _replace(CloudFormationBackend, "describe_change_set", describe_change_set)
+    _replace(CloudFormationBackend, "delete_change_set", delete_change_set)
+    _replace(CloudFormationBackend, "execute_change_set", execute_change_set)
 
 
 def patch_update_parameters() -> None:
@@ -656,7 +621,7 @@ def patch_update_parameters() -> None:
                         self.input_parameters[key] = spec["Default"]
         return original(self)
 
-    ResourceMap.load_parameters = load_parameters
+    _replace(ResourceMap, "load_parameters", load_parameters)
 
 
 # --------------------------------------------------------------------------- Lambda
@@ -685,7 +650,7 @@ def patch_lambda_invoke() -> None:
             return json.dumps(inv.error), True, inv.logs
         return json.dumps(inv.result), False, inv.logs
 
-    LambdaFunction._invoke_lambda = _invoke_lambda
+    _replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
 
 
 def patch_sqs_inline_esm() -> None:
@@ -706,7 +671,7 @@ def patch_sqs_inline_esm() -> None:
             finally:
                 self.lambda_event_source_mappings = saved
 
-    Queue.add_message = add_message
+    _replace(Queue, "add_message", add_message)
 
 
 # --------------------------------------------------------------------------- EventBridge
@@ -790,7 +755,7 @@ def patch_eventbridge_targets() -> None:
             finally:
                 self.targets = saved
 
-    Rule.send_to_targets = send_to_targets
+    _replace(Rule, "send_to_targets", send_to_targets)
 
 
 def put_event(account_id: str, region_name: str, event: dict, bus_name: str = "default") -> None:
@@ -807,13 +772,16 @@ def put_event(account_id: str, region_name: str, event: dict, bus_name: str = "d
 
 _sequencer = itertools.count(int(datetime.now().timestamp() * 1000) << 20)
 
-_S3_REASONS = {
-    "Put": "PutObject",
-    "Post": "PostObject",
-    "Copy": "CopyObject",
-    "CompleteMultipartUpload": "CompleteMultipartUpload",
-    "Delete": "DeleteObject",
-    "DeleteMarkerCreated": "DeleteObject",
+_S3_REASONS = {  # event name -> detail.reason (AWS: "Amazon S3 event message structure" for EventBridge)
+    "s3:ObjectCreated:Put": "PutObject",
+    "s3:ObjectCreated:Post": "PostObject",
+    "s3:ObjectCreated:Copy": "CopyObject",
+    "s3:ObjectCreated:CompleteMultipartUpload": "CompleteMultipartUpload",
+    "s3:ObjectRemoved:Delete": "DeleteObject",
+    "s3:ObjectRemoved:DeleteMarkerCreated": "DeleteObject",
+    "s3:ObjectTagging:Put": "PutObjectTagging",
+    "s3:ObjectTagging:Delete": "DeleteObjectTagging",
+    "s3:ObjectAcl:Put": "PutObjectAcl",
 }
 
 
@@ -836,7 +804,7 @@ def s3_eventbridge_event(account_id: str, bucket, event_name: str, key) -> dict:
         "request-id": "".join(random.choices(string.ascii_uppercase + string.digits, k=16)),
         "requester": account_id,
         "source-ip-address": "127.0.0.1",
-        "reason": _S3_REASONS.get(action, action),
+        "reason": _S3_REASONS.get(str(getattr(event_name, "value", event_name)), action),
     }
     if "ObjectRemoved" in event_name:
         obj.pop("etag", None)
@@ -859,9 +827,10 @@ def patch_s3_eventbridge() -> None:
     """Buckets with EventBridgeConfiguration send AWS-shaped events to the default bus's rules.
 
     moto 5.2.5 already calls this hook for PutObject, PostObject, CopyObject,
-    CompleteMultipartUpload and deletes; we replace the event it builds (time was a
+    CompleteMultipartUpload, tagging and deletes; we replace the event it builds (time was a
     float, ``eTag`` instead of ``etag``, constant sequencer/request-id, version-id
-    on unversioned buckets) and route it with :func:`put_event`.
+    on unversioned buckets) and route it with :func:`put_event`. A multipart upload
+    sends exactly one event (reason ``CompleteMultipartUpload``), as S3 does.
     """
     if not _once("s3_eventbridge"):
         return
@@ -873,17 +842,17 @@ def patch_s3_eventbridge() -> None:
         except Exception:  # async in AWS: never fail the S3 call
             log.exception("S3 -> EventBridge delivery failed")
 
-    notifications._send_event_bridge_message = _send_event_bridge_message
 
-    # moto's CompleteMultipartUpload stores the object through put_object, which already sends
-    # an ObjectCreated:Put event; AWS sends only the CompleteMultipartUpload one.
+    # moto's CompleteMultipartUpload stores the object through put_object and put_object_tagging, which send
+    # ObjectCreated:Put and ObjectTagging:Put; AWS sends only the one CompleteMultipartUpload event.
     from moto.s3.models import S3Backend
 
     original_complete = S3Backend.complete_multipart_upload
     original_send = notifications.send_event
+    complete_event = notifications.S3NotificationEvent.OBJECT_CREATED_COMPLETE_MULTIPART_UPLOAD_EVENT
 
     def send_event(account_id, event_name, bucket, key):
-        if getattr(_tls, "in_multipart", False) and event_name == notifications.S3NotificationEvent.OBJECT_CREATED_PUT_EVENT:
+        if getattr(_tls, "in_multipart", False) and event_name != complete_event:
             return None
         return original_send(account_id, event_name, bucket, key)
 
@@ -894,8 +863,9 @@ def patch_s3_eventbridge() -> None:
         finally:
             _tls.in_multipart = False
 
-    notifications.send_event = send_event
-    S3Backend.complete_multipart_upload = complete_multipart_upload
+    _replace(notifications, "_send_event_bridge_message", _send_event_bridge_message)
+    _replace(notifications, "send_event", send_event)
+    _replace(S3Backend, "complete_multipart_upload", complete_multipart_upload)
 
 
 # --------------------------------------------------------------------------- SageMaker
@@ -960,8 +930,8 @@ def patch_sagemaker_processing() -> None:
         )
         return ActionResult({"ProcessingJobArn": job.arn})
 
-    SageMakerModelBackend.create_processing_job = create_processing_job
-    SageMakerResponse.create_processing_job = response_create
+    _replace(SageMakerModelBackend, "create_processing_job", create_processing_job)
+    _replace(SageMakerResponse, "create_processing_job", response_create)
 
 
 def _sagemaker_backend(account_id: str, region_name: str):
@@ -1043,52 +1013,34 @@ def set_processing_job_status(
 
 # --------------------------------------------------------------------------- CloudWatch alarms
 
-_REGION_NAMES = {"us-east-1": "US East (N. Virginia)", "us-west-2": "US West (Oregon)", "eu-west-1": "EU (Ireland)"}
+def _describe_alarm(alarm) -> dict:
+    """A moto ``Alarm`` in DescribeAlarms shape (what :func:`localcloud.alarms.notification` reads)."""
 
+    def query(q) -> dict:
+        out = {"Id": q.id, "Label": q.label, "ReturnData": q.return_data, "Expression": q.expression,
+               "Period": q.period}
+        if q.metric_stat:
+            m = q.metric_stat.metric
+            out["MetricStat"] = {"Metric": {"Namespace": m.namespace, "MetricName": m.metric_name,
+                                            "Dimensions": [{"Name": d.name, "Value": d.value} for d in m.dimensions]},
+                                 "Period": q.metric_stat.period, "Stat": q.metric_stat.stat,
+                                 "Unit": q.metric_stat.unit}
+        return {k: v for k, v in out.items() if v is not None}
 
-def alarm_notification(alarm, old_state: str) -> dict:
-    """The JSON CloudWatch publishes to SNS for an alarm state change."""
-
-    def iso(dt):
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+0000"
-
-    trigger: dict[str, Any] = {
-        "MetricName": alarm.metric_name,
-        "Namespace": alarm.namespace,
-        "StatisticType": "ExtendedStatistic" if alarm.extended_statistic else "Statistic",
-        "Statistic": (alarm.statistic or "").upper() if not alarm.extended_statistic else None,
-        "Unit": alarm.unit,
-        "Dimensions": [{"value": d.value, "name": d.name} for d in alarm.dimensions],
-        "Period": alarm.period,
-        "EvaluationPeriods": alarm.evaluation_periods,
-        "DatapointsToAlarm": alarm.datapoints_to_alarm,
-        "ComparisonOperator": alarm.comparison_operator,
-        "Threshold": alarm.threshold,
-        "TreatMissingData": alarm.treat_missing_data or "missing",
-        "EvaluateLowSampleCountPercentile": alarm.evaluate_low_sample_count_percentile or "",
-    }
-    if alarm.extended_statistic:
-        trigger["ExtendedStatistic"] = alarm.extended_statistic
-        trigger.pop("Statistic")
     return {
-        "AlarmName": alarm.name,
-        "AlarmDescription": alarm.description,
-        "AWSAccountId": alarm.alarm_arn.split(":")[4],
-        "AlarmConfigurationUpdatedTimestamp": iso(alarm.configuration_updated_timestamp)
-        if hasattr(alarm.configuration_updated_timestamp, "strftime")
-        else str(alarm.configuration_updated_timestamp),
-        "NewStateValue": alarm.state_value,
-        "NewStateReason": alarm.state_reason,
-        "StateChangeTime": iso(alarm.state_updated_timestamp),
-        "Region": _REGION_NAMES.get(alarm.region_name, alarm.region_name),
-        "AlarmArn": alarm.alarm_arn,
-        "OldStateValue": old_state,
-        "OKActions": alarm.ok_actions,
-        "AlarmActions": alarm.alarm_actions,
-        "InsufficientDataActions": alarm.insufficient_data_actions,
-        "Trigger": trigger,
+        "AlarmName": alarm.name, "AlarmArn": alarm.alarm_arn, "AlarmDescription": alarm.description,
+        "AlarmConfigurationUpdatedTimestamp": alarm.configuration_updated_timestamp,
+        "ActionsEnabled": alarm.actions_enabled, "OKActions": alarm.ok_actions or [],
+        "AlarmActions": alarm.alarm_actions or [], "InsufficientDataActions": alarm.insufficient_data_actions or [],
+        "MetricName": alarm.metric_name, "Namespace": alarm.namespace, "Statistic": alarm.statistic,
+        "ExtendedStatistic": alarm.extended_statistic, "Unit": alarm.unit,
+        "Dimensions": [{"Name": d.name, "Value": d.value} for d in alarm.dimensions],
+        "Period": alarm.period, "EvaluationPeriods": alarm.evaluation_periods,
+        "DatapointsToAlarm": alarm.datapoints_to_alarm, "ComparisonOperator": alarm.comparison_operator,
+        "Threshold": alarm.threshold, "ThresholdMetricId": alarm.threshold_metric_id,
+        "TreatMissingData": alarm.treat_missing_data,
+        "EvaluateLowSampleCountPercentile": alarm.evaluate_low_sample_count_percentile,
+        "Metrics": [query(q) for q in alarm.metric_data_queries or []],
     }
 
 
@@ -1126,26 +1078,23 @@ def patch_alarm_states() -> None:
         alarm = self.alarms[alarm_name]
         if old_state == state_value or not alarm.actions_enabled:
             return
-        actions = {
-            "ALARM": alarm.alarm_actions,
-            "OK": alarm.ok_actions,
-            "INSUFFICIENT_DATA": alarm.insufficient_data_actions,
-        }[state_value]
-        message = json.dumps(alarm_notification(alarm, old_state))
-        region_label = _REGION_NAMES.get(alarm.region_name, alarm.region_name)
-        subject = f'{state_value}: "{alarm.name}" in {region_label}'[:100]
         from moto.sns.models import sns_backends
         from moto.utilities.arns import parse_arn
 
-        for action in actions or []:
-            if ":sns:" not in action:
-                continue
+        from localcloud import alarms
+
+        desc = _describe_alarm(alarm)
+        message = json.dumps(alarms.notification(desc, old_state=old_state, new_state=state_value,
+                                                 reason=alarm.state_reason, when=alarm.state_updated_timestamp,
+                                                 region=alarm.region_name))
+        for action in alarms.action_topics(desc, state_value):
             arn = parse_arn(action)
             try:
-                sns_backends[arn.account][arn.region].publish(message=message, arn=action, subject=subject)
+                sns_backends[arn.account][arn.region].publish(
+                    message=message, arn=action, subject=alarms.subject(state_value, alarm.name, alarm.region_name))
             except Exception:
                 log.exception("alarm action %s failed", action)
 
-    Alarm.__init__ = __init__
-    CloudWatchBackend.put_metric_alarm = put_metric_alarm
-    CloudWatchBackend.set_alarm_state = set_alarm_state
+    _replace(Alarm, "__init__", __init__)
+    _replace(CloudWatchBackend, "put_metric_alarm", put_metric_alarm)
+    _replace(CloudWatchBackend, "set_alarm_state", set_alarm_state)

@@ -8,8 +8,16 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from localcloud import moto_patches
 from localcloud.alarms import (ALARM, INSUFFICIENT, OK, UnsupportedAlarm, aggregate, evaluate_alarm,
                                evaluate_all, evaluate_buckets)
+
+
+@pytest.fixture(autouse=True)
+def plain_moto():
+    """These tests run the evaluator against plain moto (mock_aws), also in a session that ran a LocalCloud."""
+    with moto_patches.suspended():
+        yield
 
 P = 300
 NOW = 1_800_000_000 + 10  # 10 s into a period (1_800_000_000 is a multiple of 300)
