@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
 }
 CONTEXT_KEYS = tuple(DEFAULTS)
 
-#: Thresholds used when processing/configs/default.json is absent (they mirror the processing defaults).
+#: Thresholds used when processing/configs/default.json is absent (only in tests: the job needs default.json).
 FALLBACK_THRESHOLDS: dict[str, float] = {
     "max_missing_rate_after": 0.05,
     "max_rejected_rate": 0.1,
@@ -71,11 +71,12 @@ class QualityThresholds:
     ``psi_alarm`` comes from the config's ``drift`` section (``DriftMaxPsi`` alarm threshold; ``None`` = off).
     """
 
-    max_missing_rate_after: float
-    max_rejected_rate: float
-    max_malformed_json_rate: float
-    max_duplicate_rate: float
-    min_rows_out: float
+    # None = the dataset config sets no such threshold: the job's gate does not check it, so there is no alarm either.
+    max_missing_rate_after: float | None = None
+    max_rejected_rate: float | None = None
+    max_malformed_json_rate: float | None = None
+    max_duplicate_rate: float | None = None
+    min_rows_out: float | None = None
     psi_alarm: float | None = DEFAULT_PSI_ALARM  # drift.psi_alarm of the config; None = PSI alarm off
 
 
@@ -198,7 +199,8 @@ def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
         configs_dir: ``processing/configs``; may be missing (then only ``default`` with fallback thresholds).
 
     Returns:
-        Dataset name -> complete thresholds; datasets without a value inherit ``default``'s.
+        Dataset name -> the thresholds its config sets. Nothing is inherited from ``default.json``: the job reads only
+        its own dataset's config, and an alarm must use the threshold the job's quality gate used.
     """
     raw: dict[str, Mapping[str, Any]] = {}
     if configs_dir.is_dir():
@@ -214,11 +216,9 @@ def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
             if not isinstance(thresholds, dict):
                 raise SettingsError(key, "quality_thresholds must be a JSON object")
             raw[path.stem] = thresholds
-    default = _thresholds("quality_thresholds (default.json)", raw.pop("default", {}), FALLBACK_THRESHOLDS)
-    result = {"default": default}
-    for name, thresholds in raw.items():
-        result[name] = _thresholds(f"quality_thresholds (from {name}.json)", thresholds, default)
-    return result
+    if "default" not in raw:
+        return {"default": dict(FALLBACK_THRESHOLDS)}
+    return {name: _thresholds(f"quality_thresholds (from {name}.json)", thresholds, {}) for name, thresholds in raw.items()}
 
 
 def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Settings:

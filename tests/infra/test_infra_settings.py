@@ -49,8 +49,9 @@ def test_dataset_configs_give_per_dataset_thresholds(tmp_path: Path) -> None:
     assert set(s.datasets) == {"default", "orders"}
     assert s.datasets["default"].max_duplicate_rate == DEFAULT_THRESHOLDS["max_duplicate_rate"]
     assert s.datasets["orders"].max_rejected_rate == ORDERS_THRESHOLDS["max_rejected_rate"]
-    # keys orders.json leaves out are inherited from default.json
-    assert s.datasets["orders"].max_duplicate_rate == DEFAULT_THRESHOLDS["max_duplicate_rate"]
+    # keys orders.json leaves out are NOT inherited from default.json: the job's gate does not check them either
+    assert s.datasets["orders"].max_duplicate_rate is None
+    assert s.datasets["orders"].max_malformed_json_rate is None
 
 
 def test_psi_alarm_comes_from_each_configs_drift_section(tmp_path: Path) -> None:
