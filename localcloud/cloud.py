@@ -32,7 +32,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from localcloud import lambdas, moto_patches
+from localcloud import alarms, job_executor, lambdas, moto_patches
 from localcloud.server import ACCOUNT_ID, REGION, MotoServer, client_env
 
 log = logging.getLogger("localcloud")
@@ -87,6 +87,8 @@ class LocalCloud:
             _kill_tree(proc)
         self._procs.clear()
         lambdas.cleanup()
+        lambdas.clear_invocations()
+        moto_patches.ASYNC_INVOCATIONS.clear()
         self.server.stop()
         self._clients.clear()
         if self._own_workdir and not self.keep_workdir:
@@ -139,10 +141,9 @@ class LocalCloud:
     # ------------------------------------------------------------------ deploy
     def _cdk(self, cwd: Path, args: list[str], timeout: float) -> str:
         cmd = [_find_cdk(cwd), *args]
-        app_dir = cwd
         log_path = self.workdir / f"cdk-{len(self.deploy_logs)}-{args[0]}.log"
         with open(log_path, "wb") as fh:
-            proc = subprocess.Popen(cmd, cwd=str(app_dir), env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=str(cwd), env=self.env, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             self._procs.add(proc)
             try:
@@ -159,8 +160,9 @@ class LocalCloud:
         return text
 
     def bootstrap(self, app_dir: str | os.PathLike = ".", timeout: float = 240) -> None:
-        """The real `cdk bootstrap aws://123456789012/us-east-1` against the emulator."""
-        # run outside the app dir: bootstrapping needs no synth of our app
+        """The real `cdk bootstrap aws://123456789012/us-east-1` against the emulator.
+
+        Runs outside `app_dir` (kept for compatibility): bootstrapping needs no synth of the app."""
         del app_dir
         self._cdk(self.workdir, ["bootstrap", f"aws://{self.account}/{self.region}",
                                             "--output", str(self.workdir / "cdk.out.bootstrap")], timeout)
@@ -334,30 +336,19 @@ class LocalCloud:
         """Hand one InProgress job to ``localcloud.job_executor.run_job`` and record its outcome."""
         request = dict(moto_patches.PROCESSING_JOB_REQUESTS[name])
         request.pop("ProcessingJobArn", None)
-        try:
-            from localcloud import job_executor
-        except ImportError:  # hook: without an executor, jobs stay InProgress
-            log.warning("localcloud.job_executor missing: job %s stays InProgress", name)
-            return None
         created = moto_patches.describe_processing_job(self.account, self.region, name).get("CreationTime")
         created_ms = int(created.timestamp() * 1000) if hasattr(created, "timestamp") else None
         result = job_executor.run_job(request, s3=self.s3, workdir=self.workdir / "jobs", region=self.region,
                                       account=self.account, created_ms=created_ms)
         self.job_results[name] = result
-        emit_own = not hasattr(job_executor, "state_change_event")
         moto_patches.set_processing_job_status(self.account, self.region, name, result.status,
                                                failure_reason=result.failure_reason,
-                                               exit_message=result.exit_message, emit_event=emit_own)
-        if not emit_own:
-            event = job_executor.state_change_event(request, result, region=self.region, account=self.account)
-            moto_patches.put_event(self.account, self.region, event)
+                                               exit_message=result.exit_message, emit_event=False)
+        event = job_executor.state_change_event(request, result, region=self.region, account=self.account)
+        moto_patches.put_event(self.account, self.region, event)
         return result
 
     def _evaluate_alarms(self) -> int:
-        try:
-            from localcloud import alarms
-        except ImportError:
-            return 0
         # publish=False: state changes reach SNS through moto_patches.patch_alarm_states (any SetAlarmState does)
         transitions = alarms.evaluate_all(self.cloudwatch, self.sns, publish=False)
         self.alarm_transitions.extend(transitions)
