@@ -343,7 +343,7 @@ class LocalCloud:
         self.job_results[name] = result
         moto_patches.set_processing_job_status(self.account, self.region, name, result.status,
                                                failure_reason=result.failure_reason,
-                                               exit_message=result.exit_message, emit_event=False)
+                                               exit_message=result.exit_message)
         event = job_executor.state_change_event(request, result, region=self.region, account=self.account)
         moto_patches.put_event(self.account, self.region, event)
         return result

@@ -871,14 +871,6 @@ def patch_s3_eventbridge() -> None:
 # --------------------------------------------------------------------------- SageMaker
 
 
-def _epoch_ms(value: Any) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return int(value.timestamp() * 1000)
-    return value
-
-
 def patch_sagemaker_processing() -> None:
     """CreateProcessingJob: duplicate names refused (ResourceInUse), jobs start InProgress, the whole
     request (Environment, ProcessingResources ...) is kept and described."""
@@ -966,14 +958,12 @@ def set_processing_job_status(
     status: str,
     failure_reason: str | None = None,
     exit_message: str | None = None,
-    emit_event: bool = True,
 ) -> dict:
     """Move a processing job to ``status`` (Completed / Failed / Stopped / InProgress ...).
 
-    Terminal states get ProcessingEndTime; FailureReason/ExitMessage are cut to
-    1024 chars as in AWS. With ``emit_event`` the "SageMaker Processing Job State
-    Change" event (detail = DescribeProcessingJob, times as epoch milliseconds) is
-    routed through EventBridge rules, as SageMaker does. Returns the description.
+    Terminal states get ProcessingEndTime; FailureReason/ExitMessage are cut to 1024 chars as in AWS. Returns the
+    description. The "SageMaker Processing Job State Change" event is built by ``job_executor.state_change_event``
+    and routed by the caller with :func:`put_event`.
     """
     from moto.core.utils import utcnow
 
@@ -988,27 +978,7 @@ def set_processing_job_status(
         job.failure_reason = failure_reason[:1024]
     if exit_message is not None:
         job.exit_message = exit_message[:1024]
-    desc = describe_processing_job(account_id, region_name, name)
-    if emit_event:
-        detail = {k: _epoch_ms(v) for k, v in desc.items()}
-        if "Environment" in detail and detail["Environment"] is None:
-            detail.pop("Environment")
-        put_event(
-            account_id,
-            region_name,
-            {
-                "version": "0",
-                "id": str(uuid.uuid4()),
-                "detail-type": "SageMaker Processing Job State Change",
-                "source": "aws.sagemaker",
-                "account": account_id,
-                "time": _now_iso(),
-                "region": region_name,
-                "resources": [job.arn],
-                "detail": detail,
-            },
-        )
-    return desc
+    return describe_processing_job(account_id, region_name, name)
 
 
 # --------------------------------------------------------------------------- CloudWatch alarms

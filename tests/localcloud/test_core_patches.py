@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from localcloud import lambdas, moto_patches
+from localcloud import job_executor, lambdas, moto_patches
 from localcloud.alarms import notification
 from localcloud.server import ACCOUNT_ID, REGION, MotoServer
 
@@ -217,6 +218,14 @@ def test_processing_job_starts_in_progress_refuses_duplicates_and_completes(aws,
     desc = sm.describe_processing_job(ProcessingJobName=req["ProcessingJobName"])
     assert desc["ProcessingJobStatus"] == "Failed" and desc["FailureReason"] == "AlgorithmError: boom"
     assert "ProcessingEndTime" in desc
+    # the executor's state-change event, routed through EventBridge, matches the rule on terminal states
+    now_ms = 1_700_000_000_000
+    result = job_executor.JobResult(
+        name=req["ProcessingJobName"], arn=desc["ProcessingJobArn"], status="Failed",
+        failure_reason="AlgorithmError: boom", exit_message=None, exit_code=1, log_path=Path("job.log"),
+        root=Path("opt/ml"), created_ms=now_ms, started_ms=now_ms, ended_ms=now_ms + 1000)
+    moto_patches.put_event(ACCOUNT_ID, REGION, job_executor.state_change_event(req, result, region=REGION,
+                                                                             account=ACCOUNT_ID))
     ev = json.loads(sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"])
     assert ev["detail"]["ProcessingJobStatus"] == "Failed"
     assert isinstance(ev["detail"]["ProcessingEndTime"], int)  # epoch milliseconds
