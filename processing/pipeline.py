@@ -141,6 +141,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         raise EmptyInputError("no data rows in the input (header only): " + ", ".join(r.path.name for r in reads))
 
     raw, names, bad_utf8 = _combine(reads, config)
+    for r in reads:  # the combined copy is all we need: free the per-file tables (keeping their row counts)
+        r.table = pa.table({"_rows": pa.nulls(r.table.num_rows)})
     n = raw.num_rows
     kinds = {c: config.columns.get(c, "string") for c in names}
     # Column by column on two threads (Arrow kernels release the GIL).
@@ -168,7 +170,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     # Duplicates are counted among the usable rows, on typed values before imputation (nulls compare equal).
     usable_idx = np.flatnonzero(~rejected)
     usable = pa.array(usable_idx)
-    usable_typed = {c: typed[c].take(usable) for c in names}
+    all_usable = len(usable_idx) == n  # the common case: no copy of the columns
+    usable_typed = {c: typed[c] if all_usable else typed[c].take(usable) for c in names}
     pre = pd.DataFrame({c: transform.to_series(usable_typed[c], kinds[c]) for c in names})
     key_cols = [c for c in config.duplicate_key_columns if c in names]
     (dup_exact, exact_mask), (dup_key, key_mask) = transform.duplicate_masks(
