@@ -19,6 +19,35 @@ from processing.errors import ProcessingError
 log = logging.getLogger("processing")
 
 
+class SourceChangedError(ProcessingError):
+    """The downloaded input is not the object version the job was started for (design.md Contract 1)."""
+
+
+def check_source(input_path: Path, environ: Any = None) -> None:
+    """Fail when the downloaded input's size differs from the event's (``SOURCE_SIZE``).
+
+    The ``data`` input is an S3Prefix, so SageMaker downloads the version that is current when the job starts, not
+    necessarily the version whose event started it. Size is the only check available: the bucket uses SSE-KMS, and
+    an SSE-KMS (or multipart) ETag is not the MD5 of the content, so ``SOURCE_ETAG`` cannot be verified here. A
+    replacement of exactly the same size goes unnoticed. No ``SOURCE_SIZE`` (local runs) or a folder input: no check.
+
+    Raises:
+        SourceChangedError: the sizes differ: a newer upload replaced the object; that upload has its own job.
+    """
+    env = os.environ if environ is None else environ
+    expected = (env.get("SOURCE_SIZE") or "").strip()
+    if not expected.isdigit() or not input_path.is_file():
+        return
+    actual = input_path.stat().st_size
+    if actual != int(expected):
+        uri = env.get("SOURCE_URI") or str(input_path)
+        key = uri.split("/", 3)[3] if uri.startswith("s3://") and uri.count("/") >= 3 else uri
+        version = env.get("SOURCE_VERSION_ID") or "(unversioned)"
+        raise SourceChangedError(
+            f"{key} is {actual} bytes, the event's version {version} was {expected} bytes: a newer upload "
+            f"replaced it; that upload has its own job")
+
+
 def opt_ml_root() -> Path:
     return Path(os.environ.get("OPT_ML_ROOT") or "/opt/ml")
 
@@ -105,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])
+        check_source(args.input)
         inputs = io.list_inputs(args.input)
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         result = pipeline.run(inputs, args.output, cfg, fmt=args.format,

@@ -62,12 +62,14 @@ ENV: dict[str, str] = {
     "MAX_RUNTIME_SECONDS": "3600",
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 }
+EVENT_SIZE = 1234  # detail.object.size of s3_event_body's default
+EVENT_ETAG = "b1946ac92492d2347c6235b4d2611184"
 QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:dq-trigger-queue"
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/dq-trigger-queue"
 
 
-def s3_event_body(raw_key: str, size: int = 1234, version_id: str | None = "v1", bucket: str = ENV["DATA_BUCKET"]) -> str:
-    obj: dict = {"key": raw_key, "size": size, "etag": "b1946ac92492d2347c6235b4d2611184", "sequencer": "617f08299329d189"}
+def s3_event_body(raw_key: str, size: int = EVENT_SIZE, version_id: str | None = "v1", bucket: str = ENV["DATA_BUCKET"]) -> str:
+    obj: dict = {"key": raw_key, "size": size, "etag": EVENT_ETAG, "sequencer": "617f08299329d189"}
     if version_id is not None:
         obj["version-id"] = version_id
     return json.dumps({

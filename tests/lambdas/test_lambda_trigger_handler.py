@@ -9,7 +9,7 @@ from urllib.parse import quote_plus
 import pytest
 from botocore.stub import Stubber
 
-from lambda_helpers import ENV, QUEUE_URL, client, load_handler, s3_event_body, sqs_record
+from lambda_helpers import ENV, EVENT_ETAG, EVENT_SIZE, QUEUE_URL, client, load_handler, s3_event_body, sqs_record
 
 trigger = load_handler("trigger")
 SETTINGS = trigger.Settings.from_env(ENV)
@@ -47,7 +47,7 @@ def no_baseline(s3: Stubber, dataset: str | None = None) -> None:
 
 
 def request_for(key: str, version_id: str = "v1") -> dict:
-    return trigger.build_processing_job_request(BUCKET, key, version_id, SETTINGS)
+    return trigger.build_processing_job_request(BUCKET, key, version_id, SETTINGS, size=EVENT_SIZE, etag=EVENT_ETAG)
 
 
 def test_object_created_starts_one_job(stubs, s3, lambda_context, decision_log) -> None:
@@ -60,8 +60,11 @@ def test_object_created_starts_one_job(stubs, s3, lambda_context, decision_log) 
     event = {"Records": [sqs_record(s3_event_body(quote_plus(key, safe="/")))]}
     # WHEN the handler runs
     result = trigger.handler(event, lambda_context)
-    # THEN exactly that request was sent, nothing is retried, and the decision is logged with context
+    # THEN exactly that request was sent (with the event's size and ETag in the job's Environment, Contract 1),
+    # nothing is retried, and the decision is logged with context
     assert result == {"batchItemFailures": []}
+    assert request["Environment"]["SOURCE_SIZE"] == str(EVENT_SIZE)
+    assert request["Environment"]["SOURCE_ETAG"] == EVENT_ETAG
     [log] = decision_log.records
     assert log["decision"] == "started" and log["key"] == key and log["version_id"] == "v1"
     assert log["bucket"] == BUCKET and log["job_name"] == request["ProcessingJobName"]
@@ -259,7 +262,8 @@ def test_existing_baseline_is_given_to_the_job(stubs, s3, lambda_context, decisi
     s3.add_response("head_object", {"ContentLength": 2048, "ETag": '"abc"'},
                     {"Bucket": BUCKET, "Key": "baselines/sales/baseline.json"})
     uri = f"s3://{BUCKET}/baselines/sales/baseline.json"
-    request = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", SETTINGS, baseline_uri=uri)
+    request = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", SETTINGS, baseline_uri=uri,
+                                                   size=EVENT_SIZE, etag=EVENT_ETAG)
     sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + "x"}, request)
     # WHEN the handler runs / THEN the job gets input "baseline" and --baseline
     assert trigger.handler({"Records": [sqs_record(s3_event_body("input/sales/a.csv"))]}, lambda_context) == {

@@ -317,7 +317,11 @@ def test_request_matches_contracts_1_and_2() -> None:
                                "--output", "/opt/ml/processing/output", "--dataset", "sales"],
     }
     assert request["Environment"] == {"DATASET": "sales", "SOURCE_URI": f"s3://{BUCKET}/{key}",
-                                      "SOURCE_VERSION_ID": "v1", "CODE_VERSION": "0123456789abcdef"}
+                                      "SOURCE_VERSION_ID": "v1", "SOURCE_SIZE": "", "SOURCE_ETAG": "",
+                                      "CODE_VERSION": "0123456789abcdef"}
+    sized = trigger.build_processing_job_request(BUCKET, key, "v1", SETTINGS, size=456, etag="abc-2")
+    assert {k: sized["Environment"][k] for k in ("SOURCE_SIZE", "SOURCE_ETAG")} == {"SOURCE_SIZE": "456",
+                                                                                    "SOURCE_ETAG": "abc-2"}
     outputs = request["ProcessingOutputConfig"]["Outputs"]
     assert [o["OutputName"] for o in outputs] == ["cleaned", "transformed", "statistics", "quality", "rejected",
                                                   "quarantine"]

@@ -97,6 +97,44 @@ def test_failure_writes_error_json_and_message_without_traceback(tmp_path: Path)
     assert not (tmp_path / "o" / "quality" / "metrics.json").exists()
 
 
+def test_replaced_source_fails_with_source_changed_error(tmp_path: Path) -> None:
+    # GIVEN the event's version was 456 bytes, but a newer upload replaced the object before the job downloaded it
+    opt_ml = _layout(tmp_path)
+    env = _env(opt_ml, SOURCE_SIZE="456", SOURCE_URI="s3://bucket/input/x.csv", SOURCE_VERSION_ID="v1",
+               SOURCE_ETAG="0123abcd")
+    # WHEN the job runs with the exact file, as the trigger starts it (design.md Contract 1)
+    data = opt_ml / "processing" / "input" / "data" / "employees.csv"
+    proc = subprocess.run([sys.executable, "-m", "processing", "--input", str(data)], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=60)
+    # THEN it fails as an expected error (exit 2), reported in error.json and /opt/ml/output/message, with no outputs
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    size = len(REF.encode())
+    expected = (f"input/x.csv is {size} bytes, the event's version v1 was 456 bytes: a newer upload replaced it; "
+                "that upload has its own job")
+    out = opt_ml / "processing" / "output"
+    report = json.loads((out / "quality" / "error.json").read_text())
+    assert report["error_type"] == "SourceChangedError" and report["expected"] is True
+    assert report["message"] == expected
+    assert (opt_ml / "output" / "message").read_text().splitlines()[0] == f"SourceChangedError: {expected}"
+    assert not (out / "quality" / "metrics.json").exists()
+
+
+def test_source_check_passes_on_equal_size_and_skips_without_size(tmp_path: Path) -> None:
+    from processing.cli import SourceChangedError, check_source
+
+    data = tmp_path / "x.csv"
+    data.write_text(REF)
+    check_source(data, {"SOURCE_SIZE": str(len(REF.encode()))})  # the event's version: fine
+    check_source(data, {})  # local run, no SOURCE_SIZE: no check
+    check_source(tmp_path, {"SOURCE_SIZE": "1"})  # a folder input: no check
+    try:
+        check_source(data, {"SOURCE_SIZE": "1", "SOURCE_URI": "s3://b/input/x.csv"})
+    except SourceChangedError as exc:
+        assert str(exc).startswith("input/x.csv is ") and "version (unversioned) was 1 bytes" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("no SourceChangedError")
+
+
 def test_bad_config_is_reported(tmp_path: Path) -> None:
     cfg = tmp_path / "c.json"
     cfg.write_text('{"derived": [{"name": "x", "kind": "bins", "source": "y"}]}')

@@ -225,6 +225,7 @@ class ObjectRef:
     key: str
     version_id: str
     size: int | None
+    etag: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,11 +274,13 @@ def parse_object_created(body: str) -> ObjectRef:
         raise ValueError("event has no detail.bucket.name or detail.object.key")
     size = obj.get("size")
     version_id = obj.get("version-id")
+    etag = obj.get("etag")
     return ObjectRef(
         bucket=bucket,
         key=decode_event_key(raw_key),
         version_id=version_id if isinstance(version_id, str) and version_id != "null" else "",
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        etag=etag.strip('"')[:API_STRING_MAX] if isinstance(etag, str) else "",
     )
 
 
@@ -369,7 +372,8 @@ def tag_value(value: str) -> str:
 
 
 def build_processing_job_request(bucket: str, key: str, version_id: str, settings: Settings, *,
-                                 baseline_uri: str | None = None) -> dict[str, Any]:
+                                 baseline_uri: str | None = None, size: int | None = None,
+                                 etag: str = "") -> dict[str, Any]:
     """Build the CreateProcessingJob request for one object version (design.md Contracts 1, 2 and 4).
 
     Args:
@@ -379,6 +383,12 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
         settings: the trigger's settings.
         baseline_uri: ``s3://`` URI of the dataset's baseline.json when it exists: adds input ``baseline`` and
             ``--baseline``.
+        size: the event's ``detail.object.size`` (bytes of this version), passed as ``SOURCE_SIZE`` ("" when
+            unknown). The ``data`` input is an S3Prefix, so SageMaker downloads whatever version is current when
+            the job starts; the job compares the file's size with this one and fails with ``SourceChangedError``
+            when a newer upload replaced the object (design.md Contract 1).
+        etag: the event's ``detail.object.etag``, passed as ``SOURCE_ETAG`` for the record only: with SSE-KMS
+            (our bucket) or multipart uploads the ETag is not the MD5 of the content, so the job cannot verify it.
 
     Returns:
         Keyword arguments for ``sagemaker.create_processing_job``.
@@ -469,6 +479,8 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
             "DATASET": target.dataset,
             "SOURCE_URI": source_uri,
             "SOURCE_VERSION_ID": version_id,
+            "SOURCE_SIZE": str(size) if size is not None else "",
+            "SOURCE_ETAG": etag,
             "CODE_VERSION": settings.code_version,
         },
         "NetworkConfig": {"EnableNetworkIsolation": True},
@@ -625,7 +637,8 @@ def _process_record(
         log_decision("failed", logging.ERROR, **base, dataset=target.dataset, error_code=code,
                      error=f"HeadObject {settings.baseline_key(target.dataset)}: {exc}")
         return True
-    request = build_processing_job_request(obj.bucket, obj.key, obj.version_id, settings, baseline_uri=baseline_uri)
+    request = build_processing_job_request(obj.bucket, obj.key, obj.version_id, settings, baseline_uri=baseline_uri,
+                                           size=obj.size, etag=obj.etag)
     job_name = request["ProcessingJobName"]
     base.update(job_name=job_name, dataset=request["Environment"]["DATASET"], baseline=baseline_uri)
 
