@@ -12,6 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -27,6 +28,9 @@ DLQ_RETENTION = 14  # days
 QUALITY_FOLDER = "quality"
 QUALITY_FILES_READ = ("metrics.json", "profile.json")  # design.md Contracts 3 and 4
 BASELINE_FILE = "baseline.json"  # <baseline_prefix><dataset>/baseline.json
+PUBLISHED_MARKER = "_metrics_published"  # <output>/quality/_metrics_published: publish-once marker (HeadObject + put)
+SUCCESS_MARKER = "_SUCCESS"
+SUCCESS_FOLDERS = ("cleaned", "transformed")  # design.md Contract 4: written by the Lambda after the job finished
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,22 @@ class JobMetrics(Construct):
                 resources=[props.bucket.arn_for_objects(f"{quality}{name}") for name in QUALITY_FILES_READ],
             )
         )
+        # Publish once (HeadObject = s3:GetObject, then a conditional put) and the _SUCCESS markers of passed batches.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PublishOnceMarker",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[props.bucket.arn_for_objects(f"{quality}{PUBLISHED_MARKER}")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteSuccessMarkers",
+                actions=["s3:PutObject"],
+                resources=[props.bucket.arn_for_objects(f"{props.output_prefix}*/{folder}/{SUCCESS_MARKER}")
+                           for folder in SUCCESS_FOLDERS],
+            )
+        )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="PromoteBaseline",
@@ -118,6 +138,7 @@ class JobMetrics(Construct):
             iam.PolicyStatement(sid="DecryptJobOutputs", actions=["kms:Decrypt"], resources=[props.key.key_arn])
         )
         self.role.add_to_policy(
+            # SSE-KMS puts: the baseline, the _SUCCESS and publish-once markers
             iam.PolicyStatement(sid="EncryptBaselines", actions=["kms:GenerateDataKey"], resources=[props.key.key_arn])
         )
         # cloudwatch:PutMetricData has no resource-level permissions ("*" required); the condition pins the namespace.
@@ -149,4 +170,20 @@ class JobMetrics(Construct):
                 retry_attempts=RETRY_ATTEMPTS,
                 max_event_age=Duration.hours(MAX_EVENT_AGE),
             )
+        )
+
+    def send_alerts_to(self, topic: sns.ITopic, topic_key: kms.IKey) -> None:
+        """One notification per failed/stopped job and per quarantined batch, published by the function to ``topic``.
+
+        Alarms notify on state transitions only (an alarm already in ALARM sends nothing for a second failure), so the
+        function sends its own message per bad job. The topic is KMS-encrypted: publishing needs
+        kms:GenerateDataKey and kms:Decrypt on its key (the key policy delegates to IAM).
+        """
+        self.function.add_environment("ALERT_TOPIC_ARN", topic.topic_arn)
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="PublishAlerts", actions=["sns:Publish"], resources=[topic.topic_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="EncryptAlerts", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                                resources=[topic_key.key_arn])
         )

@@ -90,6 +90,23 @@ def acknowledgements(
         ),
         Ack(
             "Metrics/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*/quality/_metrics_published]",
+            f"The metrics Lambda's publish-once marker <output_prefix><dataset>/<job-name>/quality/_metrics_published "
+            f"of whichever job finished: s3:GetObject (HeadObject) and a conditional s3:PutObject on that one file "
+            f"name under '{output_prefix}'.",
+        ),
+        *(
+            Ack(
+                "Metrics/Role",
+                f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*/{folder}/_SUCCESS]",
+                f"The metrics Lambda writes the empty _SUCCESS marker into <output_prefix><dataset>/<job-name>/{folder}/ "
+                f"after a passed/warned job finished (design.md Contract 4); s3:PutObject only, on that file name "
+                f"under '{output_prefix}'.",
+            )
+            for folder in ("cleaned", "transformed")
+        ),
+        Ack(
+            "Metrics/Role",
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*/baseline.json]",
             f"The metrics Lambda promotes a batch profile to <baseline_prefix><dataset>/baseline.json when none exists "
             f"(design.md Contract 4); s3:PutObject only, on baseline.json keys under '{baseline_prefix}', which never "

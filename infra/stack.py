@@ -138,6 +138,7 @@ class DataQualityStack(Stack):
                 removal_policy=removal,
             ),
         )
+        self.metrics.send_alerts_to(self.alarms.topic, self.alarms.key)
         self.dashboard = PipelineDashboard(
             self,
             "Dashboard",
@@ -153,7 +154,7 @@ class DataQualityStack(Stack):
 
         outputs = {
             "DataBucketName": (self.data.bucket.bucket_name, "Data bucket: upload to <input_prefix><dataset>/<file>"),
-            "AlertTopicArn": (self.alarms.topic.topic_arn, "SNS topic receiving alarm and OK notifications"),
+            "AlertTopicArn": (self.alarms.topic.topic_arn, "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
             "TriggerQueueUrl": (self.trigger.queue.queue_url, "Queue buffering upload events for the trigger Lambda"),
             "TriggerDlqUrl": (self.trigger.dlq.queue_url, "Upload events that kept failing"),
             "MetricsDlqUrl": (self.metrics.dlq.queue_url, "Job state-change events whose metrics could not be published"),

@@ -25,9 +25,9 @@ log = logging.getLogger("processing")
 # Summary keys added by the gate (design.md Contract 3), after the pipeline's own.
 SUMMARY_KEYS = ("drift_max_psi", "drifted_columns", "drift_unavailable", "quality_gate_failed", "quality_gate_warned")
 DATA_FOLDERS = ("cleaned", "transformed", "statistics", "rejected")
-SUCCESS_FOLDERS = ("cleaned", "transformed")
 QUARANTINE = "quarantine"
-SUCCESS_MARKER = "_SUCCESS"
+# No _SUCCESS marker here: SageMaker uploads a job's output files in no guaranteed order, so a marker written by the
+# job could appear before the data. The metrics Lambda writes it after the job finished (design.md Contract 4).
 THRESHOLD_NAMES = ("psi_warn", "psi_alarm", "distance_warn", "distance_alarm")
 DEFAULT_THRESHOLDS = {"psi_warn": 0.1, "psi_alarm": 0.25, "distance_warn": 0.1, "distance_alarm": 0.25}
 ACTIONS = ("fail", "warn", "ignore")
@@ -303,10 +303,6 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
         log.warning("quality gate FAILED: %d rule(s) broken; data outputs moved under %s",
                     sum(v["action"] == "fail" for v in result["violations"]), quarantine)
     else:
-        for folder in SUCCESS_FOLDERS:
-            (output_dir / folder).mkdir(parents=True, exist_ok=True)
-            (output_dir / folder / SUCCESS_MARKER).write_bytes(b"")
-            outputs.setdefault(folder, []).append(f"{folder}/{SUCCESS_MARKER}")
         log.info("quality gate %s (%d finding(s))", result["status"], len(result["violations"]))
     outputs.setdefault("quality", [])
     for name in ("profile.json", "drift.json", "gate.json"):

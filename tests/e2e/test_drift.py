@@ -172,8 +172,9 @@ def test_reference_batch_passes_and_becomes_the_baseline(cloud, drift_run):
     assert gate["status"] == "passed", gate["violations"]
     profile = _get(cloud, drift_run.bucket, quality + "profile.json")
     assert json.loads(profile)["columns"]
-    for folder in ("cleaned", "transformed"):  # the marker downstream jobs wait for
+    for folder in ("cleaned", "transformed"):  # the marker downstream jobs wait for (written by the metrics Lambda)
         assert f"output/{DATASET}/{ref.name}/{folder}/_SUCCESS" in ref.keys
+    assert "success-written" in drift_run.metrics_logs
     if drift_run.baseline_before is None:
         # no earlier batch of this dataset set a baseline: the metrics Lambda promoted this one (first batch wins)
         assert drift_run.baseline_after_reference == profile
@@ -233,6 +234,18 @@ def test_shifted_batch_raises_drift_and_gate_alarms_with_sns(drift_run):
             else drift_run.sns_all
         bodies = [json.loads(m["Message"]) for m in messages]
         assert any(b.get("AlarmName") == alarm["AlarmName"] and b.get("NewStateValue") == "ALARM" for b in bodies), metric
+    # and exactly one notification from the metrics Lambda for the quarantined batch, naming the rules and the place
+    shifted = drift_run.batches["shifted"]
+    own = [json.loads(m["Message"]) for m in drift_run.sns_after_shifted]
+    own = [b for b in own if b.get("event") in ("batch-quarantined", "job-failed")]
+    assert [b["job_name"] for b in own] == [shifted.name] and own[0]["event"] == "batch-quarantined"
+    assert own[0]["quarantine"] == f"s3://{drift_run.bucket}/quarantine/{DATASET}/{shifted.name}/"
+    assert {(v["rule"], v.get("column")) for v in own[0]["violations"]} >= {
+        ("drift.psi_alarm", "salary"), ("drift.psi_alarm", "department")}
+    assert own[0]["input"] == f"s3://{drift_run.bucket}/{shifted.key}"
+    # the passing batches send none
+    names = {json.loads(m["Message"]).get("job_name") for m in drift_run.sns_all}
+    assert not names & {drift_run.batches["reference"].name, drift_run.batches["unshifted"].name}
     # one batch without drift (the first of a dataset) never pages DriftUnavailable (3 of 3 hourly datapoints)
     assert drift_run.alarms_after_shifted["DriftUnavailable"]["StateValue"] != "ALARM"
 

@@ -68,6 +68,9 @@ def test_happy_path(cloud, tmp_path):
                                                        Prefix=prefix).get("Contents", [])]
     for folder in ("cleaned", "transformed", "statistics", "quality"):
         assert any(k.startswith(prefix + folder + "/") for k in keys), (folder, keys)
+    # written by the metrics Lambda after the job finished: the _SUCCESS markers and the publish-once marker
+    for marker in ("cleaned/_SUCCESS", "transformed/_SUCCESS", "quality/_metrics_published"):
+        assert prefix + marker in keys, (marker, keys)
     assert _metric_values(cloud, "RowsIn") and _metric_values(cloud, "JobSucceeded")
     for metric in QUALITY_METRICS:
         assert _alarm_for(cloud, metric)["StateValue"] != "ALARM", metric
@@ -124,8 +127,15 @@ def test_failing_file_gives_failed_metric_alarm_sns_and_keeps_input(cloud):
     alarm = _alarm_for(cloud, "JobFailed")
     assert alarm["StateValue"] == "ALARM"
     msgs = cloud.sns_messages(cloud.outputs["AlertTopicArn"])[n_sns:]
-    assert any(json.loads(m["Message"]).get("AlarmName") == alarm["AlarmName"]
-               and json.loads(m["Message"]).get("NewStateValue") == "ALARM" for m in msgs)
+    bodies = [json.loads(m["Message"]) for m in msgs]
+    # the metrics Lambda's own message for this job (sent whatever the alarm's state was): exactly one
+    job_name = new[0]["ProcessingJobName"]
+    [failed] = [b for b in bodies if b.get("event") == "job-failed" and b.get("job_name") == job_name]
+    assert failed["input"] == f"s3://{bucket}/{key}" and failed["input_version_id"] == put["VersionId"]
+    assert failed["dataset"] == "default" and failed["failure_reason"] == new[0]["FailureReason"]
+    assert [b for b in bodies if b.get("event") == "job-failed"] == [failed]
+    assert all(b.get("event") != "batch-quarantined" for b in bodies)
+    assert any(b.get("AlarmName") == alarm["AlarmName"] and b.get("NewStateValue") == "ALARM" for b in bodies)
     head = cloud.s3.head_object(Bucket=bucket, Key=key)
     assert head["VersionId"] == put["VersionId"]
     assert cloud.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body

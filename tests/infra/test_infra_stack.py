@@ -264,7 +264,9 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
                 for resource in as_list(s["Resource"]):
                     if "*" == resource or (json.dumps(resource).find(i["bucket"]) >= 0):
                         writes.append(object_suffix(resource, i["bucket"]))
-    assert sorted(writes) == ["baselines/*/baseline.json", "output/*", "quarantine/*"], writes
+    assert sorted(writes) == ["baselines/*/baseline.json", "output/*", "output/*/cleaned/_SUCCESS",
+                              "output/*/quality/_metrics_published", "output/*/transformed/_SUCCESS",
+                              "quarantine/*"], writes
     for prefix in writes:
         assert not prefix.startswith(rule_prefix) and not rule_prefix.startswith(prefix.rstrip("*"))
     # and the job role in particular cannot write under the input prefix
@@ -298,11 +300,13 @@ def test_metrics_rule_and_function(synth: Synth) -> None:
     assert fn["Environment"]["Variables"]["BASELINE_PREFIX"] == "baselines/"
     assert fn["Environment"]["Variables"]["OUTPUT_PREFIX"] == "output/"
     assert fn["Environment"]["Variables"]["DATA_BUCKET"] == {"Ref": i["bucket"]}
+    assert fn["Environment"]["Variables"]["ALERT_TOPIC_ARN"] == {"Ref": i["topic"]}
 
 
 def test_metrics_iam_is_exact_for_metrics_and_baseline_promotion(synth: Synth) -> None:
     # design.md Contract 4: read quality/metrics.json + quality/profile.json, conditional put of the baseline, the
-    # data key to decrypt the reads and encrypt the put (SSE-KMS), PutMetricData in our namespace. Nothing else.
+    # publish-once marker (HeadObject + conditional put), the _SUCCESS markers, the data key to decrypt the reads and
+    # encrypt the puts (SSE-KMS), PutMetricData in our namespace, Publish to the alert topic with its key. Nothing else.
     i = ids(synth)
     key = {"Fn::GetAtt": [i["key"], "Arn"]}
     all_statements = statements(synth.template_json, "MetricsRole")
@@ -317,10 +321,22 @@ def test_metrics_iam_is_exact_for_metrics_and_baseline_promotion(synth: Synth) -
     assert by_sid["PublishQualityMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
     s3_grants = sorted((a, object_suffix(r, i["bucket"])) for s in all_statements for a in as_list(s["Action"])
                        if a.startswith("s3:") for r in as_list(s["Resource"]))
-    assert s3_grants == [("s3:GetObject", "output/*/quality/metrics.json"), ("s3:GetObject", "output/*/quality/profile.json"),
-                         ("s3:PutObject", "baselines/*/baseline.json")]
-    kms_actions = sorted(a for s in all_statements for a in as_list(s["Action"]) if a.startswith("kms:"))
-    assert kms_actions == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert s3_grants == [("s3:GetObject", "output/*/quality/_metrics_published"),
+                         ("s3:GetObject", "output/*/quality/metrics.json"), ("s3:GetObject", "output/*/quality/profile.json"),
+                         ("s3:PutObject", "baselines/*/baseline.json"), ("s3:PutObject", "output/*/cleaned/_SUCCESS"),
+                         ("s3:PutObject", "output/*/quality/_metrics_published"),
+                         ("s3:PutObject", "output/*/transformed/_SUCCESS")]
+    assert by_sid["PublishOnceMarker"]["Action"] == ["s3:GetObject", "s3:PutObject"]
+    kms_grants = sorted((a, json.dumps(s["Resource"])) for s in all_statements for a in as_list(s["Action"])
+                        if a.startswith("kms:"))
+    topic_key = {"Fn::GetAtt": [i["topic_key"], "Arn"]}
+    assert kms_grants == sorted([("kms:Decrypt", json.dumps(key)), ("kms:GenerateDataKey", json.dumps(key)),
+                                 ("kms:Decrypt", json.dumps(topic_key)), ("kms:GenerateDataKey", json.dumps(topic_key))])
+    assert by_sid["PublishAlerts"] == {"Sid": "PublishAlerts", "Action": "sns:Publish", "Effect": "Allow",
+                                       "Resource": {"Ref": i["topic"]}}
+    assert by_sid["EncryptAlerts"]["Resource"] == topic_key
+    sns_actions = [a for s in all_statements for a in as_list(s["Action"]) if a.startswith("sns:")]
+    assert sns_actions == ["sns:Publish"]
 
 
 def test_job_role_reads_baselines_and_writes_quarantine(synth: Synth) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.response import StreamingBody
 from botocore.exceptions import ClientError
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from lambda_helpers import client, load_handler
 
@@ -343,6 +343,25 @@ def promoting(stubs, monkeypatch: pytest.MonkeyPatch) -> tuple[Stubber, Stubber]
     return stubs
 
 
+MARKER_KEY = f"output/sales/{JOB}/quality/_metrics_published"
+MARKER_PUT = {"Bucket": BUCKET, "Key": MARKER_KEY, "Body": ANY, "ContentType": "application/json", "IfNoneMatch": "*"}
+
+
+def expect_marker_absent(s3: Stubber, status: int = 404) -> None:
+    """HeadObject of the publish-once marker: absent (404; 403 without s3:ListBucket)."""
+    s3.add_client_error("head_object", str(status), "", status, expected_params={"Bucket": BUCKET, "Key": MARKER_KEY})
+
+
+def expect_success_markers(s3: Stubber) -> None:
+    for folder in ("cleaned", "transformed"):
+        s3.add_response("put_object", {"ETag": '"d41d8cd98f00b204e9800998ecf8427e"'},
+                        {"Bucket": BUCKET, "Key": f"output/sales/{JOB}/{folder}/_SUCCESS", "Body": b""})
+
+
+def expect_marker_put(s3: Stubber) -> None:
+    s3.add_response("put_object", {"ETag": '"m"'}, MARKER_PUT)
+
+
 def expect_publish(cw: Stubber, summary: dict[str, Any]) -> None:
     cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
         datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 0.0),
@@ -360,28 +379,36 @@ PUT_PARAMS = {"Bucket": BUCKET, "Key": "baselines/sales/baseline.json", "Body": 
 def test_first_good_batch_becomes_the_baseline(promoting, lambda_context, decision_log) -> None:
     # GIVEN a completed job whose gate did not fail, and no baseline yet
     cw, s3 = promoting
+    expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
     expect_publish(cw, GATE_SUMMARY)
+    expect_success_markers(s3)
     expect_profile_and_put(s3)
     s3.add_response("put_object", {"ETag": '"e"'}, PUT_PARAMS)
-    # WHEN handled / THEN metrics are published, then profile.json is put conditionally to the baseline key
+    expect_marker_put(s3)
+    # WHEN handled / THEN metrics are published, the _SUCCESS markers written, then profile.json is put
+    # conditionally to the baseline key, and last the publish-once marker
     result = metrics.handler(state_change(), lambda_context)
-    assert result["baseline"] == "promoted"
-    assert decision_log.decisions() == ["published", "baseline-promoted"]
+    assert result["baseline"] == "promoted" and result["marker"] == "written"
+    assert result["success_markers"] == [f"s3://{BUCKET}/output/sales/{JOB}/{f}/_SUCCESS" for f in ("cleaned", "transformed")]
+    assert decision_log.decisions() == ["published", "success-written", "baseline-promoted"]
 
 
 @pytest.mark.parametrize(("code", "status"), [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)])
 def test_existing_baseline_is_kept(promoting, lambda_context, decision_log, code, status) -> None:
     # GIVEN a baseline already exists (or another job is writing it right now)
     cw, s3 = promoting
+    expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
     expect_publish(cw, GATE_SUMMARY)
+    expect_success_markers(s3)
     expect_profile_and_put(s3)
     s3.add_client_error("put_object", code, "At least one of the pre-conditions you specified did not hold", status,
                         expected_params=PUT_PARAMS)
+    expect_marker_put(s3)
     # WHEN / THEN that is fine: someone else won, nothing raises
     assert metrics.handler(state_change(), lambda_context)["baseline"] == "exists"
-    assert decision_log.decisions() == ["published", "baseline-exists"]
+    assert decision_log.decisions() == ["published", "success-written", "baseline-exists"]
 
 
 @pytest.mark.parametrize("summary", [
@@ -390,38 +417,224 @@ def test_existing_baseline_is_kept(promoting, lambda_context, decision_log, code
 ])
 def test_failed_or_unknown_gate_is_never_promoted(promoting, lambda_context, decision_log, summary) -> None:
     cw, s3 = promoting
+    expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": summary}).encode())
     expect_publish(cw, summary)
-    # WHEN / THEN no profile is read and nothing is put
-    assert metrics.handler(state_change(), lambda_context)["baseline"] == "skipped"
+    expect_marker_put(s3)
+    # WHEN / THEN no profile is read, no _SUCCESS and no baseline are put (only the publish-once marker)
+    result = metrics.handler(state_change(), lambda_context)
+    assert result["baseline"] == "skipped" and result["success_markers"] == []
     assert decision_log.decisions() == ["published", "baseline-skipped"]
 
 
 @pytest.mark.parametrize("payload", [None, b"{bad", json.dumps({"schema_version": 2, "columns": {}}).encode()])
 def test_missing_or_bad_profile_is_not_promoted(promoting, lambda_context, decision_log, payload) -> None:
     cw, s3 = promoting
+    expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
     expect_publish(cw, GATE_SUMMARY)
+    expect_success_markers(s3)
     if payload is None:
         s3.add_client_error("get_object", "NoSuchKey", "gone", 404, expected_params={"Bucket": BUCKET, "Key": PROFILE_KEY})
     else:
         s3.add_response("get_object", object_body(payload), {"Bucket": BUCKET, "Key": PROFILE_KEY})
+    expect_marker_put(s3)
     assert metrics.handler(state_change(), lambda_context)["baseline"] == "unreadable"
-    assert decision_log.decisions() == ["published", "baseline-skipped"]
+    assert decision_log.decisions() == ["published", "success-written", "baseline-skipped"]
 
 
 def test_transient_put_error_raises_for_the_async_retry(promoting, lambda_context) -> None:
     cw, s3 = promoting
+    expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
     expect_publish(cw, GATE_SUMMARY)
+    expect_success_markers(s3)
     expect_profile_and_put(s3)
     s3.add_client_error("put_object", "InternalError", "oops", 500, expected_params=PUT_PARAMS)
+    # THEN it raises before the publish-once marker: the retry publishes again (at worst twice), nothing is lost
     with pytest.raises(ClientError):
         metrics.handler(state_change(), lambda_context)
 
 
 def test_failed_job_never_promotes(promoting, lambda_context) -> None:
-    cw, _ = promoting
+    cw, s3 = promoting
+    expect_marker_absent(s3)
     cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
         datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
-    assert "baseline" not in metrics.handler(state_change("Failed"), lambda_context)
+    expect_marker_put(s3)
+    result = metrics.handler(state_change("Failed"), lambda_context)
+    assert "baseline" not in result and "success_markers" not in result and result["marker"] == "written"
+
+
+
+# --- publish once: the _metrics_published marker ---------------------------------------------------------------
+
+
+def test_duplicate_event_finds_the_marker_and_publishes_nothing(promoting, lambda_context, decision_log) -> None:
+    # GIVEN the marker written after an earlier delivery of this event
+    _, s3 = promoting
+    s3.add_response("head_object", {"ContentLength": 80}, {"Bucket": BUCKET, "Key": MARKER_KEY})
+    # WHEN the duplicate is handled / THEN no metrics, no notification, no marker, no baseline: nothing else at all
+    assert metrics.handler(state_change(), lambda_context) == {"published": 0, "decision": "duplicate"}
+    assert decision_log.decisions() == ["duplicate"]
+
+
+@pytest.mark.parametrize(("code", "status"), [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)])
+def test_concurrent_duplicate_loses_the_marker_race_harmlessly(promoting, lambda_context, decision_log,
+                                                               code, status) -> None:
+    # GIVEN two deliveries ran at once: both found no marker (403: absent without s3:ListBucket) and both published
+    cw, s3 = promoting
+    expect_marker_absent(s3, 403)
+    expect_metrics_json(s3, json.dumps({"summary": SUMMARY}).encode())
+    expect_publish(cw, SUMMARY)
+    s3.add_client_error("put_object", code, "At least one of the pre-conditions you specified did not hold", status,
+                        expected_params=MARKER_PUT)
+    # WHEN this one's conditional put of the marker fails / THEN that is logged, nothing raises (published twice)
+    assert metrics.handler(state_change(), lambda_context)["marker"] == "exists"
+    assert decision_log.decisions() == ["published", "baseline-skipped", "marker-exists"]
+
+
+def test_marker_put_failure_is_logged_not_raised(promoting, lambda_context, decision_log) -> None:
+    # GIVEN everything was published, then the marker put is denied
+    cw, s3 = promoting
+    expect_marker_absent(s3)
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    s3.add_client_error("put_object", "AccessDenied", "denied", 403, expected_params=MARKER_PUT)
+    # WHEN / THEN no raise (a retry would publish everything again for nothing); an ERROR line says so
+    assert metrics.handler(state_change("Stopped"), lambda_context)["marker"] == "failed"
+    assert decision_log.records[-1]["decision"] == "marker-failed" and decision_log.records[-1]["level"] == "ERROR"
+
+
+def test_marker_lookup_error_raises_before_publishing(promoting, lambda_context) -> None:
+    _, s3 = promoting
+    s3.add_client_error("head_object", "503", "Slow Down", 503, expected_params={"Bucket": BUCKET, "Key": MARKER_KEY})
+    with pytest.raises(ClientError):
+        metrics.handler(state_change(), lambda_context)
+
+
+def test_no_marker_without_data_bucket_or_quality_output() -> None:
+    outcome = metrics.parse_outcome(state_change(), PROMOTING)
+    assert metrics.marker_location(outcome, PROMOTING) == (BUCKET, MARKER_KEY)
+    assert metrics.marker_location(outcome, SETTINGS) is None  # DATA_BUCKET unset
+    other = metrics.parse_outcome(state_change(ProcessingOutputConfig={"Outputs": []}), PROMOTING)
+    assert metrics.marker_location(other, PROMOTING) is None
+
+
+# --- one notification per failed job and per quarantined batch ---------------------------------------------------
+
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:dq-alerts"
+NOTIFYING = metrics.Settings(namespace="DataQualityPipeline", job_prefix="dq", data_bucket=BUCKET,
+                             baseline_prefix="baselines/", alert_topic_arn=TOPIC)
+QUARANTINE_URI = f"s3://{BUCKET}/quarantine/sales/{JOB}/"
+VIOLATIONS = [
+    {"rule": "drift.psi_alarm", "column": "salary", "level": "alarm", "measured": 0.9, "threshold": 0.25,
+     "action": "fail"},
+    {"rule": "quality_thresholds.max_rejected_rate", "measured": 0.3, "threshold": 0.1, "action": "fail"},
+    {"rule": "drift.psi_warn", "column": "age", "level": "warn", "measured": 0.12, "threshold": 0.1, "action": "warn"},
+]
+
+
+@pytest.fixture
+def notifying(promoting, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber, Stubber]]:
+    sns = client("sns")
+    monkeypatch.setattr(metrics, "sns_client", sns)
+    monkeypatch.setattr(metrics, "_settings", NOTIFYING)
+    cw, s3 = promoting
+    with Stubber(sns) as sns_stub:
+        yield cw, s3, sns_stub
+        sns_stub.assert_no_pending_responses()
+
+
+def with_quarantine(**overrides: Any) -> dict[str, Any]:
+    event = state_change(**overrides)
+    event["detail"]["ProcessingOutputConfig"]["Outputs"].append(
+        {"OutputName": "quarantine", "S3Output": {"S3Uri": QUARANTINE_URI, "LocalPath": "/opt/ml/processing/output/quarantine",
+                                                  "S3UploadMode": "EndOfJob"}, "AppManaged": False})
+    event["detail"]["Environment"]["SOURCE_VERSION_ID"] = "v7"
+    return event
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_each_failed_job_sends_one_notification(notifying, lambda_context, decision_log, status) -> None:
+    # GIVEN a failed or stopped job (an alarm already in ALARM would send nothing for it)
+    cw, s3, sns = notifying
+    expect_marker_absent(s3)
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    outcome = metrics.parse_outcome(with_quarantine(status=status), NOTIFYING)
+    args = metrics.failure_notification(outcome)
+    sns.add_response("publish", {"MessageId": "m-1"}, {"TopicArn": TOPIC, **args})
+    expect_marker_put(s3)
+    # WHEN handled
+    result = metrics.handler(with_quarantine(status=status), lambda_context)
+    # THEN one concise message: job, dataset, input (with version), FailureReason
+    assert result["notified"] == ["job-failed"]
+    body = json.loads(args["Message"])
+    assert args["Subject"] == f"Data quality job {status}: {JOB}"
+    assert body["event"] == "job-failed" and body["job_name"] == JOB and body["dataset"] == "sales"
+    assert body["input"] == f"s3://{BUCKET}/input/sales/a.csv" and body["input_version_id"] == "v7"
+    if status == "Failed":
+        assert body["failure_reason"] == "AlgorithmError: see job logs"
+        assert body["summary"] == f"Processing job {JOB} (sales) Failed: AlgorithmError: see job logs"
+    assert args["MessageAttributes"]["event"] == {"DataType": "String", "StringValue": "job-failed"}
+    assert decision_log.decisions() == ["published", "notified"]
+
+
+def test_each_quarantined_batch_sends_one_notification(notifying, lambda_context, decision_log) -> None:
+    # GIVEN a completed batch whose gate failed
+    cw, s3, sns = notifying
+    summary = {**GATE_SUMMARY, "quality_gate_failed": 1, "quality_gate_warned": 0}
+    document = {"summary": summary, "gate": {"status": "failed", "violations": VIOLATIONS}}
+    expect_marker_absent(s3)
+    expect_metrics_json(s3, json.dumps(document).encode())
+    expect_publish(cw, summary)
+    args = metrics.quarantine_notification(metrics.parse_outcome(with_quarantine(), NOTIFYING), document)
+    sns.add_response("publish", {"MessageId": "m-2"}, {"TopicArn": TOPIC, **args})
+    expect_marker_put(s3)
+    # WHEN handled
+    result = metrics.handler(with_quarantine(), lambda_context)
+    # THEN one message naming the broken rules (fail only) and where the data went; no _SUCCESS, no promotion
+    assert result["notified"] == ["batch-quarantined"] and result["success_markers"] == []
+    assert result["baseline"] == "skipped"
+    body = json.loads(args["Message"])
+    assert args["Subject"] == f"Data quality batch quarantined: {JOB}"
+    assert body["quarantine"] == QUARANTINE_URI and body["violations_file"] == QUARANTINE_URI + "violations.json"
+    assert body["violations_total"] == 2 and body["violations"] == [
+        {"rule": "drift.psi_alarm", "column": "salary", "measured": 0.9, "threshold": 0.25},
+        {"rule": "quality_thresholds.max_rejected_rate", "measured": 0.3, "threshold": 0.1}]
+    assert body["summary"] == (f"Batch {JOB} (sales) failed the quality gate: 2 rule(s) broken "
+                               f"(drift.psi_alarm[salary], quality_thresholds.max_rejected_rate); "
+                               f"data under {QUARANTINE_URI}")
+    assert decision_log.decisions() == ["published", "notified", "baseline-skipped"]
+
+
+def test_passed_batch_sends_no_notification(notifying, lambda_context, decision_log) -> None:
+    cw, s3, _ = notifying
+    expect_marker_absent(s3)
+    expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
+    expect_publish(cw, GATE_SUMMARY)
+    expect_success_markers(s3)
+    expect_profile_and_put(s3)
+    s3.add_response("put_object", {"ETag": '"e"'}, PUT_PARAMS)
+    expect_marker_put(s3)
+    assert metrics.handler(with_quarantine(), lambda_context)["notified"] == []
+
+
+def test_sns_error_raises_before_the_marker(notifying, lambda_context) -> None:
+    # GIVEN SNS keeps failing / THEN the invocation raises: no marker, the asynchronous retry sends it again
+    cw, s3, sns = notifying
+    expect_marker_absent(s3)
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    sns.add_client_error("publish", "KMSAccessDenied", "no", 400)
+    with pytest.raises(ClientError):
+        metrics.handler(state_change("Failed"), lambda_context)
+
+
+def test_settings_read_alert_topic_arn() -> None:
+    env = {"NAMESPACE": "DataQualityPipeline", "JOB_PREFIX": "dq"}
+    assert metrics.Settings.from_env(env).alert_topic_arn == ""  # notifications disabled
+    assert metrics.Settings.from_env({**env, "ALERT_TOPIC_ARN": TOPIC}).alert_topic_arn == TOPIC
+    with pytest.raises(metrics.SettingsError, match="ALERT_TOPIC_ARN"):
+        metrics.Settings.from_env({**env, "ALERT_TOPIC_ARN": "arn:aws:sqs:eu-west-1:123456789012:q"})

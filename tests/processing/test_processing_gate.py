@@ -56,14 +56,15 @@ def data_files(out: Path, folder: str) -> list[str]:
     return sorted(p.name for p in (out / folder).iterdir()) if (out / folder).is_dir() else []
 
 
-def test_first_batch_passes_with_drift_unavailable_and_success_markers(base_dir: Path) -> None:
+def test_first_batch_passes_with_drift_unavailable_and_no_success_marker(base_dir: Path) -> None:
     out = base_dir
     drift_doc = json.loads((out / "quality" / "drift.json").read_text())
     assert drift_doc["status"] == "unavailable" and "no baseline" in drift_doc["reason"]
     gate_doc = json.loads((out / "quality" / "gate.json").read_text())
     assert gate_doc["status"] == "passed" and gate_doc["violations"] == []
-    assert data_files(out, "cleaned") == ["_SUCCESS", "cleaned.parquet"]
-    assert data_files(out, "transformed") == ["_SUCCESS", "transformed.parquet"]
+    # no _SUCCESS from the job: the metrics Lambda writes it after the job finished (design.md Contract 4)
+    assert data_files(out, "cleaned") == ["cleaned.parquet"]
+    assert data_files(out, "transformed") == ["transformed.parquet"]
     assert (out / "quarantine").is_dir() and not any((out / "quarantine").iterdir())
     profile = json.loads((out / "quality" / "profile.json").read_text())
     assert set(profile["columns"]) == {"age", "salary", "department"}
@@ -73,7 +74,8 @@ def test_first_batch_passes_with_drift_unavailable_and_success_markers(base_dir:
     assert (s["drift_max_psi"], s["drifted_columns"], s["drift_unavailable"]) == (0.0, 0, 1)
     assert (s["quality_gate_failed"], s["quality_gate_warned"]) == (0, 0)
     assert m["drift"]["status"] == "unavailable" and m["gate"] == {"status": "passed", "violations": []}
-    assert "quality/profile.json" in m["outputs"]["quality"] and "cleaned/_SUCCESS" in m["outputs"]["cleaned"]
+    assert "quality/profile.json" in m["outputs"]["quality"]
+    assert not any(p.endswith("_SUCCESS") for files in m["outputs"].values() for p in files)
 
 
 def test_same_distribution_passes_against_the_baseline(tmp_path: Path, base_dir: Path) -> None:
@@ -93,7 +95,7 @@ def test_drift_warn_level_warns_and_keeps_outputs_in_place(tmp_path: Path, base_
     [v] = res.metrics["gate"]["violations"]
     assert v["rule"] == "drift.distance_warn" and v["column"] == "salary" and v["action"] == "warn"
     assert v["threshold"] == 0.1 and 0.1 <= v["measured"] < 0.25
-    assert "_SUCCESS" in data_files(out, "cleaned") and "_SUCCESS" in data_files(out, "transformed")
+    assert data_files(out, "cleaned") == ["cleaned.parquet"] and data_files(out, "transformed") == ["transformed.parquet"]
     assert not any((out / "quarantine").iterdir())
 
 
@@ -139,7 +141,7 @@ def test_gate_actions_are_configurable(tmp_path: Path) -> None:
     doc["gate"] = {"thresholds": "warn"}
     res = run(tmp_path, "o", employees(tmp_path / "b.csv", 1000, seed=5, bad_ids=100), doc=doc)
     assert res.metrics["gate"]["status"] == "warned"
-    assert "_SUCCESS" in data_files(tmp_path / "o", "cleaned")
+    assert data_files(tmp_path / "o", "cleaned") == ["cleaned.parquet"]  # outputs in place (the Lambda marks them)
     # and drift unavailable configured to fail
     doc["gate"] = {"thresholds": "ignore", "drift_unavailable": "fail"}
     res = run(tmp_path, "o2", employees(tmp_path / "c.csv", 100, seed=6), doc=doc)

@@ -1,8 +1,10 @@
-"""Publish CloudWatch metrics for a finished processing job (design.md Contract 3).
+"""Publish CloudWatch metrics for a finished processing job (design.md Contracts 3 and 4).
 
 Invoked directly by an EventBridge rule on "SageMaker Processing Job State Change" (terminal states).
-Idempotent: every datapoint is stamped with the job's end time, so a duplicate event publishes the
-same datapoints again and alarms on the ``Maximum`` statistic cannot change outcome.
+Per job, in this order: publish the metrics, send one notification per failed/stopped job or quarantined batch,
+write the ``_SUCCESS`` markers of a passed/warned batch, promote the first baseline, then write the publish-once
+marker ``<quality>/_metrics_published``. A duplicate event that finds the marker does nothing; a failure before the
+marker is written makes the retry do everything again (at worst published twice, never lost).
 Standard library and boto3 only: this file is deployed as-is with ``Code.from_asset``.
 """
 
@@ -15,7 +17,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from botocore.exceptions import ClientError
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
 
 # summary key -> (metric name, unit). Rates are ratios, published with unit None.
 SUMMARY_METRICS: dict[str, tuple[str, str]] = {
@@ -66,6 +69,18 @@ JOB_SUFFIX_RE = re.compile(r"-[0-9a-f]{16}$")
 UNKNOWN_DATASET = "unknown"
 # S3 errors that mean "this file cannot be read" (a MetricsUnavailable datapoint, not a retry).
 UNREADABLE_S3_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "AccessDenied", "403", "404", "InvalidObjectState"})
+# Publish-once marker, in the job's quality/ folder (never a data folder): written after everything else succeeded.
+PUBLISHED_MARKER = "_metrics_published"
+# HeadObject of the marker: 404 = absent; 403 = absent too (the role has no s3:ListBucket, so S3 answers 403 for a
+# missing key). Anything else raises (retried).
+MARKER_ABSENT = frozenset({"404", "403", "NoSuchKey", "NotFound", "AccessDenied", "Forbidden"})
+CONDITIONAL_CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+SUCCESS_MARKER = "_SUCCESS"
+SUCCESS_FOLDERS = ("cleaned", "transformed")  # design.md Contract 4: a passed/warned batch's marker
+QUARANTINE_OUTPUT_NAME = "quarantine"
+MAX_NOTIFIED_VIOLATIONS = 10  # keep the notification concise; violations.json has all of them
+SNS_SUBJECT_MAX = 100
+TOPIC_ARN_RE = re.compile(r"arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-]{1,256}")
 
 LOGGER = logging.getLogger("dq.metrics")
 
@@ -84,8 +99,9 @@ class Settings:
 
     namespace: str
     job_prefix: str
-    data_bucket: str = ""  # "" disables baseline promotion
+    data_bucket: str = ""  # "" disables every S3 write: baseline promotion, _SUCCESS and publish-once markers
     baseline_prefix: str = "baselines/"
+    alert_topic_arn: str = ""  # "" disables the per-job notifications
 
     def baseline_key(self, dataset: str) -> str:
         return f"{self.baseline_prefix}{dataset}/{BASELINE_FILE}"
@@ -110,7 +126,11 @@ class Settings:
         if baseline_prefix.startswith("/") or not baseline_prefix.endswith("/") or len(baseline_prefix) > 512:
             raise SettingsError(
                 f"environment variable BASELINE_PREFIX={baseline_prefix!r} must not start with '/' and must end with '/'")
-        return cls(namespace=namespace, job_prefix=job_prefix, data_bucket=data_bucket, baseline_prefix=baseline_prefix)
+        alert_topic_arn = environ.get("ALERT_TOPIC_ARN", "").strip()
+        if alert_topic_arn and not TOPIC_ARN_RE.fullmatch(alert_topic_arn):
+            raise SettingsError(f"environment variable ALERT_TOPIC_ARN={alert_topic_arn!r} is not an SNS topic ARN")
+        return cls(namespace=namespace, job_prefix=job_prefix, data_bucket=data_bucket, baseline_prefix=baseline_prefix,
+                   alert_topic_arn=alert_topic_arn)
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,9 @@ class JobOutcome:
     end_time: datetime
     quality_uri: str | None
     failure_reason: str
+    outputs: Mapping[str, str] = field(default_factory=dict)  # OutputName -> S3Uri
+    source_uri: str = ""
+    source_version_id: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,12 +201,15 @@ def parse_outcome(event: Mapping[str, Any], settings: Settings) -> JobOutcome | 
         or parse_time(event.get("time"))
         or datetime.now(timezone.utc)
     )
-    quality_uri = None
+    uris: dict[str, str] = {}
     outputs = ((detail.get("ProcessingOutputConfig") or {}).get("Outputs")) or []
     for output in outputs if isinstance(outputs, list) else []:
-        if isinstance(output, dict) and output.get("OutputName") == QUALITY_OUTPUT_NAME:
+        if isinstance(output, dict) and isinstance(output.get("OutputName"), str):
             uri = (output.get("S3Output") or {}).get("S3Uri")
-            quality_uri = uri if isinstance(uri, str) and uri else None
+            if isinstance(uri, str) and uri:
+                uris[output["OutputName"]] = uri
+    quality_uri = uris.get(QUALITY_OUTPUT_NAME)
+    env = environment if isinstance(environment, dict) else {}
     return JobOutcome(
         job_name=job_name,
         status=status,
@@ -191,7 +217,78 @@ def parse_outcome(event: Mapping[str, Any], settings: Settings) -> JobOutcome | 
         end_time=end_time,
         quality_uri=quality_uri,
         failure_reason=str(detail.get("FailureReason") or ""),
+        outputs=uris,
+        source_uri=str(env.get("SOURCE_URI") or ""),
+        source_version_id=str(env.get("SOURCE_VERSION_ID") or ""),
     )
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/prefix[/]`` -> (bucket, ``prefix/``) (prefix "" for the bucket root)."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an s3:// URI")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} has no bucket")
+    prefix = prefix.rstrip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def failure_notification(outcome: JobOutcome) -> dict[str, Any]:
+    """SNS Publish arguments for a Failed/Stopped job: job, dataset, input and FailureReason."""
+    reason = outcome.failure_reason or "(no FailureReason given)"
+    body = {
+        "event": "job-failed",
+        "summary": f"Processing job {outcome.job_name} ({outcome.dataset}) {outcome.status}: {reason}"[:1000],
+        "job_name": outcome.job_name,
+        "status": outcome.status,
+        "dataset": outcome.dataset,
+        "input": outcome.source_uri or None,
+        "input_version_id": outcome.source_version_id or None,
+        "failure_reason": outcome.failure_reason or None,
+        "end_time": outcome.end_time.isoformat(),
+    }
+    return _publish_args(f"Data quality job {outcome.status}: {outcome.job_name}", body, "job-failed", outcome)
+
+
+def quarantine_notification(outcome: JobOutcome, document: Any) -> dict[str, Any]:
+    """SNS Publish arguments for a batch that failed the quality gate: violations summary, quarantine location."""
+    gate = document.get("gate") if isinstance(document, dict) else None
+    raw = gate.get("violations") if isinstance(gate, dict) else None
+    failing = [v for v in raw if isinstance(v, dict) and v.get("action", "fail") == "fail"] if isinstance(raw, list) else []
+    shown = [{k: v[k] for k in ("rule", "column", "measured", "threshold") if k in v}
+             for v in failing[:MAX_NOTIFIED_VIOLATIONS]]
+    quarantine = outcome.outputs.get(QUARANTINE_OUTPUT_NAME)
+    where = quarantine.rstrip("/") + "/" if quarantine else None
+    rules = ", ".join(sorted({str(v.get("rule")) + (f"[{v['column']}]" if v.get("column") else "") for v in failing}))
+    body = {
+        "event": "batch-quarantined",
+        "summary": (f"Batch {outcome.job_name} ({outcome.dataset}) failed the quality gate: "
+                    f"{len(failing)} rule(s) broken ({rules or 'see violations.json'}); data under "
+                    f"{where or 'the quarantine prefix'}")[:1000],
+        "job_name": outcome.job_name,
+        "dataset": outcome.dataset,
+        "input": outcome.source_uri or None,
+        "input_version_id": outcome.source_version_id or None,
+        "quarantine": where,
+        "violations_file": f"{where}violations.json" if where else None,
+        "violations": shown,
+        "violations_total": len(failing),
+        "end_time": outcome.end_time.isoformat(),
+    }
+    return _publish_args(f"Data quality batch quarantined: {outcome.job_name}", body, "batch-quarantined", outcome)
+
+
+def _publish_args(subject: str, body: Mapping[str, Any], event: str, outcome: JobOutcome) -> dict[str, Any]:
+    # JSON (like the CloudWatch alarm notifications on the same topic), attributes for subscription filter policies.
+    return {
+        "Subject": subject[:SNS_SUBJECT_MAX],
+        "Message": json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False, default=str),
+        "MessageAttributes": {
+            "event": {"DataType": "String", "StringValue": event},
+            "dataset": {"DataType": "String", "StringValue": outcome.dataset},
+        },
+    }
 
 
 def metrics_location(quality_uri: str) -> tuple[str, str]:
@@ -278,6 +375,7 @@ _settings: Settings | None = None
 _request_id = ""
 cloudwatch_client: CloudWatchClient | None = None  # tests assign Stubber-wrapped clients here
 s3_client: S3Client | None = None
+sns_client: SNSClient | None = None
 
 
 def get_settings() -> Settings:
@@ -303,6 +401,13 @@ def get_s3() -> S3Client:
     if s3_client is None:
         s3_client = boto3.client("s3", config=_retry_config())
     return s3_client
+
+
+def get_sns() -> SNSClient:
+    global sns_client
+    if sns_client is None:
+        sns_client = boto3.client("sns", config=_retry_config())
+    return sns_client
 
 
 def _configure_logger() -> None:
@@ -358,8 +463,112 @@ def read_metrics(quality_uri: str | None, s3: S3Client) -> Any:
         raise MetricsUnavailableError(f"s3://{bucket}/{key} is not valid JSON: {exc}") from exc
 
 
+def _error_code(exc: ClientError) -> tuple[str, int]:
+    return (str(exc.response.get("Error", {}).get("Code", "")),
+            int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0))
+
+
+def marker_location(outcome: JobOutcome, settings: Settings) -> tuple[str, str] | None:
+    """(bucket, key) of the publish-once marker ``<quality>/_metrics_published``, or None when it cannot be kept.
+
+    Only in the data bucket (``DATA_BUCKET``; empty disables it) and only when the event names the quality output.
+    """
+    if not settings.data_bucket or not outcome.quality_uri:
+        return None
+    try:
+        bucket, prefix = split_s3_uri(outcome.quality_uri)
+    except ValueError:
+        return None
+    return (bucket, f"{prefix}{PUBLISHED_MARKER}") if bucket == settings.data_bucket and prefix else None
+
+
+def already_published(s3: S3Client, marker: tuple[str, str]) -> bool:
+    """HeadObject of the marker: True when it exists. 404/403 (no s3:ListBucket) = absent; other errors raise."""
+    try:
+        s3.head_object(Bucket=marker[0], Key=marker[1])
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        if code in MARKER_ABSENT or status in (403, 404):
+            return False
+        raise
+    return True
+
+
+def write_published_marker(s3: S3Client, marker: tuple[str, str], outcome: JobOutcome,
+                           base: Mapping[str, Any]) -> str:
+    """Conditional put (``IfNoneMatch="*"``) of the marker, after everything was published.
+
+    Returns ``written``, ``exists`` (a concurrent duplicate wrote it first: both published, harmless) or ``failed``
+    (logged at ERROR, not raised: the work is done; a later duplicate may publish once more).
+    """
+    body = json.dumps({"job_name": outcome.job_name, "status": outcome.status, "request_id": _request_id,
+                       "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
+    try:
+        s3.put_object(Bucket=marker[0], Key=marker[1], Body=body, ContentType="application/json", IfNoneMatch="*")
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        if code in CONDITIONAL_CONFLICT or status in (409, 412):
+            log_decision("marker-exists", **base, marker=f"s3://{marker[0]}/{marker[1]}", error_code=code)
+            return "exists"
+        log_decision("marker-failed", logging.ERROR, **base, marker=f"s3://{marker[0]}/{marker[1]}",
+                     error_code=code, error=str(exc))
+        return "failed"
+    return "written"
+
+
+def notify(outcome: JobOutcome, values: Mapping[str, float], document: Any, settings: Settings, sns: SNSClient,
+           base: Mapping[str, Any]) -> list[str]:
+    """One SNS message per Failed/Stopped job and per quarantined batch (ALERT_TOPIC_ARN; empty disables).
+
+    Alarms notify on state transitions only: a second failure while an alarm is already in ALARM sends nothing, so
+    each bad job gets its own message here. Errors raise (the asynchronous retry repeats the whole event).
+    """
+    if not settings.alert_topic_arn:
+        return []
+    if outcome.status in ("Failed", "Stopped"):
+        args = failure_notification(outcome)
+    elif outcome.status == "Completed" and values.get("quality_gate_failed", 0.0) >= 1:
+        args = quarantine_notification(outcome, document)
+    else:
+        return []
+    event = args["MessageAttributes"]["event"]["StringValue"]
+    response = sns.publish(TopicArn=settings.alert_topic_arn, **args)
+    log_decision("notified", **base, notification=event, message_id=response.get("MessageId"))
+    return [event]
+
+
+def write_success_markers(outcome: JobOutcome, values: Mapping[str, float], unavailable: bool | None,
+                          settings: Settings, s3: S3Client, base: Mapping[str, Any]) -> list[str]:
+    """``_SUCCESS`` in ``cleaned/`` and ``transformed/`` of a Completed batch whose gate did not fail.
+
+    Written here, after the job finished, because SageMaker uploads a job's output files in no guaranteed order: a
+    marker written by the job itself could appear before the data. Only into the data bucket; metrics unavailable
+    or no ``quality_gate_failed`` in the summary = no marker (the verdict is unknown). Errors raise (retried).
+    """
+    if (outcome.status != "Completed" or unavailable or values.get("quality_gate_failed") != 0.0
+            or not settings.data_bucket):
+        return []
+    written = []
+    for folder in SUCCESS_FOLDERS:
+        uri = outcome.outputs.get(folder)
+        try:
+            bucket, prefix = split_s3_uri(uri) if uri else ("", "")
+        except ValueError:
+            bucket, prefix = "", ""
+        if bucket != settings.data_bucket or not prefix:
+            log_decision("success-skipped", logging.WARNING, **base, folder=folder, output=uri,
+                         reason="output is not in the data bucket or missing from the event")
+            continue
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{SUCCESS_MARKER}", Body=b"")
+        written.append(f"s3://{bucket}/{prefix}{SUCCESS_MARKER}")
+    if written:
+        log_decision("success-written", **base, markers=written)
+    return written
+
+
 def process_event(
-    event: Mapping[str, Any], settings: Settings, *, cloudwatch: CloudWatchClient, s3: S3Client
+    event: Mapping[str, Any], settings: Settings, *, cloudwatch: CloudWatchClient, s3: S3Client,
+    sns: SNSClient | None = None,
 ) -> dict[str, Any]:
     """Publish the metrics for one state-change event and return a summary of what was done."""
     outcome = parse_outcome(event, settings)
@@ -371,11 +580,20 @@ def process_event(
     base = {"job_name": outcome.job_name, "status": outcome.status, "dataset": outcome.dataset,
             "end_time": outcome.end_time.isoformat()}
 
+    # Publish once: a marker written after everything below means a duplicate event has nothing left to do.
+    marker = marker_location(outcome, settings)
+    if marker is not None and already_published(s3, marker):
+        log_decision("duplicate", **base, marker=f"s3://{marker[0]}/{marker[1]}",
+                     reason="this job's metrics were already published")
+        return {"published": 0, "decision": "duplicate"}
+
     values: dict[str, float] = {}
+    document: Any = None
     unavailable: bool | None = None
     if outcome.status == "Completed":
         try:
-            values, problems = summary_values(read_metrics(outcome.quality_uri, s3))
+            document = read_metrics(outcome.quality_uri, s3)
+            values, problems = summary_values(document)
         except MetricsUnavailableError as exc:
             problems = [str(exc)]
         unavailable = bool(problems)
@@ -388,11 +606,16 @@ def process_event(
         cloudwatch.put_metric_data(Namespace=settings.namespace, MetricData=chunk)
     log_decision("published", **base, metrics=[d["MetricName"] for d in data],
                  failure_reason=outcome.failure_reason or None)
-    result = {"published": len(data), "decision": "published", "metrics_unavailable": unavailable}
-    if outcome.status == "Completed" and settings.data_bucket:  # DATA_BUCKET unset: promotion disabled
+    result: dict[str, Any] = {"published": len(data), "decision": "published", "metrics_unavailable": unavailable}
+    if settings.alert_topic_arn:
+        result["notified"] = notify(outcome, values, document, settings, sns or get_sns(), base)
+    if outcome.status == "Completed" and settings.data_bucket:  # DATA_BUCKET unset: S3 writes disabled
+        result["success_markers"] = write_success_markers(outcome, values, unavailable, settings, s3, base)
         # After publishing: if promotion raises (transient S3 error), the asynchronous retry publishes the same
         # datapoints again (idempotent) and retries the promotion.
         result["baseline"] = promote_baseline(outcome, values, settings, s3, base)
+    if marker is not None:
+        result["marker"] = write_published_marker(s3, marker, outcome, base)
     return result
 
 
@@ -462,4 +685,6 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (EventBridge rule target, asynchronous invocation)."""
     global _request_id
     _request_id = getattr(context, "aws_request_id", "") or ""
-    return process_event(event, get_settings(), cloudwatch=get_cloudwatch(), s3=get_s3())
+    settings = get_settings()
+    return process_event(event, settings, cloudwatch=get_cloudwatch(), s3=get_s3(),
+                         sns=get_sns() if settings.alert_topic_arn else None)
