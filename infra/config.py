@@ -47,6 +47,15 @@ RATE_THRESHOLD_KEYS = tuple(k for k in THRESHOLD_KEYS if k.startswith("max_"))
 MAX_RUNTIME_LIMIT = 777_600  # seconds: SageMaker's MaxRuntimeInSeconds upper bound (9 days)
 MAX_VOLUME_SIZE_GB = 16_384  # GB: SageMaker's VolumeSizeInGB upper bound
 MAX_INSTANCE_COUNT = 100
+#: Processing instance families with local NVMe instance storage. SageMaker rejects ``VolumeKmsKeyId`` for them (their
+#: storage is the instance store, encrypted by the hardware), and the trigger always sends it. Source: the SageMaker API
+#: reference of ``ProcessingClusterConfig.VolumeKmsKeyId`` / ``ResourceConfig.VolumeKmsKeyId`` ("certain Nitro-based
+#: instances include local storage ... dependent on the instance type"), which links to the EC2 instance-store list
+#: rather than naming SageMaker types, so this list is our reading of it, not an exhaustive AWS table: any family whose
+#: attribute letters contain "d" (ml.m5d, ml.c5d, ml.r5d, ml.g4dn, ml.p3dn, ml.p4d, ml.p4de, ...) plus the ones below
+#: whose names don't show it. Newer families (e.g. ml.g7/ml.g7e) are not known here: check before using them.
+NVME_INSTANCE_FAMILIES = frozenset({"ml.g5", "ml.g6", "ml.g6e", "ml.p5", "ml.p5e", "ml.p5en"})
+_NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
 LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
@@ -124,6 +133,12 @@ def _as_prefix(key: str, value: Any) -> str:
             key, f"must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), got {value!r}"
         )
     return value
+
+
+def has_local_nvme(instance_type: str) -> bool:
+    """True for instance types with local NVMe storage, which reject VolumeKmsKeyId (see NVME_INSTANCE_FAMILIES)."""
+    family = instance_type.rsplit(".", 1)[0]
+    return family in NVME_INSTANCE_FAMILIES or bool(_NVME_FAMILY_RE.fullmatch(family))
 
 
 def _processing_instance_types() -> frozenset[str]:
@@ -221,6 +236,17 @@ def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
     return {name: _thresholds(f"quality_thresholds (from {name}.json)", thresholds, {}) for name, thresholds in raw.items()}
 
 
+def _instance_count(raw: Any) -> int:
+    count = _as_int("instance_count", raw, 1, MAX_INSTANCE_COUNT)
+    if count > 1:
+        raise SettingsError(
+            "instance_count",
+            f"must be 1, got {count}: the data input is FullyReplicated, so every instance would process the same "
+            "file and upload identical outputs to the same S3 keys, overwriting each other (N times the cost, no "
+            "speed-up); the job has no multi-instance mode. Use a larger instance_type instead")
+    return count
+
+
 def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Settings:
     """Build validated :class:`Settings` from CDK context.
 
@@ -259,6 +285,12 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     allowed_types = _processing_instance_types()
     if instance_type not in allowed_types:
         raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type (e.g. ml.t3.medium, ml.m5.xlarge)")
+    if has_local_nvme(instance_type):
+        raise SettingsError(
+            "instance_type",
+            f"{instance_type!r} has local NVMe instance storage, and SageMaker rejects VolumeKmsKeyId for such types "
+            "while every job of this stack encrypts its volume with the data key (VolumeKmsKeyId): choose a type "
+            "without local storage (e.g. ml.m5.xlarge instead of ml.m5d.xlarge)")
 
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()
@@ -305,7 +337,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         quarantine_prefix=written["quarantine_prefix"],
         job_prefix=job_prefix,
         instance_type=instance_type,
-        instance_count=_as_int("instance_count", value("instance_count"), 1, MAX_INSTANCE_COUNT),
+        instance_count=_instance_count(value("instance_count")),
         volume_size_gb=_as_int("volume_size_gb", value("volume_size_gb"), 1, MAX_VOLUME_SIZE_GB),
         max_runtime_seconds=_as_int("max_runtime_seconds", value("max_runtime_seconds"), 1, MAX_RUNTIME_LIMIT),
         sklearn_image_version=image_version,

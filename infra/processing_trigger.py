@@ -21,7 +21,10 @@ from infra.python_function import python_function
 
 TRIGGER_TIMEOUT = 60  # seconds: one batch of CreateProcessingJob calls, each retried by botocore
 VISIBILITY_TIMEOUT = 6 * TRIGGER_TIMEOUT  # seconds: AWS guidance for SQS event sources is >= 6x the function timeout
-MAX_RECEIVE_COUNT = 5  # deliveries before a message moves to the DLQ
+# Deliveries before a message moves to the DLQ. With the handler's backoff on ThrottlingException/ResourceLimitExceeded
+# (visibility min(900, 30 x 2^(n-1)) s, equal jitter) 10 receives wait about 38-75 min in total, i.e. roughly an hour
+# for a processing-instance quota to free up (infra/lambdas/README.md "Retry and backoff"); 5 gave only 8-15 min.
+MAX_RECEIVE_COUNT = 10
 DLQ_RETENTION = 14  # days (the SQS maximum)
 QUEUE_RETENTION = 4  # days
 BATCH_SIZE = 5  # messages per invocation
@@ -129,7 +132,6 @@ class ProcessingTrigger(Construct):
                 "VOLUME_SIZE_GB": str(job.volume_size_gb),
                 "MAX_RUNTIME_SECONDS": str(job.max_runtime_seconds),
                 "KMS_KEY_ARN": props.key.key_arn,
-                "QUEUE_URL": self.queue.queue_url,
             },
         )
         self.log_group, self.role, self.function = created.log_group, created.role, created.function
@@ -142,8 +144,9 @@ class ProcessingTrigger(Construct):
             )
         )
         # The event source grants consume rights, incl. sqs:ChangeMessageVisibility used by the handler to back off.
-        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json (ListBucket makes a missing
-        # baseline a 404 instead of a 403).
+        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by s3:prefix)
+        # is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as "no baseline"
+        # (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS, bucket policy).
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="CheckBaseline",

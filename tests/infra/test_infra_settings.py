@@ -17,6 +17,7 @@ from infra.config import (
     FALLBACK_THRESHOLDS,
     THRESHOLD_KEYS,
     SettingsError,
+    has_local_nvme,
     load_dataset_psi_alarms,
     load_dataset_thresholds,
     settings_from_context,
@@ -108,8 +109,8 @@ def test_real_default_config_when_present() -> None:
 
 
 def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
-    s = settings(tmp_path, instance_count="2", volume_size_gb="50", max_runtime_seconds="600")
-    assert (s.instance_count, s.volume_size_gb, s.max_runtime_seconds) == (2, 50, 600)
+    s = settings(tmp_path, instance_count="1", volume_size_gb="50", max_runtime_seconds="600")
+    assert (s.instance_count, s.volume_size_gb, s.max_runtime_seconds) == (1, 50, 600)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +129,10 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("job_prefix", "dq-x", {}),
         ("instance_type", "ml.nope.large", {}),
         ("instance_count", 0, {}),
+        ("instance_count", 2, {}),  # FullyReplicated input: copies would overwrite each other's outputs
+        ("instance_type", "ml.m5d.xlarge", {}),  # local NVMe storage rejects VolumeKmsKeyId
+        ("instance_type", "ml.g4dn.xlarge", {}),
+        ("instance_type", "ml.g5.xlarge", {}),
         ("instance_count", "two", {}),
         ("volume_size_gb", 0, {}),
         ("max_runtime_seconds", 0, {}),
@@ -149,6 +154,24 @@ def test_bad_setting_names_its_key(tmp_path: Path, key: str, value: Any, extra: 
         settings(tmp_path, **{key: value, **extra})
     assert info.value.key == key
     assert f"'{key}'" in str(info.value)
+
+
+@pytest.mark.parametrize(("instance_type", "nvme"), [
+    ("ml.m5d.xlarge", True), ("ml.c5d.large", True), ("ml.r5d.large", True), ("ml.g4dn.xlarge", True),
+    ("ml.g5.xlarge", True), ("ml.g6.xlarge", True), ("ml.p3dn.24xlarge", True), ("ml.p4d.24xlarge", True),
+    ("ml.p4de.24xlarge", True), ("ml.p5.48xlarge", True),
+    ("ml.t3.medium", False), ("ml.m5.xlarge", False), ("ml.c5.xlarge", False), ("ml.p3.2xlarge", False),
+    ("ml.c7i-flex.large", False), ("ml.m6i.large", False),
+])
+def test_local_nvme_instance_types_are_recognised(instance_type: str, nvme: bool) -> None:
+    assert has_local_nvme(instance_type) is nvme
+
+
+def test_nvme_and_instance_count_messages_say_why(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="VolumeKmsKeyId"):
+        settings(tmp_path, instance_type="ml.r5d.large")
+    with pytest.raises(SettingsError, match="overwriting each other"):
+        settings(tmp_path, instance_count=3)
 
 
 def test_bad_dataset_config_file_is_named(tmp_path: Path) -> None:

@@ -37,8 +37,10 @@ OUTPUT_LOCAL_PATH = f"{CONTAINER_ROOT}/output"
 BASELINE_LOCAL_PATH = f"{CONTAINER_ROOT}/input/baseline"
 BASELINE_FILE = "baseline.json"
 QUARANTINE_OUTPUT = "quarantine"
-# HeadObject answers: 404 = no baseline; 403 = no baseline visible (S3 answers 403 for a missing key when the caller
-# lacks s3:ListBucket, which the trigger deliberately does not get). Anything else is retried.
+# HeadObject answers: 404 = no baseline (the role has s3:ListBucket on the baseline prefix, so a missing key is 404);
+# 403 = access denied (IAM, bucket policy, KMS) or a missing key if ListBucket does not apply: treated as no baseline
+# too, logged at ERROR (baseline-unreadable), so the job still runs and DriftUnavailable shows it. Anything else is
+# retried.
 BASELINE_ABSENT_STATUS = frozenset({403, 404})
 DEFAULT_DATASET = "default"
 
@@ -563,10 +565,12 @@ def get_s3() -> S3Client:
 def find_baseline(s3: S3Client, dataset: str, settings: Settings, base: Mapping[str, Any]) -> str | None:
     """``s3://`` URI of the dataset's baseline.json if HeadObject finds it, else None.
 
-    404 means no baseline. 403 is treated the same (logged as a warning): without ``s3:ListBucket`` S3 answers 403
-    for a missing key, so 403 cannot tell "absent" from "denied"; the job then reports drift as unavailable and
-    the DriftUnavailable metric shows it. Any other error (throttling, 5xx, network, after botocore's retries)
-    raises: the record is retried like any other transient failure.
+    404 means no baseline. The role has ``s3:ListBucket`` on the baseline prefix, so a missing key should be a 404;
+    a 403 therefore most likely means the baseline exists but cannot be read (IAM, bucket policy, KMS). It is still
+    treated as "no baseline" rather than retried (retrying would block every job of the dataset until someone fixes
+    the permission), and logged at ERROR as ``baseline-unreadable``; the job then reports drift as unavailable and
+    the DriftUnavailable metric (alarm after 3 hours) shows it. Any other error (throttling, 5xx, network, after
+    botocore's retries) raises: the record is retried like any other transient failure.
     """
     key = settings.baseline_key(dataset)
     try:
@@ -576,8 +580,9 @@ def find_baseline(s3: S3Client, dataset: str, settings: Settings, base: Mapping[
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if status in BASELINE_ABSENT_STATUS or code in ("404", "403", "NoSuchKey", "NotFound", "AccessDenied", "Forbidden"):
             if status == 403 or code in ("403", "AccessDenied", "Forbidden"):
-                log_decision("baseline-unreadable", logging.WARNING, **base, baseline_key=key, error_code=code,
-                             reason="HeadObject returned 403 (absent without s3:ListBucket, or denied): no baseline")
+                log_decision("baseline-unreadable", logging.ERROR, **base, baseline_key=key, error_code=code,
+                             reason="HeadObject returned 403 (access denied: IAM, bucket policy or KMS): "
+                                    "the job runs without a baseline, drift unavailable")
             return None
         raise
     return f"s3://{settings.data_bucket}/{key}"
