@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -148,31 +147,73 @@ def _codes(arr: pa.Array) -> tuple[np.ndarray, int]:
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False), max(len(enc.dictionary), 1)
 
 
+def _row_bytes(arr: pa.Array) -> float:
+    """Rough cost of hashing a column, per row (strings: their bytes; fixed width: the width)."""
+    if len(arr) == 0:
+        return 0.0
+    if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
+        return arr.nbytes / len(arr)
+    return 8.0
+
+
+def _dup_mask(columns: dict[str, pa.Array], names: list[str], n: int,
+              cache: dict[str, tuple[np.ndarray, int]]) -> np.ndarray:
+    """pandas ``duplicated(subset=names, keep="first")`` over Arrow columns (nulls equal, ``-0.0 == 0.0``).
+
+    Columns are taken cheapest first; after each one, rows whose partial key is unique are dropped from further
+    work (they cannot repeat an earlier row whatever the remaining columns hold), so the expensive columns (long
+    JSON text) are only encoded for the few rows that could still be duplicates. Within the remaining rows order is
+    kept, so "first occurrence" is the same as over all rows.
+    """
+    rows: np.ndarray | None = None  # indices of the rows still in play (None: all)
+    key: np.ndarray | None = None
+    space = 1
+    for c in sorted(names, key=lambda c: _row_bytes(columns[c])):
+        if rows is None:
+            if c not in cache:
+                cache[c] = _codes(columns[c])
+            col, card = cache[c]
+        else:
+            col, card = _codes(columns[c].take(pa.array(rows)))
+        if key is None:
+            key, space = col, card
+        else:
+            if space * card >= 1 << 62:
+                key, uniques = pd.factorize(key)
+                space = max(len(uniques), 1)
+            key, space = key * card + col, space * card
+        live = pd.Series(key, copy=False).duplicated(keep=False).to_numpy()
+        if not live.any():
+            return np.zeros(n, dtype=bool)
+        if not live.all():
+            rows = np.flatnonzero(live) if rows is None else rows[live]
+            key = key[live]
+    assert key is not None
+    sub = pd.Series(key, copy=False).duplicated(keep="first").to_numpy()
+    if rows is None:
+        return sub
+    mask = np.zeros(n, dtype=bool)
+    mask[rows[sub]] = True
+    return mask
+
+
 def duplicate_masks(columns: dict[str, pa.Array], groups: list[list[str]], n: int) -> list[tuple[int, np.ndarray]]:
     """Fast version of :func:`duplicate_count` for several column sets (same result: pandas
     ``duplicated(keep="first")``, rows minus distinct rows, nulls equal, ``-0.0 == 0.0``).
 
-    Each column is dictionary-encoded once by Arrow (on two threads; shared by the column sets), the codes are
+    Each column is dictionary-encoded by Arrow (whole-column codes are shared by the column sets), the codes are
     combined into one int64 key per row (re-factorised whenever the key space would overflow, as pandas does) and
-    the key is checked with pandas' int64 hash table. Arrow's multi-column ``group_by`` was tried first: in
-    pyarrow 17 it grows super-linearly with the number of distinct rows (89 s for 5M rows).
+    the key is checked with pandas' int64 hash table, narrowing to the rows that can still repeat after each
+    column (:func:`_dup_mask`). Arrow's multi-column ``group_by`` was tried first: in pyarrow 17 it grows
+    super-linearly with the number of distinct rows (89 s for 5M rows).
     """
-    needed = list(dict.fromkeys(c for g in groups for c in g))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        codes = dict(zip(needed, pool.map(lambda c: _codes(columns[c]), needed))) if n else {}
+    cache: dict[str, tuple[np.ndarray, int]] = {}
     results = []
     for names in groups:
         if not names or n == 0:
             results.append((0, np.zeros(n, dtype=bool)))
             continue
-        key, space = codes[names[0]]
-        for c in names[1:]:
-            col, card = codes[c]
-            if space * card >= 1 << 62:
-                key, uniques = pd.factorize(key)
-                space = max(len(uniques), 1)
-            key, space = key * card + col, space * card
-        mask = pd.Series(key, copy=False).duplicated(keep="first").to_numpy()
+        mask = _dup_mask(columns, names, n, cache)
         results.append((int(mask.sum()), mask))
     return results
 
