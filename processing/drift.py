@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from processing.gate import DriftSettings
 
@@ -59,8 +61,9 @@ def _quantiles(present: np.ndarray) -> list[float]:
 def _numeric_profile(values: pd.Series) -> dict[str, Any]:
     x = _floats(values)
     present = x[~np.isnan(x)]
+    ordered = np.sort(present)  # one sort for both quantile calls (same values; mean/std keep the input order)
     n = len(x)
-    edges = (np.unique(np.quantile(present, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]))
+    edges = (np.unique(np.quantile(ordered, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]))
              if len(present) else np.zeros(0))
     return {
         "kind": "numeric",
@@ -68,7 +71,7 @@ def _numeric_profile(values: pd.Series) -> dict[str, Any]:
         "missing_rate": float((n - len(present)) / n) if n else 0.0,
         "edges": [float(e) for e in edges],
         "fractions": numeric_fractions(x, edges),
-        "quantiles": _quantiles(present),
+        "quantiles": _quantiles(ordered),
         "mean": float(present.mean()) if len(present) else None,
         "std": float(present.std()) if len(present) else None,
     }
@@ -86,6 +89,13 @@ def numeric_fractions(x: np.ndarray, edges: np.ndarray | list[float]) -> list[fl
 
 
 def _value_counts(values: pd.Series) -> pd.Series:
+    """Count per present value, as text (index: the values, order unspecified)."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        # Already Arrow strings: count in Arrow (the astype below would make a Python object per row).
+        counts = pc.value_counts(pa.array(values.array))
+        counts = counts.filter(pc.is_valid(counts.field("values")))
+        return pd.Series(counts.field("counts").to_numpy(zero_copy_only=False).astype("int64"),
+                         index=pd.Index(counts.field("values").to_pylist(), dtype=object))
     return values.astype("string").value_counts(dropna=True)
 
 
