@@ -69,6 +69,14 @@ def list_inputs(path: Path) -> list[Path]:
     return files
 
 
+def _check_utf8(decoder: codecs.IncrementalDecoder, data: bytes) -> None:
+    """Feed ``data`` to the UTF-8 ``decoder`` (raises UnicodeDecodeError); pure-ASCII data with no partial
+    character pending is valid as it stands, and is checked without decoding it."""
+    if data.isascii() and not decoder.getstate()[0]:
+        return
+    decoder.decode(data)
+
+
 def _digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -> tuple[str, bool]:
     """sha256 of the file and, in the same pass, whether its (decompressed) text is valid UTF-8."""
     h = hashlib.sha256()
@@ -83,12 +91,12 @@ def _digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -
                     data = chunk
                     while inflater is not None and data:  # concatenated gzip members
                         out = inflater.decompress(data)
-                        decoder.decode(out)
+                        _check_utf8(decoder, out)
                         data = inflater.unused_data
                         if data:
                             inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
                     if inflater is None:
-                        decoder.decode(chunk)
+                        _check_utf8(decoder, chunk)
                 except (UnicodeDecodeError, zlib.error):
                     ok = False
     if ok:
