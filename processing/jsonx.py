@@ -20,9 +20,10 @@ import pyarrow.json as pajson
 
 from processing.config import JsonField
 
-# Starts with {" or {} and ends with }, no CR/LF, no `} {` (two objects on a line), no trailing comma, no empty value.
-_CANDIDATE = r'^\{\s*["}][^\r\n]*\}$'
-_SUSPICIOUS = r"\}\s*\{|,\s*[}\]]|:\s*[,}\]]|\[\s*[,\]]"
+# Candidates start with {" or {} and end with }, with no CR/LF, no `} {` (two objects on a line), no trailing comma and
+# no empty value anywhere (the last four are one regex, so each cell is scanned once).
+_HEAD = r'^\{\s*["}]'
+_SUSPICIOUS = r"[\r\n]|\}\s*\{|,\s*[}\]]|:\s*[,}\]]|\[\s*[,\]]"
 CHUNK_ROWS = 262_144
 MIN_CHUNK_ROWS = 4_096
 JSON_BLOCK_SIZE = 1 << 20
@@ -81,6 +82,12 @@ def _walk(obj: Any, path: tuple[str, ...]) -> Any:
     return obj
 
 
+def _candidates(column: pa.Array) -> pa.Array:
+    """True where the cell is certainly a single-line JSON object without the oddities pyarrow treats differently."""
+    shape = pc.and_(pc.match_substring_regex(column, _HEAD), pc.ends_with(column, "}"))
+    return pc.fill_null(pc.and_(shape, pc.invert(pc.match_substring_regex(column, _SUSPICIOUS))), False)
+
+
 def _python_path(texts: list[str], fields: tuple[JsonField, ...]) -> tuple[list[list[str | None]], int, int]:
     out: list[list[str | None]] = [[] for _ in fields]
     invalid = not_object = 0
@@ -97,11 +104,8 @@ def _python_path(texts: list[str], fields: tuple[JsonField, ...]) -> tuple[list[
     return out, invalid, not_object
 
 
-def _arrow_path(chunk: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schema) -> list[pa.Array] | None:
-    lines = pc.binary_join_element_wise(chunk, "", "\n")
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + len(lines) + 1]
-    start, end = int(offsets[0]), int(offsets[-1])
-    buf = lines.buffers()[2].slice(start, end - start)
+def _arrow_path(buf: pa.Buffer, rows: int, fields: tuple[JsonField, ...], schema: pa.Schema) -> list[pa.Array] | None:
+    """Parse ``buf`` (``rows`` newline-terminated candidate lines) with pyarrow; None if pyarrow refuses it."""
     try:
         table = pajson.read_json(
             pa.BufferReader(buf),
@@ -111,7 +115,7 @@ def _arrow_path(chunk: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schem
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(chunk):
+    if table.num_rows != rows:
         return None
     result = []
     for f in fields:
@@ -122,25 +126,52 @@ def _arrow_path(chunk: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schem
     return result
 
 
+def _candidate_lines(column: pa.Array, candidate: pa.Array) -> tuple[pa.Buffer, np.ndarray] | None:
+    """Every candidate cell followed by a newline, in row order, in one buffer (one pass, no gather of the cells
+    first): the cell joined with "\n" where it is a candidate and with null elsewhere, which Arrow emits as an
+    empty null slot. Returns the data buffer and the row offsets into it (None if the layout is not that)."""
+    newline = pc.if_else(candidate, pa.scalar("\n"), pa.scalar(None, pa.string()))
+    lines = pc.binary_join_element_wise(column, newline, "")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + len(lines) + 1]
+    sizes = np.diff(offsets)
+    if sizes[~candidate.to_numpy(zero_copy_only=False)].any():  # pragma: no cover - defensive: bytes in null slots
+        return None
+    data = lines.buffers()[2]
+    return (data if data is not None else pa.py_buffer(b"")), offsets
+
+
 def _extract_candidates(
-    cands: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schema
+    column: pa.Array, cand_idx: np.ndarray, candidate: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schema
 ) -> tuple[list[pa.Array], int, int]:
-    """Extract from candidate cells, splitting chunks pyarrow refuses until they are small enough for json.loads."""
+    """Extract from the candidate cells (rows ``cand_idx`` of ``column``), in chunks of candidates; chunks pyarrow
+    refuses are split until they are small enough for json.loads."""
     parts: list[list[pa.Array]] = [[] for _ in fields]
     invalid = not_object = 0
-    stack = [(start, min(CHUNK_ROWS, len(cands) - start)) for start in range(0, len(cands), CHUNK_ROWS)]
+    laid_out = _candidate_lines(column, candidate)
+    if laid_out is None:  # pragma: no cover - defensive
+        cands = column.take(pa.array(cand_idx, pa.int64()))
+        lines = pc.binary_join_element_wise(cands, "", "\n")
+        data = lines.buffers()[2]
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + len(lines) + 1]
+        starts, ends = offsets[:-1], offsets[1:]
+    else:
+        data, offsets = laid_out
+        starts, ends = offsets[cand_idx], offsets[cand_idx + 1]
+    total = len(cand_idx)
+    stack = [(start, min(CHUNK_ROWS, total - start)) for start in range(0, total, CHUNK_ROWS)]
     stack.reverse()
     while stack:
         start, length = stack.pop()
-        chunk = cands.slice(start, length)
-        got = _arrow_path(chunk, fields, schema)
+        lo, hi = int(starts[start]), int(ends[start + length - 1])
+        got = _arrow_path(data.slice(lo, hi - lo), length, fields, schema)
         if got is None and length > MIN_CHUNK_ROWS:
             quarter = -(-length // 4)
             subs = [(s, min(quarter, start + length - s)) for s in range(start, start + length, quarter)]
             stack.extend(reversed(subs))
             continue
         if got is None:
-            values, inv, no = _python_path(chunk.to_pylist(), fields)
+            texts = column.take(pa.array(cand_idx[start:start + length], pa.int64())).to_pylist()
+            values, inv, no = _python_path(texts, fields)
             invalid, not_object = invalid + inv, not_object + no
             got = [pa.array(v, pa.string()) for v in values]
         for i, arr in enumerate(got):
@@ -168,17 +199,15 @@ def extract(column: pa.Array | pa.ChunkedArray, fields: tuple[JsonField, ...]) -
     if _leaf_conflict(fields):
         candidate = pa.array(np.zeros(n, dtype=bool))
     else:
-        with ThreadPoolExecutor(max_workers=2) as pool:  # both regex scans at once (Arrow releases the GIL)
-            shape, suspicious = pool.map(lambda rx: pc.match_substring_regex(column, rx), (_CANDIDATE, _SUSPICIOUS))
-        candidate = pc.and_(shape, pc.invert(suspicious))
-        candidate = pc.fill_null(candidate, False)
+        half = n // 2
+        with ThreadPoolExecutor(max_workers=2) as pool:  # each half of the column on its own core (Arrow releases the GIL)
+            candidate = pa.concat_arrays(list(pool.map(_candidates, (column.slice(0, half), column.slice(half)))))
     others = pc.and_(present, pc.invert(candidate))
     cand_idx = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
     other_idx = np.flatnonzero(others.to_numpy(zero_copy_only=False))
 
     if len(cand_idx):
-        cands = column.take(pa.array(cand_idx, pa.int64()))
-        fast, invalid, not_object = _extract_candidates(cands, fields, _schema(fields))
+        fast, invalid, not_object = _extract_candidates(column, cand_idx, candidate, fields, _schema(fields))
     else:
         fast, invalid, not_object = [pa.array([], pa.string()) for _ in fields], 0, 0
     slow, inv2, no2 = _python_path(column.take(pa.array(other_idx, pa.int64())).to_pylist(), fields)
