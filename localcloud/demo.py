@@ -214,7 +214,10 @@ def _notification_states(notifications: list[dict]) -> list[tuple[str, str]]:
             body = json.loads(n["Message"])
         except (ValueError, KeyError, TypeError):
             continue
-        out.append((str(body.get("AlarmName", "?")), str(body.get("NewStateValue", "?"))))
+        if "AlarmName" in body:
+            out.append((str(body["AlarmName"]), str(body.get("NewStateValue", "?"))))
+        else:  # the metrics Lambda's own per-batch message (job-failed / batch-quarantined)
+            out.append((str(body.get("job_name", "?")), str(body.get("event", "message"))))
     return out
 
 
@@ -391,7 +394,7 @@ def _print_run(run: Run, drift_columns: bool = False) -> None:
     by_state: dict[str, int] = {}
     for _, st in sent:
         by_state[st] = by_state.get(st, 0) + 1
-    _say(f"  SNS messages   {len(run.notifications)} alarm notification(s) on the alert topic during this batch"
+    _say(f"  SNS messages   {len(run.notifications)} message(s) on the alert topic during this batch"
          + (f" ({', '.join(f'{n} -> {st}' for st, n in sorted(by_state.items()))})" if by_state else ""))
     alarm_msgs = [name for name, st in sent if st == "ALARM"]
     if alarm_msgs:
