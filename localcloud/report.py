@@ -38,7 +38,8 @@ text-align:left;vertical-align:top} th{background:#f0f2f5} td.num{text-align:rig
 min-width:120px;background:#fbfcfd} .card b{display:block;font-size:1.3em} .card span{color:#5b6270;font-size:.8em}
 .badge{display:inline-block;border-radius:10px;padding:1px 9px;color:#fff;font-size:.8em;font-weight:600}
 .grid{display:flex;flex-wrap:wrap;gap:14px} .grid figure{margin:0} figcaption{font-size:.85em;color:#3d4452}
-svg text{font-family:inherit} .muted{color:#8a8f98} .reason{font-size:.8em;color:#5b6270;max-width:520px}
+svg text{font-family:inherit} .muted{color:#8a8f98} .reason{font-size:.8em;color:#5b6270;max-width:520px;display:inline-block;min-width:240px}
+td code{word-break:break-all;display:inline-block;min-width:200px} section{overflow-x:auto}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 """
 
