@@ -182,6 +182,8 @@ def _dup_mask(columns: dict[str, pa.Array], names: list[str], n: int,
                 key, uniques = pd.factorize(key)
                 space = max(len(uniques), 1)
             key, space = key * card + col, space * card
+        if space < len(key):  # fewer possible keys than rows: most rows still repeat, narrowing would not pay
+            continue
         live = pd.Series(key, copy=False).duplicated(keep=False).to_numpy()
         if not live.any():
             return np.zeros(n, dtype=bool)
