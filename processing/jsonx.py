@@ -143,39 +143,44 @@ def _candidate_lines(column: pa.Array, candidate: pa.Array) -> tuple[pa.Buffer, 
 def _extract_candidates(
     column: pa.Array, cand_idx: np.ndarray, candidate: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schema
 ) -> tuple[list[pa.Array], int, int]:
-    """Extract from the candidate cells (rows ``cand_idx`` of ``column``), in chunks of candidates; chunks pyarrow
-    refuses are split until they are small enough for json.loads."""
+    """Extract from the candidate cells (rows ``cand_idx`` of ``column``), window by window of CHUNK_ROWS rows (so
+    the newline-joined copy is one window at a time); windows pyarrow refuses are split until they are small
+    enough for json.loads."""
     parts: list[list[pa.Array]] = [[] for _ in fields]
     invalid = not_object = 0
-    laid_out = _candidate_lines(column, candidate)
-    if laid_out is None:  # pragma: no cover - defensive
-        cands = column.take(pa.array(cand_idx, pa.int64()))
-        lines = pc.binary_join_element_wise(cands, "", "\n")
-        data = lines.buffers()[2]
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + len(lines) + 1]
-        starts, ends = offsets[:-1], offsets[1:]
-    else:
-        data, offsets = laid_out
-        starts, ends = offsets[cand_idx], offsets[cand_idx + 1]
-    total = len(cand_idx)
-    stack = [(start, min(CHUNK_ROWS, total - start)) for start in range(0, total, CHUNK_ROWS)]
-    stack.reverse()
-    while stack:
-        start, length = stack.pop()
-        lo, hi = int(starts[start]), int(ends[start + length - 1])
-        got = _arrow_path(data.slice(lo, hi - lo), length, fields, schema)
-        if got is None and length > MIN_CHUNK_ROWS:
-            quarter = -(-length // 4)
-            subs = [(s, min(quarter, start + length - s)) for s in range(start, start + length, quarter)]
-            stack.extend(reversed(subs))
+    n = len(column)
+    for w0 in range(0, n, CHUNK_ROWS):
+        w1 = min(n, w0 + CHUNK_ROWS)
+        a, b = (int(i) for i in np.searchsorted(cand_idx, [w0, w1]))
+        if a == b:
             continue
-        if got is None:
-            texts = column.take(pa.array(cand_idx[start:start + length], pa.int64())).to_pylist()
-            values, inv, no = _python_path(texts, fields)
-            invalid, not_object = invalid + inv, not_object + no
-            got = [pa.array(v, pa.string()) for v in values]
-        for i, arr in enumerate(got):
-            parts[i].append(arr)
+        window_idx = cand_idx[a:b]
+        laid_out = _candidate_lines(column.slice(w0, w1 - w0), candidate.slice(w0, w1 - w0))
+        if laid_out is None:  # pragma: no cover - defensive
+            lines = pc.binary_join_element_wise(column.take(pa.array(window_idx, pa.int64())), "", "\n")
+            data = lines.buffers()[2]
+            offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset: lines.offset + len(lines) + 1]
+            starts, ends = offsets[:-1], offsets[1:]
+        else:
+            data, offsets = laid_out
+            starts, ends = offsets[window_idx - w0], offsets[window_idx - w0 + 1]
+        stack = [(0, b - a)]
+        while stack:
+            start, length = stack.pop()
+            lo, hi = int(starts[start]), int(ends[start + length - 1])
+            got = _arrow_path(data.slice(lo, hi - lo), length, fields, schema)
+            if got is None and length > MIN_CHUNK_ROWS:
+                quarter = -(-length // 4)
+                subs = [(s, min(quarter, start + length - s)) for s in range(start, start + length, quarter)]
+                stack.extend(reversed(subs))
+                continue
+            if got is None:
+                texts = column.take(pa.array(window_idx[start:start + length], pa.int64())).to_pylist()
+                values, inv, no = _python_path(texts, fields)
+                invalid, not_object = invalid + inv, not_object + no
+                got = [pa.array(v, pa.string()) for v in values]
+            for i, arr in enumerate(got):
+                parts[i].append(arr)
     return [pa.concat_arrays(p) if p else pa.array([], pa.string()) for p in parts], invalid, not_object
 
 
