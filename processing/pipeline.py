@@ -97,7 +97,7 @@ def _reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, n
 
 def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
         context: dict[str, Any] | None = None, baseline: Path | None = None, mode: str = "auto",
-        block_size: int | None = None) -> Result:
+        block_size: int | None = None, work_dir: Path | None = None) -> Result:
     """Process ``inputs`` with ``config`` and write every output folder under ``output_dir``.
 
     Args:
@@ -110,6 +110,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         mode: ``memory``, ``streaming`` (block by block, bounded memory; see docs "Performance and sizing") or
             ``auto`` (streaming when the input is large compared with the memory available; ``choose_mode``).
         block_size: CSV block size of the streaming path (bytes; default ``streaming.BLOCK_SIZE``).
+        work_dir: where the streaming path puts its temporary work file (default: env ``PROCESSING_WORK_DIR``,
+            else the output folder's parent); removed before returning.
 
     Returns:
         The metrics and frames.
@@ -124,7 +126,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
 
         try:
             return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
-                                             baseline=baseline, started=started, block_size=block_size))
+                                             baseline=baseline, started=started, block_size=block_size,
+                                             work_dir=work_dir))
         except streaming.StreamingUnsupported as exc:  # found before anything is written (non-UTF-8 input)
             if (os.environ.get("PROCESSING_MODE") if mode == "auto" else mode) == "streaming":
                 raise

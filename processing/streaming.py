@@ -1,24 +1,34 @@
-"""Streaming mode: inputs larger than memory, processed block by block in two passes with exact results.
+"""Streaming mode: inputs larger than memory, processed block by block with exact results.
 
-Pass 0 (per file): sha256 + UTF-8 check (``io._digest``) and the header.
-Pass 1 (per block of ``block_size`` bytes, pyarrow's incremental CSV reader): missing markers, typing, rejection
-rules; keeps only what global decisions need, for the usable rows: two independent 64-bit hashes of the typed row
-for each duplicate check (exact and key; 128 bits together) and the typed values of imputed columns.
-Between passes: duplicate masks (pandas ``duplicated`` on the 128-bit hashes), fill values (the same
-``transform.impute_value`` as the in-memory path, on the same values, so medians and means are identical).
-Pass 2 (re-reads the blocks): the same per-row transforms as the in-memory path (imports ``transform`` and
-``jsonx``), block outputs appended with ``ParquetWriter``/``CSVWriter``; per-column counts are summed; the columns
-needed by group statistics, numeric summaries and drift are kept (compactly) for exact statistics.
+Pass A (per block of ``block_size`` bytes, pyarrow's incremental CSV reader, at most ``READ_AHEAD`` blocks read
+ahead): missing markers, typing, rejection rules. Rejected rows are kept (raw) for ``rejected/``; the usable rows
+go to a work file on local disk (Arrow IPC: raw text, typed numeric columns, source file and row), and for each
+of them the job keeps a 64-bit *signature* per duplicate check and the typed values of imputed columns. The sha256
+and UTF-8 check of each file run on a thread at the same time.
+Between the passes: duplicates. Equal rows have equal signatures, so only rows whose signature repeats can be
+duplicates; those candidates are read back from the work file and checked exactly (the in-memory
+``transform.duplicate_masks``, in row order, so "first occurrence" is the same). No hash is trusted: a signature
+collision only adds a candidate. Then the fill values (``transform.impute_value`` on the same values as the
+in-memory path, so medians and means are identical).
+Pass B (per work-file batch): the same per-row steps as the in-memory path (``transform``, ``jsonx``), block
+outputs appended by a writer thread (``ParquetWriter``/``CSVWriter``); counts are summed, and the columns needed by
+group statistics, numeric summaries and drift are kept for exact statistics.
 
-Memory: blocks (pyarrow reads ahead up to ~32 blocks), plus per usable row ~16 bytes per duplicate check and
-8 bytes per imputed/aggregated/summarised column, plus the rejected rows (kept to build ``rejected/`` in the
-in-memory order). Duplicates are exact up to a 128-bit hash collision (probability below n^2 / 2^129).
+Memory: ``(READ_AHEAD + 2)`` blocks and their working copies, plus per usable row 8 bytes per duplicate check and
+per imputed column, plus the columns kept for statistics and drift, plus the rejected rows and duplicate candidates.
+Disk: the work file, about the size of the input, removed at the end (``work_dir``, default: beside the output).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,10 +46,12 @@ from processing.errors import EmptyInputError, InputError, MissingColumnsError, 
 
 log = logging.getLogger("processing")
 
-BLOCK_SIZE = 4 << 20
-_KEYS = (b"processing-dup-0", b"processing-dup-1")  # two siphash keys -> 128-bit row identity
-_NULL = np.uint64(0x9E3779B97F4A7C15)
-_MULS = (np.uint64(0x100000001B3), np.uint64(0xC2B2AE3D27D4EB4F))  # a different combination per key
+BLOCK_SIZE = 8 << 20
+READ_AHEAD = 3  # CSV blocks the reader thread may read beyond the one being processed
+WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
+FILE_IDX, ROW_NO, TYPED = "__file", "__row", "__typed:"  # work-file columns: source file index and row number (1-based, parsed rows)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_NULL_SIG = np.uint64(0x5851F42D4C957F2D)
 
 
 class StreamingUnsupported(ProcessingError):
@@ -65,10 +77,54 @@ class _File:
     path: Path
     names: list[str]
     compressed: bool
-    sha256: str
     size: int
+    sha256: str = ""
     parse_errors: list[str] = field(default_factory=list)
     rows: int = 0
+
+
+class _Paced:
+    """File-like source for pyarrow's CSV reader, whose background thread would otherwise read up to ~32 blocks ahead
+    of the consumer (32 x block size of memory): a read waits while ``READ_AHEAD`` blocks are already ahead. The
+    wait has a timeout, so a record longer than several blocks still makes progress (the pacing is then loose)."""
+
+    def __init__(self, raw: Any, ahead: int):
+        self.raw, self.ahead = raw, ahead
+        self.reads = self.consumed = 0
+        self.stopped = False
+        self.cv = threading.Condition()
+
+    def read(self, n: int = -1) -> bytes:
+        with self.cv:
+            self.cv.wait_for(lambda: self.stopped or self.reads <= self.consumed + self.ahead, timeout=5.0)
+            if self.stopped:
+                return b""
+            self.reads += 1
+        return self.raw.read(n)
+
+    def consumed_one(self) -> None:
+        with self.cv:
+            self.consumed += 1
+            self.cv.notify_all()
+
+    def stop(self) -> None:
+        """Let the reader thread finish (it sees end of input), e.g. when the consumer gives up early."""
+        with self.cv:
+            self.stopped = True
+            self.cv.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _open(f: _File, block_size: int) -> Iterator[pa.Table]:
@@ -79,41 +135,88 @@ def _open(f: _File, block_size: int) -> Iterator[pa.Table]:
         f.parse_errors.append(row.text)
         return "skip"
 
-    source = pa.input_stream(str(f.path), compression="gzip" if f.compressed else None)
+    source = _Paced(pa.input_stream(str(f.path), compression="gzip" if f.compressed else None), READ_AHEAD)
     try:
         reader = pacsv.open_csv(
-            source,
+            pa.PythonFile(source, mode="r"),
             read_options=pacsv.ReadOptions(block_size=block_size),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in f.names},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
         clean = [n.strip().lstrip("\ufeff") for n in reader.schema.names]
-        for batch in reader:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            source.consumed_one()
             yield pa.Table.from_batches([batch]).rename_columns(clean)
     except pa.ArrowInvalid as exc:
         raise InputError(f"{f.path.name}: cannot parse CSV ({exc})") from exc
     except (OSError, EOFError, pa.ArrowException) as exc:
         raise InputError(f"{f.path.name}: cannot read ({exc})") from exc
+    finally:
+        source.stop()
 
 
-def _hash(columns: list[pa.Array], which: int, n: int) -> np.ndarray:
-    key, mul = _KEYS[which], _MULS[which]
-    h = np.zeros(n, dtype=np.uint64)
-    for arr in columns:
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads every input bit over the output (uint64 in, uint64 out, wraps)."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def _words(data: np.ndarray) -> np.ndarray:
+    """Every 8-byte little-endian word of ``data`` by start byte (an overlapping view; 8 zero bytes appended)."""
+    padded = np.concatenate([data, np.zeros(8, np.uint8)])
+    return np.ndarray(shape=(len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+
+
+def _window(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The 8 bytes of each string from offset ``at`` (0 <= at <= length) as a uint64, bytes past the string's end
+    zeroed, so the value depends on the string alone."""
+    remaining = np.minimum(lengths - at, 8).astype(np.uint64)
+    keep = np.where(remaining >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
+                    (np.uint64(1) << (np.uint64(8) * np.minimum(remaining, np.uint64(7)))) - np.uint64(1))
+    return words[starts + at] & keep
+
+
+def _column_signature(arr: pa.Array) -> np.ndarray:
+    """A 64-bit value per row that equal values (and nulls) share: fixed-width values themselves; strings their
+    byte length and four 8-byte windows (start, one third, two thirds, end)."""
+    n = len(arr)
+    valid = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    if pa.types.is_string(arr.type):
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + n + 1].astype(np.int64)
+        data_buf = arr.buffers()[2]
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        words = _words(data[offsets[0]: offsets[-1]])
+        starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+        sig = _mix(lengths.astype(np.uint64) + _GOLDEN)
+        for k, at in enumerate((np.zeros(n, np.int64), lengths // 3, 2 * lengths // 3, np.maximum(lengths - 8, 0))):
+            with np.errstate(over="ignore"):
+                sig = _mix(sig * np.uint64(31 + 2 * k) + _window(words, starts, lengths, at))
+    else:
         if pa.types.is_floating(arr.type):
-            arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 == 0.0, as in pandas
-        valid = pc.is_valid(arr).to_numpy(zero_copy_only=False)
-        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-            values = pc.fill_null(arr, "").to_numpy(zero_copy_only=False)
-            hc = pd.util.hash_array(values, hash_key=key.decode(), categorize=False)
-        else:
-            values = pc.fill_null(arr, pa.scalar(0, arr.type)).to_numpy(zero_copy_only=False)
-            hc = pd.util.hash_array(values, hash_key=key.decode(), categorize=False)
-        hc = np.where(valid, hc, _NULL)
-        with np.errstate(over="ignore"):
-            h = h * mul + hc.astype(np.uint64)
-    return h
+            arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 + 0.0 == +0.0, as pandas compares
+        values = pc.fill_null(arr, pa.scalar(0, arr.type)).to_numpy(zero_copy_only=False)
+        sig = _mix(np.ascontiguousarray(values).view(np.uint64) + _GOLDEN)
+    return np.where(valid, sig, _NULL_SIG)
+
+
+def row_signature(columns: list[pa.Array], n: int, cache: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Signature of each row over ``columns`` (equal rows, nulls equal, have equal signatures); ``cache`` keeps
+    column signatures by array identity for the next call on the same block."""
+    cache = {} if cache is None else cache
+    sig = np.full(n, _GOLDEN, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for arr in columns:
+            if id(arr) not in cache:
+                cache[id(arr)] = _column_signature(arr)
+            sig = _mix(sig * np.uint64(0x100000001B3) + cache[id(arr)])
+    return sig
 
 
 class _Block:
@@ -144,232 +247,370 @@ class _Block:
 
 
 def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str, context: dict[str, Any],
-            baseline: Path | None, started: float, block_size: int | None = None) -> Any:
-    """Run the job in streaming mode; returns ``pipeline.Parts`` (metrics are assembled by ``pipeline._finish``)."""
-    from processing import pipeline
+            baseline: Path | None, started: float, block_size: int | None = None,
+            work_dir: Path | None = None) -> Any:
+    """Run the job in streaming mode; returns ``pipeline.Parts`` (metrics are assembled by ``pipeline._finish``).
 
-    block_size = block_size or BLOCK_SIZE
-    t0 = time.perf_counter()
+    ``work_dir`` holds the temporary work file (default: env ``PROCESSING_WORK_DIR``, else the output folder's
+    parent, which on SageMaker is the job's storage volume); it is removed before returning, also on failure.
+    """
+    output_dir = Path(output_dir)
     files: list[_File] = []
     for p in inputs:
         compressed = io.is_gzip(p)
         if p.stat().st_size == 0:
             raise EmptyInputError(f"{p.name}: empty file (0 bytes)")
-        sha, utf8_ok = io._digest(p, check_utf8=True, compressed=compressed)
-        if not utf8_ok:
-            raise StreamingUnsupported(f"{p.name} is not valid UTF-8: streaming mode needs UTF-8 text "
-                                       "(the in-memory path rejects such rows)")
-        names = [n.lstrip("\ufeff").strip() for n in io._header(p, compressed)]
-        missing = [c for c in config.required_columns if c not in names]
+        header = io._header(p, compressed)
+        clean = [n.lstrip("\ufeff").strip() for n in header]
+        missing = [c for c in config.required_columns if c not in clean]
         if missing:
             raise MissingColumnsError(f"{p.name}: missing required column(s): {', '.join(missing)}"
-                                      f" (found: {', '.join(names) or 'none'})")
-        files.append(_File(p, io._header(p, compressed), compressed, sha, p.stat().st_size))
-    names: list[str] = []
-    for f in files:
-        names.extend(n for n in (x.lstrip("\ufeff").strip() for x in f.names) if n not in names)
-    names.extend(c for c in config.columns if c not in names)
-    kinds = {c: config.columns.get(c, "string") for c in names}
-    key_cols = [c for c in config.duplicate_key_columns if c in names]
-    imputed = [r.column for r in config.imputations]
+                                      f" (found: {', '.join(clean) or 'none'})")
+        files.append(_File(p, header, compressed, p.stat().st_size))
+    base = Path(work_dir or os.environ.get("PROCESSING_WORK_DIR") or output_dir.resolve().parent)
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".processing-work-", dir=base))
+    try:
+        return _Run(files, output_dir, config, fmt, block_size or BLOCK_SIZE, work / "usable.arrow").run(
+            context=context, baseline=baseline, started=started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    # Pass 1: row identities for the duplicate checks and the values the fill statistics need.
-    hashes: dict[str, list[list[np.ndarray]]] = {"exact": [[], []], "key": [[], []]}
-    impute_values: dict[str, list[pa.Array]] = {c: [] for c in imputed}
-    for f in files:
-        for table in _open(f, block_size):
-            b = _Block(table, names, config, kinds)
-            usable = pa.array(np.flatnonzero(~b.rejected))
-            typed = {c: b.typed[c].take(usable) for c in names}
-            for kind, cols in (("exact", names), ("key", key_cols)):
-                if cols:
-                    for i, key in enumerate(_KEYS):
-                        hashes[kind][i].append(_hash([typed[c] for c in cols], i, len(usable)))
-            for c in imputed:
-                impute_values[c].append(typed[c])
-    rows_in = 0
-    dups: dict[str, tuple[int, np.ndarray]] = {}
-    for kind in ("exact", "key"):
-        h1, h2 = (np.concatenate(h) if h else np.zeros(0, np.uint64) for h in hashes[kind])
-        if len(h1) == 0 or (kind == "key" and not key_cols):
-            dups[kind] = (0, np.zeros(len(h1), dtype=bool))
-            continue
-        mask = pd.DataFrame({"a": h1, "b": h2}).duplicated(keep="first").to_numpy()
-        dups[kind] = (int(mask.sum()), mask)
-    del hashes
-    n_usable = len(dups["exact"][1]) if names else 0
-    drop_mask = np.zeros(n_usable, dtype=bool)
-    dropped = 0
-    if config.duplicate_drop != "none":
-        drop_mask = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
-        dropped = int(drop_mask.sum())
-    imputation: dict[str, Any] = {}
-    for rule in config.imputations:
-        kind = kinds[rule.column]
-        arr = pa.concat_arrays(impute_values.pop(rule.column)) if n_usable else pa.array([], _arrow_type(kind))
-        series = transform.to_series(arr, kind)[~drop_mask].reset_index(drop=True)
-        info = transform.impute_value(series, rule, kind)
-        info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
-        imputation[rule.column] = info
-    log.info("streaming pass 1: %d usable rows in %.2fs", n_usable, time.perf_counter() - t0)
 
-    # Pass 2: the row outputs, block by block.
-    output_dir = Path(output_dir)
-    for folder in pipeline.OUTPUT_FOLDERS:
-        (output_dir / folder).mkdir(parents=True, exist_ok=True)
-    writers = _Writers(output_dir, fmt)
-    col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0,
-                       "missing_after": 0} for c in names}
-    json_acc = {jc.column: {"non_missing": 0, "malformed": 0, "invalid_syntax": 0, "not_object": 0,
-                            "fields": {f.name: {"path": ".".join(f.path), "extracted": 0, "missing": 0}
-                                       for f in jc.fields}} for jc in config.json_columns}
-    derived_acc: dict[str, Any] = {}
-    group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
-    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    numeric_cols += [d.name for d in config.derived if d.kind == "string_length"]
-    keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
-                                    *numeric_cols]))
-    drift_cols = [c for c in (*config.drift.numeric, *config.drift.categorical) if c in names]
-    kept_parts: dict[str, list[pd.Series]] = {c: [] for c in keep_cols}
-    drift_parts: dict[str, list[pd.Series]] = {c: [] for c in drift_cols}
-    presence_parts: dict[str, list[pd.Series]] = {f.name: [] for jc in config.json_columns for f in jc.fields}
-    rejected_parts: list[pa.Table] = []
-    per_file = []
-    usable_pos = 0
-    rows_out = 0
-    last_empty: tuple[pd.DataFrame, pd.DataFrame] | None = None
-    for fi, f in enumerate(files):
-        file_rows = file_out = 0
-        for table in _open(f, block_size):
-            b = _Block(table, names, config, kinds)
-            usable_idx = np.flatnonzero(~b.rejected)
-            drop_here = drop_mask[usable_pos:usable_pos + len(usable_idx)]
-            usable_pos += len(usable_idx)
-            rejected, reasons = b.rejected, b.reasons
-            if drop_here.any():
-                full = np.zeros(b.n, dtype=bool)
-                full[usable_idx[drop_here]] = True
-                more, more_reasons = pipeline._reasons(b.n, [(full, f"duplicate_{config.duplicate_drop}")])
-                reasons = np.where(more, more_reasons, reasons)
-                rejected = rejected | more
-            kept_idx = np.flatnonzero(~rejected)
-            kept = pa.array(kept_idx)
-            rej_idx = np.flatnonzero(rejected)
-            if len(rej_idx):
-                ridx = pa.array(rej_idx)
-                cols = {pipeline.FILE_COL: pa.array(np.full(len(rej_idx), fi, dtype=np.int32)),
-                        pipeline.ROW_COL: pa.array(rej_idx + 1 + file_rows, pa.int64())}
-                cols.update({c: b.raw[c].take(ridx) for c in names})
-                rejected_parts.append((pa.table(cols), reasons[rej_idx]))
-            file_rows += b.n
-            file_out += len(kept_idx)
-            rows_out += len(kept_idx)
+class _Run:
+    """One streaming run: pass A (``_pass_a``), duplicates and fill values, pass B (``_pass_b``)."""
 
-            pre = pd.DataFrame({c: transform.to_series(b.typed[c].take(kept), kinds[c]) for c in names})
-            for c in names:
-                inv = int(b.invalid[c][kept_idx].sum()) if c in b.invalid else 0
-                col_metrics[c]["missing_before"] += int(pre[c].isna().sum()) - inv
-                col_metrics[c]["invalid"] += inv
-            for c in drift_cols:
-                drift_parts[c].append(pre[c].copy())
-            cleaned = pre
-            for rule in config.imputations:
-                info = imputation[rule.column]
-                cleaned[rule.column] = transform.fill(cleaned[rule.column], info["value"], kinds[rule.column])
-            for c in names:
-                col_metrics[c]["missing_after"] += int(cleaned[c].isna().sum())
-            transformed = cleaned.copy()
-            for jc in config.json_columns:
-                ext = jsonx.extract(pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields)
-                acc = json_acc[jc.column]
-                for name, arr in ext.fields.items():
-                    transformed[name] = transform.to_series(arr, "string")
-                    present = transformed[name].notna()
-                    acc["fields"][name]["extracted"] += int(present.sum())
-                    acc["fields"][name]["missing"] += int((~present).sum())
-                    presence_parts[name].append(present)
-                for k in ("non_missing", "malformed", "invalid_syntax", "not_object"):
-                    acc[k] += getattr(ext, k)
-            for d in config.derived:
-                if d.kind == "string_length":
-                    transformed[d.name] = transform.string_length(transformed[d.source].astype(transform.STRING_DTYPE))
-                    acc_d = derived_acc.setdefault(d.name, {"kind": d.kind, "source": d.source, "missing": 0})
-                    acc_d["missing"] += int(transformed[d.name].isna().sum())
-                else:
-                    assert d.bins is not None
-                    transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
-                    counts = transformed[d.name].value_counts(dropna=False, sort=False)
-                    acc_d = derived_acc.setdefault(d.name, {"kind": d.kind, "source": d.source, "outside_bins": 0,
-                                                            "missing": 0, "counts": {}})
-                    acc_d["outside_bins"] += outside
-                    acc_d["missing"] += int(transformed[d.name].isna().sum())
-                    for k, v in counts.items():
-                        if not pd.isna(k):
-                            acc_d["counts"][str(k)] = acc_d["counts"].get(str(k), 0) + int(v)
-            for c in keep_cols:
-                kept_parts[c].append(transformed[c])
-            if len(kept_idx):
-                writers.write(cleaned, transformed)
+    def __init__(self, files: list[_File], output_dir: Path, config: DatasetConfig, fmt: str, block_size: int,
+                 work_file: Path):
+        self.files, self.output_dir, self.config, self.fmt = files, output_dir, config, fmt
+        self.block_size, self.work_file = block_size, work_file
+        names: list[str] = []
+        for f in files:
+            names.extend(n for n in (x.lstrip("\ufeff").strip() for x in f.names) if n not in names)
+        names.extend(c for c in config.columns if c not in names)
+        self.names = names
+        self.kinds = {c: config.columns.get(c, "string") for c in names}
+        self.numeric = [c for c in names if self.kinds[c] in NUMERIC_TYPES]
+        self.key_cols = [c for c in config.duplicate_key_columns if c in names]
+        self.schema = pa.schema([*(pa.field(c, pa.string()) for c in names),
+                                 *(pa.field(TYPED + c, _arrow_type(self.kinds[c])) for c in self.numeric),
+                                 pa.field(FILE_IDX, pa.int32()), pa.field(ROW_NO, pa.int64())])
+        self.rejected_parts: list[tuple[pa.Table, np.ndarray]] = []
+        self.n_usable = 0
+
+    def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
+        t0 = time.perf_counter()
+        sigs, impute_values = self._pass_a()
+        dups = {kind: self._duplicates(sigs.pop(kind), cols)
+                for kind, cols in (("exact", self.names), ("key", self.key_cols))}
+        config = self.config
+        drop_mask = np.zeros(self.n_usable, dtype=bool)
+        dropped = 0
+        if config.duplicate_drop != "none":
+            drop_mask = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
+            dropped = int(drop_mask.sum())
+        imputation: dict[str, Any] = {}
+        for rule in config.imputations:
+            kind = self.kinds[rule.column]
+            parts = impute_values.pop(rule.column)
+            arr = pa.concat_arrays(parts) if parts else pa.array([], _arrow_type(kind))
+            series = transform.to_series(arr, kind)[~drop_mask].reset_index(drop=True)
+            info = transform.impute_value(series, rule, kind)
+            info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
+            imputation[rule.column] = info
+        log.info("streaming pass A: %d usable rows in %.2fs", self.n_usable, time.perf_counter() - t0)
+        parts = self._pass_b(drop_mask, imputation)
+        log.info("streaming done: %d rows in, %d out in %.2fs", parts["rows_in"], parts["rows_out"],
+                 time.perf_counter() - t0)
+        from processing import pipeline
+
+        return pipeline.Parts(
+            started=started, context=context, output_dir=self.output_dir, config=config, fmt=self.fmt,
+            baseline=baseline, names=self.names, dup_exact=dups["exact"][0], dup_key=dups["key"][0],
+            key_cols=self.key_cols, dropped=dropped, imputation=imputation, cleaned=pd.DataFrame(),
+            mode="streaming", **parts)
+
+    def _pass_a(self) -> tuple[dict[str, list[np.ndarray]], dict[str, list[pa.Array]]]:
+        """Parse, type and reject block by block; write the usable rows to the work file (see the module doc)."""
+        names, config = self.names, self.config
+        sigs: dict[str, list[np.ndarray]] = {"exact": [], "key": []}
+        impute_values: dict[str, list[pa.Array]] = {r.column: [] for r in config.imputations}
+        # sha256 + UTF-8 check of each file on a thread while pyarrow parses (hashlib and zlib release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as digests:
+            futures = [digests.submit(io._digest, f.path, check_utf8=True, compressed=f.compressed) for f in self.files]
+            try:
+                with pa.OSFile(str(self.work_file), "wb") as sink, pa.ipc.new_file(sink, self.schema) as cache:
+                    for fi, f in enumerate(self.files):
+                        blocks = _open(f, self.block_size)
+                        try:
+                            for table in blocks:
+                                self._block_a(_Block(table, names, config, self.kinds), fi, f, sigs, impute_values,
+                                              cache)
+                        finally:
+                            blocks.close()
+            except InputError:
+                for f, fut in zip(self.files, futures):
+                    if not fut.result()[1]:
+                        raise self._not_utf8(f) from None
+                raise
+            for f, fut in zip(self.files, futures):
+                f.sha256, utf8_ok = fut.result()
+                if not utf8_ok:
+                    raise self._not_utf8(f)
+        return sigs, impute_values
+
+    @staticmethod
+    def _not_utf8(f: _File) -> StreamingUnsupported:
+        return StreamingUnsupported(f"{f.path.name} is not valid UTF-8: streaming mode needs UTF-8 text "
+                                    "(the in-memory path rejects such rows)")
+
+    def _block_a(self, b: _Block, fi: int, f: _File, sigs: dict[str, list[np.ndarray]],
+                 impute_values: dict[str, list[pa.Array]], cache: Any) -> None:
+        usable_idx = np.flatnonzero(~b.rejected)
+        rej_idx = np.flatnonzero(b.rejected)
+        if len(rej_idx):
+            self.rejected_parts.append(_rejected_part(b.raw, self.names, rej_idx, fi, rej_idx + 1 + f.rows,
+                                                      b.reasons[rej_idx]))
+        all_usable = len(usable_idx) == b.n
+        usable = pa.array(usable_idx)
+
+        def pick(a: pa.Array) -> pa.Array:
+            return a if all_usable else a.take(usable)
+
+        typed = {c: pick(b.typed[c]) for c in self.names}
+        column_sigs: dict[int, np.ndarray] = {}
+        for kind, cols in (("exact", self.names), ("key", self.key_cols)):
+            if cols:
+                sigs[kind].append(row_signature([typed[c] for c in cols], len(usable_idx), column_sigs))
+        for c in impute_values:
+            impute_values[c].append(typed[c])
+        arrays = [*(pick(b.raw[c]) for c in self.names), *(typed[c] for c in self.numeric),
+                  pa.array(np.full(len(usable_idx), fi, dtype=np.int32)),
+                  pa.array(usable_idx + 1 + f.rows, pa.int64())]
+        cache.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.n_usable += len(usable_idx)
+        f.rows += b.n
+
+    def _typed(self, batch: pa.RecordBatch | pa.Table) -> tuple[dict[str, pa.Array], dict[str, np.ndarray]]:
+        """Typed values (as ``_Block`` made them) and invalid-value masks of work-file rows."""
+        typed: dict[str, pa.Array] = {}
+        invalid: dict[str, np.ndarray] = {}
+        for c in self.names:
+            marked = transform.mark_missing(transform.to_array(batch.column(c)), self.config.missing_values)
+            if c in self.numeric:
+                typed[c] = transform.to_array(batch.column(TYPED + c))
+                invalid[c] = pc.and_(pc.is_valid(marked), pc.is_null(typed[c])).to_numpy(zero_copy_only=False)
             else:
-                last_empty = (cleaned, transformed)
-        per_file.append({"file": f.path.name, "path": str(f.path), "format": "csv.gz" if f.compressed else "csv",
-                         "size_bytes": f.size, "sha256": f.sha256, "rows_in": file_rows + len(f.parse_errors),
-                         "rows_out": file_out, "rows_rejected": file_rows + len(f.parse_errors) - file_out,
-                         "parse_errors": len(f.parse_errors)})
-        rows_in += file_rows + len(f.parse_errors)
-        f.rows = file_rows
-    if rows_in == 0:
-        writers.close()
-        raise EmptyInputError("no data rows in the input (header only): " + ", ".join(f.path.name for f in files))
-    if not writers.started and last_empty is not None:
-        writers.write(*last_empty)
-    outputs = writers.close()
+                typed[c] = marked
+        return typed, invalid
 
-    rejected_table = _rejected(rejected_parts, names, files)
-    outputs["rejected"] = [str(io.write_table(rejected_table, output_dir / "rejected", "rejected", fmt)
-                               .relative_to(output_dir))]
-    json_metrics = {}
-    for col, acc in json_acc.items():
-        malformed = acc["invalid_syntax"] + acc["not_object"]
-        json_metrics[col] = {"non_missing": acc["non_missing"], "malformed": malformed,
-                             "invalid_syntax": acc["invalid_syntax"], "not_object": acc["not_object"],
-                             "malformed_rate": pipeline._rate(malformed, acc["non_missing"]), "fields": acc["fields"]}
-    for d in config.derived:  # key order as in the in-memory path
-        if d.kind == "bins" and d.name in derived_acc:
-            a = derived_acc[d.name]
-            derived_acc[d.name] = {"kind": a["kind"], "source": a["source"], "outside_bins": a["outside_bins"],
-                                   "missing": a["missing"], "counts": a["counts"]}
-    frame = pd.DataFrame({c: _concat(kept_parts[c]) for c in keep_cols})
-    statistics = {g.name: transform.group_statistics(frame, g) for g in config.group_statistics}
-    group_metrics = {c: {"distinct": int(frame[c].nunique(dropna=True)), "missing": int(frame[c].isna().sum())}
-                     for c in group_cols}
-    numeric = {c: transform.numeric_summary(frame[c]) for c in numeric_cols}
-    for name, fr in statistics.items():
+    def _duplicates(self, sigs: list[np.ndarray], cols: list[str]) -> tuple[int, np.ndarray]:
+        """``duplicated(keep="first")`` over the usable rows on ``cols``: candidates by signature, checked exactly."""
+        mask = np.zeros(self.n_usable, dtype=bool)
+        if not cols or self.n_usable == 0:
+            return 0, mask
+        sig = np.concatenate(sigs)
+        cand_idx = np.flatnonzero(pd.Series(sig, copy=False).duplicated(keep=False).to_numpy())
+        del sig
+        if len(cand_idx) == 0:
+            return 0, mask
+        rows = self._read_rows(cand_idx)
+        typed, _ = self._typed(rows)
+        ((_, sub),) = transform.duplicate_masks({c: typed[c] for c in cols}, [cols], len(cand_idx))
+        mask[cand_idx[sub]] = True
+        log.info("duplicates on %d column(s): %d signature candidate(s), %d duplicate(s)", len(cols), len(cand_idx),
+                 int(sub.sum()))
+        return int(mask.sum()), mask
+
+    def _read_rows(self, idx: np.ndarray) -> pa.Table:
+        """Work-file rows at usable-row positions ``idx`` (sorted), in that order."""
+        parts = []
+        with pa.OSFile(str(self.work_file)) as source:
+            reader = pa.ipc.open_file(source)
+            pos = 0
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                a, b = (int(x) for x in np.searchsorted(idx, [pos, pos + batch.num_rows]))
+                if a < b:
+                    parts.append(pa.Table.from_batches([batch]).take(pa.array(idx[a:b] - pos)))
+                pos += batch.num_rows
+        return pa.concat_tables(parts).combine_chunks() if parts else self.schema.empty_table()
+
+    def _pass_b(self, drop_mask: np.ndarray, imputation: dict[str, Any]) -> dict[str, Any]:
+        """Clean, transform and write the work-file rows batch by batch; sum counts, keep statistics columns."""
+        from processing import pipeline
+
+        config, names, kinds, output_dir = self.config, self.names, self.kinds, self.output_dir
+        for folder in pipeline.OUTPUT_FOLDERS:
+            (output_dir / folder).mkdir(parents=True, exist_ok=True)
+        col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0,
+                           "missing_after": 0} for c in names}
+        json_acc = {jc.column: {"non_missing": 0, "malformed": 0, "invalid_syntax": 0, "not_object": 0,
+                                "fields": {f.name: {"path": ".".join(f.path), "extracted": 0, "missing": 0}
+                                           for f in jc.fields}} for jc in config.json_columns}
+        derived_acc: dict[str, Any] = {}
+        group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
+        numeric_cols = [*self.numeric, *(d.name for d in config.derived if d.kind == "string_length")]
+        keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
+                                        *numeric_cols]))
+        drift_cols = [c for c in (*config.drift.numeric, *config.drift.categorical) if c in names]
+        kept_parts: dict[str, list[pd.Series]] = {c: [] for c in keep_cols}
+        drift_parts: dict[str, list[pd.Series]] = {c: [] for c in drift_cols}
+        presence_parts: dict[str, list[pd.Series]] = {f.name: [] for jc in config.json_columns for f in jc.fields}
+        file_out = np.zeros(len(self.files), dtype=np.int64)
+        last_empty: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        writers = _Writers(output_dir, self.fmt)
+        try:
+            with pa.OSFile(str(self.work_file)) as source:
+                reader = pa.ipc.open_file(source)
+                batches: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+                if reader.num_record_batches == 0:  # every row rejected: one empty batch gives the outputs their schema
+                    batches = iter([pa.RecordBatch.from_pylist([], schema=self.schema)])
+                usable_pos = 0
+                for batch in batches:
+                    drop_here = drop_mask[usable_pos:usable_pos + batch.num_rows]
+                    usable_pos += batch.num_rows
+                    if drop_here.any():
+                        d_idx = np.flatnonzero(drop_here)
+                        rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
+                        self.rejected_parts.append(_rejected_part(
+                            {c: rows.column(c) for c in names}, names, np.arange(len(d_idx)),
+                            rows.column(FILE_IDX), rows.column(ROW_NO),
+                            np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
+                        batch = batch.filter(pa.array(~drop_here))
+                    file_out += np.bincount(batch.column(FILE_IDX).to_numpy(zero_copy_only=False),
+                                            minlength=len(self.files))
+                    typed, invalid = self._typed(batch)
+                    pre = pd.DataFrame({c: transform.to_series(typed[c], kinds[c]) for c in names})
+                    for c in names:
+                        inv = int(invalid[c].sum()) if c in invalid else 0
+                        col_metrics[c]["missing_before"] += int(pre[c].isna().sum()) - inv
+                        col_metrics[c]["invalid"] += inv
+                    for c in drift_cols:
+                        drift_parts[c].append(_own(pre[c]))
+                    cleaned = pre
+                    for rule in config.imputations:
+                        info = imputation[rule.column]
+                        cleaned[rule.column] = transform.fill(cleaned[rule.column], info["value"], kinds[rule.column])
+                    for c in names:
+                        col_metrics[c]["missing_after"] += int(cleaned[c].isna().sum())
+                    transformed = cleaned.copy()
+                    for jc in config.json_columns:
+                        ext = jsonx.extract(pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields)
+                        acc = json_acc[jc.column]
+                        for name, arr in ext.fields.items():
+                            transformed[name] = transform.to_series(arr, "string")
+                            present = transformed[name].notna()
+                            acc["fields"][name]["extracted"] += int(present.sum())
+                            acc["fields"][name]["missing"] += int((~present).sum())
+                            presence_parts[name].append(present)
+                        for k in ("non_missing", "malformed", "invalid_syntax", "not_object"):
+                            acc[k] += getattr(ext, k)
+                    for d in config.derived:
+                        if d.kind == "string_length":
+                            transformed[d.name] = transform.string_length(
+                                transformed[d.source].astype(transform.STRING_DTYPE))
+                            acc_d = derived_acc.setdefault(d.name, {"kind": d.kind, "source": d.source, "missing": 0})
+                            acc_d["missing"] += int(transformed[d.name].isna().sum())
+                        else:
+                            assert d.bins is not None
+                            transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
+                            counts = transformed[d.name].value_counts(dropna=False, sort=False)
+                            acc_d = derived_acc.setdefault(d.name, {"kind": d.kind, "source": d.source,
+                                                                    "outside_bins": 0, "missing": 0, "counts": {}})
+                            acc_d["outside_bins"] += outside
+                            acc_d["missing"] += int(transformed[d.name].isna().sum())
+                            for k, v in counts.items():
+                                if not pd.isna(k):
+                                    acc_d["counts"][str(k)] = acc_d["counts"].get(str(k), 0) + int(v)
+                    for c in keep_cols:
+                        kept_parts[c].append(_own(transformed[c]))
+                    if len(pre):
+                        writers.write(cleaned, transformed)
+                    else:
+                        last_empty = (cleaned, transformed)
+            if not writers.started and last_empty is not None:
+                writers.write(*last_empty)
+        finally:
+            outputs = writers.close()
+
+        rows_in = sum(f.rows + len(f.parse_errors) for f in self.files)
+        if rows_in == 0:
+            raise EmptyInputError("no data rows in the input (header only): "
+                                  + ", ".join(f.path.name for f in self.files))
+        per_file = []
+        for fi, f in enumerate(self.files):
+            f_in = f.rows + len(f.parse_errors)
+            per_file.append({"file": f.path.name, "path": str(f.path), "format": "csv.gz" if f.compressed else "csv",
+                             "size_bytes": f.size, "sha256": f.sha256, "rows_in": f_in,
+                             "rows_out": int(file_out[fi]), "rows_rejected": f_in - int(file_out[fi]),
+                             "parse_errors": len(f.parse_errors)})
+        rejected_table = _rejected(self.rejected_parts, names, self.files)
+        outputs["rejected"] = [str(io.write_table(rejected_table, output_dir / "rejected", "rejected", self.fmt)
+                                   .relative_to(output_dir))]
+        json_metrics = {}
+        for col, acc in json_acc.items():
+            malformed = acc["invalid_syntax"] + acc["not_object"]
+            json_metrics[col] = {"non_missing": acc["non_missing"], "malformed": malformed,
+                                 "invalid_syntax": acc["invalid_syntax"], "not_object": acc["not_object"],
+                                 "malformed_rate": pipeline._rate(malformed, acc["non_missing"]),
+                                 "fields": acc["fields"]}
+        for d in config.derived:  # key order as in the in-memory path
+            if d.kind == "bins" and d.name in derived_acc:
+                a = derived_acc[d.name]
+                derived_acc[d.name] = {"kind": a["kind"], "source": a["source"], "outside_bins": a["outside_bins"],
+                                       "missing": a["missing"], "counts": a["counts"]}
+        frame = pd.DataFrame({c: _concat(kept_parts.pop(c)) for c in keep_cols})
+        statistics = {g.name: transform.group_statistics(frame, g) for g in config.group_statistics}
+        group_metrics = {c: {"distinct": int(frame[c].nunique(dropna=True)), "missing": int(frame[c].isna().sum())}
+                         for c in group_cols}
+        numeric = {c: transform.numeric_summary(frame[c]) for c in numeric_cols}
+        del frame
+        for name, fr in statistics.items():
+            outputs.setdefault("statistics", [])
+            path = io.write_table(pipeline._to_arrow(fr), output_dir / "statistics", name, "csv")
+            outputs["statistics"].append(str(path.relative_to(output_dir)))
+            jpath = output_dir / "statistics" / f"{name}.json"
+            records = [{k: pipeline._json_value(v) for k, v in row.items()} for row in fr.to_dict(orient="records")]
+            io.write_json({"name": name, "rows": records}, jpath)
+            outputs["statistics"].append(str(jpath.relative_to(output_dir)))
         outputs.setdefault("statistics", [])
-        path = io.write_table(pipeline._to_arrow(fr), output_dir / "statistics", name, "csv")
-        outputs["statistics"].append(str(path.relative_to(output_dir)))
-        jpath = output_dir / "statistics" / f"{name}.json"
-        records = [{k: pipeline._json_value(v) for k, v in row.items()} for row in fr.to_dict(orient="records")]
-        io.write_json({"name": name, "rows": records}, jpath)
-        outputs["statistics"].append(str(jpath.relative_to(output_dir)))
-    outputs.setdefault("statistics", [])
-    outputs["quality"] = ["quality/metrics.json"]
-    outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
-    drift_batch = pd.DataFrame({c: _concat(drift_parts[c]) for c in drift_cols})
-    presence = pd.DataFrame({k: _concat(v) for k, v in presence_parts.items()})
-    presence = presence.where(presence, None) if len(presence.columns) else presence
-    log.info("streaming done: %d rows in, %d out in %.2fs", rows_in, rows_out, time.perf_counter() - t0)
-    return pipeline.Parts(
-        started=started, context=context, output_dir=output_dir, config=config, fmt=fmt, baseline=baseline,
-        rows_in=rows_in, rows_out=rows_out, names=names, col_metrics=col_metrics, json_metrics=json_metrics,
-        rejected_table=rejected_table, per_file=per_file, dup_exact=dups["exact"][0], dup_key=dups["key"][0],
-        key_cols=key_cols, dropped=dropped, imputation=imputation, derived_metrics=derived_acc,
-        group_metrics=group_metrics, numeric=numeric, outputs=outputs, drift_batch=drift_batch,
-        cleaned=pd.DataFrame(), transformed=presence, statistics=statistics, mode="streaming")
+        outputs["quality"] = ["quality/metrics.json"]
+        outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
+        drift_batch = pd.DataFrame({c: _concat(drift_parts[c]) for c in drift_cols})
+        presence = pd.DataFrame({k: _concat(v) for k, v in presence_parts.items()})
+        presence = presence.where(presence, None) if len(presence.columns) else presence
+        return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
+                "json_metrics": json_metrics, "rejected_table": rejected_table, "per_file": per_file,
+                "derived_metrics": derived_acc, "group_metrics": group_metrics, "numeric": numeric,
+                "outputs": outputs, "drift_batch": drift_batch, "transformed": presence, "statistics": statistics}
 
+
+def _rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_idx: Any, rows: Any,
+                   reasons: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    from processing import pipeline
+
+    take = pa.array(idx, pa.int64())
+    n = len(idx)
+    if isinstance(file_idx, int):
+        file_idx = pa.array(np.full(n, file_idx, dtype=np.int32))
+    cols = {pipeline.FILE_COL: transform.to_array(file_idx).cast(pa.int32()),
+            pipeline.ROW_COL: transform.to_array(pa.array(rows, pa.int64()) if isinstance(rows, np.ndarray) else rows)}
+    cols.update({c: transform.to_array(raw[c]).take(take) for c in names})
+    return pa.table(cols), reasons
 
 def _arrow_type(kind: str) -> pa.DataType:
     return {"integer": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
+
+
+def _own(series: pd.Series) -> pd.Series:
+    """A copy of ``series`` that holds only its own values: a column of a block frame may be a view of the whole
+    block (numpy 2-D blocks; Arrow strings sliced from the work-file batch's single buffer), and keeping it would
+    keep the block."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        arr = pa.chunked_array(series.array._pa_array).combine_chunks() if len(series) else pa.array([], pa.string())
+        return pd.Series(pd.array(pc.take(arr, pa.array(np.arange(len(arr)))), dtype=transform.STRING_DTYPE))
+    return series.copy(deep=True)
 
 
 def _concat(parts: list[pd.Series]) -> pd.Series:
@@ -377,12 +618,15 @@ def _concat(parts: list[pd.Series]) -> pd.Series:
 
 
 def _rejected(parts: list[tuple[pa.Table, np.ndarray]], names: list[str], files: list[_File]) -> pa.Table:
+    """The rejected table in input order (file, then row), as the in-memory path builds it."""
     from processing import pipeline
 
     reads = [io.FileRead(f.path, pa.table({}), list(f.parse_errors)) for f in files]
     if parts:
         raw = pa.concat_tables([t for t, _ in parts])
         reasons = np.concatenate([r for _, r in parts])
+        order = np.lexsort((raw.column(pipeline.ROW_COL).to_numpy(), raw.column(pipeline.FILE_COL).to_numpy()))
+        raw, reasons = raw.take(pa.array(order)), reasons[order]
     else:
         cols = {pipeline.FILE_COL: pa.array([], pa.int32()), pipeline.ROW_COL: pa.array([], pa.int64())}
         cols.update({c: pa.array([], pa.string()) for c in names})
@@ -391,18 +635,27 @@ def _rejected(parts: list[tuple[pa.Table, np.ndarray]], names: list[str], files:
 
 
 class _Writers:
-    """Append block frames to cleaned/ and transformed/ (Parquet or CSV), one file each."""
+    """Append block frames to cleaned/ and transformed/ (Parquet or CSV), one file each, on a writer thread (the
+    Parquet/CSV writers release the GIL, so writing overlaps the next block's work); at most
+    ``WRITES_IN_FLIGHT`` blocks wait for it."""
 
     def __init__(self, output_dir: Path, fmt: str):
         self.output_dir, self.fmt = output_dir, fmt
         self.writers: dict[str, Any] = {}
         self.schemas: dict[str, pa.Schema] = {}
         self.started = False
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: deque[Future[None]] = deque()
 
     def write(self, cleaned: pd.DataFrame, transformed: pd.DataFrame) -> None:
+        self.started = True
+        while len(self.pending) >= WRITES_IN_FLIGHT:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self._write, cleaned, transformed))
+
+    def _write(self, cleaned: pd.DataFrame, transformed: pd.DataFrame) -> None:
         from processing import pipeline
 
-        self.started = True
         for stem, frame in (("cleaned", cleaned), ("transformed", transformed)):
             table = pipeline._to_arrow(frame)
             w = self.writers.get(stem)
@@ -415,6 +668,12 @@ class _Writers:
             w.write_table(table if table.schema.equals(self.schemas[stem]) else table.cast(self.schemas[stem]))
 
     def close(self) -> dict[str, list[str]]:
-        for w in self.writers.values():
-            w.close()
+        """Wait for the queued blocks (re-raising a write error) and close the files."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True)
+            for w in self.writers.values():
+                w.close()
         return {stem: [f"{stem}/{stem}.{self.fmt}"] for stem in ("cleaned", "transformed")}

@@ -28,7 +28,18 @@ def mark_missing(values: pa.Array, markers: tuple[str, ...]) -> pa.Array:
     """Turn cells equal to one of ``markers`` (exact match) into nulls."""
     if not markers or len(values) == 0:
         return values
-    hit = pc.fill_null(pc.is_in(values, value_set=pa.array(markers, pa.string())), False)
+    value_set = pa.array(markers, pa.string())
+    longest = max(len(m.encode("utf-8")) for m in markers)
+    short = pc.fill_null(pc.less_equal(pc.binary_length(values), longest), False)
+    short_idx = np.flatnonzero(short.to_numpy(zero_copy_only=False))
+    if len(short_idx) == len(values):
+        hit = pc.fill_null(pc.is_in(values, value_set=value_set), False)
+    else:  # only cells no longer than the longest marker can be one: hash just those (not long JSON texts)
+        found = np.zeros(len(values), dtype=bool)
+        if len(short_idx):
+            sub = values.take(pa.array(short_idx))
+            found[short_idx] = pc.fill_null(pc.is_in(sub, value_set=value_set), False).to_numpy(zero_copy_only=False)
+        hit = pa.array(found)
     if values.offset == 0 and pa.types.is_string(values.type):
         # Zero-copy: only the validity bitmap changes (if_else would copy every string).
         keep = pc.and_(pc.is_valid(values), pc.invert(hit))

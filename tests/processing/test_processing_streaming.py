@@ -1,0 +1,95 @@
+"""Streaming mode internals: row signatures (collisions never make duplicates), the CSV reader's paced read-ahead,
+and the work file (removed after success and failure). Equality with the in-memory path on whole datasets is in
+test_processing_perf_equivalence.py."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from processing import config as config_mod
+from processing import pipeline, streaming
+from processing.sample import generate
+
+DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
+
+
+def _config(**changes: Any) -> config_mod.DatasetConfig:
+    return config_mod.validate({**copy.deepcopy(DEFAULT_DOC), **changes})
+
+
+def _profile(middle: str) -> str:
+    """100 characters: the four signature windows (0-8, 33-41, 66-74, 92-100) are the same for every ``middle``."""
+    text = '{"address": "' + middle + '", "note": "' + "x" * 100
+    return (text[:98] + '"}')
+
+
+def test_signature_equal_for_equal_values_and_nulls_across_slices() -> None:
+    arr = pa.array(["abc", None, "a" * 40, "abc", "", "a" * 40, None])
+    sig = streaming.row_signature([arr], len(arr))
+    assert sig[0] == sig[3] and sig[2] == sig[5] and sig[1] == sig[6]
+    assert len({int(sig[i]) for i in (0, 1, 2, 4)}) == 4
+    sliced = arr.slice(3)  # a non-zero offset must not change a value's signature
+    assert list(streaming.row_signature([sliced], len(sliced))) == list(sig[3:])
+    nums = pa.array([0.0, -0.0, None, 1.5])
+    ns = streaming.row_signature([nums], 4)
+    assert ns[0] == ns[1] and len({int(x) for x in ns}) == 3  # -0.0 == 0.0 as pandas compares
+
+
+def test_signature_collisions_are_checked_exactly(tmp_path: Path) -> None:
+    # Rows 1 and 2 differ only outside the signature windows: same signature, not duplicates. Row 3 repeats row 1.
+    a, b = _profile("11 Main Street"), _profile("22 Main Street")
+    assert len(a) == len(b) == 100 and a != b
+    sigs = streaming.row_signature([pa.array([a, b])], 2)
+    assert sigs[0] == sigs[1]
+    lines = ["id,name,age,salary,profile,department"]
+    for i, prof in enumerate([a, b, a], start=1):
+        lines.append(f'{i},Ann,30,50000,"{prof.replace(chr(34), chr(34) * 2)}",Sales')
+    path = tmp_path / "c.csv"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = _config(duplicates={"key_columns": ["name", "profile"], "drop": "key"})
+    stream = pipeline.run([path], tmp_path / "s", cfg, mode="streaming")
+    memory = pipeline.run([path], tmp_path / "m", cfg, mode="memory")
+    assert stream.metrics["duplicates"] == memory.metrics["duplicates"]
+    assert stream.metrics["duplicates"]["key"] == 1 and stream.metrics["duplicates"]["dropped"] == 1
+    assert stream.metrics["rows"]["rejected_by_reason"] == {"duplicate_key": 1}
+    assert stream.rejected.column("_source_row").to_pylist() == [3]
+
+
+def test_reader_stays_within_its_read_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "r.csv"
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(generate(3000, seed=3), str(path))
+    seen: list[int] = []
+
+    class Recording(streaming._Paced):
+        def consumed_one(self) -> None:
+            seen.append(self.reads - self.consumed)
+            super().consumed_one()
+
+    monkeypatch.setattr(streaming, "_Paced", Recording)
+    f = streaming._File(path, streaming.io._header(path, False), False, path.stat().st_size)
+    rows = sum(t.num_rows for t in streaming._open(f, 16 << 10))
+    assert rows == 3000 and len(seen) > 20
+    assert max(seen) <= streaming.READ_AHEAD + 1  # the block being handed over, plus the read-ahead
+
+
+def test_work_file_is_removed_after_success_and_failure(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(generate(500, seed=4), str(good))
+    work = tmp_path / "work"
+    result = pipeline.run([good], tmp_path / "out", _config(), mode="streaming", work_dir=work)
+    assert result.metrics["mode"] == "streaming" and list(work.iterdir()) == []
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(good.read_bytes() + b'9999,Bad\xff,30,1,"{}",HR\n')
+    with pytest.raises(streaming.StreamingUnsupported):
+        pipeline.run([bad], tmp_path / "out2", _config(), mode="streaming", work_dir=work)
+    assert list(work.iterdir()) == []
