@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
     parser.add_argument("--mode", choices=("auto", "memory", "streaming"), default="auto",
-                        help="memory, streaming (block by block, bounded memory) or auto (streaming when the input "
-                             "is large compared with available memory; env PROCESSING_MODE); see docs/processing.md")
+                        help="memory, streaming (block by block, bounded memory) or auto (streaming from 64 MiB of input, "
+                             "or sooner when memory is short; env PROCESSING_MODE); see docs/processing.md")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
                              "without it drift is reported as unavailable")

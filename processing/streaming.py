@@ -21,6 +21,7 @@ Disk: the work file, about the size of the input, removed at the end (``work_dir
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -299,7 +300,7 @@ class _Run:
         self.n_usable = 0
 
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sigs, impute_values = self._pass_a()
         dups = {kind: self._duplicates(sigs.pop(kind), cols)
                 for kind, cols in (("exact", self.names), ("key", self.key_cols))}
@@ -318,10 +319,11 @@ class _Run:
             info = transform.impute_value(series, rule, kind)
             info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
             imputation[rule.column] = info
-        log.info("streaming pass A: %d usable rows in %.2fs", self.n_usable, time.perf_counter() - t0)
+        log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
+                 time.process_time() - c0)
         parts = self._pass_b(drop_mask, imputation)
-        log.info("streaming done: %d rows in, %d out in %.2fs", parts["rows_in"], parts["rows_out"],
-                 time.perf_counter() - t0)
+        log.info("streaming done: %d rows in, %d out in %.2fs (cpu %.2fs)", parts["rows_in"], parts["rows_out"],
+                 time.perf_counter() - t0, time.process_time() - c0)
         from processing import pipeline
 
         return pipeline.Parts(
@@ -436,6 +438,31 @@ class _Run:
                 pos += batch.num_rows
         return pa.concat_tables(parts).combine_chunks() if parts else self.schema.empty_table()
 
+    def _prepare(self, batches: Iterator[pa.RecordBatch], drop_mask: np.ndarray, file_out: np.ndarray,
+                 json_pool: ThreadPoolExecutor) -> Iterator[tuple[Any, ...]]:
+        """Pass B's input, batch by batch: duplicates to drop moved to the rejected rows, typed values, and the JSON
+        extraction of columns that imputation does not touch started on ``json_pool`` (it runs while the previous
+        batch is cleaned; ``_one_ahead``)."""
+        config, names = self.config, self.names
+        imputed = {r.column for r in config.imputations}
+        usable_pos = 0
+        for batch in batches:
+            drop_here = drop_mask[usable_pos:usable_pos + batch.num_rows]
+            usable_pos += batch.num_rows
+            if drop_here.any():
+                d_idx = np.flatnonzero(drop_here)
+                rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
+                self.rejected_parts.append(_rejected_part(
+                    {c: rows.column(c) for c in names}, names, np.arange(len(d_idx)),
+                    rows.column(FILE_IDX), rows.column(ROW_NO),
+                    np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
+                batch = batch.filter(pa.array(~drop_here))
+            file_out += np.bincount(batch.column(FILE_IDX).to_numpy(zero_copy_only=False), minlength=len(self.files))
+            typed, invalid = self._typed(batch)
+            early = {jc.column: json_pool.submit(jsonx.extract, typed[jc.column], jc.fields)
+                     for jc in config.json_columns if jc.column not in imputed}
+            yield batch, typed, invalid, early
+
     def _pass_b(self, drop_mask: np.ndarray, imputation: dict[str, Any]) -> dict[str, Any]:
         """Clean, transform and write the work-file rows batch by batch; sum counts, keep statistics columns."""
         from processing import pipeline
@@ -454,40 +481,31 @@ class _Run:
         keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
                                         *numeric_cols]))
         drift_cols = [c for c in (*config.drift.numeric, *config.drift.categorical) if c in names]
-        kept_parts: dict[str, list[pd.Series]] = {c: [] for c in keep_cols}
-        drift_parts: dict[str, list[pd.Series]] = {c: [] for c in drift_cols}
+        # Input columns are kept once, before imputation (drift profiles them so; statistics fill them at the end,
+        # elementwise, as the in-memory path does per row); derived columns as transformed.
+        pre_cols = [c for c in dict.fromkeys([*drift_cols, *keep_cols]) if c in names]
+        pre_parts: dict[str, list[pd.Series]] = {c: [] for c in pre_cols}
+        kept_parts: dict[str, list[pd.Series]] = {c: [] for c in keep_cols if c not in pre_parts}
         presence_parts: dict[str, list[pd.Series]] = {f.name: [] for jc in config.json_columns for f in jc.fields}
         file_out = np.zeros(len(self.files), dtype=np.int64)
         last_empty: tuple[pd.DataFrame, pd.DataFrame] | None = None
         writers = _Writers(output_dir, self.fmt)
+        json_pool = ThreadPoolExecutor(max_workers=1)
         try:
             with pa.OSFile(str(self.work_file)) as source:
                 reader = pa.ipc.open_file(source)
                 batches: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
                 if reader.num_record_batches == 0:  # every row rejected: one empty batch gives the outputs their schema
                     batches = iter([pa.RecordBatch.from_pylist([], schema=self.schema)])
-                usable_pos = 0
-                for batch in batches:
-                    drop_here = drop_mask[usable_pos:usable_pos + batch.num_rows]
-                    usable_pos += batch.num_rows
-                    if drop_here.any():
-                        d_idx = np.flatnonzero(drop_here)
-                        rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
-                        self.rejected_parts.append(_rejected_part(
-                            {c: rows.column(c) for c in names}, names, np.arange(len(d_idx)),
-                            rows.column(FILE_IDX), rows.column(ROW_NO),
-                            np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
-                        batch = batch.filter(pa.array(~drop_here))
-                    file_out += np.bincount(batch.column(FILE_IDX).to_numpy(zero_copy_only=False),
-                                            minlength=len(self.files))
-                    typed, invalid = self._typed(batch)
+                for batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop_mask, file_out,
+                                                                                  json_pool)):
                     pre = pd.DataFrame({c: transform.to_series(typed[c], kinds[c]) for c in names})
                     for c in names:
                         inv = int(invalid[c].sum()) if c in invalid else 0
                         col_metrics[c]["missing_before"] += int(pre[c].isna().sum()) - inv
                         col_metrics[c]["invalid"] += inv
-                    for c in drift_cols:
-                        drift_parts[c].append(_own(pre[c]))
+                    for c in pre_cols:
+                        pre_parts[c].append(_own(pre[c]))
                     cleaned = pre
                     for rule in config.imputations:
                         info = imputation[rule.column]
@@ -496,7 +514,8 @@ class _Run:
                         col_metrics[c]["missing_after"] += int(cleaned[c].isna().sum())
                     transformed = cleaned.copy()
                     for jc in config.json_columns:
-                        ext = jsonx.extract(pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields)
+                        ext = (early_json[jc.column].result() if jc.column in early_json else
+                               jsonx.extract(pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields))
                         acc = json_acc[jc.column]
                         for name, arr in ext.fields.items():
                             transformed[name] = transform.to_series(arr, "string")
@@ -523,7 +542,7 @@ class _Run:
                             for k, v in counts.items():
                                 if not pd.isna(k):
                                     acc_d["counts"][str(k)] = acc_d["counts"].get(str(k), 0) + int(v)
-                    for c in keep_cols:
+                    for c in kept_parts:
                         kept_parts[c].append(_own(transformed[c]))
                     if len(pre):
                         writers.write(cleaned, transformed)
@@ -532,8 +551,10 @@ class _Run:
             if not writers.started and last_empty is not None:
                 writers.write(*last_empty)
         finally:
+            json_pool.shutdown(wait=True, cancel_futures=True)
             outputs = writers.close()
 
+        _release_unused_memory()  # the blocks are gone: give their pages back before the statistics allocate
         rows_in = sum(f.rows + len(f.parse_errors) for f in self.files)
         if rows_in == 0:
             raise EmptyInputError("no data rows in the input (header only): "
@@ -560,7 +581,13 @@ class _Run:
                 a = derived_acc[d.name]
                 derived_acc[d.name] = {"kind": a["kind"], "source": a["source"], "outside_bins": a["outside_bins"],
                                        "missing": a["missing"], "counts": a["counts"]}
-        frame = pd.DataFrame({c: _concat(kept_parts.pop(c)) for c in keep_cols})
+        pre_all = {c: _concat(pre_parts.pop(c)) for c in pre_cols}
+        drift_batch = pd.DataFrame({c: pre_all[c] for c in drift_cols})
+        frame = pd.DataFrame({
+            c: (_concat(kept_parts.pop(c)) if c not in pre_all else
+                transform.fill(pre_all[c], imputation[c]["value"], kinds[c]) if c in imputation else pre_all[c])
+            for c in keep_cols})
+        del pre_all
         statistics = {g.name: transform.group_statistics(frame, g) for g in config.group_statistics}
         group_metrics = {c: {"distinct": int(frame[c].nunique(dropna=True)), "missing": int(frame[c].isna().sum())}
                          for c in group_cols}
@@ -577,7 +604,6 @@ class _Run:
         outputs.setdefault("statistics", [])
         outputs["quality"] = ["quality/metrics.json"]
         outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
-        drift_batch = pd.DataFrame({c: _concat(drift_parts[c]) for c in drift_cols})
         presence = pd.DataFrame({k: _concat(v) for k, v in presence_parts.items()})
         presence = presence.where(presence, None) if len(presence.columns) else presence
         return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
@@ -601,6 +627,27 @@ def _rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_
 
 def _arrow_type(kind: str) -> pa.DataType:
     return {"integer": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
+
+
+def _release_unused_memory() -> None:
+    """Return freed memory to the OS (Arrow's pool and glibc's heap keep it for reuse otherwise), so peak RSS is
+    what is live, not what was once used."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
+def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """Yield each item once the next one has been produced (so work the producer starts overlaps the consumer's)."""
+    previous = None
+    for i, item in enumerate(items):
+        if i:
+            yield previous
+        previous = item
+    if previous is not None:
+        yield previous
 
 
 def _own(series: pd.Series) -> pd.Series:
