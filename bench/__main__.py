@@ -6,6 +6,7 @@ Each measurement runs in a fresh process; wall time is measured around the child
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -31,10 +32,18 @@ class Approach:
 
 APPROACHES = (
     Approach("ours", "(a) our job, default settings", ("-m", "processing", "--input", "{input}", "--output", "{output}")),
+    Approach("memory", "(a') our job, --mode memory", ("-m", "processing", "--mode", "memory", "--input", "{input}",
+                                                       "--output", "{output}")),
+    Approach("streaming", "(a'') our job, --mode streaming", ("-m", "processing", "--mode", "streaming", "--input",
+                                                              "{input}", "--output", "{output}")),
     Approach("baseline", "(b) tutorial row-by-row pandas", ("-m", "bench.baseline", "{input}", "{output}")),
     Approach("floor", "(c) floor: pyarrow CSV -> Parquet", ("-m", "bench.floor", "{input}", "{output}")),
-    Approach("streaming", "(a') our job, --mode streaming", ("-m", "processing", "--mode", "streaming", "--input",
-                                                             "{input}", "--output", "{output}")),
+)
+OURS = ("ours", "memory", "streaming")
+TARGETS = (  # issue 5, for (a) at 1M and 5M rows
+    ("throughput >= 10x the tutorial style (b)", lambda a, b, c: b.seconds / a.seconds, lambda r: r >= 10, "{:.1f}x"),
+    ("wall time <= 2x the floor (c)", lambda a, b, c: a.seconds / c.seconds, lambda r: r <= 2, "{:.2f}x"),
+    ("peak memory <= the floor's (c)", lambda a, b, c: a.peak_rss_mb / c.peak_rss_mb, lambda r: r <= 1, "{:.2f}x"),
 )
 
 
@@ -42,6 +51,7 @@ APPROACHES = (
 class Sample:
     seconds: float
     peak_rss_mb: float
+    mode: str = ""  # our job's processing mode (from its metrics.json)
 
 
 def dataset(rows: int, seed: int) -> Path:
@@ -72,7 +82,9 @@ def measure(approach: Approach, input_path: Path) -> Sample:
             stderr = err.read().decode(errors="replace")
         if proc.returncode != 0:
             raise SystemExit(f"{approach.name} failed on {input_path.name} (exit {proc.returncode}):\n{stderr[-2000:]}")
-    return Sample(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024)  # ru_maxrss is KiB on Linux
+        metrics = Path(out) / "out" / "quality" / "metrics.json"
+        mode = json.loads(metrics.read_text()).get("mode", "") if metrics.exists() else ""
+    return Sample(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024, mode=mode)  # ru_maxrss is KiB on Linux
 
 
 def machine() -> str:
@@ -94,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="20000,1000000,5000000", help="comma-separated dataset sizes")
     parser.add_argument("--runs", type=int, default=3, help="runs per approach and size (median reported)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--approaches", default="ours,baseline,floor")
+    parser.add_argument("--approaches", default="ours,memory,baseline,floor",
+                        help=f"comma-separated, from: {','.join(a.name for a in APPROACHES)}")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -116,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             medians[(approach.name, rows)] = Sample(
                 seconds=statistics.median(s.seconds for s in samples[approach.name]),
                 peak_rss_mb=statistics.median(s.peak_rss_mb for s in samples[approach.name]),
+                mode="/".join(sorted({s.mode for s in samples[approach.name]} - {""})),
             )
         write_report(args, chosen, [r for r in sizes if all((a.name, r) in medians for a in chosen)], medians)
     return 0
@@ -131,18 +145,19 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
         for approach in chosen:
             m = medians[(approach.name, rows)]
             ratios = ["", "", ""]
-            if approach.name in ("ours", "streaming"):
+            if approach.name in OURS:
                 b, c = medians.get(("baseline", rows)), medians.get(("floor", rows))
                 if b:
                     ratios[0] = f"{m.seconds / b.seconds:.2f} ({b.seconds / m.seconds:.1f}x faster)"
                 if c:
                     ratios[1] = f"{m.seconds / c.seconds:.2f}"
                     ratios[2] = f"{m.peak_rss_mb / c.peak_rss_mb:.2f}"
+            label = approach.label + (f" [ran: {m.mode}]" if m.mode else "")
             rows_out.append(
-                f"| {rows:,} | {approach.label} | {m.seconds:.2f} | {rows / m.seconds:,.0f} | {m.peak_rss_mb:,.0f} | "
+                f"| {rows:,} | {label} | {m.seconds:.2f} | {rows / m.seconds:,.0f} | {m.peak_rss_mb:,.0f} | "
                 + " | ".join(ratios) + " |"
             )
-    table = "\n".join(rows_out)
+    table = "\n".join(rows_out) + _targets(sizes, medians)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = (
         f"# Benchmark results\n\nRun {stamp} with `python -m bench --rows {args.rows} --runs {args.runs}`.\n\n"
@@ -156,6 +171,22 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
     args.results.write_text(report)
     print("\n" + table)
     print(f"\nwritten to {args.results}", flush=True)
+
+
+def _targets(sizes: list[int], medians: dict[tuple[str, int], Sample]) -> str:
+    """The issue's targets for (a), met or missed, from the medians above (sizes of 1M rows and more)."""
+    big = [r for r in sizes if r >= 1_000_000 and all((n, r) in medians for n in ("ours", "baseline", "floor"))]
+    if not big:
+        return ""
+    lines = ["", "", "## Against the targets (computed from the table above, approach (a))", "",
+             "| target | " + " | ".join(f"{r:,} rows" for r in big) + " |", "|---|" + "---|" * len(big)]
+    for name, ratio, ok, fmt in TARGETS:
+        cells = []
+        for r in big:
+            value = ratio(medians[("ours", r)], medians[("baseline", r)], medians[("floor", r)])
+            cells.append(fmt.format(value) + (" met" if ok(value) else " **missed**"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
