@@ -253,8 +253,26 @@ def write_table(table: pa.Table, folder: Path, stem: str, fmt: str) -> Path:
         pacsv.write_csv(table, str(path))
     else:
         path = folder / f"{stem}.parquet"
-        pq.write_table(table, str(path), compression="snappy")
+        pq.write_table(table, str(path), **parquet_options(table))
     return path
+
+
+DICTIONARY_SAMPLE_ROWS = 10_000
+
+
+def parquet_options(table: pa.Table) -> dict[str, Any]:
+    """Parquet writer options for ``table``: snappy, and dictionary encoding only for categoricals and columns whose
+    first ``DICTIONARY_SAMPLE_ROWS`` rows repeat (at most one distinct value per ten rows). Arrow would otherwise try
+    a dictionary for every column and give up once it grows too large, which costs time on unique text (names, JSON)
+    for nothing; the data are the same either way."""
+    head = table.slice(0, DICTIONARY_SAMPLE_ROWS)
+    dictionary = []
+    for name, col in zip(head.column_names, head.columns):
+        if pa.types.is_dictionary(col.type):
+            dictionary.append(name)
+        elif len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10):
+            dictionary.append(name)
+    return {"compression": "snappy", "use_dictionary": dictionary}
 
 
 def write_json(obj: Any, path: Path) -> None:

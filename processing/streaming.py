@@ -50,7 +50,10 @@ log = logging.getLogger("processing")
 BLOCK_SIZE = 8 << 20
 READ_AHEAD = 3  # CSV blocks the reader thread may read beyond the one being processed
 WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
-FILE_IDX, ROW_NO, TYPED = "__file", "__row", "__typed:"  # work-file columns: source file index and row number (1-based, parsed rows)
+# Work-file columns besides one per input column (raw text for numeric columns, text after missing markers for the
+# others): source file index, row number (1-based, parsed rows), typed values and invalid flags of numeric columns,
+# and the raw text of cells a missing marker emptied (so rejected/ can show the input as it was).
+FILE_IDX, ROW_NO, TYPED, INVALID, MARKER = "__file", "__row", "__typed:", "__invalid:", "__marker:"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NULL_SIG = np.uint64(0x5851F42D4C957F2D)
 
@@ -295,6 +298,8 @@ class _Run:
         self.key_cols = [c for c in config.duplicate_key_columns if c in names]
         self.schema = pa.schema([*(pa.field(c, pa.string()) for c in names),
                                  *(pa.field(TYPED + c, _arrow_type(self.kinds[c])) for c in self.numeric),
+                                 *(pa.field(INVALID + c, pa.bool_()) for c in self.numeric),
+                                 *(pa.field(MARKER + c, pa.string()) for c in names if c not in self.numeric),
                                  pa.field(FILE_IDX, pa.int32()), pa.field(ROW_NO, pa.int64())])
         self.rejected_parts: list[tuple[pa.Table, np.ndarray]] = []
         self.n_usable = 0
@@ -386,8 +391,17 @@ class _Run:
                 sigs[kind].append(row_signature([typed[c] for c in cols], len(usable_idx), column_sigs))
         for c in impute_values:
             impute_values[c].append(typed[c])
-        arrays = [*(pick(b.raw[c]) for c in self.names), *(typed[c] for c in self.numeric),
-                  pa.array(np.full(len(usable_idx), fi, dtype=np.int32)),
+        markers = []
+        for c in self.names:
+            if c not in self.numeric:
+                raw = pick(b.raw[c])
+                hit = pc.and_(pc.is_valid(raw), pc.is_null(typed[c]))
+                markers.append(pc.if_else(hit, raw, pa.scalar(None, pa.string())) if pc.any(hit).as_py()
+                               else pa.nulls(len(raw), pa.string()))
+        arrays = [*(pick(b.raw[c]) if c in self.numeric else typed[c] for c in self.names),
+                  *(typed[c] for c in self.numeric),
+                  *(pa.array(b.invalid[c] if all_usable else b.invalid[c][usable_idx]) for c in self.numeric),
+                  *markers, pa.array(np.full(len(usable_idx), fi, dtype=np.int32)),
                   pa.array(usable_idx + 1 + f.rows, pa.int64())]
         cache.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.n_usable += len(usable_idx)
@@ -398,13 +412,18 @@ class _Run:
         typed: dict[str, pa.Array] = {}
         invalid: dict[str, np.ndarray] = {}
         for c in self.names:
-            marked = transform.mark_missing(transform.to_array(batch.column(c)), self.config.missing_values)
             if c in self.numeric:
                 typed[c] = transform.to_array(batch.column(TYPED + c))
-                invalid[c] = pc.and_(pc.is_valid(marked), pc.is_null(typed[c])).to_numpy(zero_copy_only=False)
+                invalid[c] = transform.to_array(batch.column(INVALID + c)).to_numpy(zero_copy_only=False)
             else:
-                typed[c] = marked
+                typed[c] = transform.to_array(batch.column(c))
         return typed, invalid
+
+    def _raw(self, rows: pa.Table, c: str) -> pa.Array:
+        """Work-file rows' input text of column ``c``, as read."""
+        if c in self.numeric:
+            return transform.to_array(rows.column(c))
+        return pc.coalesce(transform.to_array(rows.column(MARKER + c)), transform.to_array(rows.column(c)))
 
     def _duplicates(self, sigs: list[np.ndarray], cols: list[str]) -> tuple[int, np.ndarray]:
         """``duplicated(keep="first")`` over the usable rows on ``cols``: candidates by signature, checked exactly."""
@@ -453,7 +472,7 @@ class _Run:
                 d_idx = np.flatnonzero(drop_here)
                 rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
                 self.rejected_parts.append(_rejected_part(
-                    {c: rows.column(c) for c in names}, names, np.arange(len(d_idx)),
+                    {c: self._raw(rows, c) for c in names}, names, np.arange(len(d_idx)),
                     rows.column(FILE_IDX), rows.column(ROW_NO),
                     np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
                 batch = batch.filter(pa.array(~drop_here))
@@ -709,7 +728,7 @@ class _Writers:
             if w is None:
                 path = self.output_dir / stem / f"{stem}.{self.fmt}"
                 w = (pacsv.CSVWriter(str(path), table.schema) if self.fmt == "csv"
-                     else pq.ParquetWriter(str(path), table.schema, compression="snappy"))
+                     else pq.ParquetWriter(str(path), table.schema, **io.parquet_options(table)))
                 self.writers[stem] = w
                 self.schemas[stem] = table.schema
             w.write_table(table if table.schema.equals(self.schemas[stem]) else table.cast(self.schemas[stem]))

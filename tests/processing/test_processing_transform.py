@@ -127,3 +127,29 @@ def test_numeric_summary_empty() -> None:
 def test_coerce_empty(kind: str) -> None:
     values, invalid = transform.coerce(pa.array([], pa.string()), kind)
     assert len(values) == 0 and len(invalid) == 0
+
+
+@pytest.mark.parametrize("closed", ["right", "left"])
+@pytest.mark.parametrize("include_lowest", [True, False])
+@pytest.mark.parametrize("outside", [None, "other"])
+def test_bin_values_equals_pd_cut(closed: str, include_lowest: bool, outside: str | None) -> None:
+    """bin_values re-implements pd.cut's binning (searchsorted on the edges): pd.cut is the oracle, on edge values,
+    values outside every bin, NaN and infinities."""
+    from processing.config import Bins
+
+    rng = np.random.default_rng(0)
+    values = pd.Series(np.concatenate([
+        rng.choice([0, 25, 35, 45, 55, 50000, 70000, 100000, -1, 1e9, np.nan, np.inf, -np.inf], 400),
+        rng.normal(50, 30, 400)]))
+    for edges, labels in [((0, 25, 35, 45, 55, float("inf")), ("Young", "Early", "Mid", "Senior", "Experienced")),
+                          ((0, 50000, 70000, 100000), ("low", "medium", "high"))]:
+        bins = Bins(edges=edges, labels=labels, closed=closed, include_lowest=include_lowest, outside=outside)
+        got, outside_count = transform.bin_values(values, bins)
+        expected = pd.cut(values, bins=list(edges), labels=list(labels), right=closed == "right",
+                          include_lowest=include_lowest, ordered=True)
+        outside_mask = values.notna() & expected.isna()
+        if outside is not None:
+            expected = expected.cat.add_categories([outside])
+            expected[outside_mask] = outside
+        pd.testing.assert_series_equal(got, pd.Series(expected, index=values.index))
+        assert outside_count == int(outside_mask.sum()) > 0
