@@ -159,6 +159,8 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
             )
     table = "\n".join(rows_out) + _targets(sizes, medians)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    code = commit.stdout.strip() or "unknown (not a git checkout)"
     report = (
         f"# Benchmark results\n\nRun {stamp} with `python -m bench --rows {args.rows} --runs {args.runs}`.\n\n"
         f"Machine: {machine()}.\n\nEach cell: median of {args.runs} runs, each in a fresh process (interpreter start and "
@@ -166,7 +168,7 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
         f"Wall time is measured around the child; peak RSS is the child's own `ru_maxrss` (from `wait4`). "
         f"Input: `python -m processing.sample --rows N --seed {args.seed}` (CSV, ~256 bytes/row). "
         f"Load average when written: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared; "
-        f"compare ratios from the same run).\n\n{table}\n"
+        f"compare ratios from the same run). Code: `{code}`.\n\n{table}\n"
     )
     args.results.write_text(report)
     print("\n" + table)

@@ -307,8 +307,10 @@ class _Run:
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
         sigs, impute_values = self._pass_a()
-        dups = {kind: self._duplicates(sigs.pop(kind), cols)
-                for kind, cols in (("exact", self.names), ("key", self.key_cols))}
+        if not any(f.rows or f.parse_errors for f in self.files):
+            raise EmptyInputError("no data rows in the input (header only): "
+                                  + ", ".join(f.path.name for f in self.files))
+        dups = self._duplicates(sigs)
         config = self.config
         drop_mask = np.zeros(self.n_usable, dtype=bool)
         dropped = 0
@@ -326,6 +328,8 @@ class _Run:
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
                  time.process_time() - c0)
+        del impute_values, sigs
+        _release_unused_memory()  # pass A's blocks and per-row values are gone
         parts = self._pass_b(drop_mask, imputation)
         log.info("streaming done: %d rows in, %d out in %.2fs (cpu %.2fs)", parts["rows_in"], parts["rows_out"],
                  time.perf_counter() - t0, time.process_time() - c0)
@@ -396,8 +400,9 @@ class _Run:
             if c not in self.numeric:
                 raw = pick(b.raw[c])
                 hit = pc.and_(pc.is_valid(raw), pc.is_null(typed[c]))
-                markers.append(pc.if_else(hit, raw, pa.scalar(None, pa.string())) if pc.any(hit).as_py()
-                               else pa.nulls(len(raw), pa.string()))
+                empty = pa.nulls(len(raw), pa.string())
+                # replace_with_mask sizes the text buffer to the replaced cells (if_else would copy the whole column)
+                markers.append(pc.replace_with_mask(empty, hit, raw.filter(hit)) if pc.any(hit).as_py() else empty)
         arrays = [*(pick(b.raw[c]) if c in self.numeric else typed[c] for c in self.names),
                   *(typed[c] for c in self.numeric),
                   *(pa.array(b.invalid[c] if all_usable else b.invalid[c][usable_idx]) for c in self.numeric),
@@ -425,23 +430,30 @@ class _Run:
             return transform.to_array(rows.column(c))
         return pc.coalesce(transform.to_array(rows.column(MARKER + c)), transform.to_array(rows.column(c)))
 
-    def _duplicates(self, sigs: list[np.ndarray], cols: list[str]) -> tuple[int, np.ndarray]:
-        """``duplicated(keep="first")`` over the usable rows on ``cols``: candidates by signature, checked exactly."""
-        mask = np.zeros(self.n_usable, dtype=bool)
-        if not cols or self.n_usable == 0:
-            return 0, mask
-        sig = np.concatenate(sigs)
-        cand_idx = np.flatnonzero(pd.Series(sig, copy=False).duplicated(keep=False).to_numpy())
-        del sig
-        if len(cand_idx) == 0:
-            return 0, mask
-        rows = self._read_rows(cand_idx)
-        typed, _ = self._typed(rows)
-        ((_, sub),) = transform.duplicate_masks({c: typed[c] for c in cols}, [cols], len(cand_idx))
-        mask[cand_idx[sub]] = True
-        log.info("duplicates on %d column(s): %d signature candidate(s), %d duplicate(s)", len(cols), len(cand_idx),
-                 int(sub.sum()))
-        return int(mask.sum()), mask
+    def _duplicates(self, sigs: dict[str, list[np.ndarray]]) -> dict[str, tuple[int, np.ndarray]]:
+        """``duplicated(keep="first")`` over the usable rows for the exact and the key check: candidates by
+        signature, one read of the candidate rows from the work file, then the in-memory algorithm on them."""
+        checks = {"exact": self.names, "key": self.key_cols}
+        candidates: dict[str, np.ndarray] = {}
+        for kind, cols in checks.items():
+            if cols and self.n_usable:
+                sig = np.concatenate(sigs.pop(kind))
+                candidates[kind] = np.flatnonzero(pd.Series(sig, copy=False).duplicated(keep=False).to_numpy())
+                del sig
+        union = np.unique(np.concatenate(list(candidates.values()))) if candidates else np.zeros(0, np.int64)
+        typed = self._typed(self._read_rows(union))[0] if len(union) else {}
+        result = {}
+        for kind, cols in checks.items():
+            mask = np.zeros(self.n_usable, dtype=bool)
+            idx = candidates.get(kind, np.zeros(0, np.int64))
+            if len(idx):
+                at = pa.array(np.searchsorted(union, idx))
+                ((_, sub),) = transform.duplicate_masks({c: typed[c].take(at) for c in cols}, [cols], len(idx))
+                mask[idx[sub]] = True
+                log.info("duplicates (%s, %d column(s)): %d signature candidate(s), %d duplicate(s)", kind, len(cols),
+                         len(idx), int(sub.sum()))
+            result[kind] = (int(mask.sum()), mask)
+        return result
 
     def _read_rows(self, idx: np.ndarray) -> pa.Table:
         """Work-file rows at usable-row positions ``idx`` (sorted), in that order."""
@@ -573,11 +585,11 @@ class _Run:
             json_pool.shutdown(wait=True, cancel_futures=True)
             outputs = writers.close()
 
-        _release_unused_memory()  # the blocks are gone: give their pages back before the statistics allocate
+        # The last batch's frames are still bound to the loop's names: drop them, then give the pages back before
+        # the statistics allocate.
+        batch = typed = invalid = early_json = pre = cleaned = transformed = ext = last_empty = None  # noqa: F841
+        _release_unused_memory()
         rows_in = sum(f.rows + len(f.parse_errors) for f in self.files)
-        if rows_in == 0:
-            raise EmptyInputError("no data rows in the input (header only): "
-                                  + ", ".join(f.path.name for f in self.files))
         per_file = []
         for fi, f in enumerate(self.files):
             f_in = f.rows + len(f.parse_errors)
@@ -601,11 +613,11 @@ class _Run:
                 derived_acc[d.name] = {"kind": a["kind"], "source": a["source"], "outside_bins": a["outside_bins"],
                                        "missing": a["missing"], "counts": a["counts"]}
         pre_all = {c: _concat(pre_parts.pop(c)) for c in pre_cols}
-        drift_batch = pd.DataFrame({c: pre_all[c] for c in drift_cols})
+        drift_batch = pd.DataFrame({c: pre_all[c] for c in drift_cols}, copy=False)
         frame = pd.DataFrame({
             c: (_concat(kept_parts.pop(c)) if c not in pre_all else
                 transform.fill(pre_all[c], imputation[c]["value"], kinds[c]) if c in imputation else pre_all[c])
-            for c in keep_cols})
+            for c in keep_cols}, copy=False)
         del pre_all
         statistics = {g.name: transform.group_statistics(frame, g) for g in config.group_statistics}
         group_metrics = {c: {"distinct": int(frame[c].nunique(dropna=True)), "missing": int(frame[c].isna().sum())}

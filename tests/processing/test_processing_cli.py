@@ -55,6 +55,19 @@ def test_module_run_with_sagemaker_defaults(tmp_path: Path) -> None:
     assert not (opt_ml / "output" / "message").exists()
 
 
+def test_streaming_run_in_sagemaker_layout_keeps_its_work_file_off_the_uploaded_output(tmp_path: Path) -> None:
+    # GIVEN the SageMaker layout and PROCESSING_MODE=streaming (what auto picks for large inputs)
+    opt_ml = _layout(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "processing"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(opt_ml, PROCESSING_MODE="streaming"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = opt_ml / "processing" / "output"
+    assert json.loads((out / "quality" / "metrics.json").read_text())["mode"] == "streaming"
+    # THEN the work file went beside the output folder (SageMaker uploads the output folder) and is gone
+    assert not [p for p in (opt_ml / "processing").rglob("*") if "processing-work" in p.name]
+    assert sorted(p.name for p in (opt_ml / "processing").iterdir()) == ["input", "output"]
+
+
 def _bundle(tmp_path: Path) -> Path:
     zpath = tmp_path / "bundle.zip"
     with zipfile.ZipFile(zpath, "w") as z:

@@ -93,3 +93,31 @@ def test_work_file_is_removed_after_success_and_failure(tmp_path: Path) -> None:
     with pytest.raises(streaming.StreamingUnsupported):
         pipeline.run([bad], tmp_path / "out2", _config(), mode="streaming", work_dir=work)
     assert list(work.iterdir()) == []
+
+
+def test_header_only_input_fails_before_writing_outputs(tmp_path: Path) -> None:
+    from processing.errors import EmptyInputError
+
+    path = tmp_path / "h.csv"
+    path.write_text("id,name,age,salary,profile,department\n")
+    with pytest.raises(EmptyInputError, match="header only"):
+        pipeline.run([path], tmp_path / "out", _config(), mode="streaming", work_dir=tmp_path / "work")
+    assert not (tmp_path / "out" / "cleaned").exists() and list((tmp_path / "work").iterdir()) == []
+
+
+def test_gzip_input_streams_with_the_same_results(tmp_path: Path) -> None:
+    import gzip
+
+    import pyarrow.csv as pacsv
+
+    from test_processing_perf_equivalence import assert_same
+
+    plain = tmp_path / "p.csv"
+    pacsv.write_csv(generate(3000, seed=5, invalid_rate=0.01), str(plain))
+    packed = tmp_path / "in" / "p.csv.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    stream = pipeline.run([packed], tmp_path / "s", _config(), mode="streaming", block_size=32 << 10)
+    pipeline.run([packed], tmp_path / "m", _config(), mode="memory")
+    assert stream.metrics["mode"] == "streaming" and stream.metrics["inputs"][0]["format"] == "csv.gz"
+    assert_same(tmp_path / "s", tmp_path / "m")
