@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
 import json
+import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -154,7 +156,8 @@ def _read_csv(path: Path, compressed: bool, utf8_ok: bool) -> FileRead:
     invalid_utf8 = None
     try:
         if utf8_ok:
-            table = read(pa.input_stream(str(path), compression="gzip" if compressed else None))
+            with _quiet_undecodable_invalid_rows(on_invalid):
+                table = read(pa.input_stream(str(path), compression="gzip" if compressed else None))
         else:
             # Rare path: mark undecodable bytes (kept as \xNN escapes), so the rows holding them can be rejected.
             data = gzip.decompress(path.read_bytes()) if compressed else path.read_bytes()
@@ -168,6 +171,25 @@ def _read_csv(path: Path, compressed: bool, utf8_ok: bool) -> FileRead:
         raise InputError(f"{path.name}: cannot read ({exc})") from exc
     table = table.rename_columns([n.strip().lstrip("\ufeff") for n in table.column_names])
     return FileRead(path, table, list(bad), invalid_utf8, kind="csv.gz" if compressed else "csv")
+
+
+@contextlib.contextmanager
+def _quiet_undecodable_invalid_rows(handler: Any) -> Iterator[None]:
+    """The UTF-8 parse is speculative (the UTF-8 check runs at the same time): when a row with the wrong field
+    count holds non-UTF-8 bytes, pyarrow cannot build the text it passes to ``handler``, reports that as an
+    "unraisable" exception and fails the read; the file is then re-read on the non-UTF-8 path, which rejects such
+    rows with a reason. Only that report is silenced here; any other unraisable exception goes to the previous hook."""
+    previous = sys.unraisablehook
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.exc_value, UnicodeDecodeError) and args.object is handler):
+            previous(args)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _unmark(table: pa.Table) -> tuple[pa.Table, pa.Array]:
