@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "instance_count": 1,
     "volume_size_gb": 30,
     "max_runtime_seconds": 3600,  # seconds
+    "processing_mode": "auto",
     "sklearn_image_version": "1.4-2-py312",
     "alert_email": None,
     "removal_policy": "retain",
@@ -56,6 +57,8 @@ MAX_INSTANCE_COUNT = 100
 #: whose names don't show it. Newer families (e.g. ml.g7/ml.g7e) are not known here: check before using them.
 NVME_INSTANCE_FAMILIES = frozenset({"ml.g5", "ml.g6", "ml.g6e", "ml.p5", "ml.p5e", "ml.p5en"})
 _NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
+#: Values of the job's ``PROCESSING_MODE`` (processing/pipeline.py: ``choose_mode``; docs/processing.md "Modes").
+PROCESSING_MODES = ("auto", "memory", "streaming")
 LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
@@ -102,6 +105,7 @@ class Settings:
     instance_count: int = 1
     volume_size_gb: int = 30  # GB
     max_runtime_seconds: int = 3600  # seconds
+    processing_mode: str = "auto"  # the job's PROCESSING_MODE: auto, memory or streaming
     sklearn_image_version: str = "1.4-2-py312"
     alert_email: str | None = None
     removal_policy: str = "retain"
@@ -292,6 +296,12 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             "while every job of this stack encrypts its volume with the data key (VolumeKmsKeyId): choose a type "
             "without local storage (e.g. ml.m5.xlarge instead of ml.m5d.xlarge)")
 
+    processing_mode = value("processing_mode")
+    if processing_mode not in PROCESSING_MODES:
+        raise SettingsError(
+            "processing_mode", f"must be one of {', '.join(repr(m) for m in PROCESSING_MODES)}, got {processing_mode!r}"
+        )
+
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()
     if image_version not in versions:
@@ -340,6 +350,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         instance_count=_instance_count(value("instance_count")),
         volume_size_gb=_as_int("volume_size_gb", value("volume_size_gb"), 1, MAX_VOLUME_SIZE_GB),
         max_runtime_seconds=_as_int("max_runtime_seconds", value("max_runtime_seconds"), 1, MAX_RUNTIME_LIMIT),
+        processing_mode=processing_mode,
         sklearn_image_version=image_version,
         alert_email=alert_email,
         removal_policy=removal_policy,

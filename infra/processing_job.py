@@ -34,6 +34,7 @@ class ProcessingJobProps:
         image: the scikit-learn image.
         code: the processing code bundle.
         instance_type / instance_count / volume_size_gb / max_runtime_seconds: the job's resources.
+        processing_mode: the job's ``PROCESSING_MODE`` (``auto``, ``memory`` or ``streaming``; docs/infra.md).
     """
 
     bucket: s3.IBucket
@@ -49,6 +50,7 @@ class ProcessingJobProps:
     instance_count: int = 1
     volume_size_gb: int = 30  # GB
     max_runtime_seconds: int = 3600  # seconds
+    processing_mode: str = "auto"
 
 
 class ProcessingJob(Construct):

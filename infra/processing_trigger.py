@@ -131,6 +131,7 @@ class ProcessingTrigger(Construct):
                 "INSTANCE_COUNT": str(job.instance_count),
                 "VOLUME_SIZE_GB": str(job.volume_size_gb),
                 "MAX_RUNTIME_SECONDS": str(job.max_runtime_seconds),
+                "PROCESSING_MODE": job.processing_mode,
                 "KMS_KEY_ARN": props.key.key_arn,
             },
         )

@@ -85,6 +85,7 @@ class DataQualityStack(Stack):
                 instance_count=settings.instance_count,
                 volume_size_gb=settings.volume_size_gb,
                 max_runtime_seconds=settings.max_runtime_seconds,
+                processing_mode=settings.processing_mode,
             ),
         )
         self.trigger = ProcessingTrigger(

@@ -15,6 +15,7 @@ from infra_testlib import DEFAULT_PSI_ALARM, DEFAULT_THRESHOLDS, ORDERS_PSI_ALAR
 from infra.config import (
     DEFAULTS,
     FALLBACK_THRESHOLDS,
+    PROCESSING_MODES,
     THRESHOLD_KEYS,
     SettingsError,
     has_local_nvme,
@@ -137,6 +138,9 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("volume_size_gb", 0, {}),
         ("max_runtime_seconds", 0, {}),
         ("max_runtime_seconds", 777601, {}),
+        ("processing_mode", "fast", {}),
+        ("processing_mode", "Memory", {}),
+        ("processing_mode", "", {}),
         ("sklearn_image_version", "9.9-9", {}),
         ("alert_email", "not-an-email", {}),
         ("removal_policy", "delete", {}),
@@ -154,6 +158,18 @@ def test_bad_setting_names_its_key(tmp_path: Path, key: str, value: Any, extra: 
         settings(tmp_path, **{key: value, **extra})
     assert info.value.key == key
     assert f"'{key}'" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["auto", "memory", "streaming"])
+def test_processing_mode_accepts_the_jobs_modes(tmp_path: Path, mode: str) -> None:
+    # GIVEN -c processing_mode=<mode>  WHEN settings are read  THEN it is carried as given
+    assert settings(tmp_path, processing_mode=mode).processing_mode == mode
+
+
+def test_processing_mode_error_lists_the_allowed_values(tmp_path: Path) -> None:
+    assert PROCESSING_MODES == ("auto", "memory", "streaming")
+    with pytest.raises(SettingsError, match=r"'processing_mode'.*'auto', 'memory', 'streaming', got 'fast'"):
+        settings(tmp_path, processing_mode="fast")
 
 
 @pytest.mark.parametrize(("instance_type", "nvme"), [

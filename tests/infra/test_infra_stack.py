@@ -23,6 +23,7 @@ from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 TRIGGER_ENV = (
     "DATA_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX", "JOB_PREFIX", "ROLE_ARN", "IMAGE_URI", "CODE_S3_URI",
     "CODE_VERSION", "BASELINE_PREFIX", "QUARANTINE_PREFIX", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB", "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
+    "PROCESSING_MODE",
 )
 
 
@@ -169,11 +170,31 @@ def test_trigger_function(synth: Synth) -> None:
     assert env["INPUT_PREFIX"] == "input/" and env["OUTPUT_PREFIX"] == "output/" and env["JOB_PREFIX"] == "dq"
     assert env["INSTANCE_TYPE"] == "ml.t3.medium" and env["INSTANCE_COUNT"] == "1"
     assert env["VOLUME_SIZE_GB"] == "30" and env["MAX_RUNTIME_SECONDS"] == "3600"
+    assert env["PROCESSING_MODE"] == "auto"  # the documented default: streams from 64 MiB of input
     assert env["ROLE_ARN"] == {"Fn::GetAtt": [ids(synth)["job_role"], "Arn"]}
     assert env["KMS_KEY_ARN"] == {"Fn::GetAtt": [ids(synth)["key"], "Arn"]}
     assert env["CODE_S3_URI"]["Fn::Sub"].endswith(f"/{env['CODE_VERSION']}.zip")
     log_group_id = fn["LoggingConfig"]["LogGroup"]["Ref"]
     assert synth.template_json["Resources"][log_group_id]["Properties"]["RetentionInDays"] == 30
+
+
+def test_processing_mode_from_context_reaches_the_trigger(tmp_path) -> None:
+    # GIVEN -c processing_mode=memory (a second, smaller synthesis: no cdk-nag; the session template has the default)
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+    from infra_testlib import cdk_json_context, source_paths, write_configs
+
+    from infra.config import settings_from_context
+    from infra.stack import DataQualityStack
+
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), "processing_mode": "memory"})
+    settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
+    stack = DataQualityStack(app, "ModeTest", settings=settings, paths=source_paths(tmp_path))
+    # WHEN synthesized  THEN the trigger Lambda passes it on to every job as PROCESSING_MODE
+    Template.from_stack(stack).has_resource_properties("AWS::Lambda::Function", {
+        "Description": Match.string_like_regexp("SageMaker Processing job"),
+        "Environment": {"Variables": Match.object_like({"PROCESSING_MODE": "memory", "INSTANCE_TYPE": "ml.t3.medium"})},
+    })
 
 
 def test_trigger_iam_is_exact(synth: Synth) -> None:

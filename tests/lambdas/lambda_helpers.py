@@ -60,6 +60,7 @@ ENV: dict[str, str] = {
     "INSTANCE_COUNT": "1",
     "VOLUME_SIZE_GB": "30",
     "MAX_RUNTIME_SECONDS": "3600",
+    "PROCESSING_MODE": "auto",
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 }
 EVENT_SIZE = 1234  # detail.object.size of s3_event_body's default

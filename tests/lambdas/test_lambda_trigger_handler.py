@@ -71,6 +71,26 @@ def test_object_created_starts_one_job(stubs, s3, lambda_context, decision_log) 
     assert log["request_id"] == lambda_context.aws_request_id
 
 
+def test_processing_mode_reaches_create_processing_job(monkeypatch, stubs, s3, lambda_context, decision_log) -> None:
+    # GIVEN the function's environment sets PROCESSING_MODE=memory (as the stack does for -c processing_mode=memory)
+    sm, _ = stubs
+    monkeypatch.setattr(trigger, "_settings", None)
+    for name, value in {**ENV, "PROCESSING_MODE": "memory"}.items():
+        monkeypatch.setenv(name, value)
+    key = "input/sales/a.csv"
+    # the default request with only Environment.PROCESSING_MODE changed, checked against botocore's model by Stubber
+    default = request_for(key)
+    assert default["Environment"]["PROCESSING_MODE"] == "auto"
+    expected = {**default, "Environment": {**default["Environment"], "PROCESSING_MODE": "memory"}}
+    no_baseline(s3, "sales")
+    sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + expected["ProcessingJobName"]}, expected)
+    # WHEN the handler runs
+    result = trigger.handler({"Records": [sqs_record(s3_event_body(key))]}, lambda_context)
+    # THEN the job was created with exactly that request
+    assert result == {"batchItemFailures": []}
+    assert decision_log.decisions() == ["started"]
+
+
 def test_multipart_upload_is_processed_like_a_put(stubs, s3, lambda_context, decision_log) -> None:
     # GIVEN a CompleteMultipartUpload event
     sm, _ = stubs

@@ -77,6 +77,8 @@ def test_settings_parse_all_variables() -> None:
         ("CODE_S3_URI", "https://bucket/code.zip", "CODE_S3_URI"),
         ("INSTANCE_TYPE", "t3.medium", "INSTANCE_TYPE"),
         ("KMS_KEY_ARN", "", "KMS_KEY_ARN is missing"),
+        ("PROCESSING_MODE", "fast", "PROCESSING_MODE='fast' must be one of auto, memory, streaming"),
+        ("PROCESSING_MODE", "Memory", "PROCESSING_MODE='Memory' must be one of"),
     ],
 )
 def test_settings_errors_name_the_variable(name: str, value: str | None, message: str) -> None:
@@ -318,7 +320,7 @@ def test_request_matches_contracts_1_and_2() -> None:
     }
     assert request["Environment"] == {"DATASET": "sales", "SOURCE_URI": f"s3://{BUCKET}/{key}",
                                       "SOURCE_VERSION_ID": "v1", "SOURCE_SIZE": "", "SOURCE_ETAG": "",
-                                      "CODE_VERSION": "0123456789abcdef"}
+                                      "CODE_VERSION": "0123456789abcdef", "PROCESSING_MODE": "auto"}
     sized = trigger.build_processing_job_request(BUCKET, key, "v1", SETTINGS, size=456, etag="abc-2")
     assert {k: sized["Environment"][k] for k in ("SOURCE_SIZE", "SOURCE_ETAG")} == {"SOURCE_SIZE": "456",
                                                                                     "SOURCE_ETAG": "abc-2"}
@@ -378,6 +380,29 @@ def test_baseline_and_quarantine_prefixes_default_and_parse() -> None:
     custom = trigger.Settings.from_env({**ENV, "BASELINE_PREFIX": "dq/baselines/", "QUARANTINE_PREFIX": "dq/q/"})
     assert custom.baseline_key("sales") == "dq/baselines/sales/baseline.json"
     assert custom.quarantine_prefix == "dq/q/"
+
+
+@pytest.mark.parametrize("mode", ["auto", "memory", "streaming"])
+def test_processing_mode_parses_and_reaches_the_job_environment(mode: str) -> None:
+    # GIVEN PROCESSING_MODE=<mode> / WHEN the request is built / THEN the job's Environment carries it
+    settings = trigger.Settings.from_env({**ENV, "PROCESSING_MODE": mode})
+    assert settings.processing_mode == mode
+    request = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", settings)
+    assert request["Environment"]["PROCESSING_MODE"] == mode
+    assert_valid_request(request)
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_missing_processing_mode_defaults_to_auto(value: str | None) -> None:
+    # GIVEN a function deployed before PROCESSING_MODE existed (no variable) or an empty one
+    env = {k: v for k, v in ENV.items() if k != "PROCESSING_MODE"}
+    if value is not None:
+        env["PROCESSING_MODE"] = value
+    # WHEN parsed / THEN "auto": what the job did without the variable
+    settings = trigger.Settings.from_env(env)
+    assert settings.processing_mode == "auto"
+    request = trigger.build_processing_job_request(BUCKET, "input/a.csv", "v1", settings)
+    assert request["Environment"]["PROCESSING_MODE"] == "auto"
 
 
 def test_request_with_a_baseline_adds_the_input_and_argument() -> None:

@@ -43,6 +43,10 @@ QUARANTINE_OUTPUT = "quarantine"
 # retried.
 BASELINE_ABSENT_STATUS = frozenset({403, 404})
 DEFAULT_DATASET = "default"
+# The job's PROCESSING_MODE values (processing/pipeline.py: choose_mode). A function deployed before the variable
+# existed has none: it defaults to "auto", which is what the job did without it.
+PROCESSING_MODES = ("auto", "memory", "streaming")
+DEFAULT_PROCESSING_MODE = "auto"
 
 DATASET_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -100,6 +104,7 @@ class Settings:
     kms_key_arn: str
     baseline_prefix: str = "baselines/"
     quarantine_prefix: str = "quarantine/"
+    processing_mode: str = DEFAULT_PROCESSING_MODE
 
     def baseline_key(self, dataset: str) -> str:
         """``<BASELINE_PREFIX><dataset>/baseline.json`` (design.md Contract 4)."""
@@ -196,6 +201,12 @@ class Settings:
         if not KMS_KEY_RE.fullmatch(kms_key_arn):
             raise SettingsError(f"environment variable KMS_KEY_ARN={kms_key_arn!r} is not a KMS key id or ARN")
 
+        processing_mode = environ.get("PROCESSING_MODE", "").strip() or DEFAULT_PROCESSING_MODE
+        if processing_mode not in PROCESSING_MODES:
+            raise SettingsError(
+                f"environment variable PROCESSING_MODE={processing_mode!r} must be one of {', '.join(PROCESSING_MODES)}"
+            )
+
         data_bucket = text("DATA_BUCKET", 63)
         if "/" in data_bucket:
             raise SettingsError(f"environment variable DATA_BUCKET={data_bucket!r} must be a bucket name")
@@ -216,6 +227,7 @@ class Settings:
             kms_key_arn=kms_key_arn,
             baseline_prefix=baseline_prefix,
             quarantine_prefix=quarantine_prefix,
+            processing_mode=processing_mode,
         )
 
 
@@ -484,6 +496,7 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
             "SOURCE_SIZE": str(size) if size is not None else "",
             "SOURCE_ETAG": etag,
             "CODE_VERSION": settings.code_version,
+            "PROCESSING_MODE": settings.processing_mode,
         },
         "NetworkConfig": {"EnableNetworkIsolation": True},
         "RoleArn": settings.role_arn,
