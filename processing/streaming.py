@@ -47,7 +47,7 @@ from processing.errors import EmptyInputError, InputError, MissingColumnsError, 
 
 log = logging.getLogger("processing")
 
-BLOCK_SIZE = 8 << 20
+BLOCK_SIZE = 6 << 20
 READ_AHEAD = 3  # CSV blocks the reader thread may read beyond the one being processed
 WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
 # Work-file columns besides one per input column (raw text for numeric columns, text after missing markers for the

@@ -74,6 +74,11 @@ def test_happy_path(cloud, tmp_path):
     assert _metric_values(cloud, "RowsIn") and _metric_values(cloud, "JobSucceeded")
     for metric in QUALITY_METRICS:
         assert _alarm_for(cloud, metric)["StateValue"] != "ALARM", metric
+    # the stack's processing_mode (default auto) reaches the job, which keeps a 1,000-row file in memory
+    assert job["Environment"]["PROCESSING_MODE"] == "auto"
+    metrics = json.loads(cloud.s3.get_object(Bucket=cloud.outputs["DataBucketName"],
+                                             Key=prefix + "quality/metrics.json")["Body"].read())
+    assert metrics["mode"] == "memory" and metrics["summary"]["rows_in"] == 1000
 
 
 def test_duplicate_event_starts_no_second_job(cloud):
