@@ -159,8 +159,12 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
             )
     table = "\n".join(rows_out) + _targets(sizes, medians)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    code = commit.stdout.strip() or "unknown (not a git checkout)"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    changed = subprocess.run(["git", "status", "--porcelain", "--", ".", f":!{args.results.resolve().relative_to(ROOT)}"]
+                             if args.results.resolve().is_relative_to(ROOT) else ["git", "status", "--porcelain"],
+                             cwd=ROOT, capture_output=True, text=True)
+    code = (commit.stdout.strip() + (" with uncommitted changes" if changed.stdout.strip() else "")
+            if commit.returncode == 0 else "unknown (not a git checkout)")
     report = (
         f"# Benchmark results\n\nRun {stamp} with `python -m bench --rows {args.rows} --runs {args.runs}`.\n\n"
         f"Machine: {machine()}.\n\nEach cell: median of {args.runs} runs, each in a fresh process (interpreter start and "

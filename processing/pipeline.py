@@ -359,8 +359,8 @@ def _finish(p: Parts) -> Result:
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
 
 
-MEMORY_PER_INPUT_BYTE = 8  # in-memory peak RSS is about 4.5x the CSV size (bench/RESULTS.md), plus headroom
-STREAMING_MIN_BYTES = 64 << 20  # above this input size ``auto`` streams: bounded memory for ~15% more time
+MEMORY_PER_INPUT_BYTE = 8  # in-memory peak RSS is 3.4-4.3x the CSV size (bench/RESULTS.md), plus headroom
+STREAMING_MIN_BYTES = 64 << 20  # above this input size ``auto`` streams: bounded memory, up to ~20% more time
 
 
 def available_memory() -> int:
