@@ -306,7 +306,7 @@ class _Run:
 
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
-        sigs, impute_values = self._pass_a()
+        sigs = self._pass_a()
         if not any(f.rows or f.parse_errors for f in self.files):
             raise EmptyInputError("no data rows in the input (header only): "
                                   + ", ".join(f.path.name for f in self.files))
@@ -317,18 +317,19 @@ class _Run:
         if config.duplicate_drop != "none":
             drop_mask = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
             dropped = int(drop_mask.sum())
+        del sigs
         imputation: dict[str, Any] = {}
-        for rule in config.imputations:
+        for rule in config.imputations:  # one column at a time, read back from the work file
             kind = self.kinds[rule.column]
-            parts = impute_values.pop(rule.column)
-            arr = pa.concat_arrays(parts) if parts else pa.array([], _arrow_type(kind))
+            name = TYPED + rule.column if rule.column in self.numeric else rule.column
+            arr = _read_columns(self.work_file, [name])[name]
             series = transform.to_series(arr, kind)[~drop_mask].reset_index(drop=True)
+            del arr
             info = transform.impute_value(series, rule, kind)
             info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
                  time.process_time() - c0)
-        del impute_values, sigs
         _release_unused_memory()  # pass A's blocks and per-row values are gone
         parts = self._pass_b(drop_mask, imputation)
         log.info("streaming done: %d rows in, %d out in %.2fs (cpu %.2fs)", parts["rows_in"], parts["rows_out"],
@@ -341,11 +342,10 @@ class _Run:
             key_cols=self.key_cols, dropped=dropped, imputation=imputation, cleaned=pd.DataFrame(),
             mode="streaming", **parts)
 
-    def _pass_a(self) -> tuple[dict[str, list[np.ndarray]], dict[str, list[pa.Array]]]:
+    def _pass_a(self) -> dict[str, list[np.ndarray]]:
         """Parse, type and reject block by block; write the usable rows to the work file (see the module doc)."""
         names, config = self.names, self.config
         sigs: dict[str, list[np.ndarray]] = {"exact": [], "key": []}
-        impute_values: dict[str, list[pa.Array]] = {r.column: [] for r in config.imputations}
         # sha256 + UTF-8 check of each file on a thread while pyarrow parses (hashlib and zlib release the GIL).
         with ThreadPoolExecutor(max_workers=1) as digests:
             futures = [digests.submit(io._digest, f.path, check_utf8=True, compressed=f.compressed) for f in self.files]
@@ -355,8 +355,7 @@ class _Run:
                         blocks = _open(f, self.block_size)
                         try:
                             for table in blocks:
-                                self._block_a(_Block(table, names, config, self.kinds), fi, f, sigs, impute_values,
-                                              cache)
+                                self._block_a(_Block(table, names, config, self.kinds), fi, f, sigs, cache)
                         finally:
                             blocks.close()
             except InputError:
@@ -368,7 +367,7 @@ class _Run:
                 f.sha256, utf8_ok = fut.result()
                 if not utf8_ok:
                     raise self._not_utf8(f)
-        return sigs, impute_values
+        return sigs
 
     @staticmethod
     def _not_utf8(f: _File) -> StreamingUnsupported:
@@ -376,7 +375,7 @@ class _Run:
                                     "(the in-memory path rejects such rows)")
 
     def _block_a(self, b: _Block, fi: int, f: _File, sigs: dict[str, list[np.ndarray]],
-                 impute_values: dict[str, list[pa.Array]], cache: Any) -> None:
+                 cache: Any) -> None:
         usable_idx = np.flatnonzero(~b.rejected)
         rej_idx = np.flatnonzero(b.rejected)
         if len(rej_idx):
@@ -393,8 +392,6 @@ class _Run:
         for kind, cols in (("exact", self.names), ("key", self.key_cols)):
             if cols:
                 sigs[kind].append(row_signature([typed[c] for c in cols], len(usable_idx), column_sigs))
-        for c in impute_values:
-            impute_values[c].append(typed[c])
         markers = []
         for c in self.names:
             if c not in self.numeric:
@@ -515,8 +512,9 @@ class _Run:
         # Input columns are kept once, before imputation (drift profiles them so; statistics fill them at the end,
         # elementwise, as the in-memory path does per row); derived columns as transformed.
         pre_cols = [c for c in dict.fromkeys([*drift_cols, *keep_cols]) if c in names]
-        pre_parts: dict[str, list[pd.Series]] = {c: [] for c in pre_cols}
-        kept_parts: dict[str, list[pd.Series]] = {c: [] for c in keep_cols if c not in pre_parts}
+        derived_keep = [c for c in keep_cols if c not in pre_cols]
+        spill = _Spill(self.work_file.with_name("statistics.arrow"))
+        kept_parts: dict[str, list[pd.Series]] = {}  # categorical derived columns (bins, 1 byte per row) stay here
         presence_parts: dict[str, list[pd.Series]] = {f.name: [] for jc in config.json_columns for f in jc.fields}
         file_out = np.zeros(len(self.files), dtype=np.int64)
         last_empty: tuple[pd.DataFrame, pd.DataFrame] | None = None
@@ -535,8 +533,7 @@ class _Run:
                         inv = int(invalid[c].sum()) if c in invalid else 0
                         col_metrics[c]["missing_before"] += int(pre[c].isna().sum()) - inv
                         col_metrics[c]["invalid"] += inv
-                    for c in pre_cols:
-                        pre_parts[c].append(_own(pre[c]))
+                    spill_now = {c: pre[c] for c in pre_cols}
                     cleaned = pre
                     for rule in config.imputations:
                         info = imputation[rule.column]
@@ -573,8 +570,12 @@ class _Run:
                             for k, v in counts.items():
                                 if not pd.isna(k):
                                     acc_d["counts"][str(k)] = acc_d["counts"].get(str(k), 0) + int(v)
-                    for c in kept_parts:
-                        kept_parts[c].append(_own(transformed[c]))
+                    for c in derived_keep:
+                        if isinstance(transformed[c].dtype, pd.CategoricalDtype):
+                            kept_parts.setdefault(c, []).append(_own(transformed[c]))
+                        else:
+                            spill_now[c] = transformed[c]
+                    spill.write(spill_now)
                     if len(pre):
                         writers.write(cleaned, transformed)
                     else:
@@ -588,6 +589,8 @@ class _Run:
         # The last batch's frames are still bound to the loop's names: drop them, then give the pages back before
         # the statistics allocate.
         batch = typed = invalid = early_json = pre = cleaned = transformed = ext = last_empty = None  # noqa: F841
+        spill_now = None  # noqa: F841
+        spill.close()
         _release_unused_memory()
         rows_in = sum(f.rows + len(f.parse_errors) for f in self.files)
         per_file = []
@@ -612,18 +615,26 @@ class _Run:
                 a = derived_acc[d.name]
                 derived_acc[d.name] = {"kind": a["kind"], "source": a["source"], "outside_bins": a["outside_bins"],
                                        "missing": a["missing"], "counts": a["counts"]}
-        pre_all = {c: _concat(pre_parts.pop(c)) for c in pre_cols}
-        drift_batch = pd.DataFrame({c: pre_all[c] for c in drift_cols}, copy=False)
-        frame = pd.DataFrame({
-            c: (_concat(kept_parts.pop(c)) if c not in pre_all else
-                transform.fill(pre_all[c], imputation[c]["value"], kinds[c]) if c in imputation else pre_all[c])
-            for c in keep_cols}, copy=False)
-        del pre_all
-        statistics = {g.name: transform.group_statistics(frame, g) for g in config.group_statistics}
-        group_metrics = {c: {"distinct": int(frame[c].nunique(dropna=True)), "missing": int(frame[c].isna().sum())}
-                         for c in group_cols}
-        numeric = {c: transform.numeric_summary(frame[c]) for c in numeric_cols}
-        del frame
+        # Statistics one at a time, each reading only its columns back (memory: those columns, not all of them).
+        def columns(cols: list[str]) -> pd.DataFrame:
+            """Kept columns as the transformed frame has them (input columns filled as the rows were)."""
+            out = spill.read([c for c in cols if c not in kept_parts])
+            for c in cols:
+                if c in kept_parts:
+                    out[c] = _concat(kept_parts[c])
+                elif c in imputation:
+                    out[c] = transform.fill(out[c], imputation[c]["value"], kinds[c])
+            return pd.DataFrame({c: out[c] for c in cols}, copy=False)
+
+        statistics = {}
+        for g in config.group_statistics:
+            statistics[g.name] = transform.group_statistics(
+                columns(list(dict.fromkeys([*g.group_by, *(c for c, _ in g.aggregations)]))), g)
+        group_metrics = {}
+        for c in group_cols:
+            col = columns([c])[c]
+            group_metrics[c] = {"distinct": int(col.nunique(dropna=True)), "missing": int(col.isna().sum())}
+        numeric = {c: transform.numeric_summary(columns([c])[c]) for c in numeric_cols}
         for name, fr in statistics.items():
             outputs.setdefault("statistics", [])
             path = io.write_table(pipeline._to_arrow(fr), output_dir / "statistics", name, "csv")
@@ -635,12 +646,69 @@ class _Run:
         outputs.setdefault("statistics", [])
         outputs["quality"] = ["quality/metrics.json"]
         outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
+        drift_batch = pd.DataFrame(spill.read(drift_cols), copy=False)  # before imputation, as profiled in memory
         presence = pd.DataFrame({k: _concat(v) for k, v in presence_parts.items()})
         presence = presence.where(presence, None) if len(presence.columns) else presence
         return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
                 "json_metrics": json_metrics, "rejected_table": rejected_table, "per_file": per_file,
                 "derived_metrics": derived_acc, "group_metrics": group_metrics, "numeric": numeric,
                 "outputs": outputs, "drift_batch": drift_batch, "transformed": presence, "statistics": statistics}
+
+
+def _read_columns(path: Path, names: list[str]) -> dict[str, pa.Array]:
+    """Columns of an Arrow IPC file, every batch, copied out (memory-mapped: only their pages are read)."""
+    out: dict[str, pa.Array] = {}
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for c in names:
+            parts = [reader.get_batch(i).column(c) for i in range(reader.num_record_batches)]
+            out[c] = pa.concat_arrays(parts) if parts else pa.array([], reader.schema.field(c).type)  # a copy
+    return out
+
+
+class _Spill:
+    """The per-row columns that exact statistics need, appended batch by batch to an Arrow IPC file in the work
+    folder instead of being kept in memory, and read back column by column with their pandas dtypes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.writer: Any = None
+        self.sink: Any = None
+        self.schema: pa.Schema | None = None
+        self.dtypes: dict[str, Any] = {}
+
+    def write(self, columns: dict[str, pd.Series]) -> None:
+        if not columns:
+            return
+        arrays = {c: pa.Array.from_pandas(s) for c, s in columns.items()}
+        if self.schema is None:
+            self.dtypes = {c: s.dtype for c, s in columns.items()}
+            self.schema = pa.schema([pa.field(c, a.type) for c, a in arrays.items()])
+            self.sink = pa.OSFile(str(self.path), "wb")
+            self.writer = pa.ipc.new_file(self.sink, self.schema)
+        batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema)]
+        self.writer.write_batch(pa.RecordBatch.from_arrays(batch, schema=self.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.sink.close()
+            self.writer = None
+
+    def read(self, names: list[str]) -> dict[str, pd.Series]:
+        """``names`` as pandas Series with the dtypes they were written with."""
+        if not names:
+            return {}
+        out = {}
+        for c, arr in _read_columns(self.path, names).items():
+            dtype = self.dtypes[c]
+            if isinstance(dtype, pd.StringDtype):
+                out[c] = pd.Series(pd.array(arr, dtype=dtype))
+            elif isinstance(dtype, pd.api.extensions.ExtensionDtype):
+                out[c] = pd.Series(arr.to_pandas(types_mapper={arr.type: dtype}.get), dtype=dtype)
+            else:
+                out[c] = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+        return out
 
 
 def _rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_idx: Any, rows: Any,

@@ -70,6 +70,13 @@ CONFIGS: dict[str, Any] = {
         "columns": {**d["columns"], "department": "category", "id": "integer"},
         "imputation": {"age": {"strategy": "most_frequent"}, "salary": {"strategy": "mean"}},
     },
+    # statistics over derived and extracted columns: a bins (categorical) key, a string length, a JSON field
+    "group_by_derived": lambda d: {
+        **d, "group_statistics": [
+            *d["group_statistics"],
+            {"name": "by_age_group", "group_by": ["age_group", "department"],
+             "aggregations": {"address_length": ["mean", "max"], "email": ["nunique", "count"], "salary": ["median"]}}],
+    },
 }
 
 
@@ -170,7 +177,7 @@ def _utf8_messy() -> bytes:
     return messy_csv().replace(b"\xff", b"y")  # streaming needs UTF-8 text (auto mode falls back otherwise)
 
 
-@pytest.mark.parametrize("config_name", ["default", "drop_key"])
+@pytest.mark.parametrize("config_name", ["default", "drop_key", "group_by_derived"])
 @pytest.mark.parametrize("dataset", ["reference", "messy"])
 def test_streaming_equals_in_memory(tmp_path: Path, dataset: str, config_name: str) -> None:
     if dataset == "reference":
