@@ -360,7 +360,7 @@ def _finish(p: Parts) -> Result:
 
 
 MEMORY_PER_INPUT_BYTE = 8  # in-memory peak RSS is 3.4-4.3x the CSV size (bench/RESULTS.md), plus headroom
-STREAMING_MIN_BYTES = 64 << 20  # above this input size ``auto`` streams: bounded memory, up to ~20% more time
+STREAMING_MIN_BYTES = 64 << 20  # above this input size ``auto`` streams: bounded memory, up to ~25% more time
 
 
 def available_memory() -> int:

@@ -2,21 +2,23 @@
 
 Pass A (per block of ``block_size`` bytes, pyarrow's incremental CSV reader, at most ``READ_AHEAD`` blocks read
 ahead): missing markers, typing, rejection rules. Rejected rows are kept (raw) for ``rejected/``; the usable rows
-go to a work file on local disk (Arrow IPC: raw text, typed numeric columns, source file and row), and for each
-of them the job keeps a 64-bit *signature* per duplicate check and the typed values of imputed columns. The sha256
-and UTF-8 check of each file run on a thread at the same time.
+go to a work file on local disk (Arrow IPC: text after missing markers, the text a marker emptied, typed numbers,
+invalid flags, source file and row), and for each of them the job keeps a 64-bit *signature* per duplicate check.
+The sha256 and UTF-8 check of each file run on a thread at the same time.
 Between the passes: duplicates. Equal rows have equal signatures, so only rows whose signature repeats can be
 duplicates; those candidates are read back from the work file and checked exactly (the in-memory
 ``transform.duplicate_masks``, in row order, so "first occurrence" is the same). No hash is trusted: a signature
-collision only adds a candidate. Then the fill values (``transform.impute_value`` on the same values as the
-in-memory path, so medians and means are identical).
+collision only adds a candidate. Then the fill values, one imputed column at a time read back from the work file
+(``transform.impute_value`` on the same values as the in-memory path, so medians and means are identical).
 Pass B (per work-file batch): the same per-row steps as the in-memory path (``transform``, ``jsonx``), block
-outputs appended by a writer thread (``ParquetWriter``/``CSVWriter``); counts are summed, and the columns needed by
-group statistics, numeric summaries and drift are kept for exact statistics.
+outputs appended by a writer thread (``ParquetWriter``/``CSVWriter``); counts are summed, and the columns that
+group statistics, numeric summaries and drift need are appended to a second work file (``_Spill``). At the end
+each statistic reads back only its own columns, so the statistics stay exact.
 
-Memory: ``(READ_AHEAD + 2)`` blocks and their working copies, plus per usable row 8 bytes per duplicate check and
-per imputed column, plus the columns kept for statistics and drift, plus the rejected rows and duplicate candidates.
-Disk: the work file, about the size of the input, removed at the end (``work_dir``, default: beside the output).
+Memory: ``(READ_AHEAD + 2)`` blocks and their working copies; during pass A 8 bytes per usable row per duplicate
+check; at the end the columns of one statistic at a time (and the drift columns), the rejected rows and the
+duplicate candidates. Disk: the two work files (about 1.1x the usable input, plus the statistics columns), removed at
+the end (``work_dir``, default: the output folder's parent).
 """
 
 from __future__ import annotations
