@@ -281,8 +281,11 @@ def test_metric_data_is_chunked_to_the_api_limit(monkeypatch, stubs, lambda_cont
 def test_metrics_location() -> None:
     assert metrics.metrics_location("s3://b/output/x/quality/") == ("b", "output/x/quality/metrics.json")
     assert metrics.metrics_location("s3://b/output/x/quality") == ("b", "output/x/quality/metrics.json")
-    with pytest.raises(metrics.MetricsUnavailableError):
+    with pytest.raises(metrics.MetricsUnavailableError, match=r"^quality output URI 'https://b/x' is not an s3:// URI$"):
         metrics.metrics_location("https://b/x")
+    with pytest.raises(metrics.MetricsUnavailableError, match=r"^quality output URI 's3:///x' has no bucket$"):
+        metrics.metrics_location("s3:///x")
+    assert metrics.metrics_location("s3://b") == ("b", "metrics.json")
 
 
 @pytest.mark.parametrize(("env", "name"), [({"JOB_PREFIX": "dq"}, "NAMESPACE"),
@@ -376,9 +379,9 @@ PUT_PARAMS = {"Bucket": BUCKET, "Key": "baselines/sales/baseline.json", "Body": 
               "ContentType": "application/json", "IfNoneMatch": "*"}
 
 
-def test_first_good_batch_becomes_the_baseline(promoting, lambda_context, decision_log) -> None:
-    # GIVEN a completed job whose gate did not fail, and no baseline yet
-    cw, s3 = promoting
+def expect_good_batch_promoted(cw: Stubber, s3: Stubber) -> None:
+    """The calls for a completed job whose gate did not fail and no baseline yet, in order: metrics published,
+    _SUCCESS markers, profile.json put conditionally as the baseline, then the publish-once marker."""
     expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
     expect_publish(cw, GATE_SUMMARY)
@@ -386,6 +389,12 @@ def test_first_good_batch_becomes_the_baseline(promoting, lambda_context, decisi
     expect_profile_and_put(s3)
     s3.add_response("put_object", {"ETag": '"e"'}, PUT_PARAMS)
     expect_marker_put(s3)
+
+
+def test_first_good_batch_becomes_the_baseline(promoting, lambda_context, decision_log) -> None:
+    # GIVEN a completed job whose gate did not fail, and no baseline yet
+    cw, s3 = promoting
+    expect_good_batch_promoted(cw, s3)
     # WHEN handled / THEN metrics are published, the _SUCCESS markers written, then profile.json is put
     # conditionally to the baseline key, and last the publish-once marker
     result = metrics.handler(state_change(), lambda_context)
@@ -611,13 +620,7 @@ def test_each_quarantined_batch_sends_one_notification(notifying, lambda_context
 
 def test_passed_batch_sends_no_notification(notifying, lambda_context, decision_log) -> None:
     cw, s3, _ = notifying
-    expect_marker_absent(s3)
-    expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
-    expect_publish(cw, GATE_SUMMARY)
-    expect_success_markers(s3)
-    expect_profile_and_put(s3)
-    s3.add_response("put_object", {"ETag": '"e"'}, PUT_PARAMS)
-    expect_marker_put(s3)
+    expect_good_batch_promoted(cw, s3)
     assert metrics.handler(with_quarantine(), lambda_context)["notified"] == []
 
 

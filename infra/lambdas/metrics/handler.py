@@ -293,13 +293,11 @@ def _publish_args(subject: str, body: Mapping[str, Any], event: str, outcome: Jo
 
 def metrics_location(quality_uri: str) -> tuple[str, str]:
     """``s3://bucket/prefix[/]`` -> (bucket, ``prefix/metrics.json``)."""
-    if not quality_uri.startswith("s3://"):
-        raise MetricsUnavailableError(f"quality output URI {quality_uri!r} is not an s3:// URI")
-    bucket, _, prefix = quality_uri[len("s3://"):].partition("/")
-    if not bucket:
-        raise MetricsUnavailableError(f"quality output URI {quality_uri!r} has no bucket")
-    prefix = prefix.rstrip("/")
-    return bucket, f"{prefix}/{METRICS_FILE}" if prefix else METRICS_FILE
+    try:
+        bucket, prefix = split_s3_uri(quality_uri)
+    except ValueError as exc:  # "'<uri>' is not an s3:// URI" / "... has no bucket"
+        raise MetricsUnavailableError(f"quality output URI {exc}") from None
+    return bucket, prefix + METRICS_FILE
 
 
 def summary_values(document: Any) -> tuple[dict[str, float], list[str]]:
