@@ -208,40 +208,12 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     for rule in config.imputations:
         info = transform.impute_value(cleaned[rule.column], rule, kinds[rule.column])
         info["filled"] = int(cleaned[rule.column].isna().sum()) if info["value"] is not None else 0
-        cleaned[rule.column] = transform.fill(cleaned[rule.column], info["value"], kinds[rule.column])
         imputation[rule.column] = info
+    transformed, counts = transform_rows(cleaned, config, names, kinds, imputation)
     for c in names:
-        if kinds[c] == "category":
-            cleaned[c] = cleaned[c].astype("category")
-        col_metrics[c]["missing_after"] = int(cleaned[c].isna().sum())
-
-    transformed = cleaned.copy()
-    json_metrics: dict[str, Any] = {}
-    for jc in config.json_columns:
-        ext = jsonx.extract(pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields)
-        for name, arr in ext.fields.items():
-            transformed[name] = transform.to_series(arr, "string")
-        json_metrics[jc.column] = {
-            "non_missing": ext.non_missing, "malformed": ext.malformed, "invalid_syntax": ext.invalid_syntax,
-            "not_object": ext.not_object, "malformed_rate": _rate(ext.malformed, ext.non_missing),
-            "fields": {f.name: {"path": ".".join(f.path), "extracted": int(transformed[f.name].notna().sum()),
-                                "missing": int(transformed[f.name].isna().sum())} for f in jc.fields},
-        }
-    derived_metrics: dict[str, Any] = {}
-    for d in config.derived:
-        if d.kind == "string_length":
-            transformed[d.name] = transform.string_length(transformed[d.source].astype(transform.STRING_DTYPE))
-            derived_metrics[d.name] = {"kind": d.kind, "source": d.source,
-                                       "missing": int(transformed[d.name].isna().sum())}
-        else:
-            assert d.bins is not None
-            transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
-            counts = transformed[d.name].value_counts(dropna=False, sort=False)
-            derived_metrics[d.name] = {
-                "kind": d.kind, "source": d.source, "outside_bins": outside,
-                "missing": int(transformed[d.name].isna().sum()),
-                "counts": {str(k): int(v) for k, v in counts.items() if not pd.isna(k)},
-            }
+        col_metrics[c]["missing_after"] = counts["missing_after"][c]
+    json_metrics = json_metrics_of(counts, config)
+    derived_metrics = derived_metrics_of(counts, config)
 
     statistics = {g.name: transform.group_statistics(transformed, g) for g in config.group_statistics}
     group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
@@ -263,6 +235,90 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
         numeric=numeric, outputs=outputs, drift_batch=drift_batch, cleaned=cleaned, transformed=transformed,
         statistics=statistics))
+
+
+def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str], kinds: dict[str, str],
+                   imputation: dict[str, Any], extractions: dict[str, jsonx.Extraction] | None = None,
+                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The per-row steps after typing, shared by the in-memory path (all rows at once) and the streaming path (batch
+    by batch): fill the imputed columns of ``cleaned`` in place with ``imputation[column]["value"]``, then build the
+    transformed frame (extracted JSON fields, derived features in config order).
+
+    Args:
+        extractions: JSON extractions already made of ``cleaned``'s JSON columns (by column; others are made here).
+
+    Returns:
+        The transformed frame and counts that add up across batches (``add_counts``): ``rows``, ``missing_after``
+        per column, per JSON column the extraction outcomes and present values per field, per derived feature its
+        missing values (and for bins the values outside every bin and the count per label).
+    """
+    for rule in config.imputations:
+        cleaned[rule.column] = transform.fill(cleaned[rule.column], imputation[rule.column]["value"],
+                                              kinds[rule.column])
+    for c in names:
+        if kinds[c] == "category":
+            cleaned[c] = cleaned[c].astype("category")
+    counts: dict[str, Any] = {"rows": len(cleaned), "missing_after": {c: int(cleaned[c].isna().sum()) for c in names},
+                              "json": {}, "derived": {}}
+    transformed = cleaned.copy()
+    for jc in config.json_columns:
+        ext = (extractions or {}).get(jc.column) or jsonx.extract(
+            pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields)
+        for name, arr in ext.fields.items():
+            transformed[name] = transform.to_series(arr, "string")
+        counts["json"][jc.column] = {
+            "non_missing": ext.non_missing, "invalid_syntax": ext.invalid_syntax, "not_object": ext.not_object,
+            "extracted": {f.name: int(transformed[f.name].notna().sum()) for f in jc.fields}}
+    for d in config.derived:
+        if d.kind == "string_length":
+            transformed[d.name] = transform.string_length(transformed[d.source].astype(transform.STRING_DTYPE))
+            counts["derived"][d.name] = {"missing": int(transformed[d.name].isna().sum())}
+        else:
+            assert d.bins is not None
+            transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
+            labels = transformed[d.name].value_counts(dropna=False, sort=False)
+            counts["derived"][d.name] = {
+                "outside_bins": outside, "missing": int(transformed[d.name].isna().sum()),
+                "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(k)}}
+    return transformed, counts
+
+
+def add_counts(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """Sum ``transform_rows`` counts (nested dicts of ints; keys keep the order they first appeared in)."""
+    for key, value in more.items():
+        if isinstance(value, dict):
+            add_counts(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def json_metrics_of(counts: dict[str, Any], config: DatasetConfig) -> dict[str, Any]:
+    """metrics.json ``json`` section from (summed) ``transform_rows`` counts."""
+    out = {}
+    for jc in config.json_columns:
+        c = counts["json"][jc.column]
+        malformed = c["invalid_syntax"] + c["not_object"]
+        out[jc.column] = {
+            "non_missing": c["non_missing"], "malformed": malformed, "invalid_syntax": c["invalid_syntax"],
+            "not_object": c["not_object"], "malformed_rate": _rate(malformed, c["non_missing"]),
+            "fields": {f.name: {"path": ".".join(f.path), "extracted": c["extracted"][f.name],
+                                "missing": counts["rows"] - c["extracted"][f.name]} for f in jc.fields},
+        }
+    return out
+
+
+def derived_metrics_of(counts: dict[str, Any], config: DatasetConfig) -> dict[str, Any]:
+    """metrics.json ``derived`` section from (summed) ``transform_rows`` counts."""
+    out: dict[str, Any] = {}
+    for d in config.derived:
+        c = counts["derived"][d.name]
+        if d.kind == "string_length":
+            out[d.name] = {"kind": d.kind, "source": d.source, "missing": c["missing"]}
+        else:
+            out[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": c["outside_bins"],
+                           "missing": c["missing"], "counts": c.get("counts", {})}
+    return out
 
 
 @dataclass

@@ -500,12 +500,9 @@ class _Run:
         config, names, kinds, output_dir = self.config, self.names, self.kinds, self.output_dir
         for folder in pipeline.OUTPUT_FOLDERS:
             (output_dir / folder).mkdir(parents=True, exist_ok=True)
-        col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0,
-                           "missing_after": 0} for c in names}
-        json_acc = {jc.column: {"non_missing": 0, "malformed": 0, "invalid_syntax": 0, "not_object": 0,
-                                "fields": {f.name: {"path": ".".join(f.path), "extracted": 0, "missing": 0}
-                                           for f in jc.fields}} for jc in config.json_columns}
-        derived_acc: dict[str, Any] = {}
+        col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0}
+                       for c in names}
+        totals: dict[str, Any] = {}  # transform_rows counts, summed over the batches
         group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
         numeric_cols = [*self.numeric, *(d.name for d in config.derived if d.kind == "string_length")]
         keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
@@ -537,41 +534,12 @@ class _Run:
                         col_metrics[c]["invalid"] += inv
                     spill_now = {c: pre[c] for c in pre_cols}
                     cleaned = pre
-                    for rule in config.imputations:
-                        info = imputation[rule.column]
-                        cleaned[rule.column] = transform.fill(cleaned[rule.column], info["value"], kinds[rule.column])
-                    for c in names:
-                        col_metrics[c]["missing_after"] += int(cleaned[c].isna().sum())
-                    transformed = cleaned.copy()
-                    for jc in config.json_columns:
-                        ext = (early_json[jc.column].result() if jc.column in early_json else
-                               jsonx.extract(pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields))
-                        acc = json_acc[jc.column]
-                        for name, arr in ext.fields.items():
-                            transformed[name] = transform.to_series(arr, "string")
-                            present = transformed[name].notna()
-                            acc["fields"][name]["extracted"] += int(present.sum())
-                            acc["fields"][name]["missing"] += int((~present).sum())
-                            presence_parts[name].append(present)
-                        for k in ("non_missing", "malformed", "invalid_syntax", "not_object"):
-                            acc[k] += getattr(ext, k)
-                    for d in config.derived:
-                        if d.kind == "string_length":
-                            transformed[d.name] = transform.string_length(
-                                transformed[d.source].astype(transform.STRING_DTYPE))
-                            acc_d = derived_acc.setdefault(d.name, {"kind": d.kind, "source": d.source, "missing": 0})
-                            acc_d["missing"] += int(transformed[d.name].isna().sum())
-                        else:
-                            assert d.bins is not None
-                            transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
-                            counts = transformed[d.name].value_counts(dropna=False, sort=False)
-                            acc_d = derived_acc.setdefault(d.name, {"kind": d.kind, "source": d.source,
-                                                                    "outside_bins": 0, "missing": 0, "counts": {}})
-                            acc_d["outside_bins"] += outside
-                            acc_d["missing"] += int(transformed[d.name].isna().sum())
-                            for k, v in counts.items():
-                                if not pd.isna(k):
-                                    acc_d["counts"][str(k)] = acc_d["counts"].get(str(k), 0) + int(v)
+                    extractions = {c: f.result() for c, f in early_json.items()}
+                    transformed, counts = pipeline.transform_rows(cleaned, config, names, kinds, imputation,
+                                                                  extractions)
+                    pipeline.add_counts(totals, counts)
+                    for name in presence_parts:
+                        presence_parts[name].append(transformed[name].notna())
                     for c in derived_keep:
                         if isinstance(transformed[c].dtype, pd.CategoricalDtype):
                             kept_parts.setdefault(c, []).append(_own(transformed[c]))
@@ -590,7 +558,7 @@ class _Run:
 
         # The last batch's frames are still bound to the loop's names: drop them, then give the pages back before
         # the statistics allocate.
-        batch = typed = invalid = early_json = pre = cleaned = transformed = ext = last_empty = None  # noqa: F841
+        batch = typed = invalid = early_json = pre = cleaned = transformed = extractions = last_empty = None  # noqa: F841
         spill_now = None  # noqa: F841
         spill.close()
         _release_unused_memory()
@@ -605,18 +573,10 @@ class _Run:
         rejected_table = _rejected(self.rejected_parts, names, self.files)
         outputs["rejected"] = [str(io.write_table(rejected_table, output_dir / "rejected", "rejected", self.fmt)
                                    .relative_to(output_dir))]
-        json_metrics = {}
-        for col, acc in json_acc.items():
-            malformed = acc["invalid_syntax"] + acc["not_object"]
-            json_metrics[col] = {"non_missing": acc["non_missing"], "malformed": malformed,
-                                 "invalid_syntax": acc["invalid_syntax"], "not_object": acc["not_object"],
-                                 "malformed_rate": pipeline._rate(malformed, acc["non_missing"]),
-                                 "fields": acc["fields"]}
-        for d in config.derived:  # key order as in the in-memory path
-            if d.kind == "bins" and d.name in derived_acc:
-                a = derived_acc[d.name]
-                derived_acc[d.name] = {"kind": a["kind"], "source": a["source"], "outside_bins": a["outside_bins"],
-                                       "missing": a["missing"], "counts": a["counts"]}
+        for c in names:
+            col_metrics[c]["missing_after"] = totals["missing_after"][c]
+        json_metrics = pipeline.json_metrics_of(totals, config)
+        derived_metrics = pipeline.derived_metrics_of(totals, config)
         # Statistics one at a time, each reading only its columns back (memory: those columns, not all of them).
         def columns(cols: list[str]) -> pd.DataFrame:
             """Kept columns as the transformed frame has them (input columns filled as the rows were)."""
@@ -653,7 +613,7 @@ class _Run:
         presence = presence.where(presence, None) if len(presence.columns) else presence
         return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
                 "json_metrics": json_metrics, "rejected_table": rejected_table, "per_file": per_file,
-                "derived_metrics": derived_acc, "group_metrics": group_metrics, "numeric": numeric,
+                "derived_metrics": derived_metrics, "group_metrics": group_metrics, "numeric": numeric,
                 "outputs": outputs, "drift_batch": drift_batch, "transformed": presence, "statistics": statistics}
 
 
