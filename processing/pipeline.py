@@ -97,7 +97,7 @@ def _reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, n
 
 def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
         context: dict[str, Any] | None = None, baseline: Path | None = None, mode: str = "auto",
-        block_size: int | None = None, work_dir: Path | None = None) -> Result:
+        block_size: int | None = None, work_dir: Path | None = None, max_rows: int | None = None) -> Result:
     """Process ``inputs`` with ``config`` and write every output folder under ``output_dir``.
 
     Args:
@@ -112,6 +112,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         block_size: CSV block size of the streaming path (bytes; default ``streaming.BLOCK_SIZE``).
         work_dir: where the streaming path puts its temporary work file (default: env ``PROCESSING_WORK_DIR``,
             else the output folder's parent); removed before returning.
+        max_rows: streaming only: rows whose per-row state is held in memory at once (default: env
+            ``PROCESSING_MAX_ROWS_IN_MEMORY``, else from the available memory; ``streaming.max_rows_in_memory``).
 
     Returns:
         The metrics and frames.
@@ -127,7 +129,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         try:
             return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
                                              baseline=baseline, started=started, block_size=block_size,
-                                             work_dir=work_dir))
+                                             work_dir=work_dir, max_rows=max_rows))
         except streaming.StreamingUnsupported as exc:  # found before anything is written (non-UTF-8 input)
             if (os.environ.get("PROCESSING_MODE") if mode == "auto" else mode) == "streaming":
                 raise

@@ -56,6 +56,10 @@ WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
 # others): source file index, row number (1-based, parsed rows), typed values and invalid flags of numeric columns,
 # and the raw text of cells a missing marker emptied (so rejected/ can show the input as it was).
 FILE_IDX, ROW_NO, TYPED, INVALID, MARKER = "__file", "__row", "__typed:", "__invalid:", "__marker:"
+# Per-row state held in memory at once (duplicate signatures, statistics columns): at most ``max_rows`` rows.
+# Above it, duplicates are found partition by partition and order statistics come from a sample (docs "Modes").
+ROW_STATE_BYTES = 128  # measured: the default config's exact end-of-run statistics hold ~0.125 GB per million rows
+MIN_MAX_ROWS = 100_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NULL_SIG = np.uint64(0x5851F42D4C957F2D)
 
@@ -252,13 +256,27 @@ class _Block:
         self.rejected, self.reasons = pipeline._reasons(n, rules)
 
 
+def max_rows_in_memory() -> int:
+    """Rows whose per-row state streaming may hold in memory at once: env ``PROCESSING_MAX_ROWS_IN_MEMORY``, else
+    a quarter of the available memory at ``ROW_STATE_BYTES`` per row (at least ``MIN_MAX_ROWS``)."""
+    from processing import pipeline
+
+    env = os.environ.get("PROCESSING_MAX_ROWS_IN_MEMORY", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ProcessingError(f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got {env!r}")
+        return int(env)
+    return max(MIN_MAX_ROWS, pipeline.available_memory() // 4 // ROW_STATE_BYTES)
+
+
 def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str, context: dict[str, Any],
             baseline: Path | None, started: float, block_size: int | None = None,
-            work_dir: Path | None = None) -> Any:
+            work_dir: Path | None = None, max_rows: int | None = None) -> Any:
     """Run the job in streaming mode; returns ``pipeline.Parts`` (metrics are assembled by ``pipeline._finish``).
 
     ``work_dir`` holds the temporary work file (default: env ``PROCESSING_WORK_DIR``, else the output folder's
     parent, which on SageMaker is the job's storage volume); it is removed before returning, also on failure.
+    ``max_rows``: per-row state held in memory at once (default ``max_rows_in_memory()``).
     """
     output_dir = Path(output_dir)
     files: list[_File] = []
@@ -277,7 +295,8 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".processing-work-", dir=base))
     try:
-        return _Run(files, output_dir, config, fmt, block_size or BLOCK_SIZE, work / "usable.arrow").run(
+        return _Run(files, output_dir, config, fmt, block_size or BLOCK_SIZE, work / "usable.arrow",
+                    max_rows or max_rows_in_memory()).run(
             context=context, baseline=baseline, started=started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -287,9 +306,9 @@ class _Run:
     """One streaming run: pass A (``_pass_a``), duplicates and fill values, pass B (``_pass_b``)."""
 
     def __init__(self, files: list[_File], output_dir: Path, config: DatasetConfig, fmt: str, block_size: int,
-                 work_file: Path):
+                 work_file: Path, max_rows: int):
         self.files, self.output_dir, self.config, self.fmt = files, output_dir, config, fmt
-        self.block_size, self.work_file = block_size, work_file
+        self.block_size, self.work_file, self.max_rows = block_size, work_file, max_rows
         names: list[str] = []
         for f in files:
             names.extend(n for n in (x.lstrip("\ufeff").strip() for x in f.names) if n not in names)
