@@ -235,20 +235,8 @@ def _write_json(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def json_presence(transformed: pd.DataFrame, json_columns: Any, fields: tuple[str, ...]) -> dict[str, float]:
-    """Share of rows in which each extracted JSON field is present (``"<column>.<field>"`` -> rate)."""
-    rows = len(transformed)
-    out: dict[str, float] = {}
-    for jc in json_columns:
-        for f in jc.fields:
-            key = f"{jc.column}.{f.name}"
-            if key in fields and f.name in transformed.columns:
-                out[key] = float(transformed[f.name].notna().sum() / rows) if rows else 0.0
-    return out
-
-
-def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.DataFrame, transformed: pd.DataFrame,
-           baseline: Path | None) -> dict[str, Any]:
+def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.DataFrame,
+           presence: Mapping[str, float], baseline: Path | None) -> dict[str, Any]:
     """Profile, drift, gate and the output layout; updates ``metrics`` in place (summary, drift, gate, outputs).
 
     Never raises for a bad baseline (drift is then ``unavailable`` with the reason).
@@ -258,7 +246,7 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
         output_dir: the job's output folder.
         config: the validated dataset config (``drift``, ``gate``, ``json_columns``).
         batch: the drift columns' typed values before imputation, of the rows that reach cleaned/.
-        transformed: the transformed frame (for the JSON fields' presence).
+        presence: share of the output rows in which each extracted JSON field is present (``"<column>.<field>"``).
         baseline: the baseline profile file given with ``--baseline``, or None.
 
     Returns:
@@ -267,11 +255,15 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
     from processing import drift  # numpy/pandas: imported only when a run reaches this point
 
     settings: DriftSettings = config.drift
-    presence = json_presence(transformed, config.json_columns, settings.json_fields)
+    presence = {k: v for k, v in presence.items() if k in settings.json_fields}
     source = {"dataset": metrics.get("dataset"), "job": _job_name(metrics),
               "inputs": [{"file": i.get("file"), "sha256": i.get("sha256")} for i in metrics.get("inputs", [])],
               "config_sha256": (metrics.get("config") or {}).get("sha256"),
               "code_version": metrics.get("code_version"), "created": metrics.get("timestamp")}
+    sampling = metrics.get("statistics_sampling")
+    if sampling:  # profiled from a uniform sample of the output rows (processing/batchstats.py)
+        source["sampled"] = {"rows": sampling["rows"], "sample_rows": sampling["sample_rows"],
+                             "rank_error": sampling["rank_error"], "delta": sampling["delta"]}
     profile = drift.build_profile(batch, settings, presence=presence, source=source)
     quality = output_dir / "quality"
     _write_json(profile, quality / "profile.json")

@@ -354,6 +354,7 @@ class Parts:
     transformed: pd.DataFrame
     statistics: dict[str, pd.DataFrame]
     mode: str = "memory"
+    sampling: dict[str, Any] | None = None  # streaming above max_rows: how the statistics were sampled (batchstats)
 
 
 def _finish(p: Parts) -> Result:
@@ -410,9 +411,12 @@ def _finish(p: Parts) -> Result:
         "quality_gate": quality_gate(summary, config.quality_thresholds),
         "outputs": outputs,
         "mode": p.mode,
+        "statistics_sampling": p.sampling,
         **context,
     }
-    gate.finish(metrics, output_dir, config, drift_batch, transformed, baseline)  # profile, drift, gate, layout
+    presence = {f"{c}.{name}": _rate(field["extracted"], rows_out)
+                for c, m in json_metrics.items() for name, field in m["fields"].items()}
+    gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)  # profile, drift, gate, layout
     io.write_json(_json_safe(metrics), output_dir / "quality" / "metrics.json")
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
 

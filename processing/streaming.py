@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from processing import io, jsonx, transform
+from processing import batchstats, io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 
@@ -339,15 +339,20 @@ class _Run:
             drop_mask = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
             dropped = int(drop_mask.sum())
         del sigs
+        kept = self.n_usable - dropped
+        rate = min(1.0, self.max_rows / kept) if kept else 1.0
         imputation: dict[str, Any] = {}
         for rule in config.imputations:  # one column at a time, read back from the work file
             kind = self.kinds[rule.column]
             name = TYPED + rule.column if rule.column in self.numeric else rule.column
-            arr = _read_columns(self.work_file, [name])[name]
-            series = transform.to_series(arr, kind)[~drop_mask].reset_index(drop=True)
-            del arr
-            info = transform.impute_value(series, rule, kind)
-            info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
+            if rate == 1.0:  # all of it, as the in-memory path computes it
+                arr = _read_columns(self.work_file, [name])[name]
+                series = transform.to_series(arr, kind)[~drop_mask].reset_index(drop=True)
+                del arr
+                info = transform.impute_value(series, rule, kind)
+                info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
+            else:  # more rows than max_rows: batch by batch, a median from the sample (batchstats)
+                info = batchstats.imputation_of(self._column_batches(name, kind, drop_mask, rate), rule, kind)
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
                  time.process_time() - c0)
@@ -361,7 +366,22 @@ class _Run:
             started=started, context=context, output_dir=self.output_dir, config=config, fmt=self.fmt,
             baseline=baseline, names=self.names, dup_exact=dups["exact"][0], dup_key=dups["key"][0],
             key_cols=self.key_cols, dropped=dropped, imputation=imputation, cleaned=pd.DataFrame(),
-            mode="streaming", **parts)
+            transformed=pd.DataFrame(), mode="streaming", **parts)
+
+    def _column_batches(self, name: str, kind: str, drop_mask: np.ndarray, rate: float
+                        ) -> Iterator[tuple[pd.Series, np.ndarray]]:
+        """Work-file column ``name`` batch by batch (memory-mapped), without the dropped duplicates, with the rows
+        of the sample at ``rate`` marked (positions counted over the kept rows, as pass B's statistics count)."""
+        start = usable = 0
+        with pa.memory_map(str(self.work_file)) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                arr = reader.get_batch(i).column(name)
+                keep = ~drop_mask[usable:usable + len(arr)]
+                usable += len(arr)
+                series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
+                yield series, sample_mask(start, len(series), rate)
+                start += len(series)
 
     def _pass_a(self) -> dict[str, list[np.ndarray]]:
         """Parse, type and reject block by block; write the usable rows to the work file (see the module doc)."""
@@ -532,8 +552,6 @@ class _Run:
         pre_cols = [c for c in dict.fromkeys([*drift_cols, *keep_cols]) if c in names]
         derived_keep = [c for c in keep_cols if c not in pre_cols]
         spill = _Spill(self.work_file.with_name("statistics.arrow"))
-        kept_parts: dict[str, list[pd.Series]] = {}  # categorical derived columns (bins, 1 byte per row) stay here
-        presence_parts: dict[str, list[pd.Series]] = {f.name: [] for jc in config.json_columns for f in jc.fields}
         file_out = np.zeros(len(self.files), dtype=np.int64)
         last_empty: tuple[pd.DataFrame, pd.DataFrame] | None = None
         writers = _Writers(output_dir, self.fmt)
@@ -557,13 +575,8 @@ class _Run:
                     transformed, counts = pipeline.transform_rows(cleaned, config, names, kinds, imputation,
                                                                   extractions)
                     pipeline.add_counts(totals, counts)
-                    for name in presence_parts:
-                        presence_parts[name].append(transformed[name].notna())
                     for c in derived_keep:
-                        if isinstance(transformed[c].dtype, pd.CategoricalDtype):
-                            kept_parts.setdefault(c, []).append(_own(transformed[c]))
-                        else:
-                            spill_now[c] = transformed[c]
+                        spill_now[c] = transformed[c]
                     spill.write(spill_now)
                     if len(pre):
                         writers.write(cleaned, transformed)
@@ -596,26 +609,14 @@ class _Run:
             col_metrics[c]["missing_after"] = totals["missing_after"][c]
         json_metrics = pipeline.json_metrics_of(totals, config)
         derived_metrics = pipeline.derived_metrics_of(totals, config)
-        # Statistics one at a time, each reading only its columns back (memory: those columns, not all of them).
-        def columns(cols: list[str]) -> pd.DataFrame:
-            """Kept columns as the transformed frame has them (input columns filled as the rows were)."""
-            out = spill.read([c for c in cols if c not in kept_parts])
-            for c in cols:
-                if c in kept_parts:
-                    out[c] = _concat(kept_parts[c])
-                elif c in imputation:
-                    out[c] = transform.fill(out[c], imputation[c]["value"], kinds[c])
-            return pd.DataFrame({c: out[c] for c in cols}, copy=False)
-
-        statistics = {}
-        for g in config.group_statistics:
-            statistics[g.name] = transform.group_statistics(
-                columns(list(dict.fromkeys([*g.group_by, *(c for c, _ in g.aggregations)]))), g)
-        group_metrics = {}
-        for c in group_cols:
-            col = columns([c])[c]
-            group_metrics[c] = {"distinct": int(col.nunique(dropna=True)), "missing": int(col.isna().sum())}
-        numeric = {c: transform.numeric_summary(columns([c])[c]) for c in numeric_cols}
+        stats = _Statistics(config, kinds, imputation, spill, group_cols, numeric_cols, drift_cols)
+        if spill.rows <= self.max_rows:
+            statistics, group_metrics, numeric, drift_batch = stats.exact()
+            sampling = None
+        else:
+            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(self.max_rows / spill.rows)
+            sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
+                                      if "sampled_values" in info}
         for name, fr in statistics.items():
             outputs.setdefault("statistics", [])
             path = io.write_table(pipeline._to_arrow(fr), output_dir / "statistics", name, "csv")
@@ -627,13 +628,89 @@ class _Run:
         outputs.setdefault("statistics", [])
         outputs["quality"] = ["quality/metrics.json"]
         outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
-        drift_batch = pd.DataFrame(spill.read(drift_cols), copy=False)  # before imputation, as profiled in memory
-        presence = pd.DataFrame({k: _concat(v) for k, v in presence_parts.items()})
-        presence = presence.where(presence, None) if len(presence.columns) else presence
         return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
                 "json_metrics": json_metrics, "rejected_table": rejected_table, "per_file": per_file,
                 "derived_metrics": derived_metrics, "group_metrics": group_metrics, "numeric": numeric,
-                "outputs": outputs, "drift_batch": drift_batch, "transformed": presence, "statistics": statistics}
+                "outputs": outputs, "drift_batch": drift_batch, "statistics": statistics, "sampling": sampling}
+
+
+class _Statistics:
+    """The end-of-run statistics from the spilled columns (``_Spill``): group statistics, group-column metrics,
+    numeric summaries and the drift rows. ``exact`` reads each statistic's columns back whole (the in-memory path's
+    functions on the same values); ``bounded`` scans the spill batch by batch (``batchstats``: exact merged
+    aggregates, order statistics and drift from a uniform sample), for more rows than ``max_rows``."""
+
+    def __init__(self, config: DatasetConfig, kinds: dict[str, str], imputation: dict[str, Any], spill: _Spill,
+                 group_cols: list[str], numeric_cols: list[str], drift_cols: list[str]):
+        self.config, self.kinds, self.imputation, self.spill = config, kinds, imputation, spill
+        self.group_cols, self.numeric_cols, self.drift_cols = group_cols, numeric_cols, drift_cols
+
+    def _filled(self, frame: dict[str, pd.Series] | pd.DataFrame) -> pd.DataFrame:
+        """Spilled columns as the transformed frame has them: input columns filled as the rows were."""
+        return pd.DataFrame({c: transform.fill(v, self.imputation[c]["value"], self.kinds[c]) if c in self.imputation
+                             else v for c, v in frame.items()}, copy=False)
+
+    def exact(self) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], pd.DataFrame]:
+        # One statistic at a time, each reading only its columns back (memory: those columns, not all of them).
+        spill = self.spill
+        statistics = {g.name: transform.group_statistics(
+            self._filled(spill.read(list(dict.fromkeys([*g.group_by, *(c for c, _ in g.aggregations)])))), g)
+            for g in self.config.group_statistics}
+        group_metrics = {}
+        for c in self.group_cols:
+            col = self._filled(spill.read([c]))[c]
+            group_metrics[c] = {"distinct": int(col.nunique(dropna=True)), "missing": int(col.isna().sum())}
+        numeric = {c: transform.numeric_summary(self._filled(spill.read([c]))[c]) for c in self.numeric_cols}
+        drift_batch = pd.DataFrame(spill.read(self.drift_cols), copy=False)  # before imputation, as profiled in memory
+        return statistics, group_metrics, numeric, drift_batch
+
+    def bounded(self, rate: float) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], pd.DataFrame,
+                                            dict[str, Any]]:
+        config = self.config
+        groups = {g.name: batchstats.GroupStats(g) for g in config.group_statistics}
+        summaries = {c: batchstats.Summary() for c in self.numeric_cols}
+        distinct: dict[str, set[Any]] = {c: set() for c in self.group_cols}
+        missing = dict.fromkeys(self.group_cols, 0)
+        median_cols = [c for g in config.group_statistics for c, funcs in g.aggregations if "median" in funcs]
+        sample_cols = list(dict.fromkeys([*self.drift_cols, *self.group_cols, *median_cols]))
+        names = list(dict.fromkeys([*sample_cols, *self.numeric_cols,
+                                    *(c for g in config.group_statistics for c, _ in g.aggregations)]))
+        sample_parts, start = [], 0
+        for raw in self.spill.batches(names):
+            frame = self._filled(raw)
+            for g in config.group_statistics:
+                groups[g.name].add(frame[list(dict.fromkeys([*g.group_by, *(c for c, _ in g.aggregations)]))])
+            for c in self.group_cols:
+                distinct[c].update(frame[c].dropna().unique().tolist())
+                missing[c] += int(frame[c].isna().sum())
+            for c, summary in summaries.items():
+                summary.add(frame[c])
+            picked = sample_mask(start, len(raw), rate)
+            start += len(raw)
+            sample_parts.append(raw.loc[picked, sample_cols].reset_index(drop=True).copy())
+        sample = pd.concat(sample_parts, ignore_index=True) if sample_parts else pd.DataFrame(columns=sample_cols)
+        del sample_parts
+        filled = self._filled(sample)
+        statistics = {name: g.result(filled) for name, g in groups.items()}
+        group_metrics = {c: {"distinct": len(distinct[c]), "missing": missing[c]} for c in self.group_cols}
+        numeric = {c: s.result() for c, s in summaries.items()}
+        sampling = {"rows": start, "sample_rows": len(sample), "rate": rate, "delta": batchstats.DELTA,
+                    "rank_error": batchstats.rank_error(len(sample)),
+                    "groups": {name: g.sample_sizes(filled) for name, g in groups.items()}}
+        log.info("statistics over %d rows: exact aggregates, order statistics and drift from a sample of %d rows "
+                 "(rank error <= %.4f with probability %.6f)", start, len(sample), sampling["rank_error"] or 0,
+                 1 - batchstats.DELTA)
+        return statistics, group_metrics, numeric, sample[self.drift_cols], sampling
+
+
+def sample_mask(start: int, n: int, rate: float) -> np.ndarray:
+    """Rows ``start .. start + n - 1`` of a uniform Bernoulli sample at ``rate``, chosen by a hash of the row's
+    position (so the same input gives the same sample)."""
+    if rate >= 1:
+        return np.ones(n, dtype=bool)
+    with np.errstate(over="ignore"):
+        h = _mix(np.arange(start, start + n, dtype=np.uint64) * _GOLDEN)
+    return h < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
 
 
 def _read_columns(path: Path, names: list[str]) -> dict[str, pa.Array]:
@@ -648,8 +725,10 @@ def _read_columns(path: Path, names: list[str]) -> dict[str, pa.Array]:
 
 
 class _Spill:
-    """The per-row columns that exact statistics need, appended batch by batch to an Arrow IPC file in the work
-    folder instead of being kept in memory, and read back column by column with their pandas dtypes."""
+    """The per-row columns the statistics need, appended batch by batch to an Arrow IPC file in the work folder
+    instead of being kept in memory; read back whole column by column (``read``) or batch by batch (``batches``),
+    with their pandas dtypes. Categorical columns are stored as their codes (an IPC file cannot change a dictionary
+    between batches)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -657,11 +736,13 @@ class _Spill:
         self.sink: Any = None
         self.schema: pa.Schema | None = None
         self.dtypes: dict[str, Any] = {}
+        self.rows = 0
 
     def write(self, columns: dict[str, pd.Series]) -> None:
         if not columns:
             return
-        arrays = {c: pa.Array.from_pandas(s) for c, s in columns.items()}
+        arrays = {c: pa.array(s.cat.codes.to_numpy()) if isinstance(s.dtype, pd.CategoricalDtype)
+                  else pa.Array.from_pandas(s) for c, s in columns.items()}
         if self.schema is None:
             self.dtypes = {c: s.dtype for c, s in columns.items()}
             self.schema = pa.schema([pa.field(c, a.type) for c, a in arrays.items()])
@@ -669,6 +750,7 @@ class _Spill:
             self.writer = pa.ipc.new_file(self.sink, self.schema)
         batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema)]
         self.writer.write_batch(pa.RecordBatch.from_arrays(batch, schema=self.schema))
+        self.rows += len(batch[0])
 
     def close(self) -> None:
         if self.writer is not None:
@@ -680,16 +762,27 @@ class _Spill:
         """``names`` as pandas Series with the dtypes they were written with."""
         if not names:
             return {}
-        out = {}
-        for c, arr in _read_columns(self.path, names).items():
-            dtype = self.dtypes[c]
-            if isinstance(dtype, pd.StringDtype):
-                out[c] = pd.Series(pd.array(arr, dtype=dtype))
-            elif isinstance(dtype, pd.api.extensions.ExtensionDtype):
-                out[c] = pd.Series(arr.to_pandas(types_mapper={arr.type: dtype}.get), dtype=dtype)
-            else:
-                out[c] = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
-        return out
+        return {c: self._series(c, arr) for c, arr in _read_columns(self.path, names).items()}
+
+    def batches(self, names: list[str]) -> Iterator[pd.DataFrame]:
+        """``names``, one frame per written batch (memory-mapped: only their pages are read)."""
+        if self.schema is None or not names:
+            return
+        with pa.memory_map(str(self.path)) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                yield pd.DataFrame({c: self._series(c, batch.column(c)) for c in names}, copy=False)
+
+    def _series(self, c: str, arr: pa.Array) -> pd.Series:
+        dtype = self.dtypes[c]
+        if isinstance(dtype, pd.CategoricalDtype):
+            return pd.Series(pd.Categorical.from_codes(arr.to_numpy(zero_copy_only=False), dtype=dtype))
+        if isinstance(dtype, pd.StringDtype):
+            return pd.Series(pd.array(arr, dtype=dtype))
+        if isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            return pd.Series(arr.to_pandas(types_mapper={arr.type: dtype}.get), dtype=dtype)
+        return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 def _rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_idx: Any, rows: Any,
@@ -728,20 +821,6 @@ def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
         previous = item
     if previous is not None:
         yield previous
-
-
-def _own(series: pd.Series) -> pd.Series:
-    """A copy of ``series`` that holds only its own values: a column of a block frame may be a view of the whole
-    block (numpy 2-D blocks; Arrow strings sliced from the work-file batch's single buffer), and keeping it would
-    keep the block."""
-    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
-        arr = pa.chunked_array(series.array._pa_array).combine_chunks() if len(series) else pa.array([], pa.string())
-        return pd.Series(pd.array(pc.take(arr, pa.array(np.arange(len(arr)))), dtype=transform.STRING_DTYPE))
-    return series.copy(deep=True)
-
-
-def _concat(parts: list[pd.Series]) -> pd.Series:
-    return pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=object)
 
 
 def _rejected(parts: list[tuple[pa.Table, np.ndarray]], names: list[str], files: list[_File]) -> pa.Table:

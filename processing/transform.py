@@ -96,10 +96,20 @@ def impute_value(series: pd.Series, rule: Imputation, kind: str) -> dict[str, An
     elif rule.strategy == "mean":
         computed = float(np.mean(present.to_numpy(dtype="float64")))
     else:
-        counts = present.value_counts(sort=False)
-        top = counts[counts == counts.max()].index
-        computed = sorted(top)[0]  # ties -> smallest value, so the choice is deterministic
-        computed = computed.item() if hasattr(computed, "item") else computed
+        computed = most_frequent(present.value_counts(sort=False))
+    return imputation_info(rule, kind, computed)
+
+
+def most_frequent(counts: pd.Series) -> Any:
+    """The most frequent value of a value -> count Series; ties go to the smallest value, so the choice is
+    deterministic."""
+    top = counts[counts == counts.max()].index
+    value = sorted(top)[0]
+    return value.item() if hasattr(value, "item") else value
+
+
+def imputation_info(rule: Imputation, kind: str, computed: Any) -> dict[str, Any]:
+    """``impute_value``'s result for a computed statistic: integer columns get it rounded half to even."""
     value = computed
     if kind == "integer" and isinstance(computed, float):
         value = int(round(computed))  # round half to even

@@ -111,7 +111,7 @@ def _only_reference_keys(got: Any, expected: Any) -> Any:
 
 
 _ADDED = {"drift", "gate", "drift_max_psi", "drifted_columns", "drift_unavailable", "quality_gate_failed",
-          "quality_gate_warned", "outputs"}
+          "quality_gate_warned", "outputs", "statistics_sampling"}
 
 
 def assert_same(got: Path, expected: Path) -> None:
