@@ -370,18 +370,16 @@ class _Run:
 
     def _column_batches(self, name: str, kind: str, drop_mask: np.ndarray, rate: float
                         ) -> Iterator[tuple[pd.Series, np.ndarray]]:
-        """Work-file column ``name`` batch by batch (memory-mapped), without the dropped duplicates, with the rows
+        """Work-file column ``name`` batch by batch, without the dropped duplicates, with the rows
         of the sample at ``rate`` marked (positions counted over the kept rows, as pass B's statistics count)."""
         start = usable = 0
-        with pa.memory_map(str(self.work_file)) as source:
-            reader = pa.ipc.open_file(source)
-            for i in range(reader.num_record_batches):
-                arr = reader.get_batch(i).column(name)
-                keep = ~drop_mask[usable:usable + len(arr)]
-                usable += len(arr)
-                series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
-                yield series, sample_mask(start, len(series), rate)
-                start += len(series)
+        for batch in _scan(self.work_file, [name]):
+            arr = batch.column(name)
+            keep = ~drop_mask[usable:usable + len(arr)]
+            usable += len(arr)
+            series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
+            yield series, sample_mask(start, len(series), rate)
+            start += len(series)
 
     def _pass_a(self) -> dict[str, list[np.ndarray]]:
         """Parse, type and reject block by block; write the usable rows to the work file (see the module doc)."""
@@ -713,15 +711,27 @@ def sample_mask(start: int, n: int, rate: float) -> np.ndarray:
     return h < np.uint64(min(int(rate * 2.0**64), 2**64 - 1))
 
 
+def _scan(path: Path, names: list[str]) -> Iterator[pa.RecordBatch]:
+    """Columns ``names`` of an Arrow IPC file, batch by batch, reading only their bytes. Not memory-mapped: mapped
+    pages that were touched count in the process's RSS until the map is closed, so a scan would grow it by the
+    columns' size; read into buffers, each batch is freed when the next one is read."""
+    with pa.OSFile(str(path)) as source:
+        schema = pa.ipc.open_file(source).schema
+        fields = [schema.get_field_index(c) for c in names]
+        reader = pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(included_fields=fields))
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+
+
 def _read_columns(path: Path, names: list[str]) -> dict[str, pa.Array]:
-    """Columns of an Arrow IPC file, every batch, copied out (memory-mapped: only their pages are read)."""
-    out: dict[str, pa.Array] = {}
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source)
+    """Columns of an Arrow IPC file, every batch, concatenated (a copy: the batches are freed)."""
+    parts: dict[str, list[pa.Array]] = {c: [] for c in names}
+    for batch in _scan(path, names):
         for c in names:
-            parts = [reader.get_batch(i).column(c) for i in range(reader.num_record_batches)]
-            out[c] = pa.concat_arrays(parts) if parts else pa.array([], reader.schema.field(c).type)  # a copy
-    return out
+            parts[c].append(batch.column(c))
+    with pa.OSFile(str(path)) as source:
+        schema = pa.ipc.open_file(source).schema
+    return {c: pa.concat_arrays(parts[c]) if parts[c] else pa.array([], schema.field(c).type) for c in names}
 
 
 class _Spill:
@@ -765,14 +775,11 @@ class _Spill:
         return {c: self._series(c, arr) for c, arr in _read_columns(self.path, names).items()}
 
     def batches(self, names: list[str]) -> Iterator[pd.DataFrame]:
-        """``names``, one frame per written batch (memory-mapped: only their pages are read)."""
+        """``names``, one frame per written batch (only their bytes are read; ``_scan``)."""
         if self.schema is None or not names:
             return
-        with pa.memory_map(str(self.path)) as source:
-            reader = pa.ipc.open_file(source)
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
-                yield pd.DataFrame({c: self._series(c, batch.column(c)) for c in names}, copy=False)
+        for batch in _scan(self.path, names):
+            yield pd.DataFrame({c: self._series(c, batch.column(c)) for c in names}, copy=False)
 
     def _series(self, c: str, arr: pa.Array) -> pd.Series:
         dtype = self.dtypes[c]
