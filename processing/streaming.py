@@ -3,22 +3,27 @@
 Pass A (per block of ``block_size`` bytes, pyarrow's incremental CSV reader, at most ``READ_AHEAD`` blocks read
 ahead): missing markers, typing, rejection rules. Rejected rows are kept (raw) for ``rejected/``; the usable rows
 go to a work file on local disk (Arrow IPC: text after missing markers, the text a marker emptied, typed numbers,
-invalid flags, source file and row), and for each of them the job keeps a 64-bit *signature* per duplicate check.
-The sha256 and UTF-8 check of each file run on a thread at the same time.
+invalid flags, source file and row, and a 64-bit *signature* per duplicate check). The sha256 and UTF-8 check of each
+file run on a thread at the same time.
 Between the passes: duplicates. Equal rows have equal signatures, so only rows whose signature repeats can be
-duplicates; those candidates are read back from the work file and checked exactly (the in-memory
+duplicates; the signatures are read back from the work file (above ``max_rows`` usable rows in partitions by
+signature value, one at a time), and the candidates are read back and checked exactly (the in-memory
 ``transform.duplicate_masks``, in row order, so "first occurrence" is the same). No hash is trusted: a signature
-collision only adds a candidate. Then the fill values, one imputed column at a time read back from the work file
-(``transform.impute_value`` on the same values as the in-memory path, so medians and means are identical).
+collision only adds a candidate. Duplicates are kept as sorted row positions. Then the fill values, one imputed
+column at a time read back from the work file (``transform.impute_value`` on the same values as the in-memory path,
+so medians and means are identical).
 Pass B (per work-file batch): the same per-row steps as the in-memory path (``transform``, ``jsonx``), block
 outputs appended by a writer thread (``ParquetWriter``/``CSVWriter``); counts are summed, and the columns that
 group statistics, numeric summaries and drift need are appended to a second work file (``_Spill``). At the end
 each statistic reads back only its own columns, so the statistics stay exact.
 
-Memory: ``(READ_AHEAD + 2)`` blocks and their working copies; during pass A 8 bytes per usable row per duplicate
-check; at the end the columns of one statistic at a time (and the drift columns), the rejected rows and the
-duplicate candidates. Disk: the two work files (about 1.1x the usable input, plus the statistics columns), removed at
-the end (``work_dir``, default: the output folder's parent).
+Memory: ``(READ_AHEAD + 2)`` blocks and their working copies; between the passes the signatures and positions of at
+most about ``max_rows`` rows per duplicate check (one partition; more only if one signature value is that common)
+with the candidate rows of that partition, then 8 bytes per duplicate found; at the end the columns of one statistic
+at a time (and the drift columns) and the rejected rows. Disk: the two work files (about 1.1x the usable input plus 8
+bytes per row per duplicate check, plus the statistics columns), removed at the end (``work_dir``, default: the
+output folder's parent). Each partition reads the signature columns and then the candidates' columns of the work
+file once.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
 # Work-file columns besides one per input column (raw text for numeric columns, text after missing markers for the
 # others): source file index, row number (1-based, parsed rows), typed values and invalid flags of numeric columns,
 # and the raw text of cells a missing marker emptied (so rejected/ can show the input as it was).
+# ``SIG`` + check: the row's 64-bit duplicate signature for that check ("exact", "key"; see ``_duplicates``).
 FILE_IDX, ROW_NO, TYPED, INVALID, MARKER = "__file", "__row", "__typed:", "__invalid:", "__marker:"
+SIG = "__sig:"
 # Per-row state held in memory at once (duplicate signatures, statistics columns): at most ``max_rows`` rows.
 # Above it, duplicates are found partition by partition and order statistics come from a sample (docs "Modes").
 ROW_STATE_BYTES = 128  # measured: the default config's exact end-of-run statistics hold ~0.125 GB per million rows
@@ -317,47 +324,49 @@ class _Run:
         self.kinds = {c: config.columns.get(c, "string") for c in names}
         self.numeric = [c for c in names if self.kinds[c] in NUMERIC_TYPES]
         self.key_cols = [c for c in config.duplicate_key_columns if c in names]
+        # Duplicate checks that have columns; each gets a signature column in the work file.
+        self.checks = {kind: cols for kind, cols in (("exact", names), ("key", self.key_cols)) if cols}
         self.schema = pa.schema([*(pa.field(c, pa.string()) for c in names),
                                  *(pa.field(TYPED + c, _arrow_type(self.kinds[c])) for c in self.numeric),
                                  *(pa.field(INVALID + c, pa.bool_()) for c in self.numeric),
                                  *(pa.field(MARKER + c, pa.string()) for c in names if c not in self.numeric),
-                                 pa.field(FILE_IDX, pa.int32()), pa.field(ROW_NO, pa.int64())])
+                                 pa.field(FILE_IDX, pa.int32()), pa.field(ROW_NO, pa.int64()),
+                                 *(pa.field(SIG + kind, pa.uint64()) for kind in self.checks)])
         self.rejected_parts: list[tuple[pa.Table, np.ndarray]] = []
         self.n_usable = 0
 
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
-        sigs = self._pass_a()
+        self._pass_a()
         if not any(f.rows or f.parse_errors for f in self.files):
             raise EmptyInputError("no data rows in the input (header only): "
                                   + ", ".join(f.path.name for f in self.files))
-        dups = self._duplicates(sigs)
+        dups = self._duplicates()
         config = self.config
-        drop_mask = np.zeros(self.n_usable, dtype=bool)
-        dropped = 0
+        drop = np.zeros(0, dtype=np.int64)  # usable-row positions of the duplicates dropped (sorted)
         if config.duplicate_drop != "none":
-            drop_mask = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
-            dropped = int(drop_mask.sum())
-        del sigs
-        kept = self.n_usable - dropped
-        rate = min(1.0, self.max_rows / kept) if kept else 1.0
+            drop = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
+        dropped = len(drop)
+        rate = self._sample_rate(self.n_usable - dropped)
         imputation: dict[str, Any] = {}
         for rule in config.imputations:  # one column at a time, read back from the work file
             kind = self.kinds[rule.column]
             name = TYPED + rule.column if rule.column in self.numeric else rule.column
             if rate == 1.0:  # all of it, as the in-memory path computes it
                 arr = _read_columns(self.work_file, [name])[name]
-                series = transform.to_series(arr, kind)[~drop_mask].reset_index(drop=True)
-                del arr
+                keep = np.ones(len(arr), dtype=bool)
+                keep[drop] = False
+                series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
+                del arr, keep
                 info = transform.impute_value(series, rule, kind)
                 info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
             else:  # more rows than max_rows: batch by batch, a median from the sample (batchstats)
-                info = batchstats.imputation_of(self._column_batches(name, kind, drop_mask, rate), rule, kind)
+                info = batchstats.imputation_of(self._column_batches(name, kind, drop, rate), rule, kind)
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
                  time.process_time() - c0)
         _release_unused_memory()  # pass A's blocks and per-row values are gone
-        parts = self._pass_b(drop_mask, imputation)
+        parts = self._pass_b(drop, imputation)
         log.info("streaming done: %d rows in, %d out in %.2fs (cpu %.2fs)", parts["rows_in"], parts["rows_out"],
                  time.perf_counter() - t0, time.process_time() - c0)
         from processing import pipeline
@@ -368,23 +377,31 @@ class _Run:
             key_cols=self.key_cols, dropped=dropped, imputation=imputation, cleaned=pd.DataFrame(),
             transformed=pd.DataFrame(), mode="streaming", **parts)
 
-    def _column_batches(self, name: str, kind: str, drop_mask: np.ndarray, rate: float
+    def _sample_rate(self, rows: int) -> float:
+        """The share of ``rows`` output rows that the order statistics sample: 1 (every row, statistics exact and
+        computed as in memory) while they fit ``max_rows``; above, about ``max_rows`` rows (batchstats)."""
+        return min(1.0, self.max_rows / rows) if rows else 1.0
+
+    def _column_batches(self, name: str, kind: str, drop: np.ndarray, rate: float
                         ) -> Iterator[tuple[pd.Series, np.ndarray]]:
-        """Work-file column ``name`` batch by batch, without the dropped duplicates, with the rows
-        of the sample at ``rate`` marked (positions counted over the kept rows, as pass B's statistics count)."""
+        """Work-file column ``name`` batch by batch, without the dropped duplicates (``drop``: sorted usable-row
+        positions), with the rows of the sample at ``rate`` marked (positions counted over the kept rows, as pass B's
+        statistics count them)."""
         start = usable = 0
         for batch in _scan(self.work_file, [name]):
             arr = batch.column(name)
-            keep = ~drop_mask[usable:usable + len(arr)]
+            keep = np.ones(len(arr), dtype=bool)
+            lo, hi = np.searchsorted(drop, [usable, usable + len(arr)])
+            keep[drop[lo:hi] - usable] = False
             usable += len(arr)
             series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
             yield series, sample_mask(start, len(series), rate)
             start += len(series)
 
-    def _pass_a(self) -> dict[str, list[np.ndarray]]:
-        """Parse, type and reject block by block; write the usable rows to the work file (see the module doc)."""
+    def _pass_a(self) -> None:
+        """Parse, type and reject block by block; write the usable rows and their duplicate signatures to the work
+        file (see the module doc)."""
         names, config = self.names, self.config
-        sigs: dict[str, list[np.ndarray]] = {"exact": [], "key": []}
         # sha256 + UTF-8 check of each file on a thread while pyarrow parses (hashlib and zlib release the GIL).
         with ThreadPoolExecutor(max_workers=1) as digests:
             futures = [digests.submit(io._digest, f.path, check_utf8=True, compressed=f.compressed) for f in self.files]
@@ -394,7 +411,7 @@ class _Run:
                         blocks = _open(f, self.block_size)
                         try:
                             for table in blocks:
-                                self._block_a(_Block(table, names, config, self.kinds), fi, f, sigs, cache)
+                                self._block_a(_Block(table, names, config, self.kinds), fi, f, cache)
                         finally:
                             blocks.close()
             except InputError:
@@ -406,15 +423,13 @@ class _Run:
                 f.sha256, utf8_ok = fut.result()
                 if not utf8_ok:
                     raise self._not_utf8(f)
-        return sigs
 
     @staticmethod
     def _not_utf8(f: _File) -> StreamingUnsupported:
         return StreamingUnsupported(f"{f.path.name} is not valid UTF-8: streaming mode needs UTF-8 text "
                                     "(the in-memory path rejects such rows)")
 
-    def _block_a(self, b: _Block, fi: int, f: _File, sigs: dict[str, list[np.ndarray]],
-                 cache: Any) -> None:
+    def _block_a(self, b: _Block, fi: int, f: _File, cache: Any) -> None:
         usable_idx = np.flatnonzero(~b.rejected)
         rej_idx = np.flatnonzero(b.rejected)
         if len(rej_idx):
@@ -427,10 +442,9 @@ class _Run:
             return a if all_usable else a.take(usable)
 
         typed = {c: pick(b.typed[c]) for c in self.names}
-        column_sigs: dict[int, np.ndarray] = {}
-        for kind, cols in (("exact", self.names), ("key", self.key_cols)):
-            if cols:
-                sigs[kind].append(row_signature([typed[c] for c in cols], len(usable_idx), column_sigs))
+        column_sigs: dict[int, np.ndarray] = {}  # the key check reuses the exact check's column signatures
+        sigs = [pa.array(row_signature([typed[c] for c in cols], len(usable_idx), column_sigs), pa.uint64())
+                for cols in self.checks.values()]
         markers = []
         for c in self.names:
             if c not in self.numeric:
@@ -443,7 +457,7 @@ class _Run:
                   *(typed[c] for c in self.numeric),
                   *(pa.array(b.invalid[c] if all_usable else b.invalid[c][usable_idx]) for c in self.numeric),
                   *markers, pa.array(np.full(len(usable_idx), fi, dtype=np.int32)),
-                  pa.array(usable_idx + 1 + f.rows, pa.int64())]
+                  pa.array(usable_idx + 1 + f.rows, pa.int64()), *sigs]
         cache.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.n_usable += len(usable_idx)
         f.rows += b.n
@@ -466,71 +480,128 @@ class _Run:
             return transform.to_array(rows.column(c))
         return pc.coalesce(transform.to_array(rows.column(MARKER + c)), transform.to_array(rows.column(c)))
 
-    def _duplicates(self, sigs: dict[str, list[np.ndarray]]) -> dict[str, tuple[int, np.ndarray]]:
-        """``duplicated(keep="first")`` over the usable rows for the exact and the key check: candidates by
-        signature, one read of the candidate rows from the work file, then the in-memory algorithm on them."""
-        checks = {"exact": self.names, "key": self.key_cols}
-        candidates: dict[str, np.ndarray] = {}
-        for kind, cols in checks.items():
-            if cols and self.n_usable:
-                sig = np.concatenate(sigs.pop(kind))
-                candidates[kind] = np.flatnonzero(pd.Series(sig, copy=False).duplicated(keep=False).to_numpy())
-                del sig
-        union = np.unique(np.concatenate(list(candidates.values()))) if candidates else np.zeros(0, np.int64)
-        typed = self._typed(self._read_rows(union))[0] if len(union) else {}
-        result = {}
-        for kind, cols in checks.items():
-            mask = np.zeros(self.n_usable, dtype=bool)
-            idx = candidates.get(kind, np.zeros(0, np.int64))
-            if len(idx):
-                at = pa.array(np.searchsorted(union, idx))
-                ((_, sub),) = transform.duplicate_masks({c: typed[c].take(at) for c in cols}, [cols], len(idx))
-                mask[idx[sub]] = True
-                log.info("duplicates (%s, %d column(s)): %d signature candidate(s), %d duplicate(s)", kind, len(cols),
-                         len(idx), int(sub.sum()))
-            result[kind] = (int(mask.sum()), mask)
+    def _duplicates(self) -> dict[str, tuple[int, np.ndarray]]:
+        """``duplicated(keep="first")`` over the usable rows for the exact and the key check: per check the number of
+        duplicates and their usable-row positions (sorted int64), not a mask, so memory follows the duplicates.
+
+        Candidates are the rows whose signature (written by pass A) repeats; they are read back from the work file
+        and checked exactly with the in-memory algorithm, in row order. Up to ``max_rows`` usable rows this is one
+        partition. Above it the rows are split into ``P = ceil(n_usable / max_rows)`` partitions by signature
+        (``sig % P``) and handled one at a time, so memory holds the positions and signatures of about ``max_rows``
+        rows (plus one partition's candidate rows), not of all rows. Equal rows have equal signatures, hence share a
+        partition, and each partition's candidates are checked in row order: the same rows are "first" as with one
+        partition. (A signature repeated by more than ``max_rows`` rows, e.g. one key shared by most rows, still
+        lands in a single partition with all its rows.)
+        """
+        result = {kind: (0, np.zeros(0, dtype=np.int64)) for kind in ("exact", "key")}
+        if not self.checks or not self.n_usable:
+            return result
+        n_parts = -(-self.n_usable // self.max_rows)
+        found: dict[str, list[np.ndarray]] = {kind: [] for kind in self.checks}
+        n_candidates = dict.fromkeys(self.checks, 0)
+        for part in range(n_parts):
+            candidates: dict[str, np.ndarray] = {}
+            signatures = self._partition(part, n_parts)
+            for kind in self.checks:
+                pos, sig = signatures.pop(kind)  # freed once this check's candidates are known
+                repeats = pd.Series(sig, copy=False).duplicated(keep=False).to_numpy()
+                candidates[kind] = np.flatnonzero(repeats) if pos is None else pos[repeats]
+                del pos, sig, repeats
+            union = np.unique(np.concatenate(list(candidates.values())))
+            if not len(union):
+                continue
+            cols = [c for c in self.names if any(c in self.checks[kind] for kind in candidates)]
+            rows = self._read_rows(union, [TYPED + c if c in self.numeric else c for c in cols])
+            typed = {c: transform.to_array(rows.column(TYPED + c if c in self.numeric else c)) for c in cols}
+            del rows
+            for kind, idx in candidates.items():
+                if len(idx):
+                    at = pa.array(np.searchsorted(union, idx))
+                    checked = self.checks[kind]
+                    ((_, sub),) = transform.duplicate_masks({c: typed[c].take(at) for c in checked}, [checked],
+                                                            len(idx))
+                    found[kind].append(idx[sub])
+                    n_candidates[kind] += len(idx)
+            del typed, candidates, union
+        for kind, cols in self.checks.items():
+            positions = np.sort(np.concatenate(found[kind])) if found[kind] else np.zeros(0, dtype=np.int64)
+            result[kind] = (len(positions), positions.astype(np.int64, copy=False))
+            log.info("duplicates (%s, %d column(s)): %d partition(s), %d signature candidate(s), %d duplicate(s)",
+                     kind, len(cols), n_parts, n_candidates[kind], len(positions))
         return result
 
-    def _read_rows(self, idx: np.ndarray) -> pa.Table:
-        """Work-file rows at usable-row positions ``idx`` (sorted), in that order."""
+    def _partition(self, part: int, n_parts: int) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+        """Per duplicate check, the usable-row positions (ascending; None when ``n_parts`` is 1: all rows) and the
+        signatures of the rows whose signature is in partition ``part`` (``sig % n_parts == part``). Reads only the
+        signature columns of the work file, batch by batch (``_scan``)."""
+        pos_parts: dict[str, list[np.ndarray]] = {kind: [] for kind in self.checks}
+        sig_parts: dict[str, list[np.ndarray]] = {kind: [] for kind in self.checks}
+        modulus = np.uint64(n_parts)
+        start = 0
+        for batch in _scan(self.work_file, [SIG + kind for kind in self.checks]):
+            for kind in self.checks:
+                sig = batch.column(SIG + kind).to_numpy()
+                if n_parts == 1:
+                    sig_parts[kind].append(sig)
+                else:
+                    hit = np.flatnonzero(sig % modulus == part)
+                    pos_parts[kind].append(hit + start)
+                    sig_parts[kind].append(sig[hit])
+            start += batch.num_rows
+        out: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+        for kind in self.checks:
+            sig = np.concatenate(sig_parts.pop(kind)) if sig_parts[kind] else np.zeros(0, dtype=np.uint64)
+            pos = None if n_parts == 1 else (np.concatenate(pos_parts.pop(kind)) if pos_parts[kind]
+                                             else np.zeros(0, dtype=np.int64))
+            out[kind] = (pos, sig)
+        return out
+
+    def _read_rows(self, idx: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+        """Work-file rows at usable-row positions ``idx`` (sorted), in that order, with ``columns`` (default: all).
+        Batch by batch, each read whole (only ``columns``) and the wanted rows taken: memory is one batch plus the
+        rows taken; the batches after the last wanted row are not read."""
+        names = [c for c in self.schema.names if columns is None or c in columns]
         parts = []
-        with pa.OSFile(str(self.work_file)) as source:
-            reader = pa.ipc.open_file(source)
-            pos = 0
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
+        pos = 0
+        if len(idx):
+            for batch in _scan(self.work_file, names):
                 a, b = (int(x) for x in np.searchsorted(idx, [pos, pos + batch.num_rows]))
                 if a < b:
                     parts.append(pa.Table.from_batches([batch]).take(pa.array(idx[a:b] - pos)))
                 pos += batch.num_rows
-        return pa.concat_tables(parts).combine_chunks() if parts else self.schema.empty_table()
+                if pos > idx[-1]:
+                    break
+        return (pa.concat_tables(parts).combine_chunks() if parts
+                else pa.schema([self.schema.field(c) for c in names]).empty_table())
 
-    def _prepare(self, batches: Iterator[pa.RecordBatch], drop_mask: np.ndarray, file_out: np.ndarray,
+    def _prepare(self, batches: Iterator[pa.RecordBatch], drop: np.ndarray, file_out: np.ndarray,
                  json_pool: ThreadPoolExecutor) -> Iterator[tuple[Any, ...]]:
-        """Pass B's input, batch by batch: duplicates to drop moved to the rejected rows, typed values, and the JSON
-        extraction of columns that imputation does not touch started on ``json_pool`` (it runs while the previous
-        batch is cleaned; ``_one_ahead``)."""
+        """Pass B's input, batch by batch: duplicates to drop (``drop``: sorted usable-row positions) moved to the
+        rejected rows, typed values, and the JSON extraction of columns that imputation does not touch started on
+        ``json_pool`` (it runs while the previous batch is cleaned; ``_one_ahead``)."""
         config, names = self.config, self.names
         imputed = {r.column for r in config.imputations}
         usable_pos = 0
         for batch in batches:
-            drop_here = drop_mask[usable_pos:usable_pos + batch.num_rows]
+            a, b = (int(x) for x in np.searchsorted(drop, [usable_pos, usable_pos + batch.num_rows]))
+            d_idx = drop[a:b] - usable_pos
             usable_pos += batch.num_rows
-            if drop_here.any():
-                d_idx = np.flatnonzero(drop_here)
+            if len(d_idx):
                 rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
                 self.rejected_parts.append(_rejected_part(
                     {c: self._raw(rows, c) for c in names}, names, np.arange(len(d_idx)),
                     rows.column(FILE_IDX), rows.column(ROW_NO),
                     np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
-                batch = batch.filter(pa.array(~drop_here))
+                keep = np.ones(batch.num_rows, dtype=bool)
+                keep[d_idx] = False
+                batch = batch.filter(pa.array(keep))
             file_out += np.bincount(batch.column(FILE_IDX).to_numpy(zero_copy_only=False), minlength=len(self.files))
             typed, invalid = self._typed(batch)
             early = {jc.column: json_pool.submit(jsonx.extract, typed[jc.column], jc.fields)
                      for jc in config.json_columns if jc.column not in imputed}
             yield batch, typed, invalid, early
 
-    def _pass_b(self, drop_mask: np.ndarray, imputation: dict[str, Any]) -> dict[str, Any]:
+    def _pass_b(self, drop: np.ndarray, imputation: dict[str, Any]) -> dict[str, Any]:
         """Clean, transform and write the work-file rows batch by batch; sum counts, keep statistics columns."""
         from processing import pipeline
 
@@ -560,7 +631,7 @@ class _Run:
                 batches: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
                 if reader.num_record_batches == 0:  # every row rejected: one empty batch gives the outputs their schema
                     batches = iter([pa.RecordBatch.from_pylist([], schema=self.schema)])
-                for batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop_mask, file_out,
+                for batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop, file_out,
                                                                                   json_pool)):
                     pre = pd.DataFrame({c: transform.to_series(typed[c], kinds[c]) for c in names})
                     for c in names:
@@ -608,11 +679,12 @@ class _Run:
         json_metrics = pipeline.json_metrics_of(totals, config)
         derived_metrics = pipeline.derived_metrics_of(totals, config)
         stats = _Statistics(config, kinds, imputation, spill, group_cols, numeric_cols, drift_cols)
-        if spill.rows <= self.max_rows:
+        rate = self._sample_rate(spill.rows)
+        if rate == 1.0:
             statistics, group_metrics, numeric, drift_batch = stats.exact()
             sampling = None
         else:
-            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(self.max_rows / spill.rows)
+            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate)
             sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
                                       if "sampled_values" in info}
         for name, fr in statistics.items():
