@@ -279,6 +279,30 @@ def write_table(table: pa.Table, folder: Path, stem: str, fmt: str) -> Path:
     return path
 
 
+class TableWriter:
+    """``folder/stem.parquet`` or ``.csv`` written table by table: the first table fixes the schema (and the Parquet
+    options, ``parquet_options``), later ones are cast to it."""
+
+    def __init__(self, folder: Path, stem: str, fmt: str):
+        self.path = folder / f"{stem}.{'csv' if fmt == 'csv' else 'parquet'}"
+        self.fmt = fmt
+        self.writer: Any = None
+        self.schema: pa.Schema | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.schema = table.schema
+            self.writer = (pacsv.CSVWriter(str(self.path), table.schema) if self.fmt == "csv"
+                           else pq.ParquetWriter(str(self.path), table.schema, **parquet_options(table)))
+        self.writer.write_table(table if table.schema.equals(self.schema) else table.cast(self.schema))
+
+    def close(self) -> Path:
+        if self.writer is not None:
+            self.writer.close()
+        return self.path
+
+
 DICTIONARY_SAMPLE_ROWS = 10_000
 
 

@@ -41,7 +41,7 @@ class Result:
     metrics: dict[str, Any]
     cleaned: pd.DataFrame
     transformed: pd.DataFrame
-    rejected: pa.Table
+    rejected: pa.Table | None  # streaming: None when more rows were rejected than its row budget (read rejected/)
     statistics: dict[str, pd.DataFrame]
     output_dir: Path
 
@@ -338,7 +338,7 @@ class Parts:
     names: list[str]
     col_metrics: dict[str, dict[str, Any]]
     json_metrics: dict[str, Any]
-    rejected_table: pa.Table
+    rejected_table: pa.Table | None  # None: written by streaming without holding them (``reason_counts`` given)
     per_file: list[dict[str, Any]]
     dup_exact: int
     dup_key: int
@@ -354,6 +354,7 @@ class Parts:
     transformed: pd.DataFrame
     statistics: dict[str, pd.DataFrame]
     mode: str = "memory"
+    reason_counts: dict[str, int] | None = None  # rejected rows per reason (None: counted from rejected_table)
     sampling: dict[str, Any] | None = None  # streaming above max_rows: how the statistics were sampled (batchstats)
 
 
@@ -371,7 +372,7 @@ def _finish(p: Parts) -> Result:
     malformed = sum(m["malformed"] for m in json_metrics.values())
     json_cells = sum(m["non_missing"] for m in json_metrics.values())
     invalid_total = sum(m["invalid"] for m in col_metrics.values())
-    reason_counts = _reason_counts(rejected_table)
+    reason_counts = p.reason_counts if p.reason_counts is not None else count_reasons(rejected_table)
     seconds = round(time.perf_counter() - started, 3)
     summary = {
         "rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected,
@@ -492,33 +493,42 @@ def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[
 
 def _rejected_table(raw: pa.Table, names: list[str], rejected: np.ndarray, reasons: np.ndarray,
                     reads: list[io.FileRead]) -> pa.Table:
+    """The rejected rows as rejected/ holds them: files in name order, each file's rows by number, then its lines
+    that could not be parsed."""
     file_names = [r.path.name for r in reads]
     idx = np.flatnonzero(rejected)
-    sub = raw.take(pa.array(idx, pa.int64()))
-    file_idx = sub.column(FILE_COL).to_numpy()
-    columns: dict[str, pa.Array] = {
-        FILE_COL: pa.array([file_names[i] for i in file_idx], pa.string()),
-        ROW_COL: sub.column(ROW_COL).combine_chunks(),
-        REASON_COL: pa.array(reasons[idx].tolist(), pa.string()),
-        RAW_LINE_COL: pa.nulls(len(idx), pa.string()),
-    }
-    for c in names:
-        columns[c] = sub.column(c).combine_chunks()
-    table = pa.table(columns)
-    extra = []
-    for r in reads:
-        if r.parse_errors:
-            k = len(r.parse_errors)
-            cols = {FILE_COL: pa.array([r.path.name] * k, pa.string()), ROW_COL: pa.nulls(k, pa.int64()),
-                    REASON_COL: pa.array(["parse_error:wrong_field_count"] * k, pa.string()),
-                    RAW_LINE_COL: pa.array(r.parse_errors, pa.string())}
-            cols.update({c: pa.nulls(k, pa.string()) for c in names})
-            extra.append(pa.table(cols))
+    table = rejected_rows(raw.take(pa.array(idx, pa.int64())), reasons[idx], names, file_names)
+    extra = [unparsed_rows(r.path.name, r.parse_errors, names) for r in reads if r.parse_errors]
     if extra:
         table = pa.concat_tables([table, *extra]).combine_chunks()
         order = pc.sort_indices(table, sort_keys=[(FILE_COL, "ascending")])  # stable: parsed rows first per file
         table = table.take(order)
     return table
+
+
+def rejected_rows(sub: pa.Table, reasons: Any, names: list[str], file_names: list[str]) -> pa.Table:
+    """Rejected parsed rows in rejected/'s layout: ``sub`` holds ``FILE_COL`` (file index), ``ROW_COL`` and the
+    input columns' raw text; ``reasons`` one text per row."""
+    file_idx = sub.column(FILE_COL).to_numpy()
+    columns: dict[str, pa.Array] = {
+        FILE_COL: pa.array([file_names[i] for i in file_idx], pa.string()),
+        ROW_COL: sub.column(ROW_COL).combine_chunks(),
+        REASON_COL: pa.array(list(reasons), pa.string()),
+        RAW_LINE_COL: pa.nulls(len(file_idx), pa.string()),
+    }
+    for c in names:
+        columns[c] = sub.column(c).combine_chunks()
+    return pa.table(columns)
+
+
+def unparsed_rows(file_name: str, lines: list[str], names: list[str]) -> pa.Table:
+    """Lines of ``file_name`` that could not be parsed (wrong field count), in rejected/'s layout."""
+    k = len(lines)
+    cols = {FILE_COL: pa.array([file_name] * k, pa.string()), ROW_COL: pa.nulls(k, pa.int64()),
+            REASON_COL: pa.array(["parse_error:wrong_field_count"] * k, pa.string()),
+            RAW_LINE_COL: pa.array(lines, pa.string())}
+    cols.update({c: pa.nulls(k, pa.string()) for c in names})
+    return pa.table(cols)
 
 
 def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: np.ndarray) -> list[dict[str, Any]]:
@@ -535,8 +545,9 @@ def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: np.ndarray) -> 
     return rows
 
 
-def _reason_counts(table: pa.Table) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def count_reasons(table: pa.Table, counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Rejected rows per reason (a row with two reasons counts in both), added to ``counts`` if given."""
+    counts = dict(counts or {})
     for reasons, k in pd.Series(table.column(REASON_COL).to_pylist(), dtype=object).value_counts().items():
         for reason in str(reasons).split(";"):
             counts[reason] = counts.get(reason, 0) + int(k)

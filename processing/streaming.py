@@ -1,4 +1,6 @@
-"""Streaming mode: inputs larger than memory, processed block by block with exact results.
+"""Streaming mode: inputs larger than memory, processed block by block; the per-row state held in memory at once
+is bounded by ``max_rows`` rows (``max_rows_in_memory``: env ``PROCESSING_MAX_ROWS_IN_MEMORY``, default from the
+available memory), and every result is exact while the output rows fit it.
 
 Pass A (per block of ``block_size`` bytes, pyarrow's incremental CSV reader, at most ``READ_AHEAD`` blocks read
 ahead): missing markers, typing, rejection rules. Rejected rows are kept (raw) for ``rejected/``; the usable rows
@@ -10,20 +12,25 @@ duplicates; the signatures are read back from the work file (above ``max_rows`` 
 signature value, one at a time), and the candidates are read back and checked exactly (the in-memory
 ``transform.duplicate_masks``, in row order, so "first occurrence" is the same). No hash is trusted: a signature
 collision only adds a candidate. Duplicates are kept as sorted row positions. Then the fill values, one imputed
-column at a time read back from the work file (``transform.impute_value`` on the same values as the in-memory path,
-so medians and means are identical).
+column at a time read back from the work file: while the rows fit ``max_rows``, ``transform.impute_value`` on the
+same values as the in-memory path (medians and means identical); above, batch by batch (``batchstats``: the
+median of the sample; means and most frequent values exact).
 Pass B (per work-file batch): the same per-row steps as the in-memory path (``transform``, ``jsonx``), block
 outputs appended by a writer thread (``ParquetWriter``/``CSVWriter``); counts are summed, and the columns that
 group statistics, numeric summaries and drift need are appended to a second work file (``_Spill``). At the end
-each statistic reads back only its own columns, so the statistics stay exact.
+(``_Statistics``), while the rows fit ``max_rows`` each statistic reads back only its own columns and is computed as
+in memory (exact, identical); above, the spill is scanned batch by batch: exact aggregates merged per batch, order
+statistics and drift from a deterministic uniform sample of about ``max_rows`` rows, with the rank-error bound
+recorded in metrics ``statistics_sampling`` (``batchstats``).
 
 Memory: ``(READ_AHEAD + 2)`` blocks and their working copies; between the passes the signatures and positions of at
 most about ``max_rows`` rows per duplicate check (one partition; more only if one signature value is that common)
 with the candidate rows of that partition, then 8 bytes per duplicate found; at the end the columns of one statistic
-at a time (and the drift columns) and the rejected rows. Disk: the two work files (about 1.1x the usable input plus 8
-bytes per row per duplicate check, plus the statistics columns), removed at the end (``work_dir``, default: the
-output folder's parent). Each partition reads the signature columns and then the candidates' columns of the work
-file once.
+at a time (at most ``max_rows`` rows; above, the sample, one batch and one row per group), the rejected rows, and the
+Parquet writers' footer (a few KB per row group, one row group per block). Work-file scans read only their columns
+into buffers (``_scan``; no memory map). Disk: the two work files (about 1.1x the usable input plus 8 bytes per row
+per duplicate check, plus the statistics columns), removed at the end (``work_dir``, default: the output folder's
+parent). Each partition reads the signature columns and then the candidates' columns of the work file once.
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from processing import batchstats, io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
@@ -332,7 +338,7 @@ class _Run:
                                  *(pa.field(MARKER + c, pa.string()) for c in names if c not in self.numeric),
                                  pa.field(FILE_IDX, pa.int32()), pa.field(ROW_NO, pa.int64()),
                                  *(pa.field(SIG + kind, pa.uint64()) for kind in self.checks)])
-        self.rejected_parts: list[tuple[pa.Table, np.ndarray]] = []
+        self.rejects = _Rejects(work_file.parent, names)
         self.n_usable = 0
 
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
@@ -433,8 +439,8 @@ class _Run:
         usable_idx = np.flatnonzero(~b.rejected)
         rej_idx = np.flatnonzero(b.rejected)
         if len(rej_idx):
-            self.rejected_parts.append(_rejected_part(b.raw, self.names, rej_idx, fi, rej_idx + 1 + f.rows,
-                                                      b.reasons[rej_idx]))
+            self.rejects.add("a", _rejected_part(b.raw, self.names, rej_idx, fi, rej_idx + 1 + f.rows,
+                                                 b.reasons[rej_idx]))
         all_usable = len(usable_idx) == b.n
         usable = pa.array(usable_idx)
 
@@ -588,7 +594,7 @@ class _Run:
             usable_pos += batch.num_rows
             if len(d_idx):
                 rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
-                self.rejected_parts.append(_rejected_part(
+                self.rejects.add("b", _rejected_part(
                     {c: self._raw(rows, c) for c in names}, names, np.arange(len(d_idx)),
                     rows.column(FILE_IDX), rows.column(ROW_NO),
                     np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
@@ -671,9 +677,8 @@ class _Run:
                              "size_bytes": f.size, "sha256": f.sha256, "rows_in": f_in,
                              "rows_out": int(file_out[fi]), "rows_rejected": f_in - int(file_out[fi]),
                              "parse_errors": len(f.parse_errors)})
-        rejected_table = _rejected(self.rejected_parts, names, self.files)
-        outputs["rejected"] = [str(io.write_table(rejected_table, output_dir / "rejected", "rejected", self.fmt)
-                                   .relative_to(output_dir))]
+        path, reason_counts, rejected_table = self.rejects.write(output_dir, self.fmt, self.files, self.max_rows)
+        outputs["rejected"] = [path]
         for c in names:
             col_metrics[c]["missing_after"] = totals["missing_after"][c]
         json_metrics = pipeline.json_metrics_of(totals, config)
@@ -699,7 +704,8 @@ class _Run:
         outputs["quality"] = ["quality/metrics.json"]
         outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
         return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
-                "json_metrics": json_metrics, "rejected_table": rejected_table, "per_file": per_file,
+                "json_metrics": json_metrics, "rejected_table": rejected_table,
+                "reason_counts": reason_counts, "per_file": per_file,
                 "derived_metrics": derived_metrics, "group_metrics": group_metrics, "numeric": numeric,
                 "outputs": outputs, "drift_batch": drift_batch, "statistics": statistics, "sampling": sampling}
 
@@ -902,21 +908,116 @@ def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
         yield previous
 
 
-def _rejected(parts: list[tuple[pa.Table, np.ndarray]], names: list[str], files: list[_File]) -> pa.Table:
-    """The rejected table in input order (file, then row), as the in-memory path builds it."""
-    from processing import pipeline
+class _Rejects:
+    """Rejected rows on their way to rejected/, held on disk: appended as they are found to two work files (run
+    ``a``: the rejection rules of pass A; run ``b``: the duplicates pass B drops; each in input order), then written
+    in the in-memory path's order (files by name, a file's rows by number, then its unparsable lines) by merging the
+    two runs batch by batch (``write``). Memory: a batch of each run, plus the rows kept for ``Result.rejected``
+    while there are at most ``keep_rows`` of them."""
 
-    reads = [io.FileRead(f.path, pa.table({}), list(f.parse_errors)) for f in files]
-    if parts:
-        raw = pa.concat_tables([t for t, _ in parts])
-        reasons = np.concatenate([r for _, r in parts])
-        order = np.lexsort((raw.column(pipeline.ROW_COL).to_numpy(), raw.column(pipeline.FILE_COL).to_numpy()))
-        raw, reasons = raw.take(pa.array(order)), reasons[order]
-    else:
-        cols = {pipeline.FILE_COL: pa.array([], pa.int32()), pipeline.ROW_COL: pa.array([], pa.int64())}
-        cols.update({c: pa.array([], pa.string()) for c in names})
-        raw, reasons = pa.table(cols), np.zeros(0, dtype=object)
-    return pipeline._rejected_table(raw, names, np.ones(raw.num_rows, dtype=bool), reasons, reads)
+    REASON = "__reason"
+
+    def __init__(self, folder: Path, names: list[str]):
+        from processing import pipeline
+
+        self.names = names
+        self.schema = pa.schema([pa.field(pipeline.FILE_COL, pa.int32()), pa.field(pipeline.ROW_COL, pa.int64()),
+                                 *(pa.field(c, pa.string()) for c in names), pa.field(self.REASON, pa.string())])
+        self.paths = {run: folder / f"rejected-{run}.arrow" for run in "ab"}
+        self.sinks: dict[str, Any] = {}
+        self.writers: dict[str, Any] = {}
+        self.rows = 0
+
+    def add(self, run: str, part: tuple[pa.Table, np.ndarray]) -> None:
+        table, reasons = part
+        if run not in self.writers:
+            self.sinks[run] = pa.OSFile(str(self.paths[run]), "wb")
+            self.writers[run] = pa.ipc.new_file(self.sinks[run], self.schema)
+        table = table.append_column(self.REASON, pa.array(list(reasons), pa.string()))
+        self.writers[run].write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def write(self, output_dir: Path, fmt: str, files: list[_File], keep_rows: int
+              ) -> tuple[str, dict[str, int], pa.Table | None]:
+        """Write rejected/; returns its path (relative to ``output_dir``), the rows per reason and the rejected
+        table (None when more than ``keep_rows`` rows were rejected)."""
+        from processing import pipeline
+
+        for run in list(self.writers):
+            self.writers.pop(run).close()
+            self.sinks.pop(run).close()
+        names, file_names = self.names, [f.path.name for f in files]
+        keep = self.rows + sum(len(f.parse_errors) for f in files) <= keep_rows
+        kept: list[pa.Table] = []
+        counts: dict[str, int] = {}
+        out = io.TableWriter(output_dir / "rejected", "rejected", fmt)
+        try:
+            def emit(table: pa.Table) -> None:
+                nonlocal counts
+                counts = pipeline.count_reasons(table, counts)
+                out.write(table)
+                if keep:
+                    kept.append(table)
+
+            # The in-memory order (pipeline._rejected_table): files in input order, or, when some lines could not be
+            # parsed, files by name (a stable sort), each name's parsed rows before its unparsable lines.
+            if any(f.parse_errors for f in files):
+                groups = [[i for i, n in enumerate(file_names) if n == name] for name in sorted(set(file_names))]
+            else:
+                groups = [[i] for i in range(len(files))]
+            for group in groups:
+                for fi in group:
+                    runs = [self._rows_of(run, fi) for run in "ab" if self.paths[run].exists()]
+                    for part in _merge_by_row(runs, pipeline.ROW_COL):
+                        emit(pipeline.rejected_rows(part, part.column(self.REASON).to_pylist(), names, file_names))
+                for fi in group:
+                    if files[fi].parse_errors:
+                        emit(pipeline.unparsed_rows(file_names[fi], files[fi].parse_errors, names))
+            if out.writer is None:  # nothing rejected: an empty file with the columns
+                empty = pipeline.rejected_rows(self.schema.empty_table(), [], names, file_names)
+                out.write(empty)
+                kept.append(empty)
+        finally:
+            path = out.close()
+        table = (pa.concat_tables(kept).combine_chunks() if kept else None) if keep else None
+        return str(path.relative_to(output_dir)), counts, table
+
+    def _rows_of(self, run: str, fi: int) -> Iterator[pa.Table]:
+        """Run ``run``'s rows of file ``fi``, batch by batch (in row order)."""
+        from processing import pipeline
+
+        for batch in _scan(self.paths[run], self.schema.names):
+            table = pa.Table.from_batches([batch])
+            mask = pc.equal(table.column(pipeline.FILE_COL), fi)
+            if pc.any(mask).as_py():
+                yield table.filter(mask)
+
+
+def _merge_by_row(streams: list[Iterator[pa.Table]], key: str) -> Iterator[pa.Table]:
+    """Tables from ``streams``, each stream sorted by ``key`` (keys distinct across streams), merged into ``key``
+    order a part at a time: each step emits every buffered row up to the smallest last key of the streams that may
+    still yield rows."""
+    buffers: list[pa.Table | None] = [None] * len(streams)
+    done = [False] * len(streams)
+    while True:
+        for i, stream in enumerate(streams):
+            while not done[i] and (buffers[i] is None or buffers[i].num_rows == 0):
+                buffers[i] = next(stream, None)
+                done[i] = buffers[i] is None
+        live = [i for i, b in enumerate(buffers) if b is not None and b.num_rows]
+        if not live:
+            return
+        open_ends = [buffers[i].column(key)[-1].as_py() for i in live if not done[i]]
+        bound = min(open_ends) if open_ends else None
+        parts = []
+        for i in live:
+            table = buffers[i]
+            cut = table.num_rows if bound is None else int(np.searchsorted(table.column(key).to_numpy(), bound,
+                                                                           side="right"))
+            parts.append(table.slice(0, cut))
+            buffers[i] = table.slice(cut)
+        merged = pa.concat_tables(parts)
+        yield merged.take(pc.sort_indices(merged, sort_keys=[(key, "ascending")]))
 
 
 class _Writers:
@@ -926,8 +1027,7 @@ class _Writers:
 
     def __init__(self, output_dir: Path, fmt: str):
         self.output_dir, self.fmt = output_dir, fmt
-        self.writers: dict[str, Any] = {}
-        self.schemas: dict[str, pa.Schema] = {}
+        self.writers = {stem: io.TableWriter(output_dir / stem, stem, fmt) for stem in ("cleaned", "transformed")}
         self.started = False
         self.pool = ThreadPoolExecutor(max_workers=1)
         self.pending: deque[Future[None]] = deque()
@@ -942,15 +1042,7 @@ class _Writers:
         from processing import pipeline
 
         for stem, frame in (("cleaned", cleaned), ("transformed", transformed)):
-            table = pipeline._to_arrow(frame)
-            w = self.writers.get(stem)
-            if w is None:
-                path = self.output_dir / stem / f"{stem}.{self.fmt}"
-                w = (pacsv.CSVWriter(str(path), table.schema) if self.fmt == "csv"
-                     else pq.ParquetWriter(str(path), table.schema, **io.parquet_options(table)))
-                self.writers[stem] = w
-                self.schemas[stem] = table.schema
-            w.write_table(table if table.schema.equals(self.schemas[stem]) else table.cast(self.schemas[stem]))
+            self.writers[stem].write(pipeline._to_arrow(frame))
 
     def close(self) -> dict[str, list[str]]:
         """Wait for the queued blocks (re-raising a write error) and close the files."""

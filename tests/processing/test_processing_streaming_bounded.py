@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from processing import batchstats, pipeline, streaming
@@ -154,3 +157,61 @@ def test_group_stats_merged_over_batches_equal_one_pass(keys: list[str]) -> None
         assert got[col].astype("float64").fillna(-1).tolist() == want[col].astype("float64").fillna(-1).tolist(), col
     for col in ("x_sum", "x_mean", "x_std"):
         np.testing.assert_allclose(got[col].astype("float64"), want[col].astype("float64"), rtol=1e-12)
+
+
+def _read_back(path: Path) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+
+
+def _messy_file(path: Path, seed: int, rows: int) -> None:
+    """Rows where ids are often missing or invalid (rejected), duplicates by key, and lines with a wrong field
+    count (unparsable)."""
+    rng = np.random.default_rng(seed)
+    lines = ["id,name,age,salary,profile,department"]
+    for i in range(rows):
+        ident = {0: "", 1: "x"}.get(int(rng.integers(0, 4)), str(i))  # half the rows rejected (missing/invalid id)
+        name = f"n{int(rng.integers(0, 40))}"  # few names: many key duplicates (name, age, salary, profile, dept)
+        lines.append(f'{ident},{name},30,50000,"{{""address"": ""{i % 3} Main St""}}",Sales')
+        if i % 97 == 0:
+            lines.append(f"{i},too,many,fields,here,x,y")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_rejected_rows_beyond_the_budget_are_written_without_being_held(tmp_path: Path, fmt: str) -> None:
+    # Two files whose name order differs from their input order; unparsable lines (name order then applies).
+    second, first = tmp_path / "b.csv", tmp_path / "a.csv"
+    _messy_file(second, 1, 3_000)
+    _messy_file(first, 2, 2_000)
+    cfg = _config(duplicates={"key_columns": ["name", "age", "salary", "profile", "department"], "drop": "key"})
+    memory = pipeline.run([second, first], tmp_path / "m", cfg, mode="memory", fmt=fmt)
+    stream = pipeline.run([second, first], tmp_path / "s", cfg, mode="streaming", fmt=fmt, max_rows=500,
+                          block_size=16 << 10)
+    reasons = memory.metrics["rows"]["rejected_by_reason"]
+    assert reasons["duplicate_key"] > 100 and reasons["missing_value:id"] > 500
+    assert reasons["parse_error:wrong_field_count"] == 52
+    assert stream.metrics["rows"] == memory.metrics["rows"] and stream.metrics["inputs"] == memory.metrics["inputs"]
+    assert stream.rejected is None and memory.rejected.num_rows > 500  # more than the budget: not held
+    on_disk = _read_back(tmp_path / "s" / stream.metrics["outputs"]["rejected"][0])
+    expected = _read_back(tmp_path / "m" / memory.metrics["outputs"]["rejected"][0])
+    assert on_disk.num_rows == memory.rejected.num_rows and on_disk.equals(expected)
+    assert on_disk.column("_source_file").to_pylist()[0] == "a.csv"  # by name, as the in-memory path orders them
+
+
+def test_merge_by_row_interleaves_sorted_streams() -> None:
+    rng = np.random.default_rng(5)
+    keys = rng.permutation(2_000)
+    runs = [np.sort(keys[:700]), np.sort(keys[700:])]
+
+    def chunks(values: np.ndarray) -> Any:
+        cuts = [0, *np.sort(rng.choice(np.arange(1, len(values)), 25, replace=False)).tolist(), len(values)]
+        for a, b in zip(cuts, cuts[1:]):
+            yield pa.table({"k": values[a:b], "v": values[a:b] * 2})
+
+    merged = pa.concat_tables(streaming._merge_by_row([chunks(r) for r in runs], "k"))
+    assert merged.column("k").to_pylist() == list(range(2_000))
+    assert merged.column("v").to_pylist() == [2 * k for k in range(2_000)]
+    assert pa.concat_tables(streaming._merge_by_row([chunks(runs[0]), iter([])], "k")).column("k").to_pylist() \
+        == runs[0].tolist()
