@@ -266,11 +266,24 @@ def _distribution_section(cleaned: pd.DataFrame | None, metrics: Mapping, max_co
     return head + note + f'<div class="grid">{"".join(figs)}</div></section>'
 
 
-def _group_section(statistics: Any) -> str:
+def _sampling_note(metrics: Mapping) -> str:
+    """Says when the order statistics came from a sample (streaming above its row budget), with the bound."""
+    sampling = _get(metrics, "statistics_sampling", default=None)
+    if not isinstance(sampling, Mapping):
+        return ""
+    error = sampling.get("rank_error")
+    bound = f"±{error * 100:.2f}% of the rows" if isinstance(error, (int, float)) else NA
+    return (f'<p class="muted">Medians and drift from a uniform sample of {_num(sampling.get("sample_rows"))} of '
+            f'{_num(sampling.get("rows"))} rows: rank error within {_esc(bound)} with probability 1 - '
+            f'{_esc(sampling.get("delta"))} (per group: metrics.json statistics_sampling). Counts, sums, minimums, '
+            'maximums, means and standard deviations cover every row.</p>')
+
+
+def _group_section(statistics: Any, metrics: Mapping | None = None) -> str:
     frames = _statistics_frames(statistics)
     if not frames or all(f.empty for f in frames.values()):
         return '<section><h2>Group statistics</h2><p class="muted">n/a: no group statistics.</p></section>'
-    parts = ["<section><h2>Group statistics</h2>"]
+    parts = ["<section><h2>Group statistics</h2>", _sampling_note(metrics or {})]
     for name, frame in frames.items():
         if frame.empty:
             continue
@@ -452,7 +465,7 @@ def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: p
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = "".join([
         _summary_section(metrics, job, gate), _missing_section(metrics),
-        _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics),
+        _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics, metrics),
         _alarm_section(list(alarms or [])), _drift_section(drift),
     ])
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Data quality report - '

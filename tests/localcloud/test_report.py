@@ -130,3 +130,14 @@ def test_drift_section_shows_baseline_vs_batch_per_column(tmp_path):
     assert "vanished: Engineering" in section and "mean 64,854 -&gt; 98,388" in section
     for svg in re.findall(r"<svg.*?</svg>", section, flags=re.S):
         ET.fromstring(svg)  # well-formed
+
+
+def test_group_statistics_say_when_medians_come_from_a_sample(tmp_path):
+    sampling = {"rows": 5_000_000, "sample_rows": 999_812, "rate": 0.2, "delta": 1e-06, "rank_error": 0.0027,
+                "groups": {}}
+    sampled = write_report(tmp_path / "s.html", metrics=dict(METRICS, statistics_sampling=sampling),
+                           statistics=pd.DataFrame(STATS), cleaned_sample=None, alarms=[], job=JOB).read_text()
+    exact = write_report(tmp_path / "e.html", metrics=dict(METRICS, statistics_sampling=None),
+                         statistics=pd.DataFrame(STATS), cleaned_sample=None, alarms=[], job=JOB).read_text()
+    assert "uniform sample of 999,812 of 5,000,000 rows" in sampled and "±0.27% of the rows" in sampled
+    assert "uniform sample" not in exact
