@@ -9,7 +9,8 @@ the in-memory path, because streaming then reads each statistic's columns back w
   exact up to floating-point rounding (the batches are summed in another order than one pass over all rows; ``std``
   merges per-batch moments with Chan et al.'s pairwise update).
 - From a deterministic uniform sample of about ``max_rows`` rows: the order statistics, that is the fill values of
-  ``median`` imputation, the group statistics' ``median`` and the drift profile and scores (quantiles, bin edges,
+  ``median`` imputation (exact while the column's present values fit ``max_rows``), the group statistics'
+  ``median`` and the drift profile and scores (quantiles, bin edges,
   shares). Error bound: with ``k`` sampled values, the reported ``q`` quantile is the value at a rank within
   ``±eps * N`` of ``q * N`` with probability at least ``1 - DELTA``, ``eps = sqrt(ln(2 / DELTA) / (2k))``
   (Dvoretzky-Kiefer-Wolfowitz; given its size, a Bernoulli sample is a uniform sample without replacement, which is
@@ -23,7 +24,7 @@ Memory: the sample, plus one row per group (and one per distinct value for ``nun
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -177,27 +178,35 @@ class Summary:
                 "mean": transform._num(self.total / self.count)}
 
 
-def imputation_of(parts: Iterable[tuple[pd.Series, np.ndarray]], rule: Any, kind: str) -> dict[str, Any]:
-    """``transform.impute_value`` (plus ``filled``) over batches of a column: ``(values, sampled)`` pairs, where
-    ``sampled`` marks the rows of the sample. ``median`` comes from the sampled values; ``mean`` (up to rounding),
-    ``most_frequent`` and the missing count are exact."""
+def imputation_of(batches: Callable[[], Iterator[pd.Series]], rule: Any, kind: str, max_rows: int,
+                  sampler: Callable[[int, int, float], np.ndarray]) -> dict[str, Any]:
+    """``transform.impute_value`` (plus ``filled``) over a column read batch by batch (``batches()`` starts a new
+    read): the missing count, ``mean`` (up to rounding) and ``most_frequent`` exact. ``median`` is exact when the
+    present values fit ``max_rows`` (a second read collects them all); otherwise it is the median of a uniform
+    sample of about ``max_rows`` of them (``sampler(start, n, rate)``: the sample mask of present values
+    ``start..start+n-1``), and ``sampled_values`` says how many."""
     missing, count, total = 0, 0, 0.0
-    sample: list[pd.Series] = []
     counts: pd.Series | None = None
-    for values, sampled in parts:
+    for values in batches():
         missing += int(values.isna().sum())
         present = values.dropna()
         count += len(present)
         if rule.strategy == "mean":
             total += float(present.to_numpy(dtype="float64").sum())
-        elif rule.strategy == "median":
-            sample.append(values[sampled].dropna())
         elif rule.strategy == "most_frequent":
             vc = present.value_counts(sort=False)
             counts = vc if counts is None else counts.add(vc, fill_value=0)
-    if rule.strategy == "median":
-        info = transform.impute_value(pd.concat(sample) if sample else pd.Series([], dtype="float64"), rule, kind)
-        info["sampled_values"] = int(sum(len(s) for s in sample))
+    info: dict[str, Any]
+    if rule.strategy == "median" and count:
+        rate = min(1.0, max_rows / count)
+        sample, start = [], 0
+        for values in batches():
+            present = values.dropna()
+            sample.append(present[sampler(start, len(present), rate)])
+            start += len(present)
+        info = transform.impute_value(pd.concat(sample), rule, kind)
+        if rate < 1.0:
+            info["sampled_values"] = int(sum(len(x) for x in sample))
     elif rule.strategy == "mean" and count:
         info = transform.imputation_info(rule, kind, total / count)
     elif rule.strategy == "most_frequent" and counts is not None and len(counts):

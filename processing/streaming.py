@@ -13,8 +13,8 @@ signature value, one at a time), and the candidates are read back and checked ex
 ``transform.duplicate_masks``, in row order, so "first occurrence" is the same). No hash is trusted: a signature
 collision only adds a candidate. Duplicates are kept as sorted row positions. Then the fill values, one imputed
 column at a time read back from the work file: while the rows fit ``max_rows``, ``transform.impute_value`` on the
-same values as the in-memory path (medians and means identical); above, batch by batch (``batchstats``: the
-median of the sample; means and most frequent values exact).
+same values as the in-memory path (medians and means identical); above, batch by batch (``batchstats``: means and
+most frequent values exact, a median exact while the present values fit ``max_rows``, else from a sample).
 Pass B (per work-file batch): the same per-row steps as the in-memory path (``transform``, ``jsonx``), block
 outputs appended by a writer thread (``ParquetWriter``/``CSVWriter``); counts are summed, and the columns that
 group statistics, numeric summaries and drift need are appended to a second work file (``_Spill``). At the end
@@ -366,8 +366,9 @@ class _Run:
                 del arr, keep
                 info = transform.impute_value(series, rule, kind)
                 info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
-            else:  # more rows than max_rows: batch by batch, a median from the sample (batchstats)
-                info = batchstats.imputation_of(self._column_batches(name, kind, drop, rate), rule, kind)
+            else:  # more rows than max_rows: batch by batch (batchstats; a median from a sample if it must)
+                info = batchstats.imputation_of(lambda: self._column_batches(name, kind, drop), rule, kind,
+                                                self.max_rows, sample_mask)
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
                  time.process_time() - c0)
@@ -388,21 +389,17 @@ class _Run:
         computed as in memory) while they fit ``max_rows``; above, about ``max_rows`` rows (batchstats)."""
         return min(1.0, self.max_rows / rows) if rows else 1.0
 
-    def _column_batches(self, name: str, kind: str, drop: np.ndarray, rate: float
-                        ) -> Iterator[tuple[pd.Series, np.ndarray]]:
+    def _column_batches(self, name: str, kind: str, drop: np.ndarray) -> Iterator[pd.Series]:
         """Work-file column ``name`` batch by batch, without the dropped duplicates (``drop``: sorted usable-row
-        positions), with the rows of the sample at ``rate`` marked (positions counted over the kept rows, as pass B's
-        statistics count them)."""
-        start = usable = 0
+        positions)."""
+        usable = 0
         for batch in _scan(self.work_file, [name]):
             arr = batch.column(name)
             keep = np.ones(len(arr), dtype=bool)
             lo, hi = np.searchsorted(drop, [usable, usable + len(arr)])
             keep[drop[lo:hi] - usable] = False
             usable += len(arr)
-            series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
-            yield series, sample_mask(start, len(series), rate)
-            start += len(series)
+            yield transform.to_series(arr, kind)[keep].reset_index(drop=True)
 
     def _pass_a(self) -> None:
         """Parse, type and reject block by block; write the usable rows and their duplicate signatures to the work
@@ -684,12 +681,12 @@ class _Run:
         json_metrics = pipeline.json_metrics_of(totals, config)
         derived_metrics = pipeline.derived_metrics_of(totals, config)
         stats = _Statistics(config, kinds, imputation, spill, group_cols, numeric_cols, drift_cols)
-        rate = self._sample_rate(spill.rows)
+        rate = self._sample_rate(int(file_out.sum()))  # the rate the imputation used: same rows, same sample
         if rate == 1.0:
             statistics, group_metrics, numeric, drift_batch = stats.exact()
             sampling = None
         else:
-            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate)
+            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate, int(file_out.sum()))
             sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
                                       if "sampled_values" in info}
         for name, fr in statistics.items():
@@ -740,8 +737,8 @@ class _Statistics:
         drift_batch = pd.DataFrame(spill.read(self.drift_cols), copy=False)  # before imputation, as profiled in memory
         return statistics, group_metrics, numeric, drift_batch
 
-    def bounded(self, rate: float) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], pd.DataFrame,
-                                            dict[str, Any]]:
+    def bounded(self, rate: float, rows: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any],
+                                                       pd.DataFrame, dict[str, Any]]:
         config = self.config
         groups = {g.name: batchstats.GroupStats(g) for g in config.group_statistics}
         summaries = {c: batchstats.Summary() for c in self.numeric_cols}
@@ -770,11 +767,11 @@ class _Statistics:
         statistics = {name: g.result(filled) for name, g in groups.items()}
         group_metrics = {c: {"distinct": len(distinct[c]), "missing": missing[c]} for c in self.group_cols}
         numeric = {c: s.result() for c, s in summaries.items()}
-        sampling = {"rows": start, "sample_rows": len(sample), "rate": rate, "delta": batchstats.DELTA,
+        sampling = {"rows": rows, "sample_rows": len(sample), "rate": rate, "delta": batchstats.DELTA,
                     "rank_error": batchstats.rank_error(len(sample)),
                     "groups": {name: g.sample_sizes(filled) for name, g in groups.items()}}
         log.info("statistics over %d rows: exact aggregates, order statistics and drift from a sample of %d rows "
-                 "(rank error <= %.4f with probability %.6f)", start, len(sample), sampling["rank_error"] or 0,
+                 "(rank error <= %.4f with probability %.6f)", rows, len(sample), sampling["rank_error"] or 0,
                  1 - batchstats.DELTA)
         return statistics, group_metrics, numeric, sample[self.drift_cols], sampling
 
@@ -911,8 +908,8 @@ def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
 class _Rejects:
     """Rejected rows on their way to rejected/, held on disk: appended as they are found to two work files (run
     ``a``: the rejection rules of pass A; run ``b``: the duplicates pass B drops; each in input order), then written
-    in the in-memory path's order (files by name, a file's rows by number, then its unparsable lines) by merging the
-    two runs batch by batch (``write``). Memory: a batch of each run, plus the rows kept for ``Result.rejected``
+    in the in-memory path's order (a file's rows by number, then its unparsable lines; see ``write``) by merging the
+    two runs batch by batch. Memory: a batch of each run, plus the rows kept for ``Result.rejected``
     while there are at most ``keep_rows`` of them."""
 
     REASON = "__reason"
