@@ -493,8 +493,8 @@ def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[
 
 def _rejected_table(raw: pa.Table, names: list[str], rejected: np.ndarray, reasons: np.ndarray,
                     reads: list[io.FileRead]) -> pa.Table:
-    """The rejected rows as rejected/ holds them: files in name order, each file's rows by number, then its lines
-    that could not be parsed."""
+    """The rejected rows as rejected/ holds them: parsed rows in input order (file, then row); when some lines could
+    not be parsed, files in name order instead (a stable sort), each file's rows before its unparsable lines."""
     file_names = [r.path.name for r in reads]
     idx = np.flatnonzero(rejected)
     table = rejected_rows(raw.take(pa.array(idx, pa.int64())), reasons[idx], names, file_names)
