@@ -268,6 +268,8 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
     quality = output_dir / "quality"
     _write_json(profile, quality / "profile.json")
     drift_doc = drift.evaluate(baseline, batch, settings, presence=presence)
+    if "sampled" in source:  # scores (and batch_rows) are of the sample
+        drift_doc["sampled"] = source["sampled"]
     _write_json(drift_doc, quality / "drift.json")
     result = verdict((metrics.get("quality_gate") or {}).get("checks", {}), drift_doc, config.gate)
     result["rules"] = {"thresholds": config.gate.thresholds, "drift_alarm": config.gate.drift_alarm,

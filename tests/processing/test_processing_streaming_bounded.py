@@ -100,6 +100,8 @@ def test_bounded_statistics_are_exact_or_within_the_bound(data: tuple[Path, pd.D
     profile = json.loads((tmp_path / "s" / "quality" / "profile.json").read_text())
     assert profile["source"]["sampled"]["rows"] == ROWS
     assert profile["rows"] == sampling["sample_rows"]
+    drift_doc = json.loads((tmp_path / "s" / "quality" / "drift.json").read_text())
+    assert drift_doc["sampled"] == profile["source"]["sampled"]  # said even when no baseline makes scores
     quantiles = profile["columns"]["salary"]["quantiles"]
     present = frame["salary"].dropna().to_numpy()
     for q in (0.1, 0.5, 0.9):
