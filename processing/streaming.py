@@ -102,7 +102,8 @@ class _File:
     compressed: bool
     size: int
     sha256: str = ""
-    parse_errors: list[str] = field(default_factory=list)
+    parse_errors: list[str] = field(default_factory=list)  # unparsable lines not yet moved to the work folder
+    unparsed: int = 0  # unparsable lines moved to the work folder (``_Run._flush_unparsed``)
     rows: int = 0
 
 
@@ -344,7 +345,7 @@ class _Run:
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
         self._pass_a()
-        if not any(f.rows or f.parse_errors for f in self.files):
+        if not any(f.rows or f.unparsed for f in self.files):
             raise EmptyInputError("no data rows in the input (header only): "
                                   + ", ".join(f.path.name for f in self.files))
         dups = self._duplicates()
@@ -415,8 +416,10 @@ class _Run:
                         try:
                             for table in blocks:
                                 self._block_a(_Block(table, names, config, self.kinds), fi, f, cache)
+                                self._flush_unparsed(fi, f)
                         finally:
                             blocks.close()
+                        self._flush_unparsed(fi, f)
             except InputError:
                 for f, fut in zip(self.files, futures):
                     if not fut.result()[1]:
@@ -426,6 +429,16 @@ class _Run:
                 f.sha256, utf8_ok = fut.result()
                 if not utf8_ok:
                     raise self._not_utf8(f)
+
+    def _flush_unparsed(self, fi: int, f: _File) -> None:
+        """Move the unparsable lines found so far (the reader's handler appends them to ``f.parse_errors``, maybe on
+        its own thread: only the lines present now are taken) to the rejected rows' work files."""
+        n = len(f.parse_errors)
+        if n:
+            lines = f.parse_errors[:n]
+            del f.parse_errors[:n]
+            self.rejects.add_unparsed(fi, lines)
+            f.unparsed += n
 
     @staticmethod
     def _not_utf8(f: _File) -> StreamingUnsupported:
@@ -666,14 +679,14 @@ class _Run:
         spill_now = None  # noqa: F841
         spill.close()
         _release_unused_memory()
-        rows_in = sum(f.rows + len(f.parse_errors) for f in self.files)
+        rows_in = sum(f.rows + f.unparsed for f in self.files)
         per_file = []
         for fi, f in enumerate(self.files):
-            f_in = f.rows + len(f.parse_errors)
+            f_in = f.rows + f.unparsed
             per_file.append({"file": f.path.name, "path": str(f.path), "format": "csv.gz" if f.compressed else "csv",
                              "size_bytes": f.size, "sha256": f.sha256, "rows_in": f_in,
                              "rows_out": int(file_out[fi]), "rows_rejected": f_in - int(file_out[fi]),
-                             "parse_errors": len(f.parse_errors)})
+                             "parse_errors": f.unparsed})
         path, reason_counts, rejected_table = self.rejects.write(output_dir, self.fmt, self.files, self.max_rows)
         outputs["rejected"] = [path]
         for c in names:
@@ -906,11 +919,11 @@ def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
 
 
 class _Rejects:
-    """Rejected rows on their way to rejected/, held on disk: appended as they are found to two work files (run
-    ``a``: the rejection rules of pass A; run ``b``: the duplicates pass B drops; each in input order), then written
-    in the in-memory path's order (a file's rows by number, then its unparsable lines; see ``write``) by merging the
-    two runs batch by batch. Memory: a batch of each run, plus the rows kept for ``Result.rejected``
-    while there are at most ``keep_rows`` of them."""
+    """Rejected rows on their way to rejected/, held on disk: appended as they are found to work files (run ``a``:
+    the rejection rules of pass A; run ``b``: the duplicates pass B drops; run ``p``: the lines that could not be
+    parsed; each in input order), then written in the in-memory path's order (a file's rows by number, then its
+    unparsable lines; see ``write``), merging runs ``a`` and ``b`` batch by batch. Memory: a batch of each run, plus
+    the rows kept for ``Result.rejected`` while there are at most ``keep_rows`` of them."""
 
     REASON = "__reason"
 
@@ -920,18 +933,30 @@ class _Rejects:
         self.names = names
         self.schema = pa.schema([pa.field(pipeline.FILE_COL, pa.int32()), pa.field(pipeline.ROW_COL, pa.int64()),
                                  *(pa.field(c, pa.string()) for c in names), pa.field(self.REASON, pa.string())])
-        self.paths = {run: folder / f"rejected-{run}.arrow" for run in "ab"}
+        self.schemas = {"a": self.schema, "b": self.schema,
+                         "p": pa.schema([pa.field(pipeline.FILE_COL, pa.int32()),
+                                         pa.field(pipeline.RAW_LINE_COL, pa.string())])}
+        self.paths = {run: folder / f"rejected-{run}.arrow" for run in self.schemas}
         self.sinks: dict[str, Any] = {}
         self.writers: dict[str, Any] = {}
         self.rows = 0
 
     def add(self, run: str, part: tuple[pa.Table, np.ndarray]) -> None:
+        """Rejected parsed rows (``_rejected_part``) to run ``a`` or ``b``."""
         table, reasons = part
+        self._append(run, table.append_column(self.REASON, pa.array(list(reasons), pa.string())))
+
+    def add_unparsed(self, fi: int, lines: list[str]) -> None:
+        from processing import pipeline
+
+        self._append("p", pa.table({pipeline.FILE_COL: pa.array(np.full(len(lines), fi, dtype=np.int32)),
+                                    pipeline.RAW_LINE_COL: pa.array(lines, pa.string())}))
+
+    def _append(self, run: str, table: pa.Table) -> None:
         if run not in self.writers:
             self.sinks[run] = pa.OSFile(str(self.paths[run]), "wb")
-            self.writers[run] = pa.ipc.new_file(self.sinks[run], self.schema)
-        table = table.append_column(self.REASON, pa.array(list(reasons), pa.string()))
-        self.writers[run].write_table(table.cast(self.schema))
+            self.writers[run] = pa.ipc.new_file(self.sinks[run], self.schemas[run])
+        self.writers[run].write_table(table.cast(self.schemas[run]))
         self.rows += table.num_rows
 
     def write(self, output_dir: Path, fmt: str, files: list[_File], keep_rows: int
@@ -944,7 +969,7 @@ class _Rejects:
             self.writers.pop(run).close()
             self.sinks.pop(run).close()
         names, file_names = self.names, [f.path.name for f in files]
-        keep = self.rows + sum(len(f.parse_errors) for f in files) <= keep_rows
+        keep = self.rows <= keep_rows
         kept: list[pa.Table] = []
         counts: dict[str, int] = {}
         out = io.TableWriter(output_dir / "rejected", "rejected", fmt)
@@ -958,7 +983,7 @@ class _Rejects:
 
             # The in-memory order (pipeline._rejected_table): files in input order, or, when some lines could not be
             # parsed, files by name (a stable sort), each name's parsed rows before its unparsable lines.
-            if any(f.parse_errors for f in files):
+            if any(f.unparsed for f in files):
                 groups = [[i for i, n in enumerate(file_names) if n == name] for name in sorted(set(file_names))]
             else:
                 groups = [[i] for i in range(len(files))]
@@ -968,8 +993,10 @@ class _Rejects:
                     for part in _merge_by_row(runs, pipeline.ROW_COL):
                         emit(pipeline.rejected_rows(part, part.column(self.REASON).to_pylist(), names, file_names))
                 for fi in group:
-                    if files[fi].parse_errors:
-                        emit(pipeline.unparsed_rows(file_names[fi], files[fi].parse_errors, names))
+                    if files[fi].unparsed:
+                        for part in self._rows_of("p", fi):
+                            emit(pipeline.unparsed_rows(file_names[fi], part.column(pipeline.RAW_LINE_COL).to_pylist(),
+                                                        names))
             if out.writer is None:  # nothing rejected: an empty file with the columns
                 empty = pipeline.rejected_rows(self.schema.empty_table(), [], names, file_names)
                 out.write(empty)
@@ -983,7 +1010,7 @@ class _Rejects:
         """Run ``run``'s rows of file ``fi``, batch by batch (in row order)."""
         from processing import pipeline
 
-        for batch in _scan(self.paths[run], self.schema.names):
+        for batch in _scan(self.paths[run], self.schemas[run].names):
             table = pa.Table.from_batches([batch])
             mask = pc.equal(table.column(pipeline.FILE_COL), fi)
             if pc.any(mask).as_py():

@@ -238,3 +238,17 @@ def test_the_default_row_budget_follows_the_memory_available(monkeypatch: pytest
     assert streaming.max_rows_in_memory() == streaming.MIN_MAX_ROWS
     monkeypatch.setenv("PROCESSING_MAX_ROWS_IN_MEMORY", "2500")
     assert streaming.max_rows_in_memory() == 2500
+
+
+def test_a_file_of_unparsable_lines_is_written_to_rejected_not_held(tmp_path: Path) -> None:
+    # The header has commas, the rows semicolons: every data line has the wrong field count.
+    path = tmp_path / "semi.csv"
+    path.write_text("id,name,age,salary,profile,department\n"
+                    + "".join(f"{i};n{i};30;50000;{{}};Sales\n" for i in range(3_000)))
+    memory = pipeline.run([path], tmp_path / "m", _config(), mode="memory")
+    stream = pipeline.run([path], tmp_path / "s", _config(), mode="streaming", max_rows=1_000, block_size=16 << 10)
+    assert memory.metrics["rows"]["rejected_by_reason"] == {"parse_error:wrong_field_count": 3_000}
+    assert stream.metrics["rows"] == memory.metrics["rows"] and stream.metrics["inputs"] == memory.metrics["inputs"]
+    assert stream.rejected is None
+    on_disk = _read_back(tmp_path / "s" / stream.metrics["outputs"]["rejected"][0])
+    assert on_disk.equals(memory.rejected) and on_disk.column("_raw_line")[2_999].as_py() == "2999;n2999;30;50000;{};Sales"
