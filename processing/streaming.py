@@ -109,22 +109,44 @@ class _File:
 
 class _Paced:
     """File-like source for pyarrow's CSV reader, whose background thread would otherwise read up to ~32 blocks ahead
-    of the consumer (32 x block size of memory): a read waits while ``READ_AHEAD`` blocks are already ahead. The
-    wait has a timeout, so a record longer than several blocks still makes progress (the pacing is then loose)."""
+    of the consumer (32 x block size of memory): a read waits while ``READ_AHEAD`` blocks are already ahead (a block
+    of unparsable lines still gives a batch, an empty one, so it counts as consumed). While the reader is being
+    opened (``opening``), ``open_csv`` reads on until it has a batch with rows, through every leading block of
+    unparsable lines, before the consumer can take anything: then a read also goes ahead when at least half a block
+    of unparsable lines was reported since the previous read (``invalid_row``), or such a file would wait for the
+    timeout at every block.
+    The wait has a timeout, so a record longer than several blocks still makes progress (the pacing is then loose;
+    ``timeouts`` counts them)."""
 
-    def __init__(self, raw: Any, ahead: int):
-        self.raw, self.ahead = raw, ahead
+    def __init__(self, raw: Any, ahead: int, block_size: int):
+        self.raw, self.ahead, self.block_size = raw, ahead, block_size
         self.reads = self.consumed = 0
-        self.stopped = False
+        self.stopped, self.opening = False, True
+        self.invalid = self.invalid_at_read = 0  # bytes of unparsable lines reported: in all, at the last read
+        self.timeouts = 0
         self.cv = threading.Condition()
 
     def read(self, n: int = -1) -> bytes:
         with self.cv:
-            self.cv.wait_for(lambda: self.stopped or self.reads <= self.consumed + self.ahead, timeout=5.0)
+            if not self.cv.wait_for(lambda: self.stopped or self.reads <= self.consumed + self.ahead
+                                    or (self.opening and 2 * (self.invalid - self.invalid_at_read) >= self.block_size),
+                                    timeout=5.0):
+                self.timeouts += 1
             if self.stopped:
                 return b""
             self.reads += 1
+            self.invalid_at_read = self.invalid
         return self.raw.read(n)
+
+    def invalid_row(self, size: int) -> None:
+        with self.cv:
+            self.invalid += size
+            self.cv.notify_all()
+
+    def opened(self) -> None:
+        with self.cv:
+            self.opening = False
+            self.cv.notify_all()
 
     def consumed_one(self) -> None:
         with self.cv:
@@ -157,9 +179,10 @@ def _open(f: _File, block_size: int) -> Iterator[pa.Table]:
 
     def on_invalid(row: Any) -> str:
         f.parse_errors.append(row.text)
+        source.invalid_row(len(row.text) + 1)
         return "skip"
 
-    source = _Paced(pa.input_stream(str(f.path), compression="gzip" if f.compressed else None), READ_AHEAD)
+    source = _Paced(pa.input_stream(str(f.path), compression="gzip" if f.compressed else None), READ_AHEAD, block_size)
     try:
         reader = pacsv.open_csv(
             pa.PythonFile(source, mode="r"),
@@ -168,6 +191,7 @@ def _open(f: _File, block_size: int) -> Iterator[pa.Table]:
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in f.names},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
+        source.opened()
         clean = [n.strip().lstrip("\ufeff") for n in reader.schema.names]
         while True:
             try:

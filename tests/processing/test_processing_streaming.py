@@ -80,6 +80,43 @@ def test_reader_stays_within_its_read_ahead(tmp_path: Path, monkeypatch: pytest.
     assert max(seen) <= streaming.READ_AHEAD + 1  # the block being handed over, plus the read-ahead
 
 
+def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Leading blocks of unparsable lines give open_csv no batch: it must read on without a 5 s pacing timeout per
+    # block; and a file with unparsable lines in every block is still read at most READ_AHEAD blocks ahead.
+    import pyarrow.csv as pacsv
+
+    sources: list[streaming._Paced] = []
+    seen: list[int] = []
+
+    class Recording(streaming._Paced):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            sources.append(self)
+
+        def consumed_one(self) -> None:
+            seen.append(self.reads - self.consumed)
+            super().consumed_one()
+
+    monkeypatch.setattr(streaming, "_Paced", Recording)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name,age,salary,profile,department\n" + "".join(f"{i};x;1;2;{{}};S\n" for i in range(3000))
+                   + "".join(f"{i},x,1,2,{{}},S\n" for i in range(10)))
+    f = streaming._File(bad, streaming.io._header(bad, False), False, bad.stat().st_size)
+    assert sum(t.num_rows for t in streaming._open(f, 4 << 10)) == 10 and len(f.parse_errors) == 3000
+    assert sources[-1].reads > 10 and sources[-1].timeouts == 0
+
+    mixed = tmp_path / "mixed.csv"
+    pacsv.write_csv(generate(3000, seed=4), str(mixed))
+    header, *rows = mixed.read_text().splitlines()
+    mixed.write_text("\n".join([header, *(r + ",extra" if i % 25 == 0 else r for i, r in enumerate(rows))]) + "\n")
+    seen.clear()
+    f = streaming._File(mixed, streaming.io._header(mixed, False), False, mixed.stat().st_size)
+    rows = sum(t.num_rows for t in streaming._open(f, 16 << 10))
+    assert rows + len(f.parse_errors) == 3000 and len(f.parse_errors) > 100 and len(seen) > 20
+    assert max(seen) <= streaming.READ_AHEAD + 1 and sources[-1].timeouts == 0
+
+
 def test_work_file_is_removed_after_success_and_failure(tmp_path: Path) -> None:
     good = tmp_path / "good.csv"
     import pyarrow.csv as pacsv
