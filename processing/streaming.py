@@ -3,7 +3,8 @@ is bounded by ``max_rows`` rows (``max_rows_in_memory``: env ``PROCESSING_MAX_RO
 available memory), and every result is exact while the output rows fit it.
 
 Pass A (per block of ``block_size`` bytes, pyarrow's incremental CSV reader, at most ``READ_AHEAD`` blocks read
-ahead): missing markers, typing, rejection rules. Rejected rows are kept (raw) for ``rejected/``; the usable rows
+ahead): missing markers, typing, rejection rules. Rejected rows and unparsable lines go to work files for
+``rejected/`` (``_Rejects``: written at the end, in the in-memory path's order); the usable rows
 go to a work file on local disk (Arrow IPC: text after missing markers, the text a marker emptied, typed numbers,
 invalid flags, source file and row, and a 64-bit *signature* per duplicate check). The sha256 and UTF-8 check of each
 file run on a thread at the same time.
@@ -26,10 +27,11 @@ recorded in metrics ``statistics_sampling`` (``batchstats``).
 Memory: ``(READ_AHEAD + 2)`` blocks and their working copies; between the passes the signatures and positions of at
 most about ``max_rows`` rows per duplicate check (one partition; more only if one signature value is that common)
 with the candidate rows of that partition, then 8 bytes per duplicate found; at the end the columns of one statistic
-at a time (at most ``max_rows`` rows; above, the sample, one batch and one row per group), the rejected rows, and the
-Parquet writers' footer (a few KB per row group, one row group per block). Work-file scans read only their columns
-into buffers (``_scan``; no memory map). Disk: the two work files (about 1.1x the usable input plus 8 bytes per row
-per duplicate check, plus the statistics columns), removed at the end (``work_dir``, default: the output folder's
+at a time (at most ``max_rows`` rows; above, the sample, one batch and one row per group), the rejected rows while
+at most ``max_rows`` (for ``Result.rejected``), and the Parquet writers' footer (a few KB per row group, one row group
+per block). Work-file scans read only their columns into buffers (``_scan``; no memory map). Disk: the work files
+(about 1.1x the usable input plus 8 bytes per row per duplicate check, the statistics columns, the rejected rows;
+1.4x the input at 1M reference rows), removed at the end (``work_dir``, default: the output folder's
 parent). Each partition reads the signature columns and then the candidates' columns of the work file once.
 """
 
