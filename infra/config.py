@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "volume_size_gb": 30,
     "max_runtime_seconds": 3600,  # seconds
     "processing_mode": "auto",
+    "max_rows_in_memory": None,  # rows; None (or "") = the job derives it from the instance's memory
     "sklearn_image_version": "1.4-2-py312",
     "alert_email": None,
     "removal_policy": "retain",
@@ -59,6 +60,10 @@ NVME_INSTANCE_FAMILIES = frozenset({"ml.g5", "ml.g6", "ml.g6e", "ml.p5", "ml.p5e
 _NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
 #: Values of the job's ``PROCESSING_MODE`` (processing/pipeline.py: ``choose_mode``; docs/processing.md "Modes").
 PROCESSING_MODES = ("auto", "memory", "streaming")
+#: Upper bound of ``max_rows_in_memory`` (the job's ``PROCESSING_MAX_ROWS_IN_MEMORY``; processing/streaming.py:
+#: ``max_rows_in_memory``). There is no service limit: the job numbers rows with 64-bit integers (its work files'
+#: row column), and a budget at or above the row count only means every statistic is exact, so nothing larger matters.
+MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
 LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
@@ -106,6 +111,7 @@ class Settings:
     volume_size_gb: int = 30  # GB
     max_runtime_seconds: int = 3600  # seconds
     processing_mode: str = "auto"  # the job's PROCESSING_MODE: auto, memory or streaming
+    max_rows_in_memory: int | None = None  # the job's PROCESSING_MAX_ROWS_IN_MEMORY; None = derived from its memory
     sklearn_image_version: str = "1.4-2-py312"
     alert_email: str | None = None
     removal_policy: str = "retain"
@@ -302,6 +308,12 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             "processing_mode", f"must be one of {', '.join(repr(m) for m in PROCESSING_MODES)}, got {processing_mode!r}"
         )
 
+    max_rows_in_memory = value("max_rows_in_memory")
+    if max_rows_in_memory in ("", None):
+        max_rows_in_memory = None
+    else:
+        max_rows_in_memory = _as_int("max_rows_in_memory", max_rows_in_memory, 1, MAX_ROWS_IN_MEMORY_LIMIT)
+
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()
     if image_version not in versions:
@@ -351,6 +363,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         volume_size_gb=_as_int("volume_size_gb", value("volume_size_gb"), 1, MAX_VOLUME_SIZE_GB),
         max_runtime_seconds=_as_int("max_runtime_seconds", value("max_runtime_seconds"), 1, MAX_RUNTIME_LIMIT),
         processing_mode=processing_mode,
+        max_rows_in_memory=max_rows_in_memory,
         sklearn_image_version=image_version,
         alert_email=alert_email,
         removal_policy=removal_policy,

@@ -35,6 +35,8 @@ class ProcessingJobProps:
         code: the processing code bundle.
         instance_type / instance_count / volume_size_gb / max_runtime_seconds: the job's resources.
         processing_mode: the job's ``PROCESSING_MODE`` (``auto``, ``memory`` or ``streaming``; docs/infra.md).
+        max_rows_in_memory: the job's ``PROCESSING_MAX_ROWS_IN_MEMORY`` (streaming's row budget); ``None`` = not set,
+            the job derives it from the instance's memory (docs/infra.md).
     """
 
     bucket: s3.IBucket
@@ -51,6 +53,7 @@ class ProcessingJobProps:
     volume_size_gb: int = 30  # GB
     max_runtime_seconds: int = 3600  # seconds
     processing_mode: str = "auto"
+    max_rows_in_memory: int | None = None
 
 
 class ProcessingJob(Construct):

@@ -132,6 +132,9 @@ class ProcessingTrigger(Construct):
                 "VOLUME_SIZE_GB": str(job.volume_size_gb),
                 "MAX_RUNTIME_SECONDS": str(job.max_runtime_seconds),
                 "PROCESSING_MODE": job.processing_mode,
+                # unset: no variable, so the job derives its row budget from the instance's memory
+                **({} if job.max_rows_in_memory is None
+                   else {"PROCESSING_MAX_ROWS_IN_MEMORY": str(job.max_rows_in_memory)}),
                 "KMS_KEY_ARN": props.key.key_arn,
             },
         )

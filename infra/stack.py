@@ -86,6 +86,7 @@ class DataQualityStack(Stack):
                 volume_size_gb=settings.volume_size_gb,
                 max_runtime_seconds=settings.max_runtime_seconds,
                 processing_mode=settings.processing_mode,
+                max_rows_in_memory=settings.max_rows_in_memory,
             ),
         )
         self.trigger = ProcessingTrigger(

@@ -76,6 +76,8 @@ def test_happy_path(cloud, tmp_path):
         assert _alarm_for(cloud, metric)["StateValue"] != "ALARM", metric
     # the stack's processing_mode (default auto) reaches the job, which keeps a 1,000-row file in memory
     assert job["Environment"]["PROCESSING_MODE"] == "auto"
+    # max_rows_in_memory is unset by default: no variable, so the job derives its row budget from its memory
+    assert "PROCESSING_MAX_ROWS_IN_MEMORY" not in job["Environment"]
     metrics = json.loads(cloud.s3.get_object(Bucket=cloud.outputs["DataBucketName"],
                                              Key=prefix + "quality/metrics.json")["Body"].read())
     assert metrics["mode"] == "memory" and metrics["summary"]["rows_in"] == 1000

@@ -15,6 +15,7 @@ from infra_testlib import DEFAULT_PSI_ALARM, DEFAULT_THRESHOLDS, ORDERS_PSI_ALAR
 from infra.config import (
     DEFAULTS,
     FALLBACK_THRESHOLDS,
+    MAX_ROWS_IN_MEMORY_LIMIT,
     PROCESSING_MODES,
     THRESHOLD_KEYS,
     SettingsError,
@@ -141,6 +142,8 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("processing_mode", "fast", {}),
         ("processing_mode", "Memory", {}),
         ("processing_mode", "", {}),
+        ("max_rows_in_memory", 0, {}),
+        ("max_rows_in_memory", "1.5", {}),
         ("sklearn_image_version", "9.9-9", {}),
         ("alert_email", "not-an-email", {}),
         ("removal_policy", "delete", {}),
@@ -170,6 +173,43 @@ def test_processing_mode_error_lists_the_allowed_values(tmp_path: Path) -> None:
     assert PROCESSING_MODES == ("auto", "memory", "streaming")
     with pytest.raises(SettingsError, match=r"'processing_mode'.*'auto', 'memory', 'streaming', got 'fast'"):
         settings(tmp_path, processing_mode="fast")
+
+
+def test_max_rows_in_memory_is_unset_by_default(tmp_path: Path) -> None:
+    # GIVEN no context, or cdk.json's "" (also what `-c max_rows_in_memory=` gives)
+    # THEN it is unset: the job derives its row budget from the instance's memory
+    assert DEFAULTS["max_rows_in_memory"] is None
+    assert settings(tmp_path).max_rows_in_memory is None
+    assert settings(tmp_path, max_rows_in_memory="").max_rows_in_memory is None
+
+
+@pytest.mark.parametrize(("value", "rows"), [
+    (1, 1), (5_000_000, 5_000_000), ("2000000", 2_000_000), (" 300 ", 300), (MAX_ROWS_IN_MEMORY_LIMIT, 2**63 - 1),
+])
+def test_max_rows_in_memory_accepts_positive_whole_numbers(tmp_path: Path, value: Any, rows: int) -> None:
+    # GIVEN -c max_rows_in_memory=<value> (a number in cdk.json, a string on the command line)
+    # WHEN settings are read  THEN it is carried as that number
+    assert settings(tmp_path, max_rows_in_memory=value).max_rows_in_memory == rows
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (0, "must be between 1 and 9223372036854775807, got 0"),
+    (-5, "must be between 1 and 9223372036854775807, got -5"),
+    ("-5", "must be between 1 and 9223372036854775807, got -5"),
+    (2**63, "must be between 1 and 9223372036854775807, got 9223372036854775808"),
+    (1.5, "expected an integer, got 1.5"),
+    (1e6, "expected an integer, got 1000000.0"),
+    ("1e6", "expected an integer, got '1e6'"),
+    ("lots", "expected an integer, got 'lots'"),
+    (True, "expected an integer, got True"),
+    (False, "expected an integer, got False"),
+])
+def test_bad_max_rows_in_memory_is_named_with_its_value(tmp_path: Path, value: Any, message: str) -> None:
+    # GIVEN a row budget that is not a positive whole number  WHEN settings are read  THEN synth fails saying why
+    with pytest.raises(SettingsError) as info:
+        settings(tmp_path, max_rows_in_memory=value)
+    assert str(info.value) == (f"Invalid context setting 'max_rows_in_memory': {message} "
+                               "(set it with `cdk synth -c max_rows_in_memory=...` or in cdk.json)")
 
 
 @pytest.mark.parametrize(("instance_type", "nvme"), [

@@ -171,6 +171,7 @@ def test_trigger_function(synth: Synth) -> None:
     assert env["INSTANCE_TYPE"] == "ml.t3.medium" and env["INSTANCE_COUNT"] == "1"
     assert env["VOLUME_SIZE_GB"] == "30" and env["MAX_RUNTIME_SECONDS"] == "3600"
     assert env["PROCESSING_MODE"] == "auto"  # the documented default: streams from 64 MiB of input
+    assert "PROCESSING_MAX_ROWS_IN_MEMORY" not in env  # unset by default: the job derives it from its memory
     assert env["ROLE_ARN"] == {"Fn::GetAtt": [ids(synth)["job_role"], "Arn"]}
     assert env["KMS_KEY_ARN"] == {"Fn::GetAtt": [ids(synth)["key"], "Arn"]}
     assert env["CODE_S3_URI"]["Fn::Sub"].endswith(f"/{env['CODE_VERSION']}.zip")
@@ -178,8 +179,9 @@ def test_trigger_function(synth: Synth) -> None:
     assert synth.template_json["Resources"][log_group_id]["Properties"]["RetentionInDays"] == 30
 
 
-def test_processing_mode_from_context_reaches_the_trigger(tmp_path) -> None:
-    # GIVEN -c processing_mode=memory (a second, smaller synthesis: no cdk-nag; the session template has the default)
+def trigger_env_with_context(tmp_path, **context: Any) -> dict[str, Any]:
+    """The trigger Lambda's environment of a second, smaller synthesis with cdk.json's context plus ``context`` (no
+    cdk-nag; the session template has the defaults)."""
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
     from infra_testlib import cdk_json_context, source_paths, write_configs
@@ -187,14 +189,31 @@ def test_processing_mode_from_context_reaches_the_trigger(tmp_path) -> None:
     from infra.config import settings_from_context
     from infra.stack import DataQualityStack
 
-    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), "processing_mode": "memory"})
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), **context})
     settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
-    stack = DataQualityStack(app, "ModeTest", settings=settings, paths=source_paths(tmp_path))
-    # WHEN synthesized  THEN the trigger Lambda passes it on to every job as PROCESSING_MODE
-    Template.from_stack(stack).has_resource_properties("AWS::Lambda::Function", {
-        "Description": Match.string_like_regexp("SageMaker Processing job"),
-        "Environment": {"Variables": Match.object_like({"PROCESSING_MODE": "memory", "INSTANCE_TYPE": "ml.t3.medium"})},
+    stack = DataQualityStack(app, "ContextTest", settings=settings, paths=source_paths(tmp_path))
+    functions = Template.from_stack(stack).find_resources("AWS::Lambda::Function", {
+        "Properties": {"Description": Match.string_like_regexp("SageMaker Processing job")},
     })
+    [function] = functions.values()
+    return function["Properties"]["Environment"]["Variables"]
+
+
+def test_processing_mode_from_context_reaches_the_trigger(tmp_path) -> None:
+    # GIVEN -c processing_mode=memory  WHEN synthesized
+    env = trigger_env_with_context(tmp_path, processing_mode="memory")
+    # THEN the trigger Lambda passes it on to every job as PROCESSING_MODE
+    assert env["PROCESSING_MODE"] == "memory" and env["INSTANCE_TYPE"] == "ml.t3.medium"
+
+
+def test_max_rows_in_memory_from_context_reaches_the_trigger(tmp_path) -> None:
+    # GIVEN -c max_rows_in_memory=5000000 (a string, as the command line gives it)  WHEN synthesized
+    env = trigger_env_with_context(tmp_path, max_rows_in_memory="5000000")
+    # THEN the trigger Lambda gets it as PROCESSING_MAX_ROWS_IN_MEMORY (it passes it on to every job);
+    # everything else is the default environment
+    assert env["PROCESSING_MAX_ROWS_IN_MEMORY"] == "5000000"
+    assert set(env) == {*TRIGGER_ENV, "PROCESSING_MAX_ROWS_IN_MEMORY"}
+    assert env["PROCESSING_MODE"] == "auto"
 
 
 def test_trigger_iam_is_exact(synth: Synth) -> None:

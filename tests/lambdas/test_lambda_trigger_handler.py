@@ -71,23 +71,56 @@ def test_object_created_starts_one_job(stubs, s3, lambda_context, decision_log) 
     assert log["request_id"] == lambda_context.aws_request_id
 
 
-def test_processing_mode_reaches_create_processing_job(monkeypatch, stubs, s3, lambda_context, decision_log) -> None:
-    # GIVEN the function's environment sets PROCESSING_MODE=memory (as the stack does for -c processing_mode=memory)
+def start_job_with_environment(monkeypatch, stubs, s3, lambda_context, env: dict[str, str | None],
+                               job_env: dict[str, str]) -> dict:
+    """Run the handler on one upload with the function's environment ``ENV`` changed by ``env`` (``None``: the
+    variable is absent) and expect CreateProcessingJob to get the default request (returned) with only ``job_env``
+    added to its ``Environment``; Stubber checks the request against botocore's model and fails on any difference."""
     sm, _ = stubs
     monkeypatch.setattr(trigger, "_settings", None)
-    for name, value in {**ENV, "PROCESSING_MODE": "memory"}.items():
-        monkeypatch.setenv(name, value)
+    for name, value in {**ENV, **env}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
     key = "input/sales/a.csv"
-    # the default request with only Environment.PROCESSING_MODE changed, checked against botocore's model by Stubber
     default = request_for(key)
-    assert default["Environment"]["PROCESSING_MODE"] == "auto"
-    expected = {**default, "Environment": {**default["Environment"], "PROCESSING_MODE": "memory"}}
+    expected = {**default, "Environment": {**default["Environment"], **job_env}}
     no_baseline(s3, "sales")
     sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + expected["ProcessingJobName"]}, expected)
-    # WHEN the handler runs
+    # WHEN the handler runs  THEN the job was created with exactly that request
     result = trigger.handler({"Records": [sqs_record(s3_event_body(key))]}, lambda_context)
-    # THEN the job was created with exactly that request
     assert result == {"batchItemFailures": []}
+    return default
+
+
+def test_processing_mode_reaches_create_processing_job(monkeypatch, stubs, s3, lambda_context, decision_log) -> None:
+    # GIVEN the function's environment sets PROCESSING_MODE=memory (as the stack does for -c processing_mode=memory)
+    # THEN the job gets the default request with only Environment.PROCESSING_MODE changed
+    default = start_job_with_environment(monkeypatch, stubs, s3, lambda_context, {"PROCESSING_MODE": "memory"},
+                                         {"PROCESSING_MODE": "memory"})
+    assert default["Environment"]["PROCESSING_MODE"] == "auto"
+    assert decision_log.decisions() == ["started"]
+
+
+def test_max_rows_in_memory_reaches_create_processing_job(monkeypatch, stubs, s3, lambda_context, decision_log) -> None:
+    # GIVEN PROCESSING_MAX_ROWS_IN_MEMORY=5000000 (as the stack sets it for -c max_rows_in_memory=5000000)
+    # THEN the job gets the default request plus Environment.PROCESSING_MAX_ROWS_IN_MEMORY, the job's row budget
+    default = start_job_with_environment(monkeypatch, stubs, s3, lambda_context,
+                                         {"PROCESSING_MAX_ROWS_IN_MEMORY": "5000000"},
+                                         {"PROCESSING_MAX_ROWS_IN_MEMORY": "5000000"})
+    assert "PROCESSING_MAX_ROWS_IN_MEMORY" not in default["Environment"]
+    assert decision_log.decisions() == ["started"]
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_unset_max_rows_in_memory_is_not_passed_to_the_job(monkeypatch, stubs, s3, lambda_context, decision_log,
+                                                          value: str | None) -> None:
+    # GIVEN no PROCESSING_MAX_ROWS_IN_MEMORY (the stack's default, or a function deployed before it existed) or an
+    # empty one  THEN the job's Environment has no such variable, so the job derives its budget from its memory
+    default = start_job_with_environment(monkeypatch, stubs, s3, lambda_context,
+                                         {"PROCESSING_MAX_ROWS_IN_MEMORY": value}, {})
+    assert "PROCESSING_MAX_ROWS_IN_MEMORY" not in default["Environment"]
     assert decision_log.decisions() == ["started"]
 
 

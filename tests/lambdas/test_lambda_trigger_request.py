@@ -79,6 +79,15 @@ def test_settings_parse_all_variables() -> None:
         ("KMS_KEY_ARN", "", "KMS_KEY_ARN is missing"),
         ("PROCESSING_MODE", "fast", "PROCESSING_MODE='fast' must be one of auto, memory, streaming"),
         ("PROCESSING_MODE", "Memory", "PROCESSING_MODE='Memory' must be one of"),
+        ("PROCESSING_MAX_ROWS_IN_MEMORY", "0",
+         "environment variable PROCESSING_MAX_ROWS_IN_MEMORY=0 is outside 1..9223372036854775807"),
+        ("PROCESSING_MAX_ROWS_IN_MEMORY", "-5", "PROCESSING_MAX_ROWS_IN_MEMORY=-5 is outside 1..9223372036854775807"),
+        ("PROCESSING_MAX_ROWS_IN_MEMORY", "9223372036854775808",
+         "PROCESSING_MAX_ROWS_IN_MEMORY=9223372036854775808 is outside 1..9223372036854775807"),
+        ("PROCESSING_MAX_ROWS_IN_MEMORY", "1.5",
+         "environment variable PROCESSING_MAX_ROWS_IN_MEMORY='1.5' is not an integer"),
+        ("PROCESSING_MAX_ROWS_IN_MEMORY", "5e6", "PROCESSING_MAX_ROWS_IN_MEMORY='5e6' is not an integer"),
+        ("PROCESSING_MAX_ROWS_IN_MEMORY", "lots", "PROCESSING_MAX_ROWS_IN_MEMORY='lots' is not an integer"),
     ],
 )
 def test_settings_errors_name_the_variable(name: str, value: str | None, message: str) -> None:
@@ -403,6 +412,19 @@ def test_missing_processing_mode_defaults_to_auto(value: str | None) -> None:
     assert settings.processing_mode == "auto"
     request = trigger.build_processing_job_request(BUCKET, "input/a.csv", "v1", settings)
     assert request["Environment"]["PROCESSING_MODE"] == "auto"
+
+
+@pytest.mark.parametrize(("value", "rows"), [
+    ("1", 1), ("5000000", 5_000_000), (" 42 ", 42), ("0042", 42), ("+7", 7), ("1_000", 1000),
+])
+def test_max_rows_in_memory_parses_and_reaches_the_job_environment(value: str, rows: int) -> None:
+    # GIVEN PROCESSING_MAX_ROWS_IN_MEMORY=<value>  WHEN parsed and the request is built
+    settings = trigger.Settings.from_env({**ENV, "PROCESSING_MAX_ROWS_IN_MEMORY": value})
+    assert settings.processing_max_rows_in_memory == rows
+    request = trigger.build_processing_job_request(BUCKET, "input/sales/a.csv", "v1", settings)
+    # THEN the job's Environment carries the number as plain digits (the job's own check rejects '+' and '_')
+    assert request["Environment"]["PROCESSING_MAX_ROWS_IN_MEMORY"] == str(rows)
+    assert_valid_request(request)
 
 
 def test_request_with_a_baseline_adds_the_input_and_argument() -> None:

@@ -47,6 +47,10 @@ DEFAULT_DATASET = "default"
 # existed has none: it defaults to "auto", which is what the job did without it.
 PROCESSING_MODES = ("auto", "memory", "streaming")
 DEFAULT_PROCESSING_MODE = "auto"
+# The job's PROCESSING_MAX_ROWS_IN_MEMORY (processing/streaming.py: max_rows_in_memory): streaming's row budget, a
+# positive whole number; missing or empty = not set, so the job derives it from the instance's memory. Bounded like
+# the stack setting (infra/config.py: MAX_ROWS_IN_MEMORY_LIMIT).
+MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
 
 DATASET_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -105,6 +109,7 @@ class Settings:
     baseline_prefix: str = "baselines/"
     quarantine_prefix: str = "quarantine/"
     processing_mode: str = DEFAULT_PROCESSING_MODE
+    processing_max_rows_in_memory: int | None = None  # None: not passed on, the job derives its row budget
 
     def baseline_key(self, dataset: str) -> str:
         """``<BASELINE_PREFIX><dataset>/baseline.json`` (design.md Contract 4)."""
@@ -137,8 +142,13 @@ class Settings:
                 raise SettingsError(f"environment variable {name} is longer than {max_len} characters")
             return value
 
-        def integer(name: str, low: int, high: int) -> int:
-            raw = text(name)
+        def optional(name: str) -> str:
+            """A variable a function deployed before it existed lacks: missing or blank reads as ``""``."""
+            return environ.get(name, "").strip()
+
+        def integer(name: str, low: int, high: int, raw: str | None = None) -> int:
+            """``raw`` (default: the required variable ``name``) as an integer within ``low..high``."""
+            raw = text(name) if raw is None else raw
             try:
                 value = int(raw)
             except ValueError:
@@ -201,11 +211,15 @@ class Settings:
         if not KMS_KEY_RE.fullmatch(kms_key_arn):
             raise SettingsError(f"environment variable KMS_KEY_ARN={kms_key_arn!r} is not a KMS key id or ARN")
 
-        processing_mode = environ.get("PROCESSING_MODE", "").strip() or DEFAULT_PROCESSING_MODE
+        processing_mode = optional("PROCESSING_MODE") or DEFAULT_PROCESSING_MODE
         if processing_mode not in PROCESSING_MODES:
             raise SettingsError(
                 f"environment variable PROCESSING_MODE={processing_mode!r} must be one of {', '.join(PROCESSING_MODES)}"
             )
+        max_rows = optional("PROCESSING_MAX_ROWS_IN_MEMORY")
+        max_rows_in_memory = (
+            integer("PROCESSING_MAX_ROWS_IN_MEMORY", 1, MAX_ROWS_IN_MEMORY_LIMIT, max_rows) if max_rows else None
+        )
 
         data_bucket = text("DATA_BUCKET", 63)
         if "/" in data_bucket:
@@ -228,6 +242,7 @@ class Settings:
             baseline_prefix=baseline_prefix,
             quarantine_prefix=quarantine_prefix,
             processing_mode=processing_mode,
+            processing_max_rows_in_memory=max_rows_in_memory,
         )
 
 
@@ -497,6 +512,9 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
             "SOURCE_ETAG": etag,
             "CODE_VERSION": settings.code_version,
             "PROCESSING_MODE": settings.processing_mode,
+            # the parsed number, not the variable's text: the job's own check wants plain digits (no sign, '_')
+            **({} if settings.processing_max_rows_in_memory is None
+               else {"PROCESSING_MAX_ROWS_IN_MEMORY": str(settings.processing_max_rows_in_memory)}),
         },
         "NetworkConfig": {"EnableNetworkIsolation": True},
         "RoleArn": settings.role_arn,
