@@ -52,6 +52,7 @@ class GroupStats:
             for fn in funcs:
                 need.update({"count": {"n"}, "sum": {"sum"}, "mean": {"n", "mean"}, "std": {"n", "mean", "m2"},
                              "min": {"min"}, "max": {"max"}}.get(fn, set()))
+        self.medians = [col for col, funcs in spec.aggregations if "median" in funcs]  # from the sample
         self.state: pd.DataFrame | None = None
         self.pairs: dict[str, pd.DataFrame] = {}  # nunique: the distinct (keys..., value) pairs seen
 
@@ -110,10 +111,9 @@ class GroupStats:
         state = self._merge(self.state, sort=True)
         out = state[self.keys].copy()
         out["rows"] = state["rows"].astype("int64")
-        medians = [col for col, funcs in self.spec.aggregations if "median" in funcs]
-        if medians:
-            spec = GroupStatistics(self.spec.name, self.spec.group_by, tuple((c, ("median",)) for c in medians))
-            sampled = transform.group_statistics(sample[[*self.keys, *medians]], spec)
+        if self.medians:
+            spec = GroupStatistics(self.spec.name, self.spec.group_by, tuple((c, ("median",)) for c in self.medians))
+            sampled = transform.group_statistics(sample[[*self.keys, *self.medians]], spec)
             sampled = sampled.drop(columns="rows")
         for col, funcs in self.spec.aggregations:
             n = state[f"{col}:n"] if "n" in self.needs[col] else None
@@ -143,8 +143,7 @@ class GroupStats:
 
     def sample_sizes(self, sample: pd.DataFrame) -> list[dict[str, Any]]:
         """Per group: its rows, its sampled rows and the rank error bound of its medians (``rank_error``)."""
-        medians = [col for col, funcs in self.spec.aggregations if "median" in funcs]
-        if not medians or self.state is None:
+        if not self.medians or self.state is None:
             return []
         state = self._merge(self.state, sort=True)
         counts = sample.groupby(self.keys, dropna=False, observed=True).size().rename("sampled").reset_index()

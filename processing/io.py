@@ -269,13 +269,11 @@ def read_file(path: Path) -> FileRead:
 
 def write_table(table: pa.Table, folder: Path, stem: str, fmt: str) -> Path:
     """Write ``table`` as ``folder/stem.parquet`` or ``.csv`` and return the path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        path = folder / f"{stem}.csv"
-        pacsv.write_csv(table, str(path))
-    else:
-        path = folder / f"{stem}.parquet"
-        pq.write_table(table, str(path), **parquet_options(table))
+    writer = TableWriter(folder, stem, fmt)
+    try:
+        writer.write(table)
+    finally:
+        path = writer.close()
     return path
 
 

@@ -387,10 +387,8 @@ class _Run:
             name = TYPED + rule.column if rule.column in self.numeric else rule.column
             if rate == 1.0:  # all of it, as the in-memory path computes it
                 arr = _read_columns(self.work_file, [name])[name]
-                keep = np.ones(len(arr), dtype=bool)
-                keep[drop] = False
-                series = transform.to_series(arr, kind)[keep].reset_index(drop=True)
-                del arr, keep
+                series = transform.to_series(arr, kind)[_kept(drop, 0, len(arr))].reset_index(drop=True)
+                del arr
                 info = transform.impute_value(series, rule, kind)
                 info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
             else:  # more rows than max_rows: batch by batch (batchstats; a median from a sample if it must)
@@ -422,9 +420,7 @@ class _Run:
         usable = 0
         for batch in _scan(self.work_file, [name]):
             arr = batch.column(name)
-            keep = np.ones(len(arr), dtype=bool)
-            lo, hi = np.searchsorted(drop, [usable, usable + len(arr)])
-            keep[drop[lo:hi] - usable] = False
+            keep = _kept(drop, usable, len(arr))
             usable += len(arr)
             yield transform.to_series(arr, kind)[keep].reset_index(drop=True)
 
@@ -625,17 +621,15 @@ class _Run:
         imputed = {r.column for r in config.imputations}
         usable_pos = 0
         for batch in batches:
-            a, b = (int(x) for x in np.searchsorted(drop, [usable_pos, usable_pos + batch.num_rows]))
-            d_idx = drop[a:b] - usable_pos
+            keep = _kept(drop, usable_pos, batch.num_rows)
             usable_pos += batch.num_rows
-            if len(d_idx):
+            if not keep.all():
+                d_idx = np.flatnonzero(~keep)
                 rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
                 self.rejects.add("b", _rejected_part(
                     {c: self._raw(rows, c) for c in names}, names, np.arange(len(d_idx)),
                     rows.column(FILE_IDX), rows.column(ROW_NO),
                     np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
-                keep = np.ones(batch.num_rows, dtype=bool)
-                keep[d_idx] = False
                 batch = batch.filter(pa.array(keep))
             file_out += np.bincount(batch.column(FILE_IDX).to_numpy(zero_copy_only=False), minlength=len(self.files))
             typed, invalid = self._typed(batch)
@@ -720,12 +714,13 @@ class _Run:
         json_metrics = pipeline.json_metrics_of(totals, config)
         derived_metrics = pipeline.derived_metrics_of(totals, config)
         stats = _Statistics(config, kinds, imputation, spill, group_cols, numeric_cols, drift_cols)
-        rate = self._sample_rate(int(file_out.sum()))  # the rate the imputation used: same rows, same sample
+        rows_out = int(file_out.sum())
+        rate = self._sample_rate(rows_out)  # the rate the imputation used: same rows, same sample
         if rate == 1.0:
             statistics, group_metrics, numeric, drift_batch = stats.exact()
             sampling = None
         else:
-            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate, int(file_out.sum()))
+            statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate, rows_out)
             sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
                                       if "sampled_values" in info}
         for name, fr in statistics.items():
@@ -739,7 +734,7 @@ class _Run:
         outputs.setdefault("statistics", [])
         outputs["quality"] = ["quality/metrics.json"]
         outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
-        return {"rows_in": rows_in, "rows_out": int(file_out.sum()), "col_metrics": col_metrics,
+        return {"rows_in": rows_in, "rows_out": rows_out, "col_metrics": col_metrics,
                 "json_metrics": json_metrics, "rejected_table": rejected_table,
                 "reason_counts": reason_counts, "per_file": per_file,
                 "derived_metrics": derived_metrics, "group_metrics": group_metrics, "numeric": numeric,
@@ -766,7 +761,7 @@ class _Statistics:
         # One statistic at a time, each reading only its columns back (memory: those columns, not all of them).
         spill = self.spill
         statistics = {g.name: transform.group_statistics(
-            self._filled(spill.read(list(dict.fromkeys([*g.group_by, *(c for c, _ in g.aggregations)])))), g)
+            self._filled(spill.read(_spec_columns(g))), g)
             for g in self.config.group_statistics}
         group_metrics = {}
         for c in self.group_cols:
@@ -783,7 +778,7 @@ class _Statistics:
         summaries = {c: batchstats.Summary() for c in self.numeric_cols}
         distinct: dict[str, set[Any]] = {c: set() for c in self.group_cols}
         missing = dict.fromkeys(self.group_cols, 0)
-        median_cols = [c for g in config.group_statistics for c, funcs in g.aggregations if "median" in funcs]
+        median_cols = [c for g in groups.values() for c in g.medians]
         sample_cols = list(dict.fromkeys([*self.drift_cols, *self.group_cols, *median_cols]))
         names = list(dict.fromkeys([*sample_cols, *self.numeric_cols,
                                     *(c for g in config.group_statistics for c, _ in g.aggregations)]))
@@ -791,7 +786,7 @@ class _Statistics:
         for raw in self.spill.batches(names):
             frame = self._filled(raw)
             for g in config.group_statistics:
-                groups[g.name].add(frame[list(dict.fromkeys([*g.group_by, *(c for c, _ in g.aggregations)]))])
+                groups[g.name].add(frame[_spec_columns(g)])
             for c in self.group_cols:
                 distinct[c].update(frame[c].dropna().unique().tolist())
                 missing[c] += int(frame[c].isna().sum())
@@ -813,6 +808,11 @@ class _Statistics:
                  "(rank error <= %.4f with probability %.6f)", rows, len(sample), sampling["rank_error"] or 0,
                  1 - batchstats.DELTA)
         return statistics, group_metrics, numeric, sample[self.drift_cols], sampling
+
+
+def _spec_columns(spec: Any) -> list[str]:
+    """The columns a ``group_statistics`` spec reads: its keys, then its aggregated columns."""
+    return list(dict.fromkeys([*spec.group_by, *(c for c, _ in spec.aggregations)]))
 
 
 def sample_mask(start: int, n: int, rate: float) -> np.ndarray:
@@ -860,7 +860,6 @@ class _Spill:
         self.sink: Any = None
         self.schema: pa.Schema | None = None
         self.dtypes: dict[str, Any] = {}
-        self.rows = 0
 
     def write(self, columns: dict[str, pd.Series]) -> None:
         if not columns:
@@ -874,7 +873,6 @@ class _Spill:
             self.writer = pa.ipc.new_file(self.sink, self.schema)
         batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema)]
         self.writer.write_batch(pa.RecordBatch.from_arrays(batch, schema=self.schema))
-        self.rows += len(batch[0])
 
     def close(self) -> None:
         if self.writer is not None:
@@ -918,6 +916,14 @@ def _rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_
             pipeline.ROW_COL: transform.to_array(pa.array(rows, pa.int64()) if isinstance(rows, np.ndarray) else rows)}
     cols.update({c: transform.to_array(raw[c]).take(take) for c in names})
     return pa.table(cols), reasons
+
+def _kept(drop: np.ndarray, start: int, n: int) -> np.ndarray:
+    """Which of the usable rows ``start .. start + n - 1`` stay: not in ``drop`` (sorted usable-row positions)."""
+    keep = np.ones(n, dtype=bool)
+    lo, hi = np.searchsorted(drop, [start, start + n])
+    keep[drop[lo:hi] - start] = False
+    return keep
+
 
 def _arrow_type(kind: str) -> pa.DataType:
     return {"integer": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
