@@ -218,11 +218,8 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     derived_metrics = derived_metrics_of(counts, config)
 
     statistics = {g.name: transform.group_statistics(transformed, g) for g in config.group_statistics}
-    group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
-    group_metrics = {c: {"distinct": int(transformed[c].nunique(dropna=True)),
-                         "missing": int(transformed[c].isna().sum())} for c in group_cols}
-    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    numeric_cols += [d.name for d in config.derived if d.kind == "string_length"]
+    group_cols, numeric_cols = summarised_columns(config, names, kinds)
+    group_metrics = {c: group_column_metrics(transformed[c]) for c in group_cols}
     numeric = {c: transform.numeric_summary(transformed[c]) for c in numeric_cols}
 
     rejected_table = _rejected_table(raw, names, rejected, reasons, reads)
@@ -283,6 +280,20 @@ def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str
                 "outside_bins": outside, "missing": int(transformed[d.name].isna().sum()),
                 "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(k)}}
     return transformed, counts
+
+
+def summarised_columns(config: DatasetConfig, names: list[str], kinds: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The columns metrics.json summarises: group-by columns (``group_columns``, sorted) and numeric columns
+    (``numeric``: numeric inputs, then string-length features)."""
+    group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
+    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES]
+    numeric_cols += [d.name for d in config.derived if d.kind == "string_length"]
+    return group_cols, numeric_cols
+
+
+def group_column_metrics(values: pd.Series) -> dict[str, int]:
+    """metrics.json ``group_columns.<col>``: non-missing distinct values and missing values."""
+    return {"distinct": int(values.nunique(dropna=True)), "missing": int(values.isna().sum())}
 
 
 def add_counts(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:

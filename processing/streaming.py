@@ -647,8 +647,7 @@ class _Run:
         col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0}
                        for c in names}
         totals: dict[str, Any] = {}  # transform_rows counts, summed over the batches
-        group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
-        numeric_cols = [*self.numeric, *(d.name for d in config.derived if d.kind == "string_length")]
+        group_cols, numeric_cols = pipeline.summarised_columns(config, names, kinds)
         keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
                                         *numeric_cols]))
         drift_cols = [c for c in (*config.drift.numeric, *config.drift.categorical) if c in names]
@@ -759,14 +758,12 @@ class _Statistics:
 
     def exact(self) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], pd.DataFrame]:
         # One statistic at a time, each reading only its columns back (memory: those columns, not all of them).
+        from processing import pipeline
+
         spill = self.spill
-        statistics = {g.name: transform.group_statistics(
-            self._filled(spill.read(_spec_columns(g))), g)
-            for g in self.config.group_statistics}
-        group_metrics = {}
-        for c in self.group_cols:
-            col = self._filled(spill.read([c]))[c]
-            group_metrics[c] = {"distinct": int(col.nunique(dropna=True)), "missing": int(col.isna().sum())}
+        statistics = {g.name: transform.group_statistics(self._filled(spill.read(_spec_columns(g))), g)
+                      for g in self.config.group_statistics}
+        group_metrics = {c: pipeline.group_column_metrics(self._filled(spill.read([c]))[c]) for c in self.group_cols}
         numeric = {c: transform.numeric_summary(self._filled(spill.read([c]))[c]) for c in self.numeric_cols}
         drift_batch = pd.DataFrame(spill.read(self.drift_cols), copy=False)  # before imputation, as profiled in memory
         return statistics, group_metrics, numeric, drift_batch
