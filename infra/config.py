@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "processing_mode": "auto",
     "max_rows_in_memory": None,  # rows; None (or "") = the job derives it from the instance's memory
     "sklearn_image_version": "1.4-2-py312",
+    "asset_kms_key_arn": None,  # the CDK bootstrap assets bucket's own KMS key (cdk bootstrap --bootstrap-kms-key-id)
     "alert_email": None,
     "removal_policy": "retain",
     "noncurrent_version_expiration_days": 30,  # days
@@ -69,6 +70,8 @@ LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 54
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
 _JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
 _DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+#: A KMS key ARN (not an alias: a key policy or IAM statement on an alias ARN does not cover the key's use via S3).
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]{1,128}$")
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
@@ -113,6 +116,7 @@ class Settings:
     processing_mode: str = "auto"  # the job's PROCESSING_MODE: auto, memory or streaming
     max_rows_in_memory: int | None = None  # the job's PROCESSING_MAX_ROWS_IN_MEMORY; None = derived from its memory
     sklearn_image_version: str = "1.4-2-py312"
+    asset_kms_key_arn: str | None = None  # KMS key of the bootstrap assets bucket when it is the user's own key
     alert_email: str | None = None
     removal_policy: str = "retain"
     noncurrent_version_expiration_days: int = 30  # days
@@ -319,6 +323,15 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     if image_version not in versions:
         raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
 
+    asset_kms_key_arn = value("asset_kms_key_arn")
+    if asset_kms_key_arn in ("", None):
+        asset_kms_key_arn = None
+    elif not isinstance(asset_kms_key_arn, str) or not _KMS_KEY_ARN_RE.fullmatch(asset_kms_key_arn):
+        raise SettingsError(
+            "asset_kms_key_arn",
+            f"must be a KMS key ARN arn:<partition>:kms:<region>:<account>:key/<key-id> (not an alias), "
+            f"got {asset_kms_key_arn!r}")
+
     alert_email = value("alert_email")
     if alert_email in ("", None):
         alert_email = None
@@ -365,6 +378,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         processing_mode=processing_mode,
         max_rows_in_memory=max_rows_in_memory,
         sklearn_image_version=image_version,
+        asset_kms_key_arn=asset_kms_key_arn,
         alert_email=alert_email,
         removal_policy=removal_policy,
         noncurrent_version_expiration_days=_as_int(

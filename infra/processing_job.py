@@ -37,6 +37,10 @@ class ProcessingJobProps:
         processing_mode: the job's ``PROCESSING_MODE`` (``auto``, ``memory`` or ``streaming``; docs/infra.md).
         max_rows_in_memory: the job's ``PROCESSING_MAX_ROWS_IN_MEMORY`` (streaming's row budget); ``None`` = not set,
             the job derives it from the instance's memory (docs/infra.md).
+        asset_kms_key_arn: the bootstrap assets bucket's KMS key when it is the user's own key
+            (``cdk bootstrap --bootstrap-kms-key-id``): the role may decrypt the code bundle with it, through S3 only.
+            ``None``: the AWS-managed S3 key (default bootstrap) or the key ``--bootstrap-customer-key`` creates,
+            whose key policy already lets principals of the account use it through S3 (docs/infra.md).
     """
 
     bucket: s3.IBucket
@@ -54,6 +58,7 @@ class ProcessingJobProps:
     max_runtime_seconds: int = 3600  # seconds
     processing_mode: str = "auto"
     max_rows_in_memory: int | None = None
+    asset_kms_key_arn: str | None = None
 
 
 class ProcessingJob(Construct):
@@ -123,6 +128,25 @@ class ProcessingJob(Construct):
                 conditions={"StringEquals": {"s3:prefix": [asset.s3_object_key]}},
             )
         )
+        if props.asset_kms_key_arn:
+            # The user's own bootstrap key: only to decrypt the code bundle object, only through S3 (the encryption
+            # context is the object's ARN, or the bucket's with S3 Bucket Keys: S3 user guide "Encryption context").
+            asset_bucket_arn = f"arn:{stack.partition}:s3:::{asset.s3_bucket_name}"
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="DecryptCodeBundle",
+                    actions=["kms:Decrypt"],
+                    resources=[props.asset_kms_key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}",
+                            "kms:EncryptionContext:aws:s3:arn": [
+                                asset_bucket_arn, f"{asset_bucket_arn}/{asset.s3_object_key}",
+                            ],
+                        }
+                    },
+                )
+            )
         # Inputs are SSE-KMS; outputs are encrypted with OutputConfig.KmsKeyId and the volume with VolumeKmsKeyId.
         self.role.add_to_policy(
             iam.PolicyStatement(

@@ -87,6 +87,7 @@ class DataQualityStack(Stack):
                 max_runtime_seconds=settings.max_runtime_seconds,
                 processing_mode=settings.processing_mode,
                 max_rows_in_memory=settings.max_rows_in_memory,
+                asset_kms_key_arn=settings.asset_kms_key_arn,
             ),
         )
         self.trigger = ProcessingTrigger(

@@ -146,6 +146,8 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("max_rows_in_memory", "1.5", {}),
         ("sklearn_image_version", "9.9-9", {}),
         ("alert_email", "not-an-email", {}),
+        ("asset_kms_key_arn", "alias/cdk-assets", {}),
+        ("asset_kms_key_arn", "arn:aws:kms:eu-west-1:111122223333:alias/cdk-assets", {}),
         ("removal_policy", "delete", {}),
         ("noncurrent_version_expiration_days", 0, {}),
         ("log_retention_days", 31, {}),

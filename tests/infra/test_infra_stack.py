@@ -11,6 +11,7 @@ from infra_testlib import (
     DEFAULT_THRESHOLDS,
     ORDERS_PSI_ALARM,
     ORDERS_THRESHOLDS,
+    ROOT,
     Synth,
     as_list,
     only,
@@ -542,3 +543,64 @@ def test_outputs(synth: Synth) -> None:
     for name in ("DataBucketName", "AlertTopicArn", "TriggerQueueUrl", "TriggerDlqUrl", "DashboardName", "JobRoleArn"):
         assert name in outputs
     assert outputs["DataBucketName"]["Value"] == {"Ref": ids(synth)["bucket"]}
+
+
+# ---- the code bundle under a customer-managed bootstrap key (issue 11 item 11) ---------------------------------------
+
+KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def job_role_statements_with_context(tmp_path, **context: Any) -> dict[str | None, dict[str, Any]]:
+    """The job role's policy statements, by Sid, of a second synthesis with ``context`` (no cdk-nag)."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+    from infra_testlib import cdk_json_context, source_paths, write_configs
+
+    from infra.config import settings_from_context
+    from infra.stack import DataQualityStack
+
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), **context})
+    settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
+    stack = DataQualityStack(app, "AssetKeyTest", settings=settings, paths=source_paths(tmp_path))
+    return {s.get("Sid"): s for s in statements(Template.from_stack(stack).to_json(), "ProcessingJobRole")}
+
+
+def test_job_role_has_no_asset_key_grant_by_default(synth: Synth) -> None:
+    # The default bootstrap uses the AWS-managed S3 key; --bootstrap-customer-key's key policy lets the account's
+    # principals use the key through S3 (test below): no KMS grant on a key the stack does not know.
+    by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "ProcessingJobRole")}
+    assert "DecryptCodeBundle" not in by_sid
+
+
+def test_own_bootstrap_key_lets_the_job_decrypt_only_the_code_bundle_through_s3(tmp_path) -> None:
+    # GIVEN cdk bootstrap --bootstrap-kms-key-id <own key>, told to the stack as asset_kms_key_arn
+    by_sid = job_role_statements_with_context(tmp_path, asset_kms_key_arn=KEY_ARN)
+    # THEN the job role may kms:Decrypt with exactly that key, only through S3, only for the code bundle's object
+    # (or its bucket, the context S3 uses with S3 Bucket Keys)
+    grant = by_sid["DecryptCodeBundle"]
+    assert grant["Action"] == "kms:Decrypt" and grant["Resource"] == KEY_ARN and grant["Effect"] == "Allow"
+    equals = grant["Condition"]["StringEquals"]
+    assert equals["kms:ViaService"] == {"Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]}
+    bucket_ctx, object_ctx = (json.dumps(v) for v in equals["kms:EncryptionContext:aws:s3:arn"])
+    assert "cdk-hnb659fds-assets-" in bucket_ctx and object_ctx.rstrip('"]}').endswith(".zip")
+    assert object_ctx.startswith(bucket_ctx[:-3])  # the object ARN is under the bucket ARN
+
+
+def test_bootstrap_customer_key_policy_lets_account_principals_decrypt_through_s3() -> None:
+    # `cdk bootstrap --bootstrap-customer-key` creates the assets key with a key policy that allows any principal of
+    # the account to use it through S3 (kms:CallerAccount + kms:ViaService): the job role needs no grant of its own.
+    # This reads the CLI's own bootstrap template (node_modules), so a CLI upgrade that changes it fails here.
+    import yaml
+
+    template_path = next((ROOT / "node_modules" / "aws-cdk").rglob("bootstrap-template.yaml"))
+    loader = type("CfnLoader", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda _l, tag, node: {tag: _l.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else _l.construct_sequence(node)})
+    key = yaml.load(template_path.read_text(), Loader=loader)["Resources"]["FileAssetsBucketEncryptionKey"]
+    assert key["Condition"] == "CreateNewKey"
+    [account_via_s3] = [
+        s for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if s["Principal"] == {"AWS": "*"} and "kms:Decrypt" in s["Action"]
+    ]
+    assert account_via_s3["Effect"] == "Allow"
+    assert set(account_via_s3["Condition"]["StringEquals"]) == {"kms:CallerAccount", "kms:ViaService"}
+    assert account_via_s3["Condition"]["StringEquals"]["kms:CallerAccount"] == {"Ref": "AWS::AccountId"}
