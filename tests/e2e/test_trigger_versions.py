@@ -44,16 +44,15 @@ def test_quick_same_size_overwrites_each_process_their_own_bytes(cloud):
     # THEN three jobs, one per version, each Completed on exactly its version's bytes (before: all three processed
     # whatever was current when they started, the third version)
     assert len(new) == 3, [j["ProcessingJobName"] for j in new]
-    seen = {}
+    assert all(job["ProcessingJobStatus"] == "Completed" for job in new), [j.get("FailureReason") for j in new]
+    seen = {job["Environment"]["SOURCE_VERSION_ID"]: [i["sha256"] for i in _metrics(cloud, job)["inputs"]]
+            for job in new}
+    assert seen == {version: [digest] for version, digest in versions.items()}
     for job in new:
-        assert job["ProcessingJobStatus"] == "Completed", job.get("FailureReason")
-        env = job["Environment"]
-        assert env["SOURCE_URI"] == f"s3://{bucket}/{key}"  # the object the user dropped, not the staged copy
+        # the job's data input is its own staged copy; SOURCE_URI stays the object the user dropped
+        assert job["Environment"]["SOURCE_URI"] == f"s3://{bucket}/{key}"
         [data] = [i for i in job["ProcessingInputs"] if i["InputName"] == "data"]
         assert data["S3Input"]["S3Uri"] == f"s3://{bucket}/staging/versions/{job['ProcessingJobName']}/batch.csv"
-        [digest] = [i["sha256"] for i in _metrics(cloud, job)["inputs"]]
-        seen[env["SOURCE_VERSION_ID"]] = digest
-    assert seen == versions
     # and the input object is untouched: its current version is still the third upload
     current = cloud.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert current == bodies[-1]
