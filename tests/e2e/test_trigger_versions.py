@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC
 
 import pytest
 
@@ -75,9 +76,9 @@ def test_refused_key_reaches_the_alert_topic(cloud):
     assert (body["bucket"], body["key"], body["version_id"]) == (bucket, "input/Bad_DS/x.csv", put["VersionId"])
     assert body["reason_code"] == "InvalidDataset" and "Bad_DS" in body["reason"]
     # and the KeyRefused metric (by reason) was published in the stack's namespace
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     points = cloud.cloudwatch.get_metric_statistics(
         Namespace="DataQualityPipeline", MetricName="KeyRefused",
         Dimensions=[{"Name": "Reason", "Value": "InvalidDataset"}],

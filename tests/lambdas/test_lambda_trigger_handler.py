@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from urllib.parse import quote_plus
 
 import pytest
 from botocore.stub import Stubber
-
-from lambda_helpers import ENV, EVENT_ETAG, EVENT_SIZE, QUEUE_URL, client, load_handler, s3_event_body, sqs_record
+from lambda_helpers import (
+    ENV,
+    EVENT_ETAG,
+    EVENT_SIZE,
+    QUEUE_URL,
+    client,
+    load_handler,
+    s3_event_body,
+    sqs_record,
+)
 
 trigger = load_handler("trigger")
 SETTINGS = trigger.Settings.from_env(ENV)
@@ -75,7 +84,8 @@ def copied(s3: Stubber, key: str, version_id: str = "v1") -> None:
     s3.add_response("copy_object", {"CopySourceVersionId": version_id, "VersionId": "staged-v",
                                     "CopyObjectResult": {"ETag": '"e"'}},
                     {"Bucket": BUCKET, "Key": staged_key(key, version_id),
-                     "CopySource": {"Bucket": BUCKET, "Key": key, "VersionId": version_id}})
+                     "CopySource": {"Bucket": BUCKET, "Key": key, "VersionId": version_id},
+                     "TaggingDirective": "REPLACE"})
 
 
 def ready(s3: Stubber, key: str, dataset: str | None = None) -> None:
@@ -556,7 +566,7 @@ def test_copy_reporting_another_source_version_is_refused(stubs, s3, lambda_cont
     no_baseline(s3)
     s3.add_response("copy_object", {"CopySourceVersionId": "v2", "CopyObjectResult": {"ETag": '"e"'}},
                     {"Bucket": BUCKET, "Key": staged_key(key),
-                     "CopySource": {"Bucket": BUCKET, "Key": key, "VersionId": "v1"}})
+                     "CopySource": {"Bucket": BUCKET, "Key": key, "VersionId": "v1"}, "TaggingDirective": "REPLACE"})
     expect_told(stubs, "VersionMismatch")
     # WHEN / THEN no job is started on the wrong bytes, and it is told
     assert trigger.handler({"Records": [sqs_record(s3_event_body(key))]}, lambda_context) == {"batchItemFailures": []}
@@ -574,7 +584,7 @@ def test_unversioned_event_heads_and_copies_the_current_object_pinned_by_etag(st
     no_baseline(s3)
     s3.add_response("copy_object", {"CopyObjectResult": {"ETag": '"e"'}},
                     {"Bucket": BUCKET, "Key": staged_key(key, ""), "CopySource": {"Bucket": BUCKET, "Key": key},
-                     "CopySourceIfMatch": f'"{EVENT_ETAG}"'})
+                     "CopySourceIfMatch": f'"{EVENT_ETAG}"', "TaggingDirective": "REPLACE"})
     sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + "x"}, request_for(key, ""))
     assert trigger.handler({"Records": [sqs_record(s3_event_body(key, version_id="null"))]}, lambda_context) == {
         "batchItemFailures": []}
@@ -631,7 +641,7 @@ def test_large_object_is_staged_by_multipart_copy_with_exact_ranges(stubs, s3, l
     assert trigger.handler({"Records": [sqs_record(body)]}, lambda_context) == {"batchItemFailures": []}
     # THEN the ranges cover every byte exactly once, in order, and the job verifies the full size
     assert expected_ranges[0][0] == 0 and expected_ranges[-1][1] == size - 1
-    assert all(b[0] == a[1] + 1 for a, b in zip(expected_ranges, expected_ranges[1:]))
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(expected_ranges))
     assert request["Environment"]["SOURCE_SIZE"] == str(size)
     assert decision_log.records[-1]["staged_by"] == f"multipart-copy ({n_parts} parts)"
 

@@ -88,6 +88,11 @@ def test_settings_parse_all_variables() -> None:
          "environment variable PROCESSING_MAX_ROWS_IN_MEMORY='1.5' is not an integer"),
         ("PROCESSING_MAX_ROWS_IN_MEMORY", "5e6", "PROCESSING_MAX_ROWS_IN_MEMORY='5e6' is not an integer"),
         ("PROCESSING_MAX_ROWS_IN_MEMORY", "lots", "PROCESSING_MAX_ROWS_IN_MEMORY='lots' is not an integer"),
+        ("STAGING_PREFIX", "input/staging/", "STAGING_PREFIX='input/staging/' and INPUT_PREFIX='input/' overlap"),
+        ("STAGING_PREFIX", "output/", "STAGING_PREFIX='output/' and OUTPUT_PREFIX='output/' overlap"),
+        ("STAGING_PREFIX", "staging", "STAGING_PREFIX"),
+        ("ALERT_TOPIC_ARN", "alerts", "ALERT_TOPIC_ARN='alerts' is not an SNS topic ARN"),
+        ("METRICS_NAMESPACE", "AWS/Lambda", "METRICS_NAMESPACE"),
     ],
 )
 def test_settings_errors_name_the_variable(name: str, value: str | None, message: str) -> None:

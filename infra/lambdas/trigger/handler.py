@@ -923,7 +923,10 @@ def stage_source(s3: S3Client, source: SourceObject, bucket: str, key: str, *, w
                 REASON_VERSION_MISMATCH)
 
     if source.size <= MULTIPART_COPY_THRESHOLD:
-        response = s3.copy_object(Bucket=bucket, Key=key, CopySource=copy_source, **condition)  # type: ignore[arg-type]
+        # TaggingDirective REPLACE (no tags): the copy needs no s3:GetObjectTagging/PutObjectTagging, and it carries
+        # no tags, like a multipart copy (UploadPartCopy copies bytes only). Metadata (Content-Type, ...) is copied.
+        response = s3.copy_object(Bucket=bucket, Key=key, CopySource=copy_source, TaggingDirective="REPLACE",
+                                  **condition)
         check(response.get("CopySourceVersionId"))
         return "copy-object"
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
@@ -931,7 +934,7 @@ def stage_source(s3: S3Client, source: SourceObject, bucket: str, key: str, *, w
 
     def copy_part(number: int) -> dict[str, Any]:
         response = s3.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                       CopySource=copy_source, CopySourceRange=ranges[number - 1],  # type: ignore[arg-type]
+                                       CopySource=copy_source, CopySourceRange=ranges[number - 1],
                                        **condition)
         check(response.get("CopySourceVersionId"))
         return {"ETag": response["CopyPartResult"]["ETag"], "PartNumber": number}
@@ -960,7 +963,7 @@ def tell_refusal(clients: Clients, settings: Settings, *, bucket: str, key: str,
     Raises:
         ClientError / BotoCoreError: either call failed: the caller retries the record, so nothing is lost.
     """
-    clients.cloudwatch.put_metric_data(Namespace=settings.metrics_namespace, MetricData=refusal_metric_data(reason_code))  # type: ignore[arg-type]
+    clients.cloudwatch.put_metric_data(Namespace=settings.metrics_namespace, MetricData=refusal_metric_data(reason_code))
     if settings.alert_topic_arn:
         clients.sns.publish(TopicArn=settings.alert_topic_arn,
                             **refusal_notification(bucket, key, version_id, reason_code, reason, event_key=event_key,
