@@ -665,3 +665,27 @@ def test_copy_part_size_keeps_within_10000_parts() -> None:
     five_tb = 5 * 1024**4
     size = trigger.copy_part_size(five_tb)
     assert -(-five_tb // size) <= 10_000 and size % 1024**2 == 0 and size <= 5 * 1024**3
+
+
+def test_parallel_multipart_copy_in_moto_copies_exactly_the_old_version(monkeypatch) -> None:
+    # GIVEN (moto, in process) a 12 MiB version v1, then a newer version of the same key, and a copy threshold and
+    # part size made small so the parallel multipart path runs: 3 parts, 8 workers
+    from moto import mock_aws
+
+    monkeypatch.setattr(trigger, "MULTIPART_COPY_THRESHOLD", 1024)
+    monkeypatch.setattr(trigger, "COPY_PART_SIZE", 5 * 1024**2)
+    with mock_aws():
+        s3 = client("s3")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        old = bytes(range(256)) * (12 * 4096)
+        v1 = s3.put_object(Bucket=BUCKET, Key="input/sales/big.csv", Body=old)["VersionId"]
+        s3.put_object(Bucket=BUCKET, Key="input/sales/big.csv", Body=b"newer")
+        obj = trigger.ObjectRef(BUCKET, "input/sales/big.csv", v1, len(old))
+        source = trigger.resolve_source(s3, obj, SETTINGS)
+        # WHEN staged
+        how = trigger.stage_source(s3, source, BUCKET, "staging/sales/job/big.csv")
+        # THEN the staged object is byte for byte the old version
+        staged = s3.get_object(Bucket=BUCKET, Key="staging/sales/job/big.csv")["Body"].read()
+    assert how == "multipart-copy (3 parts)"
+    assert staged == old
