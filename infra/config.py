@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "output_prefix": "output/",
     "baseline_prefix": "baselines/",
     "quarantine_prefix": "quarantine/",
+    "staging_prefix": "staging/",
+    "staging_expiration_days": 7,  # days
     "job_prefix": "dq",
     "instance_type": "ml.t3.medium",
     "instance_count": 1,
@@ -108,6 +110,8 @@ class Settings:
     output_prefix: str = "output/"
     baseline_prefix: str = "baselines/"
     quarantine_prefix: str = "quarantine/"
+    staging_prefix: str = "staging/"  # each job's copy of its object version (design.md Contract 1)
+    staging_expiration_days: int = 7  # days: staged copies expire (lifecycle rule on the staging prefix)
     job_prefix: str = "dq"
     instance_type: str = "ml.t3.medium"
     instance_count: int = 1
@@ -291,6 +295,18 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
                 f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs (recursion)",
             )
 
+    # The staging prefix is written by the trigger and read by the jobs: under the input prefix a copy would start a
+    # job of its own; overlapping an output/baseline/quarantine prefix would mix copies with results (and the
+    # lifecycle rule that expires copies would expire those too).
+    staging_prefix = _as_prefix("staging_prefix", value("staging_prefix"))
+    for key, prefix in {"input_prefix": input_prefix, **written}.items():
+        if staging_prefix.startswith(prefix) or prefix.startswith(staging_prefix):
+            raise SettingsError(
+                "staging_prefix",
+                f"{staging_prefix!r} overlaps {key} {prefix!r}: staged copies must live under a prefix of their own",
+            )
+    staging_expiration_days = _as_int("staging_expiration_days", value("staging_expiration_days"), 1, 365)
+
     job_prefix = value("job_prefix")
     if not isinstance(job_prefix, str) or not _JOB_PREFIX_RE.fullmatch(job_prefix):
         raise SettingsError("job_prefix", f"must match [a-z0-9]{{1,10}}, got {job_prefix!r}")
@@ -370,6 +386,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         output_prefix=output_prefix,
         baseline_prefix=written["baseline_prefix"],
         quarantine_prefix=written["quarantine_prefix"],
+        staging_prefix=staging_prefix,
+        staging_expiration_days=staging_expiration_days,
         job_prefix=job_prefix,
         instance_type=instance_type,
         instance_count=_instance_count(value("instance_count")),

@@ -126,6 +126,13 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("baseline_prefix", "input/baselines/", {}),
         ("baseline_prefix", "baselines", {}),
         ("quarantine_prefix", "in/", {"input_prefix": "in/q/", "output_prefix": "out/"}),
+        ("staging_prefix", "input/staging/", {}),  # a copy under the input prefix would start a job of its own
+        ("staging_prefix", "output/", {}),
+        ("staging_prefix", "baselines/staged/", {}),
+        ("staging_prefix", "quarantine/", {}),
+        ("staging_prefix", "staging", {}),
+        ("staging_expiration_days", 0, {}),
+        ("staging_expiration_days", 366, {}),
         ("job_prefix", "DQ", {}),
         ("job_prefix", "abcdefghijk", {}),
         ("job_prefix", "dq-x", {}),
