@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy
 import pandas
 import pyarrow
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = "id,name,age,salary,profile,department\n1,Ann,30,50000,\"{\"\"address\"\": \"\"x\"\"}\",HR\n2,Bob,,,,\n"
@@ -105,9 +106,31 @@ def test_failure_writes_error_json_and_message_without_traceback(tmp_path: Path)
     report = json.loads((tmp_path / "o" / "quality" / "error.json").read_text())
     assert report["error_type"] == "MissingColumnsError" and report["input"] == str(bad)
     assert "age, salary, profile, department" in report["message"]
-    message = (opt_ml / "output" / "message").read_text().splitlines()[0]
+    # the message SageMaker reports as ExitMessage: exactly one line, the error class and its message; no JSON
+    # report, no container paths (those stay in error.json)
+    message = (opt_ml / "output" / "message").read_text()
+    assert message == f"MissingColumnsError: {report['message']}\n"
     assert message.startswith("MissingColumnsError: bad.csv: missing required column(s): age")
+    assert "{" not in message and str(tmp_path) not in message
     assert not (tmp_path / "o" / "quality" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (ValueError("first line\nsecond line with /opt/ml/processing/input/data/x.csv"), "ValueError: first line"),
+    (KeyError(), "KeyError"),
+    (RuntimeError("\n\n  tab\there \x00 ctl"), "RuntimeError: tab here ctl"),
+])
+def test_exit_message_is_the_error_class_and_one_line(exc: BaseException, expected: str) -> None:
+    from processing.cli import exit_message
+
+    assert exit_message(exc) == expected
+
+
+def test_exit_message_fits_the_first_kilobyte() -> None:
+    from processing.cli import EXIT_MESSAGE_BYTES, exit_message
+
+    text = exit_message(ValueError("é" * 2000))
+    assert len(text.encode("utf-8")) <= EXIT_MESSAGE_BYTES <= 1024 and text.endswith("...")
 
 
 def test_replaced_source_fails_with_source_changed_error(tmp_path: Path) -> None:
