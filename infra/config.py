@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "processing_mode": "auto",
     "max_rows_in_memory": None,  # rows; None (or "") = the job derives it from the instance's memory
     "sklearn_image_version": "1.4-2-py312",
+    "sklearn_image_uri": None,  # None (or "") = resolve the tag of sklearn_image_version; else a digest-pinned URI
     "alert_email": None,
     "removal_policy": "retain",
     "noncurrent_version_expiration_days": 30,  # days
@@ -69,6 +70,11 @@ LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 54
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
 _JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
 _DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+#: A scikit-learn image pinned by digest (docs/infra.md "Pinning the job image"): registry account, region, the
+#: ``sagemaker-scikit-learn`` repository, ``@sha256:`` and 64 lower-case hex digits. A tag is refused: tags are rebuilt.
+IMAGE_DIGEST_URI_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
+    r"/(?P<repository>sagemaker-scikit-learn)@sha256:(?P<digest>[0-9a-f]{64})$")
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
@@ -113,6 +119,7 @@ class Settings:
     processing_mode: str = "auto"  # the job's PROCESSING_MODE: auto, memory or streaming
     max_rows_in_memory: int | None = None  # the job's PROCESSING_MAX_ROWS_IN_MEMORY; None = derived from its memory
     sklearn_image_version: str = "1.4-2-py312"
+    sklearn_image_uri: str | None = None  # digest-pinned image URI; None = the tag of sklearn_image_version
     alert_email: str | None = None
     removal_policy: str = "retain"
     noncurrent_version_expiration_days: int = 30  # days
@@ -319,6 +326,23 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     if image_version not in versions:
         raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
 
+    image_uri = value("sklearn_image_uri")
+    if image_uri in ("", None):
+        image_uri = None
+    elif not isinstance(image_uri, str) or not IMAGE_DIGEST_URI_RE.fullmatch(image_uri.strip()):
+        raise SettingsError(
+            "sklearn_image_uri",
+            f"must be a scikit-learn image pinned by digest, "
+            f"<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got {image_uri!r} "
+            "(a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
+    else:
+        image_uri = image_uri.strip()
+        china = IMAGE_DIGEST_URI_RE.fullmatch(image_uri).group("region").startswith("cn-")
+        if china != image_uri.split("/", 1)[0].endswith(".amazonaws.com.cn"):
+            raise SettingsError(
+                "sklearn_image_uri", f"{image_uri!r}: China regions (cn-*) use the domain amazonaws.com.cn, the "
+                "other regions amazonaws.com")
+
     alert_email = value("alert_email")
     if alert_email in ("", None):
         alert_email = None
@@ -365,6 +389,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         processing_mode=processing_mode,
         max_rows_in_memory=max_rows_in_memory,
         sklearn_image_version=image_version,
+        sklearn_image_uri=image_uri,
         alert_email=alert_email,
         removal_policy=removal_policy,
         noncurrent_version_expiration_days=_as_int(

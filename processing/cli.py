@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     from processing import pipeline  # imported after logging is set up: pandas import takes a moment
 
     log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))
+    for drift in pipeline.library_drift():
+        log.warning("library drift: %s %s is loaded, processing/requirements.txt pins %s; the image's libraries "
+                    "changed (a rebuilt tag?): pin the image by digest (docs/infra.md) or update the pins",
+                    drift["library"], drift["loaded"], drift["expected"])
     try:
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])

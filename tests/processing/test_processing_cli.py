@@ -205,3 +205,58 @@ def test_sample_generator_cli_is_deterministic(tmp_path: Path) -> None:
                         str(tmp_path / name)], check=True, env=_env(tmp_path), timeout=60)
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 501
+
+
+# --- issue 11 item 10: the job warns when the image's libraries differ from processing/requirements.txt ---------
+
+
+def test_library_drift_compares_loaded_versions_with_the_pins() -> None:
+    from processing.pipeline import library_drift, parse_pins
+
+    pins = parse_pins("# comment\npandas==2.3.2\nnumpy == 2.1.0  # the image's\npyarrow==17.0.0\nscipy>=1\n")
+    assert pins == {"pandas": "2.3.2", "numpy": "2.1.0", "pyarrow": "17.0.0"}
+    loaded = {"python": "3.12.3", "pandas": "2.3.2", "numpy": "2.1.0", "pyarrow": "17.0.0"}
+    assert library_drift(loaded, pins) == []
+    assert library_drift({**loaded, "pyarrow": "23.0.1"}, pins) == [
+        {"library": "pyarrow", "expected": "17.0.0", "loaded": "23.0.1"}]
+    assert library_drift({k: v for k, v in loaded.items() if k != "numpy"}, pins) == [
+        {"library": "numpy", "expected": "2.1.0", "loaded": "not loaded"}]
+    assert library_drift(loaded, {}) == []
+
+
+def test_metrics_json_records_no_drift_against_the_repository_pins(tmp_path: Path) -> None:
+    opt_ml = _layout(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "processing"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(opt_ml, DATASET="default"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
+    assert metrics["library_drift"] == [] and "library drift" not in proc.stderr
+
+
+def test_bundled_job_with_other_pins_warns_and_records_the_drift(tmp_path: Path) -> None:
+    # GIVEN the job's code bundle (as deployed: the zip) whose requirements.txt pins a pandas the image lacks
+    from infra.code_bundle import build_bundle_dir
+
+    source = tmp_path / "src" / "processing"
+    import shutil
+    shutil.copytree(ROOT / "processing", source, ignore=shutil.ignore_patterns("__pycache__"))
+    pins = (source / "requirements.txt").read_text().replace(f"pandas=={pandas.__version__}", "pandas==0.0.1")
+    (source / "requirements.txt").write_text(pins)
+    build_bundle_dir(source, tmp_path / "bundle")
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "bundle").rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(tmp_path / "bundle").as_posix())
+    opt_ml = _layout(tmp_path)
+    env = _env(opt_ml, DATASET="default")
+    env.pop("PYTHONPATH")
+    # WHEN it runs
+    proc = subprocess.run([sys.executable, str(archive)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=60)
+    # THEN a warning names the library, and metrics.json records it
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(rf"WARNING processing: library drift: pandas {re.escape(pandas.__version__)} is loaded, "
+                     r"processing/requirements.txt pins 0\.0\.1", proc.stderr), proc.stderr
+    metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
+    assert metrics["library_drift"] == [{"library": "pandas", "expected": "0.0.1", "loaded": pandas.__version__}]
