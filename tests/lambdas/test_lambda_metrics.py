@@ -731,7 +731,7 @@ def test_partly_unavailable_metrics_also_withhold_the_marker(promoting, lambda_c
 # --- issue 11 item 9: late deliveries are stamped inside the alarms' evaluation window ---------------------------
 
 
-def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, lambda_context) -> None:
+def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, lambda_context, monkeypatch) -> None:
     from infra.quality_alarms import DATASET_ALARMS
 
     # GIVEN the real clock, and an event redelivered 5 hours after the job ended (async retries, a DLQ redrive)
@@ -744,8 +744,7 @@ def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, 
     expect_metrics_json(s3, json.dumps({"summary": {**SUMMARY, "rejected_rate": 0.9}}).encode())
     cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": ANY})
     # WHEN handled with the handler's own clock
-    import lambda_metrics_handler as module  # the module the fixture patched
-    module.now = lambda: datetime.now(timezone.utc)
+    monkeypatch.setattr(metrics, "now", lambda: datetime.now(timezone.utc))
     before = datetime.now(timezone.utc)
     metrics.handler(state_change(ProcessingEndTime=end_ms), lambda_context)
     after = datetime.now(timezone.utc)
