@@ -151,6 +151,13 @@ def acknowledgements(
             f"Job names are derived per uploaded object version; CreateProcessingJob and AddTags are limited to jobs "
             f"named '{job_prefix}-*' in this account and region (iam:PassRole separately limited to the job role).",
         ),
+        Ack(
+            "Metrics/Role",
+            f"{_IAM5}[Resource::arn:{partition}:sagemaker:{region}:{account}:processing-job/{job_prefix}-*]",
+            f"The metrics Lambda reads the finished job's Environment and ExitMessage with DescribeProcessingJob (the "
+            f"state-change event lacks them); read only, limited to jobs named '{job_prefix}-*' in this account and "
+            f"region.",
+        ),
     )
 
 

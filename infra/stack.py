@@ -68,7 +68,8 @@ class DataQualityStack(Stack):
             "ProcessingCode",
             props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir),
         )
-        self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version)
+        self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version,
+                                  pinned_uri=settings.sklearn_image_uri)
         self.job = ProcessingJob(
             self,
             "ProcessingJob",

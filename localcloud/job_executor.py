@@ -427,9 +427,17 @@ def job_detail(request: dict, result: JobResult, *, region: str, account: str) -
     return detail
 
 
+#: DescribeProcessingJob fields the documented "SageMaker Processing Job State Change" sample does not carry
+#: (automating-sagemaker-with-eventbridge.html: no Environment, no ExitMessage, no Tags). The emulated event leaves
+#: them out, so consumers read them with DescribeProcessingJob as they must in AWS (FACTS.md §10).
+EVENT_OMITS = ("Environment", "ExitMessage", "Tags")
+
+
 def state_change_event(request: dict, result: JobResult, *, region: str, account: str) -> dict[str, Any]:
-    """The EventBridge event SageMaker emits for this job's state change (FACTS.md §4)."""
-    detail = job_detail(request, result, region=region, account=account)
+    """The EventBridge event SageMaker emits for this job's state change (FACTS.md §4), shaped like the documented
+    sample: the description without :data:`EVENT_OMITS`."""
+    detail = {k: v for k, v in job_detail(request, result, region=region, account=account).items()
+              if k not in EVENT_OMITS}
     return {
         "version": "0",
         "id": str(uuid.uuid4()),

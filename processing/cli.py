@@ -17,6 +17,7 @@ from processing import io
 from processing.errors import ProcessingError
 
 log = logging.getLogger("processing")
+EXIT_MESSAGE_BYTES = 1000  # SageMaker keeps the first 1 KB (1024 bytes) of /opt/ml/output/message as ExitMessage
 
 
 class SourceChangedError(ProcessingError):
@@ -99,7 +100,7 @@ def sagemaker_context() -> dict[str, Any]:
 
 
 def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str) -> None:
-    """Write quality/error.json and, when the OPT_ML_ROOT folder exists, $OPT_ML_ROOT/output/message."""
+    """Write quality/error.json and, when the OPT_ML_ROOT folder exists, $OPT_ML_ROOT/output/message (one line)."""
     report = {
         "status": "failed",
         "error_type": type(exc).__name__,
@@ -118,11 +119,26 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
     if root.is_dir():
         try:
             (root / "output").mkdir(parents=True, exist_ok=True)
-            first_line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-            (root / "output" / "message").write_text(
-                first_line[:1000] + "\n" + json.dumps(report, sort_keys=True)[:2000] + "\n", encoding="utf-8")
+            (root / "output" / "message").write_text(exit_message(exc) + "\n", encoding="utf-8")
         except OSError as err:
             log.error("could not write %s/output/message: %s", root, err)
+
+
+def exit_message(exc: BaseException) -> str:
+    """``ErrorClass: first line of the message``: what SageMaker reports as the job's ExitMessage.
+
+    SageMaker keeps the first 1 KB of ``/opt/ml/output/message`` as ``ExitMessage`` (DescribeProcessingJob), and the
+    metrics Lambda puts it into the failure notification. One line a person can act on: the error class and the
+    first line of its message, whitespace collapsed, printable characters only, at most :data:`EXIT_MESSAGE_BYTES`
+    bytes of UTF-8. The full report (input, dataset, code version, time) stays in ``quality/error.json``.
+    """
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    encoded = text.encode("utf-8")
+    if len(encoded) > EXIT_MESSAGE_BYTES:
+        text = encoded[: EXIT_MESSAGE_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     from processing import pipeline  # imported after logging is set up: pandas import takes a moment
 
     log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))
+    for drift in pipeline.library_drift():
+        log.warning("library drift: %s %s is loaded, processing/requirements.txt pins %s; the image's libraries "
+                    "changed (a rebuilt tag?): pin the image by digest (docs/infra.md) or update the pins",
+                    drift["library"], drift["loaded"], drift["expected"])
     try:
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])

@@ -140,6 +140,11 @@ def test_failing_file_gives_failed_metric_alarm_sns_and_keeps_input(cloud):
     [failed] = [b for b in bodies if b.get("event") == "job-failed" and b.get("job_name") == job_name]
     assert failed["input"] == f"s3://{bucket}/{key}" and failed["input_version_id"] == put["VersionId"]
     assert failed["dataset"] == "default" and failed["failure_reason"] == new[0]["FailureReason"]
+    # the container's message (ExitMessage: "ErrorClass: one line"), read with DescribeProcessingJob because the
+    # state-change event, like AWS's sample, carries neither ExitMessage nor Environment (issue 11 item 4)
+    assert failed["exit_message"] == new[0]["ExitMessage"]
+    assert failed["exit_message"].startswith("MissingColumnsError: ") and "{" not in failed["exit_message"]
+    assert failed["input_from"] == "describe-environment"
     assert [b for b in bodies if b.get("event") == "job-failed"] == [failed]
     assert all(b.get("event") != "batch-quarantined" for b in bodies)
     assert any(b.get("AlarmName") == alarm["AlarmName"] and b.get("NewStateValue") == "ALARM" for b in bodies)

@@ -686,3 +686,14 @@ def test_bootstrap_customer_key_policy_lets_account_principals_decrypt_through_s
     assert account_via_s3["Effect"] == "Allow"
     assert set(account_via_s3["Condition"]["StringEquals"]) == {"kms:CallerAccount", "kms:ViaService"}
     assert account_via_s3["Condition"]["StringEquals"]["kms:CallerAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_metrics_role_describes_only_this_stacks_jobs(synth: Synth) -> None:
+    # issue 11 item 4: the state-change event lacks Environment and ExitMessage; DescribeProcessingJob has them
+    all_statements = statements(synth.template_json, "MetricsRole")
+    by_sid = {s.get("Sid"): s for s in all_statements}
+    describe = by_sid["DescribeFinishedJobs"]
+    assert describe["Action"] == "sagemaker:DescribeProcessingJob"
+    assert describe["Resource"]["Fn::Join"][1][-1] == ":processing-job/dq-*"
+    sagemaker = [a for s in all_statements for a in as_list(s["Action"]) if a.startswith("sagemaker:")]
+    assert sagemaker == ["sagemaker:DescribeProcessingJob"]

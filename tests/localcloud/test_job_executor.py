@@ -216,12 +216,14 @@ def test_state_change_event_shape(s3, script_request, tmp_path):
     assert d["ProcessingJobName"] == JOB and d["ProcessingJobArn"] == arn
     assert d["ProcessingJobStatus"] == "Failed"
     assert d["FailureReason"] == "AlgorithmError: See job logs for more information"
-    assert d["ExitMessage"].startswith("ValueError")
+    assert res.exit_message.startswith("ValueError")
     for k in ("ProcessingStartTime", "ProcessingEndTime", "CreationTime", "LastModifiedTime"):
         assert isinstance(d[k], int) and d[k] > 1_600_000_000_000
     for k in ("ProcessingInputs", "ProcessingOutputConfig", "ProcessingResources", "StoppingCondition",
-              "AppSpecification", "Environment", "NetworkConfig", "RoleArn"):
+              "AppSpecification", "NetworkConfig", "RoleArn"):
         assert d[k] == req[k]
+    # like AWS's documented sample: no Environment, ExitMessage or Tags (DescribeProcessingJob has them)
+    assert not {"Environment", "ExitMessage", "Tags"} & set(d)
     json.dumps(ev)  # serialisable as sent to EventBridge
     ok = run_job(script_request(), s3=s3, workdir=tmp_path)
     d2 = state_change_event(req, ok, region="us-east-1", account="123456789012")["detail"]
