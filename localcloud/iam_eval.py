@@ -218,14 +218,17 @@ def authorize_delivery(*, account: str, region: str, service: str, action: str, 
     `source_arn`? Evaluates the destination's resource policy and, if it is encrypted, its KMS key policy.
 
     Request context (what our templates condition on): ``aws:SourceArn``, ``aws:SourceAccount``,
-    ``aws:SourceOwner`` (SNS's older name for the source account), ``aws:SecureTransport`` = true (services call
+    ``aws:SourceOwner`` (SNS's older name for the source account; CloudWatch only), ``aws:SecureTransport`` = true (services call
     over TLS); for the key also ``kms:ViaService`` = ``<destination service>.<region>.amazonaws.com`` and the
     destination's encryption context key. Which keys AWS puts in the KMS request made while delivering for a
     service is not documented in full: this is our reading, written down in localcloud/README.md.
     """
     source_account = source_account or source_arn.split(":")[4]
-    context = {"aws:SourceArn": source_arn, "aws:SourceAccount": source_account, "aws:SourceOwner": source_account,
-               "aws:SecureTransport": True}
+    context = {"aws:SourceArn": source_arn, "aws:SourceAccount": source_account, "aws:SecureTransport": True}
+    if service == "cloudwatch.amazonaws.com":
+        # SNS's default topic policy (Principal AWS "*", condition AWS:SourceOwner = the account) lets the account's
+        # alarms publish; EventBridge needs its own statement (EventBridge User Guide, "Amazon SNS permissions")
+        context["aws:SourceOwner"] = source_account
     principal = {"Service": service}
     decision = evaluate([resource_policy], Request(principal, action, resource_arn, context))
     if not decision.allowed:
