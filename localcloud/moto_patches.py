@@ -334,9 +334,15 @@ def _cfn_models():
 
             backend = sns_backends[account_id][region_name]
             for arn in props.get("Topics", []):
-                if remove:
-                    continue  # moto has no "default policy"; leave it
-                backend.set_topic_attribute(arn, "Policy", json.dumps(props["PolicyDocument"]))
+                topic = backend.topics.get(arn)
+                if topic is None:
+                    if remove:
+                        continue
+                    raise ValueError(f"AWS::SNS::TopicPolicy: topic {arn} does not exist")
+                # the ``policy`` property (moto's set_topic_attribute would set an unused ``Policy`` attribute);
+                # removing the resource gives the topic SNS's default policy back
+                topic.policy = (json.dumps(topic._create_default_topic_policy(region_name, account_id, topic.name))
+                                if remove else json.dumps(props["PolicyDocument"]))
 
     class CfnSqsQueuePolicy(_PolicyModel, CloudFormationModel):
         @staticmethod

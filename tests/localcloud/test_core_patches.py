@@ -120,7 +120,11 @@ def test_resource_policies_applied(aws):
     # the conditional TLS-only Deny must not deny plain-HTTP emulator calls
     aws("s3").put_object(Bucket="bucket-one", Key="k", Body=b"x")
     assert "Policy" in aws("sqs").get_queue_attributes(QueueUrl=q, AttributeNames=["Policy"])["Attributes"]
-    assert "Policy" in aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]
+    # the deployed document itself, not moto's default policy (which the topic always has)
+    assert json.loads(aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]) == doc
+    aws("cloudformation").delete_stack(StackName="t")
+    default = json.loads(aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])
+    assert default["Id"] == "__default_policy_ID"
 
 
 def test_bucket_versioning_and_eventbridge_from_template(aws):
