@@ -188,8 +188,9 @@ class QualityAlarms(Construct):
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account},
-                            "ArnLike": {"aws:SourceArn": alarm_arns}},
+                # aws:SourceAccount only: which source keys the KMS request SNS makes for CloudWatch carries is not
+                # documented in full, and a condition on an absent key would silently drop every alarm action
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
             )
         )
         self.topic = sns.Topic(
@@ -284,8 +285,8 @@ class QualityAlarms(Construct):
                 },
             ),
         )
-        # Not aws_events_targets.SnsTopic: it adds topic and key statements for events.amazonaws.com without
-        # conditions; these two are scoped to this rule (aws:SourceArn) and this account.
+        # Not aws_events_targets.SnsTopic: its topic policy statement for events.amazonaws.com has no conditions;
+        # ours is scoped to this rule (aws:SourceArn) and this account.
         self.recovery_rule.add_target(_TopicTarget(self.topic))
         self.topic.add_to_resource_policy(
             iam.PolicyStatement(
@@ -297,14 +298,17 @@ class QualityAlarms(Construct):
                             "ArnEquals": {"aws:SourceArn": recovery_rule_arn}},
             )
         )
+        # The key statement has no aws:SourceArn / aws:SourceAccount condition: whether the KMS request of an
+        # EventBridge delivery carries them is not documented (an AWS project's docs say it does not, and a
+        # condition on an absent key would drop every recovery message; SNS's "Enable compatibility between event
+        # sources from AWS services and encrypted topics" example has none). The key encrypts this topic only, and
+        # the topic policy above scopes publishing to the recovery rule, so nothing depends on the answer.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                sid="AllowRecoveryRuleToPublish",
+                sid="AllowEventBridgeToUseTheTopicKey",
                 principals=[iam.ServicePrincipal("events.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account},
-                            "ArnEquals": {"aws:SourceArn": recovery_rule_arn}},
             )
         )
 

@@ -115,11 +115,11 @@ def test_the_topic_key_policy_must_let_cloudwatch_use_the_key(aws, key_allows, d
         assert "kms:GenerateDataKey" in data["error"]
 
 
-def _queue_with_key(aws, key_allows_events: bool):
+def _queue_with_key(aws, key_allows_events: bool, key_condition: dict | None = None):
     rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/r"
     events_stmt = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
-                   "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}
+                   **({"Condition": key_condition} if key_condition else {})}
     key = aws("kms").create_key(Policy=json.dumps({"Version": "2012-10-17", "Statement": [_root()] + (
         [events_stmt] if key_allows_events else [])}))["KeyMetadata"]["Arn"]
     sqs = aws("sqs")
