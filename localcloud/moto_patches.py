@@ -1094,7 +1094,8 @@ def alarm_state_change_event(desc: dict, previous: dict, alarm) -> dict:
     return {
         "version": "0", "id": str(uuid.uuid4()), "detail-type": "CloudWatch Alarm State Change",
         "source": "aws.cloudwatch", "account": alarm.alarm_arn.split(":")[4],
-        "time": alarm.state_updated_timestamp.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "time": _event_time(alarm.state_updated_timestamp if alarm.state_updated_timestamp.tzinfo
+                            else alarm.state_updated_timestamp.replace(tzinfo=timezone.utc)),
         "region": alarm.region_name, "resources": [alarm.alarm_arn],
         "detail": {
             "alarmName": alarm.name,

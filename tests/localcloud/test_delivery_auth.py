@@ -4,6 +4,7 @@ resource policy and its KMS key policy; refusals are dropped and recorded where 
 from __future__ import annotations
 
 import json
+import re
 
 import boto3
 import pytest
@@ -175,6 +176,9 @@ def test_alarm_state_changes_reach_eventbridge_in_the_documented_shape(aws):
     assert alarm_msg["NewStateValue"] == "ALARM"
     assert (event["source"], event["detail-type"]) == ("aws.cloudwatch", "CloudWatch Alarm State Change")
     assert event["resources"] == [f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:Stack_A"]
+    assert (event["account"], event["region"]) == (ACCOUNT_ID, REGION)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", event["detail"]["state"]["timestamp"])
     d = event["detail"]
     assert d["alarmName"] == "Stack_A"
     assert (d["previousState"]["value"], d["state"]["value"], d["state"]["reason"]) == ("ALARM", "OK", "recovered")
