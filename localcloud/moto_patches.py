@@ -20,7 +20,7 @@ session as a LocalCloud).
 | S3 -> EventBridge events: wrong shape (time, etag, fixed sequencer) | :func:`patch_s3_eventbridge` |
 | SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped | :func:`patch_sagemaker_processing` |
 | alarms start OK; state changes never reach SNS (nor EventBridge); alarm actions not authorized | :func:`patch_alarm_states` (topic + key policy evaluated for cloudwatch.amazonaws.com, :mod:`localcloud.iam_eval`; outcome in :data:`ALARM_HISTORY`) |
-| EventBridge -> SQS / SNS targets not authorized | :func:`patch_eventbridge_targets` (queue/topic + key policy for events.amazonaws.com; refusals in :data:`EVENTBRIDGE_FAILED_INVOCATIONS` and AWS/Events FailedInvocations) |
+| EventBridge -> SQS / SNS targets not authorized | :func:`patch_eventbridge_targets` (queue/topic + key policy for events.amazonaws.com; refusals in :data:`EVENTBRIDGE_FAILED_INVOCATIONS`, AWS/Events FailedInvocations, the target's DLQ) |
 """
 
 from __future__ import annotations
@@ -743,7 +743,7 @@ def patch_eventbridge_targets() -> None:
             else:
                 payload = copy.deepcopy(event0)
             body = payload if isinstance(payload, str) else json.dumps(payload)
-            if arn.service in ("sqs", "sns") and not _eventbridge_may_deliver(self, target["Arn"], arn):
+            if arn.service in ("sqs", "sns") and not _eventbridge_may_deliver(self, target, arn, event0):
                 continue
             if arn.service == "lambda":
                 ASYNC_INVOCATIONS.append((target["Arn"], payload, target))
@@ -774,13 +774,8 @@ def patch_eventbridge_targets() -> None:
     _replace(Rule, "send_to_targets", send_to_targets)
 
 
-def _eventbridge_may_deliver(rule, target_arn: str, arn) -> bool:
-    """Does the target queue's / topic's resource policy and KMS key policy let events.amazonaws.com deliver for this
-    rule (aws:SourceArn = the rule's ARN)? If not, record a FailedInvocations datapoint and the refusal, as AWS does
-    (EventBridge User Guide, "Monitoring Amazon EventBridge": FailedInvocations; "Using resource-based policies for
-    Amazon EventBridge": SQS and SNS targets need a resource policy for events.amazonaws.com)."""
-    from localcloud.iam_eval import authorize_delivery
-
+def _queue_or_topic_policy(arn, target_arn: str) -> tuple[str | None, str | None, str]:
+    """(resource policy, KMS key id, action) of the SQS queue / SNS topic `arn` names (None, None when missing)."""
     if arn.service == "sqs":
         from moto.sqs.models import sqs_backends
 
@@ -793,18 +788,55 @@ def _eventbridge_may_deliver(rule, target_arn: str, arn) -> bool:
         topic = sns_backends[arn.account][arn.region].topics.get(target_arn)
         policy, key = (topic.policy, topic.kms_master_key_id) if topic is not None else (None, None)
         action = "sns:Publish"
-    check = authorize_delivery(account=arn.account, region=arn.region, service="events.amazonaws.com",
-                               action=action, resource_arn=target_arn, resource_policy=policy, kms_key_id=key or None,
-                               source_arn=rule.arn, source_account=rule.account_id)
+    return policy, key or None, action
+
+
+def _events_authorized(rule, target_arn: str):
+    from moto.utilities.arns import parse_arn
+
+    from localcloud.iam_eval import authorize_delivery
+
+    arn = parse_arn(target_arn)
+    policy, key, action = _queue_or_topic_policy(arn, target_arn)
+    return authorize_delivery(account=arn.account, region=arn.region, service="events.amazonaws.com", action=action,
+                              resource_arn=target_arn, resource_policy=policy, kms_key_id=key, source_arn=rule.arn,
+                              source_account=rule.account_id)
+
+
+def _eventbridge_may_deliver(rule, target: dict, arn, event: dict) -> bool:
+    """Does the target queue's / topic's resource policy and KMS key policy let events.amazonaws.com deliver for this
+    rule (aws:SourceArn = the rule's ARN)? If not, record a FailedInvocations datapoint and the refusal, and send the
+    event to the target's dead-letter queue if it has one (and that queue lets EventBridge in), as AWS does
+    (EventBridge User Guide: "Monitoring Amazon EventBridge" for FailedInvocations / InvocationsSentToDlq; "Using
+    resource-based policies for Amazon EventBridge": SQS and SNS targets need a resource policy; "Using dead-letter
+    queues to process undelivered events": errors from missing permissions are not retried and go to the DLQ at once,
+    with message attributes RULE_ARN, TARGET_ARN, ERROR_CODE, ERROR_MESSAGE)."""
+    check = _events_authorized(rule, target["Arn"])
     if check.allowed:
         return True
     from moto.cloudwatch.models import cloudwatch_backends
 
-    log.warning("EventBridge rule %s: delivery to %s refused: %s", rule.name, target_arn, check.reason)
-    EVENTBRIDGE_FAILED_INVOCATIONS.append((rule.arn, target_arn, check.reason))
+    log.warning("EventBridge rule %s: delivery to %s refused: %s", rule.name, target["Arn"], check.reason)
+    EVENTBRIDGE_FAILED_INVOCATIONS.append((rule.arn, target["Arn"], check.reason))
+    metrics = ["FailedInvocations"]
+    dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
+    if dlq and _events_authorized(rule, dlq).allowed:
+        from moto.sqs.models import sqs_backends
+        from moto.utilities.arns import parse_arn
+
+        d = parse_arn(dlq)
+
+        def attr(value: str) -> dict:
+            return {"DataType": "String", "StringValue": value}
+
+        sqs_backends[d.account][d.region].send_message(
+            queue_name=d.resource_id, message_body=json.dumps(event),
+            message_attributes={"RULE_ARN": attr(rule.arn), "TARGET_ARN": attr(target["Arn"]),
+                                "ERROR_CODE": attr("NO_PERMISSIONS"), "ERROR_MESSAGE": attr(check.reason[:1000])})
+        metrics.append("InvocationsSentToDlq")
     cloudwatch_backends[rule.account_id][rule.region_name].put_metric_data("AWS/Events", [{
-        "MetricName": "FailedInvocations", "Dimensions": [{"Name": "RuleName", "Value": rule.name}], "Value": 1.0,
-        "Unit": "Count", "Timestamp": datetime.now(timezone.utc)}])
+        "MetricName": name, "Dimensions": [{"Name": "RuleName", "Value": rule.name}], "Value": 1.0,
+        "Unit": "Count", "Timestamp": datetime.now(timezone.utc)} for name in metrics])
     return False
 
 

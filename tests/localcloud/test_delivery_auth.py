@@ -185,3 +185,27 @@ def test_alarm_state_changes_reach_eventbridge_in_the_documented_shape(aws):
     assert d["configuration"]["description"] == "d"
     (metric,) = d["configuration"]["metrics"]
     assert metric["metricStat"]["metric"] == {"namespace": "NS", "name": "M", "dimensions": {}}
+
+
+def test_a_refused_eventbridge_delivery_goes_to_the_targets_dead_letter_queue(aws):
+    # EventBridge UG "Using dead-letter queues": permission errors are not retried; the event goes to the target's DLQ
+    sqs, events = aws("sqs"), aws("events")
+    rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/r"
+    target_url = sqs.create_queue(QueueName="no-policy")["QueueUrl"]  # no queue policy: refused
+    target = sqs.get_queue_attributes(QueueUrl=target_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_url = sqs.create_queue(QueueName="rule-dlq")["QueueUrl"]
+    dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": dlq, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]})})
+    events.put_rule(Name="r", EventPattern=json.dumps({"source": ["my.app"]}))
+    events.put_targets(Rule="r", Targets=[{"Id": "1", "Arn": target, "DeadLetterConfig": {"Arn": dlq}}])
+    events.put_events(Entries=[{"Source": "my.app", "DetailType": "x", "Detail": json.dumps({"k": 1})}])
+    assert sqs.receive_message(QueueUrl=target_url).get("Messages", []) == []
+    (msg,) = sqs.receive_message(QueueUrl=dlq_url, MessageAttributeNames=["All"])["Messages"]
+    assert json.loads(msg["Body"])["detail"] == {"k": 1}
+    attrs = {k: v["StringValue"] for k, v in msg["MessageAttributes"].items()}
+    assert (attrs["RULE_ARN"], attrs["TARGET_ARN"], attrs["ERROR_CODE"]) == (rule_arn, target, "NO_PERMISSIONS")
+    assert "not authorized" in attrs["ERROR_MESSAGE"]
+    names = {m["MetricName"] for m in aws("cloudwatch").list_metrics(Namespace="AWS/Events")["Metrics"]}
+    assert names == {"FailedInvocations", "InvocationsSentToDlq"}
