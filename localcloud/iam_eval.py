@@ -32,11 +32,11 @@ numeric, date, IP-address and binary operators, policy variables (``${...}``).
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 ALLOW, EXPLICIT_DENY, IMPLICIT_DENY = "Allow", "ExplicitDeny", "ImplicitDeny"
 
@@ -148,17 +148,15 @@ def _statement_applies(statement: Mapping[str, Any], request: Request) -> bool:
     if "Principal" in statement and not _principal_matches(statement["Principal"], request):
         return False
     if "Action" in statement:
-        if not any(_glob(a, request.action, case=False) for a in _as_list(statement["Action"])):
-            return False
-    elif "NotAction" in statement:
-        if any(_glob(a, request.action, case=False) for a in _as_list(statement["NotAction"])):
-            return False
+        action_ok = any(_glob(a, request.action, case=False) for a in _as_list(statement["Action"]))
+    else:
+        action_ok = not any(_glob(a, request.action, case=False) for a in _as_list(statement.get("NotAction", [])))
     if "Resource" in statement:
-        if not any(_glob(r, request.resource) for r in _as_list(statement["Resource"])):
-            return False
-    elif "NotResource" in statement:
-        if any(_glob(r, request.resource) for r in _as_list(statement["NotResource"])):
-            return False
+        resource_ok = any(_glob(r, request.resource) for r in _as_list(statement["Resource"]))
+    else:
+        resource_ok = not any(_glob(r, request.resource) for r in _as_list(statement.get("NotResource", [])))
+    if not (action_ok and resource_ok):
+        return False
     for operator, block in (statement.get("Condition") or {}).items():
         for key, expected in block.items():
             if not _condition_holds(operator, key, expected, request.context):
@@ -206,7 +204,7 @@ def _key_policy(account: str, region: str, key_id: str) -> tuple[str | None, str
     backend = kms_backends[account][region]
     try:
         key = backend.describe_key(key_id)
-    except Exception:  # moto raises NotFoundException for unknown keys and aliases
+    except Exception:  # noqa: BLE001 - moto raises its NotFoundException for unknown keys and aliases
         return None, None
     return key.arn, key.policy
 

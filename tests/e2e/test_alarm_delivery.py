@@ -62,9 +62,9 @@ def test_the_deployed_topic_policy_lets_this_stacks_alarms_publish(cloud):
     topic = cloud.outputs["AlertTopicArn"]
     attrs = cloud.sns.get_topic_attributes(TopicArn=topic)["Attributes"]
     alarm_arn = next(iter(_alarms(cloud).values()))["AlarmArn"]
-    common = dict(account=cloud.account, region=cloud.region, service="cloudwatch.amazonaws.com",
-                  action="sns:Publish", resource_arn=topic, resource_policy=attrs["Policy"],
-                  kms_key_id=attrs.get("KmsMasterKeyId"))
+    common = {"account": cloud.account, "region": cloud.region, "service": "cloudwatch.amazonaws.com",
+              "action": "sns:Publish", "resource_arn": topic, "resource_policy": attrs["Policy"],
+              "kms_key_id": attrs.get("KmsMasterKeyId")}
     assert attrs.get("KmsMasterKeyId"), "the alert topic is KMS-encrypted: its key policy is evaluated too"
     check = authorize_delivery(source_arn=alarm_arn, **common)
     assert check.allowed, check.reason

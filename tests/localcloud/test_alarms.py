@@ -274,7 +274,9 @@ def test_query_alarm_aggregates_every_matching_dataset():
 
     a = query_alarm(QUERY, EvaluationPeriods=1, DatapointsToAlarm=1, Threshold=1.0,
                     ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching")
-    ds = lambda v: [{"Name": "Dataset", "Value": v}]  # noqa: E731
+    def ds(value):
+        return [{"Name": "Dataset", "Value": value}]
+
     # a failed job of a dataset without a config -> ALARM
     assert evaluate_query_alarm(a, [(ds("a"), [(NOW - 5, 0.0)]), (ds("other-ds"), [(NOW - 5, 1.0)])], NOW)[0] == ALARM
     # the configured dataset's failure is its own alarm's business: excluded, so no double notification

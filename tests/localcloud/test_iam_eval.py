@@ -38,7 +38,7 @@ def test_the_cloudwatch_statement_allows_this_accounts_alarms():
 
 @pytest.mark.parametrize("source_arn,account", [
     (f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:OtherStack_X", ACCOUNT),  # not this stack's alarm
-    (f"arn:aws:cloudwatch:eu-west-1:999999999999:alarm:Stack_X", "999999999999"),  # confused deputy
+    ("arn:aws:cloudwatch:eu-west-1:999999999999:alarm:Stack_X", "999999999999"),  # confused deputy
     (f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:Stack_X", ACCOUNT),  # other region
 ])
 def test_conditions_scope_the_allow(source_arn, account):
