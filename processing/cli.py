@@ -24,15 +24,16 @@ class SourceChangedError(ProcessingError):
 
 
 def check_source(input_path: Path, environ: Any = None) -> None:
-    """Fail when the downloaded input's size differs from the event's (``SOURCE_SIZE``).
+    """Verify that the downloaded input has the size of the object version the job was started for (``SOURCE_SIZE``).
 
-    The ``data`` input is an S3Prefix, so SageMaker downloads the version that is current when the job starts, not
-    necessarily the version whose event started it. Size is the only check available: the bucket uses SSE-KMS, and
-    an SSE-KMS (or multipart) ETag is not the MD5 of the content, so ``SOURCE_ETAG`` cannot be verified here. A
-    replacement of exactly the same size goes unnoticed. No ``SOURCE_SIZE`` (local runs) or a folder input: no check.
+    The ``data`` input is the trigger's staged copy of exactly that version (design.md Contract 1), under a key of its
+    own that nothing else writes, so the sizes always agree; a difference means the copy is not that version, and the
+    job refuses to process it. Size only: the bucket uses SSE-KMS, and an SSE-KMS (or multipart) ETag is not the MD5
+    of the content, so ``SOURCE_ETAG`` cannot be verified here. No ``SOURCE_SIZE`` (local runs) or a folder input: no
+    check.
 
     Raises:
-        SourceChangedError: the sizes differ: a newer upload replaced the object; that upload has its own job.
+        SourceChangedError: the sizes differ.
     """
     env = os.environ if environ is None else environ
     expected = (env.get("SOURCE_SIZE") or "").strip()
@@ -44,8 +45,8 @@ def check_source(input_path: Path, environ: Any = None) -> None:
         key = uri.split("/", 3)[3] if uri.startswith("s3://") and uri.count("/") >= 3 else uri
         version = env.get("SOURCE_VERSION_ID") or "(unversioned)"
         raise SourceChangedError(
-            f"{key} is {actual} bytes, the event's version {version} was {expected} bytes: a newer upload "
-            f"replaced it; that upload has its own job")
+            f"{key} is {actual} bytes as downloaded, the event's version {version} was {expected} bytes: the job's "
+            f"staged copy is not that version")
 
 
 def opt_ml_root() -> Path:

@@ -103,7 +103,7 @@ def test_upload_outside_input_prefix_starts_nothing(cloud):
 
 
 def test_key_with_spaces_and_non_ascii(cloud, tmp_path):
-    # a literal '+' and '%20' must survive S3's URL-encoding of the event key and the trigger's decoding
+    # a literal "+" and "%20" in the key: the trigger resolves the event key against S3 (raw first, then decoded)
     _, new = _upload_and_run(cloud, "input/default/my data+ü é%20100.csv", _sample_csv(tmp_path, rows=300))
     assert len(new) == 1
     assert new[0]["ProcessingJobStatus"] == "Completed", new[0].get("FailureReason")

@@ -111,7 +111,7 @@ def test_failure_writes_error_json_and_message_without_traceback(tmp_path: Path)
 
 
 def test_replaced_source_fails_with_source_changed_error(tmp_path: Path) -> None:
-    # GIVEN the event's version was 456 bytes, but a newer upload replaced the object before the job downloaded it
+    # GIVEN the event's version was 456 bytes, but the file the job got is not (the staged copy is another version)
     opt_ml = _layout(tmp_path)
     env = _env(opt_ml, SOURCE_SIZE="456", SOURCE_URI="s3://bucket/input/x.csv", SOURCE_VERSION_ID="v1",
                SOURCE_ETAG="0123abcd")
@@ -122,8 +122,8 @@ def test_replaced_source_fails_with_source_changed_error(tmp_path: Path) -> None
     # THEN it fails as an expected error (exit 2), reported in error.json and /opt/ml/output/message, with no outputs
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     size = len(REF.encode())
-    expected = (f"input/x.csv is {size} bytes, the event's version v1 was 456 bytes: a newer upload replaced it; "
-                "that upload has its own job")
+    expected = (f"input/x.csv is {size} bytes as downloaded, the event's version v1 was 456 bytes: the job's staged "
+                "copy is not that version")
     out = opt_ml / "processing" / "output"
     report = json.loads((out / "quality" / "error.json").read_text())
     assert report["error_type"] == "SourceChangedError" and report["expected"] is True
