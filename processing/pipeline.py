@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import time
@@ -19,19 +18,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import processing
-from processing import gate, io, jsonx, transform
+from processing import gate, io, options, streaming, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
+from processing.rows import (FILE_COL, OUTPUT_FOLDERS, ROW_COL, Parts, count_reasons, derived_metrics_of,
+                             group_column_metrics, json_metrics_of, reject_reasons, rejected_rows, summarised_columns,
+                             to_arrow, transform_rows, type_and_reject, unparsed_rows, write_statistics)
+from processing.rows import json_safe as _json_safe  # the names _finish uses
+from processing.rows import rate as _rate
 
 log = logging.getLogger("processing")
 
-OUTPUT_FOLDERS = ("cleaned", "transformed", "statistics", "quality", "rejected")
 SUMMARY_KEYS = (
     "rows_in", "rows_out", "rows_rejected", "missing_values_before", "missing_values_after", "missing_rate_after",
     "rejected_rate", "duplicate_rows_exact", "duplicate_rows_key", "duplicate_rate", "malformed_json",
     "malformed_json_rate", "invalid_values", "processing_seconds",
 )
-FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
 
 
 @dataclass
@@ -52,10 +54,6 @@ def library_versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "pandas": pd.__version__, "numpy": numpy.__version__,
             "pyarrow": pyarrow.__version__}
-
-
-def _rate(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
 
 
 def _count(mask: pa.Array | np.ndarray) -> int:
@@ -81,18 +79,6 @@ def _combine(reads: list[io.FileRead], config: DatasetConfig) -> tuple[pa.Table,
         utf8.append(mask if mask is not None else np.zeros(t.num_rows, dtype=bool))
     table = pa.concat_tables(parts).combine_chunks()
     return table, names, np.concatenate(utf8) if utf8 else np.zeros(0, dtype=bool)
-
-
-def _reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, np.ndarray]:
-    rejected = np.zeros(n, dtype=bool)
-    reasons = np.full(n, "", dtype=object)
-    for mask, reason in rules:
-        if not mask.any():
-            continue
-        rejected |= mask
-        current = reasons[mask]
-        reasons[mask] = np.where(current == "", reason, current + ";" + reason)
-    return rejected, reasons
 
 
 def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
@@ -124,8 +110,6 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     started = time.perf_counter()
     context = dict(context or {})
     if choose_mode(inputs, config, mode) == "streaming":
-        from processing import streaming
-
         try:
             return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
                                              baseline=baseline, started=started, block_size=block_size,
@@ -152,25 +136,9 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     kinds = {c: config.columns.get(c, "string") for c in names}
     # Column by column on two threads (Arrow kernels release the GIL).
     with ThreadPoolExecutor(max_workers=2) as pool:
-        marked = dict(zip(names, pool.map(
-            lambda c: transform.mark_missing(raw.column(c).combine_chunks(), config.missing_values), names)))
-        numeric_names = [c for c in names if kinds[c] in NUMERIC_TYPES]
-        coerced = dict(zip(numeric_names, pool.map(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names)))
-    typed: dict[str, pa.Array] = {}
-    invalid: dict[str, np.ndarray] = {}
-    for c in names:
-        if kinds[c] in NUMERIC_TYPES:
-            typed[c], inv = coerced[c]
-            invalid[c] = inv.to_numpy(zero_copy_only=False)
-        else:
-            typed[c] = marked[c]
-
-    rules: list[tuple[np.ndarray, str]] = [(bad_utf8, "invalid_utf8")]
-    for c in config.reject_rows_missing:
-        rules.append((pc.is_null(marked[c]).to_numpy(zero_copy_only=False), f"missing_value:{c}"))
-        if c in invalid:
-            rules.append((invalid[c], f"invalid_value:{c}"))
-    rejected, reasons = _reasons(n, rules)
+        rows = type_and_reject(lambda c: raw.column(c).combine_chunks(), n, names, kinds, config,
+                               [(bad_utf8, "invalid_utf8")], pool)
+    typed, invalid, rejected, reasons = rows.typed, rows.invalid, rows.rejected, rows.reasons
 
     # Duplicates are counted among the usable rows, on typed values before imputation (nulls compare equal).
     usable_idx = np.flatnonzero(~rejected)
@@ -187,7 +155,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         drop_mask = exact_mask if config.duplicate_drop == "exact" else key_mask
         full = np.zeros(n, dtype=bool)
         full[usable_idx[drop_mask]] = True
-        more, more_reasons = _reasons(n, [(full, f"duplicate_{config.duplicate_drop}")])
+        more, more_reasons = reject_reasons(n, [(full, f"duplicate_{config.duplicate_drop}")])
         reasons = np.where(more, more_reasons, reasons)
         rejected |= more
         dropped = int(drop_mask.sum())
@@ -234,139 +202,6 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
         numeric=numeric, outputs=outputs, drift_batch=drift_batch, cleaned=cleaned, transformed=transformed,
         statistics=statistics))
-
-
-def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str], kinds: dict[str, str],
-                   imputation: dict[str, Any], extractions: dict[str, jsonx.Extraction] | None = None,
-                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The per-row steps after typing, shared by the in-memory path (all rows at once) and the streaming path (batch
-    by batch): fill the imputed columns of ``cleaned`` in place with ``imputation[column]["value"]``, then build the
-    transformed frame (extracted JSON fields, derived features in config order).
-
-    Args:
-        extractions: JSON extractions already made of ``cleaned``'s JSON columns (by column; others are made here).
-
-    Returns:
-        The transformed frame and counts that add up across batches (``add_counts``): ``rows``, ``missing_after``
-        per column, per JSON column the extraction outcomes and present values per field, per derived feature its
-        missing values (and for bins the values outside every bin and the count per label).
-    """
-    for rule in config.imputations:
-        cleaned[rule.column] = transform.fill(cleaned[rule.column], imputation[rule.column]["value"],
-                                              kinds[rule.column])
-    for c in names:
-        if kinds[c] == "category":
-            cleaned[c] = cleaned[c].astype("category")
-    counts: dict[str, Any] = {"rows": len(cleaned), "missing_after": {c: int(cleaned[c].isna().sum()) for c in names},
-                              "json": {}, "derived": {}}
-    transformed = cleaned.copy()
-    for jc in config.json_columns:
-        ext = (extractions or {}).get(jc.column) or jsonx.extract(
-            pa.array(cleaned[jc.column].astype(transform.STRING_DTYPE)), jc.fields)
-        for name, arr in ext.fields.items():
-            transformed[name] = transform.to_series(arr, "string")
-        counts["json"][jc.column] = {
-            "non_missing": ext.non_missing, "invalid_syntax": ext.invalid_syntax, "not_object": ext.not_object,
-            "extracted": {f.name: int(transformed[f.name].notna().sum()) for f in jc.fields}}
-    for d in config.derived:
-        if d.kind == "string_length":
-            transformed[d.name] = transform.string_length(transformed[d.source].astype(transform.STRING_DTYPE))
-            counts["derived"][d.name] = {"missing": int(transformed[d.name].isna().sum())}
-        else:
-            assert d.bins is not None
-            transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
-            labels = transformed[d.name].value_counts(dropna=False, sort=False)
-            counts["derived"][d.name] = {
-                "outside_bins": outside, "missing": int(transformed[d.name].isna().sum()),
-                "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(k)}}
-    return transformed, counts
-
-
-def summarised_columns(config: DatasetConfig, names: list[str], kinds: dict[str, str]) -> tuple[list[str], list[str]]:
-    """The columns metrics.json summarises: group-by columns (``group_columns``, sorted) and numeric columns
-    (``numeric``: numeric inputs, then string-length features)."""
-    group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
-    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    numeric_cols += [d.name for d in config.derived if d.kind == "string_length"]
-    return group_cols, numeric_cols
-
-
-def group_column_metrics(values: pd.Series) -> dict[str, int]:
-    """metrics.json ``group_columns.<col>``: non-missing distinct values and missing values."""
-    return {"distinct": int(values.nunique(dropna=True)), "missing": int(values.isna().sum())}
-
-
-def add_counts(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
-    """Sum ``transform_rows`` counts (nested dicts of ints; keys keep the order they first appeared in)."""
-    for key, value in more.items():
-        if isinstance(value, dict):
-            add_counts(total.setdefault(key, {}), value)
-        else:
-            total[key] = total.get(key, 0) + value
-    return total
-
-
-def json_metrics_of(counts: dict[str, Any], config: DatasetConfig) -> dict[str, Any]:
-    """metrics.json ``json`` section from (summed) ``transform_rows`` counts."""
-    out = {}
-    for jc in config.json_columns:
-        c = counts["json"][jc.column]
-        malformed = c["invalid_syntax"] + c["not_object"]
-        out[jc.column] = {
-            "non_missing": c["non_missing"], "malformed": malformed, "invalid_syntax": c["invalid_syntax"],
-            "not_object": c["not_object"], "malformed_rate": _rate(malformed, c["non_missing"]),
-            "fields": {f.name: {"path": ".".join(f.path), "extracted": c["extracted"][f.name],
-                                "missing": counts["rows"] - c["extracted"][f.name]} for f in jc.fields},
-        }
-    return out
-
-
-def derived_metrics_of(counts: dict[str, Any], config: DatasetConfig) -> dict[str, Any]:
-    """metrics.json ``derived`` section from (summed) ``transform_rows`` counts."""
-    out: dict[str, Any] = {}
-    for d in config.derived:
-        c = counts["derived"][d.name]
-        if d.kind == "string_length":
-            out[d.name] = {"kind": d.kind, "source": d.source, "missing": c["missing"]}
-        else:
-            out[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": c["outside_bins"],
-                           "missing": c["missing"], "counts": c.get("counts", {})}
-    return out
-
-
-@dataclass
-class Parts:
-    """Everything the metrics document is assembled from (shared by the in-memory and the streaming path)."""
-
-    started: float
-    context: dict[str, Any]
-    output_dir: Path
-    config: DatasetConfig
-    fmt: str
-    baseline: Path | None
-    rows_in: int
-    rows_out: int
-    names: list[str]
-    col_metrics: dict[str, dict[str, Any]]
-    json_metrics: dict[str, Any]
-    rejected_table: pa.Table | None  # None: written by streaming without holding them (``reason_counts`` given)
-    per_file: list[dict[str, Any]]
-    dup_exact: int
-    dup_key: int
-    key_cols: list[str]
-    dropped: int
-    imputation: dict[str, Any]
-    derived_metrics: dict[str, Any]
-    group_metrics: dict[str, Any]
-    numeric: dict[str, Any]
-    outputs: dict[str, list[str]]
-    drift_batch: pd.DataFrame
-    cleaned: pd.DataFrame
-    transformed: pd.DataFrame
-    statistics: dict[str, pd.DataFrame]
-    mode: str = "memory"
-    reason_counts: dict[str, int] | None = None  # rejected rows per reason (None: counted from rejected_table)
-    sampling: dict[str, Any] | None = None  # streaming above max_rows: how the statistics were sampled (batchstats)
 
 
 def _finish(p: Parts) -> Result:
@@ -437,25 +272,6 @@ MEMORY_PER_INPUT_BYTE = 8  # in-memory peak RSS is 3.4-4.3x the CSV size (bench/
 STREAMING_MIN_BYTES = 64 << 20  # above this input size ``auto`` streams: bounded memory, up to ~25% more time
 
 
-def available_memory() -> int:
-    """Bytes this process may still use: the cgroup limit (containers) or MemAvailable, whichever is lower."""
-    limits = []
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            limits.append(int(text))
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                limits.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    return min(limits) if limits else 1 << 62
-
-
 def choose_mode(inputs: list[Path], config: DatasetConfig, mode: str = "auto") -> str:
     """``memory`` or ``streaming``. ``auto`` (default, or env ``PROCESSING_MODE``) streams when the inputs'
     uncompressed size reaches ``STREAMING_MIN_BYTES`` or its ``MEMORY_PER_INPUT_BYTE`` multiple exceeds the
@@ -465,19 +281,15 @@ def choose_mode(inputs: list[Path], config: DatasetConfig, mode: str = "auto") -
     mode = os.environ.get("PROCESSING_MODE", "") if mode == "auto" else mode
     if mode in ("memory", "streaming"):
         if mode == "streaming":
-            from processing import streaming
-
             reason = streaming.unsupported(inputs, config)
             if reason:
                 raise streaming.StreamingUnsupported(f"streaming mode cannot process this job: {reason}")
         return mode
     size = sum(p.stat().st_size * (4 if io.is_gzip(p) else 1) for p in inputs)
     env = os.environ.get("PROCESSING_STREAMING_THRESHOLD_BYTES")
-    threshold = int(env) if env else min(STREAMING_MIN_BYTES, available_memory() // MEMORY_PER_INPUT_BYTE)
+    threshold = int(env) if env else min(STREAMING_MIN_BYTES, options.available_memory() // MEMORY_PER_INPUT_BYTE)
     if size <= threshold:
         return "memory"
-    from processing import streaming
-
     reason = streaming.unsupported(inputs, config)
     if reason:
         log.warning("input of %d bytes is above the streaming threshold (%d) but %s: processing in memory",
@@ -517,31 +329,6 @@ def _rejected_table(raw: pa.Table, names: list[str], rejected: np.ndarray, reaso
     return table
 
 
-def rejected_rows(sub: pa.Table, reasons: Any, names: list[str], file_names: list[str]) -> pa.Table:
-    """Rejected parsed rows in rejected/'s layout: ``sub`` holds ``FILE_COL`` (file index), ``ROW_COL`` and the
-    input columns' raw text; ``reasons`` one text per row."""
-    file_idx = sub.column(FILE_COL).to_numpy()
-    columns: dict[str, pa.Array] = {
-        FILE_COL: pa.array([file_names[i] for i in file_idx], pa.string()),
-        ROW_COL: sub.column(ROW_COL).combine_chunks(),
-        REASON_COL: pa.array(list(reasons), pa.string()),
-        RAW_LINE_COL: pa.nulls(len(file_idx), pa.string()),
-    }
-    for c in names:
-        columns[c] = sub.column(c).combine_chunks()
-    return pa.table(columns)
-
-
-def unparsed_rows(file_name: str, lines: list[str], names: list[str]) -> pa.Table:
-    """Lines of ``file_name`` that could not be parsed (wrong field count), in rejected/'s layout."""
-    k = len(lines)
-    cols = {FILE_COL: pa.array([file_name] * k, pa.string()), ROW_COL: pa.nulls(k, pa.int64()),
-            REASON_COL: pa.array(["parse_error:wrong_field_count"] * k, pa.string()),
-            RAW_LINE_COL: pa.array(lines, pa.string())}
-    cols.update({c: pa.nulls(k, pa.string()) for c in names})
-    return pa.table(cols)
-
-
 def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: np.ndarray) -> list[dict[str, Any]]:
     file_idx = raw.column(FILE_COL).to_numpy()
     out_counts = np.bincount(file_idx[~rejected], minlength=len(reads))
@@ -556,19 +343,6 @@ def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: np.ndarray) -> 
     return rows
 
 
-def count_reasons(table: pa.Table, counts: dict[str, int] | None = None) -> dict[str, int]:
-    """Rejected rows per reason (a row with two reasons counts in both), added to ``counts`` if given."""
-    counts = dict(counts or {})
-    for reasons, k in pd.Series(table.column(REASON_COL).to_pylist(), dtype=object).value_counts().items():
-        for reason in str(reasons).split(";"):
-            counts[reason] = counts.get(reason, 0) + int(k)
-    return dict(sorted(counts.items()))
-
-
-def _to_arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
 def _write(output_dir: Path, fmt: str, cleaned: pd.DataFrame, transformed: pd.DataFrame, rejected: pa.Table,
            statistics: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
     for folder in OUTPUT_FOLDERS:
@@ -577,35 +351,13 @@ def _write(output_dir: Path, fmt: str, cleaned: pd.DataFrame, transformed: pd.Da
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {
             "rejected": pool.submit(io.write_table, rejected, output_dir / "rejected", "rejected", fmt),
-            "cleaned": pool.submit(io.write_table, _to_arrow(cleaned), output_dir / "cleaned", "cleaned", fmt),
-            "transformed": pool.submit(io.write_table, _to_arrow(transformed), output_dir / "transformed",
+            "cleaned": pool.submit(io.write_table, to_arrow(cleaned), output_dir / "cleaned", "cleaned", fmt),
+            "transformed": pool.submit(io.write_table, to_arrow(transformed), output_dir / "transformed",
                                        "transformed", fmt),
         }
         written = {k: [futures[k].result()] for k in ("cleaned", "transformed", "rejected")}
-    written["statistics"] = []
-    for name, frame in statistics.items():
-        written["statistics"].append(io.write_table(_to_arrow(frame), output_dir / "statistics", name, "csv"))
-        path = output_dir / "statistics" / f"{name}.json"
-        records = [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-        io.write_json({"name": name, "rows": records}, path)
-        written["statistics"].append(path)
+    written["statistics"] = write_statistics(output_dir, statistics)
     written["quality"] = [output_dir / "quality" / "metrics.json"]
     return {k: [str(p.relative_to(output_dir)) for p in v] for k, v in written.items()}
 
 
-def _json_value(value: Any) -> Any:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return _json_value(obj)

@@ -56,9 +56,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from processing import batchstats, io, jsonx, transform
+from processing import batchstats, io, jsonx, options, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
+from processing.rows import (FILE_COL, OUTPUT_FOLDERS, RAW_LINE_COL, ROW_COL, Parts, add_counts, count_reasons,
+                             derived_metrics_of, group_column_metrics, json_metrics_of, rejected_rows,
+                             summarised_columns, to_arrow, transform_rows, type_and_reject, unparsed_rows,
+                             write_statistics)
 
 log = logging.getLogger("processing")
 
@@ -273,46 +277,29 @@ class _Block:
     """One block through the row-level steps shared with the in-memory path (same functions, same order)."""
 
     def __init__(self, table: pa.Table, names: list[str], config: DatasetConfig, kinds: dict[str, str]):
-        from processing import pipeline
-
         n = table.num_rows
         self.n = n
         self.raw = {c: (transform.to_array(table.column(c)) if c in table.column_names
                         else pa.nulls(n, pa.string())) for c in names}
-        marked = {c: transform.mark_missing(self.raw[c], config.missing_values) for c in names}
-        self.typed: dict[str, pa.Array] = {}
-        self.invalid: dict[str, np.ndarray] = {}
-        for c in names:
-            if kinds[c] in NUMERIC_TYPES:
-                self.typed[c], inv = transform.coerce(marked[c], kinds[c])
-                self.invalid[c] = inv.to_numpy(zero_copy_only=False)
-            else:
-                self.typed[c] = marked[c]
-        rules: list[tuple[np.ndarray, str]] = []
-        for c in config.reject_rows_missing:
-            rules.append((pc.is_null(marked[c]).to_numpy(zero_copy_only=False), f"missing_value:{c}"))
-            if c in self.invalid:
-                rules.append((self.invalid[c], f"invalid_value:{c}"))
-        self.rejected, self.reasons = pipeline._reasons(n, rules)
+        rows = type_and_reject(self.raw.__getitem__, n, names, kinds, config)
+        self.typed, self.invalid, self.rejected, self.reasons = rows.typed, rows.invalid, rows.rejected, rows.reasons
 
 
 def max_rows_in_memory() -> int:
     """Rows whose per-row state streaming may hold in memory at once: env ``PROCESSING_MAX_ROWS_IN_MEMORY``, else
     a quarter of the available memory at ``ROW_STATE_BYTES`` per row (at least ``MIN_MAX_ROWS``)."""
-    from processing import pipeline
-
     env = os.environ.get("PROCESSING_MAX_ROWS_IN_MEMORY", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
             raise ProcessingError(f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got {env!r}")
         return int(env)
-    return max(MIN_MAX_ROWS, pipeline.available_memory() // 4 // ROW_STATE_BYTES)
+    return max(MIN_MAX_ROWS, options.available_memory() // 4 // ROW_STATE_BYTES)
 
 
 def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str, context: dict[str, Any],
             baseline: Path | None, started: float, block_size: int | None = None,
             work_dir: Path | None = None, max_rows: int | None = None) -> Any:
-    """Run the job in streaming mode; returns ``pipeline.Parts`` (metrics are assembled by ``pipeline._finish``).
+    """Run the job in streaming mode; returns ``rows.Parts`` (metrics are assembled by ``pipeline._finish``).
 
     ``work_dir`` holds the temporary work file (default: env ``PROCESSING_WORK_DIR``, else the output folder's
     parent, which on SageMaker is the job's storage volume); it is removed before returning, also on failure.
@@ -401,9 +388,7 @@ class _Run:
         parts = self._pass_b(drop, imputation)
         log.info("streaming done: %d rows in, %d out in %.2fs (cpu %.2fs)", parts["rows_in"], parts["rows_out"],
                  time.perf_counter() - t0, time.process_time() - c0)
-        from processing import pipeline
-
-        return pipeline.Parts(
+        return Parts(
             started=started, context=context, output_dir=self.output_dir, config=config, fmt=self.fmt,
             baseline=baseline, names=self.names, dup_exact=dups["exact"][0], dup_key=dups["key"][0],
             key_cols=self.key_cols, dropped=dropped, imputation=imputation, cleaned=pd.DataFrame(),
@@ -639,15 +624,13 @@ class _Run:
 
     def _pass_b(self, drop: np.ndarray, imputation: dict[str, Any]) -> dict[str, Any]:
         """Clean, transform and write the work-file rows batch by batch; sum counts, keep statistics columns."""
-        from processing import pipeline
-
         config, names, kinds, output_dir = self.config, self.names, self.kinds, self.output_dir
-        for folder in pipeline.OUTPUT_FOLDERS:
+        for folder in OUTPUT_FOLDERS:
             (output_dir / folder).mkdir(parents=True, exist_ok=True)
         col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0}
                        for c in names}
         totals: dict[str, Any] = {}  # transform_rows counts, summed over the batches
-        group_cols, numeric_cols = pipeline.summarised_columns(config, names, kinds)
+        group_cols, numeric_cols = summarised_columns(config, names, kinds)
         keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
                                         *numeric_cols]))
         drift_cols = [c for c in (*config.drift.numeric, *config.drift.categorical) if c in names]
@@ -676,9 +659,9 @@ class _Run:
                     spill_now = {c: pre[c] for c in pre_cols}
                     cleaned = pre
                     extractions = {c: f.result() for c, f in early_json.items()}
-                    transformed, counts = pipeline.transform_rows(cleaned, config, names, kinds, imputation,
+                    transformed, counts = transform_rows(cleaned, config, names, kinds, imputation,
                                                                   extractions)
-                    pipeline.add_counts(totals, counts)
+                    add_counts(totals, counts)
                     for c in derived_keep:
                         spill_now[c] = transformed[c]
                     spill.write(spill_now)
@@ -710,8 +693,8 @@ class _Run:
         outputs["rejected"] = [path]
         for c in names:
             col_metrics[c]["missing_after"] = totals["missing_after"][c]
-        json_metrics = pipeline.json_metrics_of(totals, config)
-        derived_metrics = pipeline.derived_metrics_of(totals, config)
+        json_metrics = json_metrics_of(totals, config)
+        derived_metrics = derived_metrics_of(totals, config)
         stats = _Statistics(config, kinds, imputation, spill, group_cols, numeric_cols, drift_cols)
         rows_out = int(file_out.sum())
         rate = self._sample_rate(rows_out)  # the rate the imputation used: same rows, same sample
@@ -722,15 +705,7 @@ class _Run:
             statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate, rows_out)
             sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
                                       if "sampled_values" in info}
-        for name, fr in statistics.items():
-            outputs.setdefault("statistics", [])
-            path = io.write_table(pipeline._to_arrow(fr), output_dir / "statistics", name, "csv")
-            outputs["statistics"].append(str(path.relative_to(output_dir)))
-            jpath = output_dir / "statistics" / f"{name}.json"
-            records = [{k: pipeline._json_value(v) for k, v in row.items()} for row in fr.to_dict(orient="records")]
-            io.write_json({"name": name, "rows": records}, jpath)
-            outputs["statistics"].append(str(jpath.relative_to(output_dir)))
-        outputs.setdefault("statistics", [])
+        outputs["statistics"] = [str(p.relative_to(output_dir)) for p in write_statistics(output_dir, statistics)]
         outputs["quality"] = ["quality/metrics.json"]
         outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
         return {"rows_in": rows_in, "rows_out": rows_out, "col_metrics": col_metrics,
@@ -758,12 +733,10 @@ class _Statistics:
 
     def exact(self) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], pd.DataFrame]:
         # One statistic at a time, each reading only its columns back (memory: those columns, not all of them).
-        from processing import pipeline
-
         spill = self.spill
         statistics = {g.name: transform.group_statistics(self._filled(spill.read(_spec_columns(g))), g)
                       for g in self.config.group_statistics}
-        group_metrics = {c: pipeline.group_column_metrics(self._filled(spill.read([c]))[c]) for c in self.group_cols}
+        group_metrics = {c: group_column_metrics(self._filled(spill.read([c]))[c]) for c in self.group_cols}
         numeric = {c: transform.numeric_summary(self._filled(spill.read([c]))[c]) for c in self.numeric_cols}
         drift_batch = pd.DataFrame(spill.read(self.drift_cols), copy=False)  # before imputation, as profiled in memory
         return statistics, group_metrics, numeric, drift_batch
@@ -903,14 +876,12 @@ class _Spill:
 
 def _rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_idx: Any, rows: Any,
                    reasons: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-    from processing import pipeline
-
     take = pa.array(idx, pa.int64())
     n = len(idx)
     if isinstance(file_idx, int):
         file_idx = pa.array(np.full(n, file_idx, dtype=np.int32))
-    cols = {pipeline.FILE_COL: transform.to_array(file_idx).cast(pa.int32()),
-            pipeline.ROW_COL: transform.to_array(pa.array(rows, pa.int64()) if isinstance(rows, np.ndarray) else rows)}
+    cols = {FILE_COL: transform.to_array(file_idx).cast(pa.int32()),
+            ROW_COL: transform.to_array(pa.array(rows, pa.int64()) if isinstance(rows, np.ndarray) else rows)}
     cols.update({c: transform.to_array(raw[c]).take(take) for c in names})
     return pa.table(cols), reasons
 
@@ -957,14 +928,12 @@ class _Rejects:
     REASON = "__reason"
 
     def __init__(self, folder: Path, names: list[str]):
-        from processing import pipeline
-
         self.names = names
-        self.schema = pa.schema([pa.field(pipeline.FILE_COL, pa.int32()), pa.field(pipeline.ROW_COL, pa.int64()),
+        self.schema = pa.schema([pa.field(FILE_COL, pa.int32()), pa.field(ROW_COL, pa.int64()),
                                  *(pa.field(c, pa.string()) for c in names), pa.field(self.REASON, pa.string())])
         self.schemas = {"a": self.schema, "b": self.schema,
-                         "p": pa.schema([pa.field(pipeline.FILE_COL, pa.int32()),
-                                         pa.field(pipeline.RAW_LINE_COL, pa.string())])}
+                         "p": pa.schema([pa.field(FILE_COL, pa.int32()),
+                                         pa.field(RAW_LINE_COL, pa.string())])}
         self.paths = {run: folder / f"rejected-{run}.arrow" for run in self.schemas}
         self.sinks: dict[str, Any] = {}
         self.writers: dict[str, Any] = {}
@@ -976,10 +945,8 @@ class _Rejects:
         self._append(run, table.append_column(self.REASON, pa.array(list(reasons), pa.string())))
 
     def add_unparsed(self, fi: int, lines: list[str]) -> None:
-        from processing import pipeline
-
-        self._append("p", pa.table({pipeline.FILE_COL: pa.array(np.full(len(lines), fi, dtype=np.int32)),
-                                    pipeline.RAW_LINE_COL: pa.array(lines, pa.string())}))
+        self._append("p", pa.table({FILE_COL: pa.array(np.full(len(lines), fi, dtype=np.int32)),
+                                    RAW_LINE_COL: pa.array(lines, pa.string())}))
 
     def _append(self, run: str, table: pa.Table) -> None:
         if run not in self.writers:
@@ -992,8 +959,6 @@ class _Rejects:
               ) -> tuple[str, dict[str, int], pa.Table | None]:
         """Write rejected/; returns its path (relative to ``output_dir``), the rows per reason and the rejected
         table (None when more than ``keep_rows`` rows were rejected)."""
-        from processing import pipeline
-
         for run in list(self.writers):
             self.writers.pop(run).close()
             self.sinks.pop(run).close()
@@ -1005,7 +970,7 @@ class _Rejects:
         try:
             def emit(table: pa.Table) -> None:
                 nonlocal counts
-                counts = pipeline.count_reasons(table, counts)
+                counts = count_reasons(table, counts)
                 out.write(table)
                 if keep:
                     kept.append(table)
@@ -1019,15 +984,15 @@ class _Rejects:
             for group in groups:
                 for fi in group:
                     runs = [self._rows_of(run, fi) for run in "ab" if self.paths[run].exists()]
-                    for part in _merge_by_row(runs, pipeline.ROW_COL):
-                        emit(pipeline.rejected_rows(part, part.column(self.REASON).to_pylist(), names, file_names))
+                    for part in _merge_by_row(runs, ROW_COL):
+                        emit(rejected_rows(part, part.column(self.REASON).to_pylist(), names, file_names))
                 for fi in group:
                     if files[fi].unparsed:
                         for part in self._rows_of("p", fi):
-                            emit(pipeline.unparsed_rows(file_names[fi], part.column(pipeline.RAW_LINE_COL).to_pylist(),
+                            emit(unparsed_rows(file_names[fi], part.column(RAW_LINE_COL).to_pylist(),
                                                         names))
             if out.writer is None:  # nothing rejected: an empty file with the columns
-                empty = pipeline.rejected_rows(self.schema.empty_table(), [], names, file_names)
+                empty = rejected_rows(self.schema.empty_table(), [], names, file_names)
                 out.write(empty)
                 kept.append(empty)
         finally:
@@ -1037,11 +1002,9 @@ class _Rejects:
 
     def _rows_of(self, run: str, fi: int) -> Iterator[pa.Table]:
         """Run ``run``'s rows of file ``fi``, batch by batch (in row order)."""
-        from processing import pipeline
-
         for batch in _scan(self.paths[run], self.schemas[run].names):
             table = pa.Table.from_batches([batch])
-            mask = pc.equal(table.column(pipeline.FILE_COL), fi)
+            mask = pc.equal(table.column(FILE_COL), fi)
             if pc.any(mask).as_py():
                 yield table.filter(mask)
 
@@ -1092,10 +1055,8 @@ class _Writers:
         self.pending.append(self.pool.submit(self._write, cleaned, transformed))
 
     def _write(self, cleaned: pd.DataFrame, transformed: pd.DataFrame) -> None:
-        from processing import pipeline
-
         for stem, frame in (("cleaned", cleaned), ("transformed", transformed)):
-            self.writers[stem].write(pipeline._to_arrow(frame))
+            self.writers[stem].write(to_arrow(frame))
 
     def close(self) -> dict[str, list[str]]:
         """Wait for the queued blocks (re-raising a write error) and close the files."""

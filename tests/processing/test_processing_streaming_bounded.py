@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from processing import batchstats, pipeline, streaming
+from processing import batchstats, options, pipeline, streaming
 from processing import config as config_mod
 from processing.config import GroupStatistics
 from processing.errors import ProcessingError
@@ -232,9 +232,9 @@ def test_a_bad_row_budget_fails_with_its_name(monkeypatch: pytest.MonkeyPatch, v
 
 def test_the_default_row_budget_follows_the_memory_available(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROCESSING_MAX_ROWS_IN_MEMORY", raising=False)
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 4 << 30)
+    monkeypatch.setattr(options, "available_memory", lambda: 4 << 30)
     assert streaming.max_rows_in_memory() == (4 << 30) // 4 // streaming.ROW_STATE_BYTES == 8_388_608
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 32 << 20)  # 65,536 rows: below the floor
+    monkeypatch.setattr(options, "available_memory", lambda: 32 << 20)  # 65,536 rows: below the floor
     assert streaming.max_rows_in_memory() == streaming.MIN_MAX_ROWS
     monkeypatch.setenv("PROCESSING_MAX_ROWS_IN_MEMORY", "2500")
     assert streaming.max_rows_in_memory() == 2500
