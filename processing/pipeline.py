@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import processing
-from processing import gate, io, options, streaming, transform
+from processing import gate, io, streaming, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
+from processing.options import RunOptions, available_memory
 from processing.rows import (FILE_COL, OUTPUT_FOLDERS, ROW_COL, Parts, count_reasons, derived_metrics_of,
                              group_column_metrics, json_metrics_of, reject_reasons, rejected_rows, summarised_columns,
                              to_arrow, transform_rows, type_and_reject, unparsed_rows, write_statistics)
@@ -82,8 +83,8 @@ def _combine(reads: list[io.FileRead], config: DatasetConfig) -> tuple[pa.Table,
 
 
 def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
-        context: dict[str, Any] | None = None, baseline: Path | None = None, mode: str = "auto",
-        block_size: int | None = None, work_dir: Path | None = None, max_rows: int | None = None) -> Result:
+        context: dict[str, Any] | None = None, baseline: Path | None = None, options: RunOptions | None = None,
+        **settings: Any) -> Result:
     """Process ``inputs`` with ``config`` and write every output folder under ``output_dir``.
 
     Args:
@@ -93,13 +94,10 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         fmt: ``parquet`` or ``csv`` for the row outputs.
         context: extra facts recorded in metrics (dataset, SageMaker configs, source URI, ...).
         baseline: the dataset's baseline profile file (drift is "unavailable" without one; see gate.finish).
-        mode: ``memory``, ``streaming`` (block by block, bounded memory; see docs "Performance and sizing") or
-            ``auto`` (streaming when the input is large compared with the memory available; ``choose_mode``).
-        block_size: CSV block size of the streaming path (bytes; default ``streaming.BLOCK_SIZE``).
-        work_dir: where the streaming path puts its temporary work file (default: env ``PROCESSING_WORK_DIR``,
-            else the output folder's parent); removed before returning.
-        max_rows: streaming only: rows whose per-row state is held in memory at once (default: env
-            ``PROCESSING_MAX_ROWS_IN_MEMORY``, else from the available memory; ``streaming.max_rows_in_memory``).
+        options: how to run (mode, streaming's row budget, work folder and block size, code version; see
+            ``options.RunOptions``); ``cli.run_options`` builds them from flags and the environment. Nothing here
+            reads the environment.
+        settings: ``RunOptions`` fields that replace those of ``options`` (``mode="streaming", max_rows=4000``).
 
     Returns:
         The metrics and frames.
@@ -108,14 +106,14 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         ProcessingError: for expected input problems (named files and columns).
     """
     started = time.perf_counter()
+    opts = dataclasses.replace(options or RunOptions(), **settings)
     context = dict(context or {})
-    if choose_mode(inputs, config, mode) == "streaming":
+    if choose_mode(inputs, config, opts) == "streaming":
         try:
             return _finish(streaming.process(inputs, Path(output_dir), config, fmt=fmt, context=context,
-                                             baseline=baseline, started=started, block_size=block_size,
-                                             work_dir=work_dir, max_rows=max_rows))
+                                             baseline=baseline, started=started, options=opts), opts.code_version)
         except streaming.StreamingUnsupported as exc:  # found before anything is written (non-UTF-8 input)
-            if (os.environ.get("PROCESSING_MODE") if mode == "auto" else mode) == "streaming":
+            if opts.mode == "streaming":
                 raise
             log.warning("%s: processing in memory", exc)
     reads = [io.read_file(p) for p in inputs]
@@ -201,10 +199,10 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         rejected_table=rejected_table, per_file=per_file, dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols,
         dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
         numeric=numeric, outputs=outputs, drift_batch=drift_batch, cleaned=cleaned, transformed=transformed,
-        statistics=statistics))
+        statistics=statistics), opts.code_version)
 
 
-def _finish(p: Parts) -> Result:
+def _finish(p: Parts, code_version: str | None = None) -> Result:
     """Assemble and write quality/metrics.json (plus the drift/gate outputs) from the run's parts."""
     started, context, output_dir, config, fmt, baseline = p.started, p.context, p.output_dir, p.config, p.fmt, p.baseline
     rows_in, rows_out, names, col_metrics, json_metrics = p.rows_in, p.rows_out, p.names, p.col_metrics, p.json_metrics
@@ -237,7 +235,7 @@ def _finish(p: Parts) -> Result:
         "dataset": context.pop("dataset", None),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "processing_seconds": seconds,
-        "code_version": os.environ.get("CODE_VERSION") or None,
+        "code_version": code_version or None,
         "package_version": processing.__version__,
         "libraries": library_versions(),
         "config": {"source": config.source, "sha256": config.sha256},
@@ -272,13 +270,13 @@ MEMORY_PER_INPUT_BYTE = 8  # in-memory peak RSS is 3.4-4.3x the CSV size (bench/
 STREAMING_MIN_BYTES = 64 << 20  # above this input size ``auto`` streams: bounded memory, up to ~25% more time
 
 
-def choose_mode(inputs: list[Path], config: DatasetConfig, mode: str = "auto") -> str:
-    """``memory`` or ``streaming``. ``auto`` (default, or env ``PROCESSING_MODE``) streams when the inputs'
-    uncompressed size reaches ``STREAMING_MIN_BYTES`` or its ``MEMORY_PER_INPUT_BYTE`` multiple exceeds the
-    available memory (env ``PROCESSING_STREAMING_THRESHOLD_BYTES`` overrides that input-size threshold) and the
-    streaming path supports the inputs and config (``streaming.unsupported``); otherwise in memory. Small inputs
-    stay in memory, where the single pass is quickest and memory is no concern."""
-    mode = os.environ.get("PROCESSING_MODE", "") if mode == "auto" else mode
+def choose_mode(inputs: list[Path], config: DatasetConfig, options: RunOptions) -> str:
+    """``memory`` or ``streaming``: ``options.mode`` when it is one of them, else (``auto``) streaming when the
+    inputs' uncompressed size reaches ``STREAMING_MIN_BYTES`` or its ``MEMORY_PER_INPUT_BYTE`` multiple exceeds the
+    available memory (``options.streaming_threshold`` overrides that input-size threshold) and the streaming path
+    supports the inputs and config (``streaming.unsupported``); otherwise in memory. Small inputs stay in memory,
+    where the single pass is quickest and memory is no concern."""
+    mode = options.mode
     if mode in ("memory", "streaming"):
         if mode == "streaming":
             reason = streaming.unsupported(inputs, config)
@@ -286,8 +284,8 @@ def choose_mode(inputs: list[Path], config: DatasetConfig, mode: str = "auto") -
                 raise streaming.StreamingUnsupported(f"streaming mode cannot process this job: {reason}")
         return mode
     size = sum(p.stat().st_size * (4 if io.is_gzip(p) else 1) for p in inputs)
-    env = os.environ.get("PROCESSING_STREAMING_THRESHOLD_BYTES")
-    threshold = int(env) if env else min(STREAMING_MIN_BYTES, options.available_memory() // MEMORY_PER_INPUT_BYTE)
+    threshold = (options.streaming_threshold if options.streaming_threshold is not None
+                 else min(STREAMING_MIN_BYTES, available_memory() // MEMORY_PER_INPUT_BYTE))
     if size <= threshold:
         return "memory"
     reason = streaming.unsupported(inputs, config)

@@ -1,6 +1,6 @@
 """Streaming mode: inputs larger than memory, processed block by block; the per-row state held in memory at once
-is bounded by ``max_rows`` rows (``max_rows_in_memory``: env ``PROCESSING_MAX_ROWS_IN_MEMORY``, default from the
-available memory), and every result is exact while the output rows fit it.
+is bounded by ``max_rows`` rows (``RunOptions.max_rows``: env ``PROCESSING_MAX_ROWS_IN_MEMORY`` read by cli.py,
+default from the available memory), and every result is exact while the output rows fit it.
 
 Pass A (per block of ``block_size`` bytes, pyarrow's incremental CSV reader, at most ``READ_AHEAD`` blocks read
 ahead): missing markers, typing, rejection rules. Rejected rows and unparsable lines go to work files for
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -59,6 +58,7 @@ import pyarrow.csv as pacsv
 from processing import batchstats, io, jsonx, options, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
+from processing.options import RunOptions
 from processing.rows import (FILE_COL, OUTPUT_FOLDERS, RAW_LINE_COL, ROW_COL, Parts, add_counts, count_reasons,
                              derived_metrics_of, group_column_metrics, json_metrics_of, rejected_rows,
                              summarised_columns, to_arrow, transform_rows, type_and_reject, unparsed_rows,
@@ -285,25 +285,19 @@ class _Block:
         self.typed, self.invalid, self.rejected, self.reasons = rows.typed, rows.invalid, rows.rejected, rows.reasons
 
 
-def max_rows_in_memory() -> int:
-    """Rows whose per-row state streaming may hold in memory at once: env ``PROCESSING_MAX_ROWS_IN_MEMORY``, else
-    a quarter of the available memory at ``ROW_STATE_BYTES`` per row (at least ``MIN_MAX_ROWS``)."""
-    env = os.environ.get("PROCESSING_MAX_ROWS_IN_MEMORY", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ProcessingError(f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got {env!r}")
-        return int(env)
+def default_max_rows() -> int:
+    """Rows whose per-row state streaming may hold in memory at once when ``RunOptions.max_rows`` is not given: a
+    quarter of the available memory at ``ROW_STATE_BYTES`` per row (at least ``MIN_MAX_ROWS``)."""
     return max(MIN_MAX_ROWS, options.available_memory() // 4 // ROW_STATE_BYTES)
 
 
 def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str, context: dict[str, Any],
-            baseline: Path | None, started: float, block_size: int | None = None,
-            work_dir: Path | None = None, max_rows: int | None = None) -> Any:
+            baseline: Path | None, started: float, options: RunOptions) -> Parts:
     """Run the job in streaming mode; returns ``rows.Parts`` (metrics are assembled by ``pipeline._finish``).
 
-    ``work_dir`` holds the temporary work file (default: env ``PROCESSING_WORK_DIR``, else the output folder's
-    parent, which on SageMaker is the job's storage volume); it is removed before returning, also on failure.
-    ``max_rows``: per-row state held in memory at once (default ``max_rows_in_memory()``).
+    ``options.work_dir`` holds the temporary work file (default: the output folder's parent, which on SageMaker is
+    the job's storage volume); it is removed before returning, also on failure. ``options.max_rows``: per-row state
+    held in memory at once (default ``default_max_rows()``); ``options.block_size``: CSV block bytes.
     """
     output_dir = Path(output_dir)
     files: list[_File] = []
@@ -318,12 +312,12 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
             raise MissingColumnsError(f"{p.name}: missing required column(s): {', '.join(missing)}"
                                       f" (found: {', '.join(clean) or 'none'})")
         files.append(_File(p, header, compressed, p.stat().st_size))
-    base = Path(work_dir or os.environ.get("PROCESSING_WORK_DIR") or output_dir.resolve().parent)
+    base = Path(options.work_dir or output_dir.resolve().parent)
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".processing-work-", dir=base))
     try:
-        return _Run(files, output_dir, config, fmt, block_size or BLOCK_SIZE, work / "usable.arrow",
-                    max_rows or max_rows_in_memory()).run(
+        return _Run(files, output_dir, config, fmt, options.block_size or BLOCK_SIZE, work / "usable.arrow",
+                    options.max_rows or default_max_rows()).run(
             context=context, baseline=baseline, started=started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -355,7 +349,7 @@ class _Run:
         self.rejects = _Rejects(work_file.parent, names)
         self.n_usable = 0
 
-    def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Any:
+    def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Parts:
         t0, c0 = time.perf_counter(), time.process_time()
         self._pass_a()
         if not any(f.rows or f.unparsed for f in self.files):
