@@ -969,7 +969,7 @@ class _Rejects:
                 if keep:
                     kept.append(table)
 
-            # The in-memory order (pipeline._rejected_table): files in input order, or, when some lines could not be
+            # The in-memory order (memory._rejected_table): files in input order, or, when some lines could not be
             # parsed, files by name (a stable sort), each name's parsed rows before its unparsable lines.
             if any(f.unparsed for f in files):
                 groups = [[i for i, n in enumerate(file_names) if n == name] for name in sorted(set(file_names))]
