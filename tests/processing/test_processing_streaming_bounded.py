@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from processing import batchstats, options, pipeline, streaming
+from processing.streaming import workfiles
 from processing import config as config_mod
 from processing.config import GroupStatistics
 
@@ -214,10 +215,10 @@ def test_merge_by_row_interleaves_sorted_streams() -> None:
         for a, b in zip(cuts, cuts[1:]):
             yield pa.table({"k": values[a:b], "v": values[a:b] * 2})
 
-    merged = pa.concat_tables(streaming._merge_by_row([chunks(r) for r in runs], "k"))
+    merged = pa.concat_tables(workfiles.merge_by_row([chunks(r) for r in runs], "k"))
     assert merged.column("k").to_pylist() == list(range(2_000))
     assert merged.column("v").to_pylist() == [2 * k for k in range(2_000)]
-    assert pa.concat_tables(streaming._merge_by_row([chunks(runs[0]), iter([])], "k")).column("k").to_pylist() \
+    assert pa.concat_tables(workfiles.merge_by_row([chunks(runs[0]), iter([])], "k")).column("k").to_pylist() \
         == runs[0].tolist()
 
 
