@@ -6,6 +6,7 @@ in it (module level, functions, methods, ``if TYPE_CHECKING`` blocks) that names
 ``p.m``. (A parent package's ``__init__`` runs first on any import of its submodules; that implicit step is no edge,
 as in other import-graph tools.)
 A cycle is reported with its modules, e.g. ``processing.pipeline -> processing.streaming -> processing.pipeline``.
+Also: no module takes another module's private (``_name``) names; what modules share is public.
 """
 
 from __future__ import annotations
@@ -86,6 +87,36 @@ def test_processing_has_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def private_uses(root: Path, package: str = PACKAGE) -> list[str]:
+    """``module: other._name`` for every private name (one underscore, not a dunder) a module of the package takes
+    from another one: ``from p.other import _name``, or ``other._name`` where ``other`` is bound by an import of
+    ``p.other`` (``from p import other``, ``import p.other as other``)."""
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        mod = module_name(path, root)
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        aliases: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == package and not node.level:
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        found.append(f"{mod}: {node.module}.{a.name}")
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == package and a.asname:
+                        aliases[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{mod}: {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    assert private_uses(ROOT) == []
+
+
 def test_the_walk_sees_imports_inside_functions_and_would_report_a_cycle(tmp_path: Path) -> None:
     # GIVEN a package whose only cycle is closed by an import inside a function (and one by a relative import)
     pkg = tmp_path / PACKAGE
@@ -101,3 +132,6 @@ def test_the_walk_sees_imports_inside_functions_and_would_report_a_cycle(tmp_pat
     assert find_cycle(graph) == ["processing.a", "processing.b", "processing.c", "processing.a"]
     (pkg / "c.py").write_text("thing = 1\n")
     assert find_cycle(import_graph(tmp_path)) == ["processing.sub", "processing.sub.d", "processing.sub"]
+    # and the private-name check sees both spellings
+    (pkg / "e.py").write_text("from processing import c\nfrom processing.c import _hidden\nc._other()\nc.__name__\n")
+    assert private_uses(tmp_path) == ["processing.e: processing.c._hidden", "processing.e: processing.c._other"]
