@@ -26,7 +26,8 @@ class ProcessingJobProps:
     Attributes:
         bucket: the data bucket (inputs and outputs).
         key: the bucket's KMS key, also used for job outputs and the job's volume.
-        input_prefix: the job reads only objects under it (e.g. ``input/``), plus the dataset baselines.
+        input_prefix: where uploads land (``input/``); the job never reads it: its data input is the staged copy.
+        staging_prefix: the trigger's per-job copies of the event's object version (``staging/``), read by the job.
         output_prefix: the job writes only under it (e.g. ``output/``) and the quarantine prefix.
         baseline_prefix: dataset baselines (``baselines/``), read by the job (design.md Contract 4).
         quarantine_prefix: outputs of batches failing the quality gate (``quarantine/``), written by the job.
@@ -52,6 +53,7 @@ class ProcessingJobProps:
     job_prefix: str
     image: SklearnImage
     code: CodeBundle
+    staging_prefix: str = "staging/"
     instance_type: str = "ml.t3.medium"
     instance_count: int = 1
     volume_size_gb: int = 30  # GB
@@ -83,12 +85,15 @@ class ProcessingJob(Construct):
             description="Execution role of the data quality processing jobs",
         )
         bucket = props.bucket
+        # The job's inputs: its staged copy (design.md Contract 1: the trigger copies the event's object version to
+        # <staging_prefix><dataset>/<job-name>/<file>) and its dataset's baseline. Never the input prefix itself,
+        # whose current version may be a newer upload than the job's.
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadInputObjects",
                 actions=["s3:GetObject"],
                 resources=[
-                    bucket.arn_for_objects(f"{props.input_prefix}*"),
+                    bucket.arn_for_objects(f"{props.staging_prefix}*"),
                     bucket.arn_for_objects(f"{props.baseline_prefix}*"),
                 ],
             )
@@ -98,7 +103,7 @@ class ProcessingJob(Construct):
                 sid="ListInputPrefix",
                 actions=["s3:ListBucket"],
                 resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{props.input_prefix}*", f"{props.baseline_prefix}*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{props.staging_prefix}*", f"{props.baseline_prefix}*"]}},
             )
         )
         self.role.add_to_policy(
