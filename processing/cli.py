@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from processing import config as config_mod
-from processing import io
 from processing.errors import ProcessingError
 from processing.options import RunOptions
 
@@ -108,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
                              "without it drift is reported as unavailable")
+    parser.add_argument("--engine", choices=("default", "spark"), default="default",
+                        help="default (pandas/pyarrow, this machine) or spark (pyspark, local[*] here; needs "
+                             "pyspark); see docs/processing.md \"The Spark engine\"")
     return parser
 
 
@@ -147,7 +149,9 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     try:
-        io.write_json(report, output / "quality" / "error.json")
+        path = output / "quality" / "error.json"  # standard library only: the Spark image has no pyarrow
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     except OSError as err:
         log.error("could not write error.json: %s", err)
     root = opt_ml_root()
@@ -176,11 +180,43 @@ def exit_message(exc: BaseException) -> str:
     return text
 
 
+def main_spark(args: argparse.Namespace) -> int:
+    """``--engine spark``: the same config, checks, outputs and error reports, run by ``processing.spark`` (which
+    imports pyspark; the default engine never imports it). ``--mode`` does not apply."""
+    try:
+        options = run_options("auto")
+        cfg = config_mod.load(args.config, args.dataset)
+        log.info("config %s (sha256 %s), engine spark", cfg.source, cfg.sha256[:12])
+        check_source(args.input)
+        from processing import spark
+
+        inputs = spark.engine.list_inputs(args.input)
+        log.info("inputs: %s", ", ".join(str(p) for p in inputs))
+        metrics = spark.run(inputs, args.output, cfg, fmt=args.format,
+                            context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline,
+                            options=options)
+    except ProcessingError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        write_error(args.output, exc, args.input, args.dataset)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last resort: report, then fail the job
+        log.error("unexpected failure:\n%s", traceback.format_exc())
+        write_error(args.output, exc, args.input, args.dataset)
+        return 1
+    s = metrics["summary"]
+    log.info("drift %s, quality gate %s", metrics["drift"]["status"], metrics["gate"]["status"])
+    log.info("done (spark): rows_in=%d rows_out=%d rows_rejected=%d in %.2fs -> %s", s["rows_in"], s["rows_out"],
+             s["rows_rejected"], s["processing_seconds"], args.output)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit status (0 ok, 2 expected failure, 1 unexpected failure)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    from processing import pipeline  # imported after logging is set up: pandas import takes a moment
+    if args.engine == "spark":
+        return main_spark(args)
+    from processing import io, pipeline  # imported after logging is set up: pandas import takes a moment
 
     log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))
     for drift in pipeline.library_drift():

@@ -19,8 +19,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from processing.drift_config import DriftSettings
 
@@ -91,7 +89,11 @@ def numeric_fractions(x: np.ndarray, edges: np.ndarray | list[float]) -> list[fl
 def _value_counts(values: pd.Series) -> pd.Series:
     """Count per present value, as text (index: the values, order unspecified)."""
     if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-        # Already Arrow strings: count in Arrow (the astype below would make a Python object per row).
+        # Already Arrow strings: count in Arrow (the astype below would make a Python object per row). Imported
+        # here: the Spark engine builds profiles with this module in an image without pyarrow (no Arrow strings).
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         counts = pc.value_counts(pa.array(values.array))
         counts = counts.filter(pc.is_valid(counts.field("values")))
         return pd.Series(counts.field("counts").to_numpy(zero_copy_only=False).astype("int64"),

@@ -1,0 +1,831 @@
+"""The Spark engine: reads the inputs with Spark's CSV reader, applies the dataset config in native Spark SQL (no
+Python or Arrow UDFs, no ``toPandas``: the SageMaker Spark image has no pyarrow) and writes the default engine's
+folders, metrics.json keys, drift profile and gate (``gate.finish``).
+
+Order: rows are numbered by input order (file order, then position in the file), as the default engine does, so the
+same rows are "first" among duplicates and the outputs keep the input order. A CSV is read with ``multiLine`` (quoted
+values may hold newlines), so Spark reads each file whole in one task: the parallelism is across files and across the
+stages after the read.
+
+Exact: counts, rejected rows and reasons, duplicates, min/max/sum/count/nunique, bins, string lengths, median
+imputation and group medians by Spark's exact ``percentile`` (interpolates like numpy's median) while the output rows
+fit the row budget (``RunOptions.max_rows``); beyond it ``percentile_approx`` with ``APPROX_ACCURACY``, whose rank
+error is at most ``1 / APPROX_ACCURACY`` of the rows (deterministic: delta 0), recorded in metrics.json
+``statistics_sampling`` with the streaming path's keys. Means and standard deviations are exact up to floating-point
+rounding (summation order differs).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import hashlib
+import io as stdio
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import processing
+from processing import gate
+from processing.config import NUMERIC_TYPES, DatasetConfig
+from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
+from processing.options import RunOptions, available_memory
+
+log = logging.getLogger("processing")
+
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+# The default engine's number rules (processing/transform.py FLOAT_RE/INT_RE; Java regexes read them alike).
+FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$"
+INT_RE = r"^[+-]?\d{1,18}(\.0*)?$"
+TRIM_RE = r"(?U)^\s+|\s+$"  # Unicode whitespace, as Arrow's utf8_trim_whitespace
+JSON_WS = r"^[ \t\n\r]*"
+APPROX_ACCURACY = 100_000  # percentile_approx: rank error <= 1/accuracy of the rows (Spark docs)
+NON_FINITE = ('"NaN"', '"Infinity"', '"-Infinity"')
+END_KEY = "__processing_spark_end__"  # closes the JSON validity wrapper (JSON fields, in _run)
+SUMMARY_KEYS = (
+    "rows_in", "rows_out", "rows_rejected", "missing_values_before", "missing_values_after", "missing_rate_after",
+    "rejected_rate", "duplicate_rows_exact", "duplicate_rows_key", "duplicate_rate", "malformed_json",
+    "malformed_json_rate", "invalid_values", "processing_seconds",
+)
+FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
+OUTPUT_FOLDERS = ("cleaned", "transformed", "statistics", "quality", "rejected")
+
+
+class SparkUnsupported(ProcessingError):
+    """The Spark engine cannot (yet) give the default engine's result for this input or config; the message names
+    the config key or the file. Exit 2: use the default engine."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the engine supports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def unsupported(config: DatasetConfig) -> str | None:
+    """Why the Spark engine cannot match the default engine for ``config`` (naming the key), or None."""
+    for col, kind in config.columns.items():
+        if kind == "category":
+            return (f"columns.{col}: type 'category' is not supported by the Spark engine yet (its Parquet dictionary "
+                    f"type and category order are not reproduced); use the default engine or type 'string'")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs (standard library: headers, digests, checks)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def list_inputs(path: Path) -> list[Path]:
+    """The default engine's rule (processing/io.py ``list_inputs``): ``path``, or every non-hidden file below it, sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"input path does not exist: {path}")
+    files = sorted(p for p in path.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not files:
+        raise EmptyInputError(f"no input files under {path}")
+    return files
+
+
+@dataclasses.dataclass
+class InputFile:
+    path: Path
+    names: list[str]
+    kind: str
+    size: int
+    sha256: str
+
+
+def _digest(path: Path, compressed: bool) -> tuple[str, bool]:
+    """sha256 and whether the (decompressed) text is valid UTF-8."""
+    h = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if compressed else None
+    ok = True
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+            if not ok:
+                continue
+            try:
+                if inflater is None:
+                    decoder.decode(chunk)
+                else:
+                    data = chunk
+                    while data:
+                        decoder.decode(inflater.decompress(data))
+                        data = inflater.unused_data
+                        if data:
+                            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            except (UnicodeDecodeError, zlib.error):
+                ok = False
+    if ok:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            ok = False
+    return h.hexdigest(), ok
+
+
+def _header(path: Path, compressed: bool) -> list[str]:
+    """The header row, with the default engine's checks (processing/io.py ``read_header``)."""
+    import gzip
+
+    opener: Any = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(1 << 20)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path.name}: cannot read ({exc})") from exc
+    text = head.decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        raise EmptyInputError(f"{path.name}: empty file (no header row)")
+    try:
+        row = next(csv.reader(stdio.StringIO(text)))
+    except (StopIteration, csv.Error) as exc:
+        raise InputError(f"{path.name}: cannot parse the header row ({exc})") from exc
+    names = [n.strip() for n in row]
+    if any(not n for n in names):
+        raise InputError(f"{path.name}: empty column name in header at position {names.index('') + 1}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"{path.name}: duplicate column names in header: {', '.join(dupes)}")
+    return names
+
+
+def inspect(path: Path, config: DatasetConfig) -> InputFile:
+    """Check one input the way the default engine does, and refuse what the Spark engine does not read alike."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise InputError(f"{path.name}: cannot open ({exc.strerror or exc})") from exc
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyInputError(f"{path.name}: empty file (0 bytes)")
+    if magic == PARQUET_MAGIC:
+        raise SparkUnsupported(f"{path.name}: Parquet inputs are not supported by the Spark engine yet")
+    compressed = magic[:2] == GZIP_MAGIC
+    if compressed and not path.name.endswith(".gz"):
+        raise SparkUnsupported(f"{path.name}: gzip content without a .gz suffix (Spark decompresses by file name)")
+    names = _header(path, compressed)
+    missing = [c for c in config.required_columns if c not in names]
+    if missing:
+        raise MissingColumnsError(f"{path.name}: missing required column(s): {', '.join(missing)}"
+                                  f" (found: {', '.join(names) or 'none'})")
+    sha, utf8_ok = _digest(path, compressed)
+    if not utf8_ok:
+        raise SparkUnsupported(f"{path.name}: not valid UTF-8; the default engine rejects such rows with reason "
+                               f"invalid_utf8, the Spark engine does not yet")
+    return InputFile(path, names, "csv.gz" if compressed else "csv", size, sha)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Session
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def session(master: str = "local[*]") -> Any:
+    """The active SparkSession, or a new local one whose Python workers run this interpreter (``spark.pyspark.python``,
+    what ``PYSPARK_PYTHON`` sets; the engine runs no Python UDFs, but a worker started for anything gets the same
+    libraries)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    spark = (SparkSession.builder.master(master).appName("processing")
+            .config("spark.ui.enabled", "false")
+            .config("spark.pyspark.python", sys.executable)
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.shuffle.partitions", str(max(2, os.cpu_count() or 2)))
+            .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")  # the CSV header check warns for our positional schema (_c0, ...)
+    return spark
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
+        context: dict[str, Any] | None = None, baseline: Path | None = None, options: RunOptions | None = None,
+        spark: Any = None) -> dict[str, Any]:
+    """Process ``inputs`` with ``config`` on Spark and write every output folder under ``output_dir``.
+
+    Returns the metrics document (also written to quality/metrics.json).
+
+    Raises:
+        SparkUnsupported: a config feature or input the engine does not handle alike (named).
+        ProcessingError: the default engine's expected input problems.
+    """
+    started = time.perf_counter()
+    opts = options or RunOptions()
+    reason = unsupported(config)
+    if reason:
+        raise SparkUnsupported(reason)
+    files = [inspect(p, config) for p in inputs]
+    own = spark is None and _no_active_session()
+    spark = spark or session()
+    try:
+        return _run(spark, files, Path(output_dir), config, fmt, dict(context or {}), baseline, opts, started)
+    finally:
+        if own:
+            spark.stop()
+
+
+def _no_active_session() -> bool:
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession() is None
+
+
+def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetConfig, fmt: str,
+         context: dict[str, Any], baseline: Path | None, opts: RunOptions, started: float) -> dict[str, Any]:
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    names: list[str] = []
+    for f in files:
+        names.extend(n for n in f.names if n not in names)
+    names.extend(c for c in config.columns if c not in names)
+    kinds = {c: config.columns.get(c, "string") for c in names}
+    max_rows = opts.max_rows or max(100_000, available_memory() // 4 // 128)
+
+    # --- read: every file with its own header as an all-string schema, plus the corrupt-record column --------------
+    corrupt = "_corrupt_record_"
+    frames = []
+    for i, f in enumerate(files):
+        schema = T.StructType([T.StructField(f"_c{j}", T.StringType()) for j in range(len(f.names))]
+                              + [T.StructField(corrupt, T.StringType())])
+        df = (spark.read.option("header", "true").option("multiLine", "true").option("escape", '"')
+              .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", corrupt)
+              .option("nullValue", "\u0000\u0001<null>").option("emptyValue", "")
+              .option("ignoreLeadingWhiteSpace", "false").option("ignoreTrailingWhiteSpace", "false")
+              .option("encoding", "UTF-8").option("enforceSchema", "true")
+              .schema(schema).csv(str(f.path)))
+        # One file, not splittable with multiLine: one partition, so the id is the position in the file.
+        df = df.withColumn("_pos", F.monotonically_increasing_id())
+        cols = [F.coalesce(F.col(f"_c{f.names.index(n)}"), F.lit("")).alias(n) if n in f.names
+                else F.lit(None).cast("string").alias(n) for n in names]
+        frames.append(df.select(F.lit(i).alias("_file"), "_pos", F.col(corrupt).alias("_corrupt"), *cols))
+    raw = frames[0]
+    for df in frames[1:]:
+        raw = raw.unionByName(df)
+    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+
+    parsed = raw.filter(F.col("_corrupt").isNull())
+    parsed = parsed.withColumn("_row", F.row_number().over(Window.partitionBy("_file").orderBy("_pos")).cast("long"))
+
+    # --- missing markers, typing, rejection rules ----------------------------------------------------------------
+    markers = list(config.missing_values)
+    typed_cols, invalid_cols = {}, {}
+    for c in names:
+        marked = F.when(F.col(c).isin(markers), F.lit(None).cast("string")).otherwise(F.col(c)) if markers else F.col(c)
+        if kinds[c] in NUMERIC_TYPES:
+            trimmed = F.regexp_replace(marked, TRIM_RE, "")
+            if kinds[c] == "integer":
+                ok = trimmed.rlike(INT_RE)
+                value = F.when(ok, F.regexp_replace(trimmed, r"^\+|\.0*$", "").cast("long"))
+            else:
+                ok = trimmed.rlike(FLOAT_RE)
+                number = trimmed.cast("double")
+                value = F.when(ok & ~F.isnan(number) & (F.abs(number) != float("inf")), number)
+            typed_cols[c] = value
+            invalid_cols[c] = marked.isNotNull() & value.isNull()
+        else:
+            typed_cols[c] = marked
+    rules = []
+    for c in config.reject_rows_missing:
+        rules.append(F.when(typed_cols[c].isNull() & ~invalid_cols.get(c, F.lit(False)), F.lit(f"missing_value:{c}")))
+        if c in invalid_cols:
+            rules.append(F.when(invalid_cols[c], F.lit(f"invalid_value:{c}")))
+    reason = F.concat_ws(";", *rules) if rules else F.lit("")
+    rows = parsed.select(
+        "_file", "_row", *[F.col(c).alias(f"_raw_{j}") for j, c in enumerate(names)],
+        *[typed_cols[c].alias(c) for c in names],
+        *[invalid_cols[c].alias(f"_inv_{c}") for c in invalid_cols],
+        reason.alias("_reason"))
+    rows = rows.withColumn("_usable", F.col("_reason") == "")
+
+    # --- duplicates among the usable rows, "first" by input order --------------------------------------------------
+    key_cols = [c for c in config.duplicate_key_columns if c in names]
+    order = [F.col("_file"), F.col("_row")]
+    first = F.row_number().over(Window.partitionBy("_usable", *names).orderBy(*order))
+    rows = rows.withColumn("_dup_exact", F.col("_usable") & (first > 1))
+    if key_cols:
+        first_key = F.row_number().over(Window.partitionBy("_usable", *key_cols).orderBy(*order))
+        rows = rows.withColumn("_dup_key", F.col("_usable") & (first_key > 1))
+    else:
+        rows = rows.withColumn("_dup_key", F.lit(False))
+    if config.duplicate_drop != "none":
+        drop = F.col(f"_dup_{config.duplicate_drop}")
+        rows = rows.withColumn("_reason", F.when(drop, F.lit(f"duplicate_{config.duplicate_drop}"))
+                               .otherwise(F.col("_reason")))
+    rows = rows.withColumn("_kept", F.col("_reason") == "").persist(StorageLevel.MEMORY_AND_DISK)
+
+    counts = rows.agg(
+        F.count(F.lit(1)).alias("parsed"),
+        F.sum(F.col("_kept").cast("long")).alias("kept"),
+        F.sum(F.col("_dup_exact").cast("long")).alias("dup_exact"),
+        F.sum(F.col("_dup_key").cast("long")).alias("dup_key"),
+        *[F.sum((F.col("_kept") & F.col(c).isNull()).cast("long")).alias(f"null_{j}") for j, c in enumerate(names)],
+        *[F.sum((F.col("_kept") & F.col(f"_inv_{c}")).cast("long")).alias(f"inv_{c}") for c in invalid_cols],
+    ).collect()[0].asDict()
+    unparsed_per_file = dict(raw.filter(F.col("_corrupt").isNotNull()).groupBy("_file").count().collect())
+    per_file_parsed = {r["_file"]: (r["n"], r["k"]) for r in rows.groupBy("_file").agg(
+        F.count(F.lit(1)).alias("n"), F.sum(F.col("_kept").cast("long")).alias("k")).collect()}
+    rows_in = counts["parsed"] + sum(unparsed_per_file.values())
+    if rows_in == 0:
+        raise EmptyInputError("no data rows in the input (header only): " + ", ".join(f.path.name for f in files))
+    rows_out = int(counts["kept"] or 0)
+    dup_exact, dup_key = int(counts["dup_exact"] or 0), int(counts["dup_key"] or 0)
+    dropped = 0 if config.duplicate_drop == "none" else (dup_exact if config.duplicate_drop == "exact" else dup_key)
+    exact = rows_out <= max_rows
+    sampling: dict[str, Any] | None = None if exact else {
+        "rows": rows_out, "sample_rows": rows_out, "rate": 1.0, "delta": 0.0,
+        "rank_error": 1.0 / APPROX_ACCURACY, "method": "percentile_approx", "accuracy": APPROX_ACCURACY,
+        "groups": {}, "imputation": {}}
+
+    col_metrics: dict[str, dict[str, Any]] = {}
+    for j, c in enumerate(names):
+        inv = int(counts.get(f"inv_{c}") or 0)
+        col_metrics[c] = {"type": kinds[c], "declared": c in config.columns,
+                          "missing_before": int(counts[f"null_{j}"] or 0) - inv, "invalid": inv}
+
+    kept = rows.filter(F.col("_kept"))
+    pre = kept.select("_file", "_row", *names)
+
+    # --- imputation ------------------------------------------------------------------------------------------------
+    def median_of(col: Any) -> Any:
+        return F.percentile(col, 0.5) if exact else F.percentile_approx(col, 0.5, APPROX_ACCURACY)
+
+    imputation: dict[str, Any] = {}
+    present = {r.column: int(rows_out - col_metrics[r.column]["missing_before"] - col_metrics[r.column]["invalid"])
+               for r in config.imputations}
+    stats = [(median_of(F.col(r.column).cast("double")) if r.strategy == "median" else F.avg(F.col(r.column).cast("double"))
+              ).alias(f"stat_{j}") for j, r in enumerate(config.imputations)
+             if r.strategy in ("median", "mean") and present[r.column]]
+    stat_values = pre.agg(*stats).collect()[0].asDict() if stats else {}
+    for j, rule in enumerate(config.imputations):
+        c, kind = rule.column, kinds[rule.column]
+        info: dict[str, Any]
+        if rule.strategy == "constant":
+            info = {"strategy": "constant", "value": rule.value, "computed": None, "source": "constant"}
+        elif present[c] == 0:
+            info = {"strategy": rule.strategy, "value": rule.fallback, "computed": None,
+                    "source": "fallback" if rule.fallback is not None else "none"}
+        else:
+            if rule.strategy in ("median", "mean"):
+                computed: Any = float(stat_values[f"stat_{j}"])
+                if rule.strategy == "median" and sampling is not None:
+                    sampling["imputation"][c] = present[c]
+            else:  # most frequent; ties go to the smallest value
+                top = (pre.filter(F.col(c).isNotNull()).groupBy(c).count()
+                       .orderBy(F.col("count").desc(), F.col(c).asc()).limit(1).collect()[0])
+                computed = top[c]
+            value = int(round(computed)) if kind == "integer" and isinstance(computed, float) else computed
+            info = {"strategy": rule.strategy, "value": value, "computed": computed, "source": "statistic"}
+        missing = col_metrics[c]["missing_before"] + col_metrics[c]["invalid"]
+        info["filled"] = missing if info["value"] is not None else 0
+        imputation[c] = info
+
+    cleaned = pre
+    for rule in config.imputations:
+        value = imputation[rule.column]["value"]
+        if value is not None:
+            kind = kinds[rule.column]
+            lit = F.lit(int(value)).cast("long") if kind == "integer" else (
+                F.lit(float(value)) if kind == "float" else F.lit(str(value)))
+            cleaned = cleaned.withColumn(rule.column, F.coalesce(F.col(rule.column), lit))
+
+    # --- JSON fields and derived features ------------------------------------------------------------------------
+    transformed = cleaned
+    json_exprs: dict[str, dict[str, Any]] = {}
+    for jc in config.json_columns:
+        text = F.col(jc.column)
+        wrapped = F.concat(F.lit('{"v":'), text, F.lit(f',"{END_KEY}":1}}'))
+        check = F.from_json(wrapped, f"struct<v:string,{END_KEY}:int>", {"allowSingleQuotes": "false"})
+        valid = text.isNotNull() & check[END_KEY].isNotNull()
+        is_object = valid & text.rlike(JSON_WS + r"\{")
+        transformed = (transformed.withColumn(f"_json_valid_{jc.column}", valid)
+                       .withColumn(f"_json_object_{jc.column}", is_object))
+        for field in jc.fields:
+            value: Any = F.when(F.col(f"_json_object_{jc.column}"), text)
+            for key in field.path:
+                value = F.from_json(value, T.StructType([T.StructField(key, T.StringType())]),
+                                    {"allowSingleQuotes": "false"})[key]
+            # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
+            value = F.when(value.isin(*NON_FINITE),
+                           F.regexp_replace(value, '^"|"$', "")).otherwise(value)
+            transformed = transformed.withColumn(field.name, value)
+        json_exprs[jc.column] = {"fields": [f.name for f in jc.fields]}
+    for d in config.derived:
+        if d.kind == "string_length":
+            transformed = transformed.withColumn(d.name, F.length(F.col(d.source)).cast("long"))
+        else:
+            assert d.bins is not None
+            transformed = transformed.withColumn(d.name, _bins_expr(F, F.col(d.source).cast("double"), d.bins))
+            transformed = transformed.withColumn(f"_outside_{d.name}", _outside_expr(F, F.col(d.source).cast("double"),
+                                                                                       d.bins))
+    transformed = transformed.persist(StorageLevel.MEMORY_AND_DISK)
+
+    aggs = [F.sum(F.col(c).isNull().cast("long")).alias(f"after_{j}") for j, c in enumerate(names)]
+    for jc in config.json_columns:
+        aggs += [F.sum(F.col(jc.column).isNotNull().cast("long")).alias(f"jnm_{jc.column}"),
+                 F.sum((F.col(jc.column).isNotNull() & ~F.col(f"_json_valid_{jc.column}")).cast("long"))
+                 .alias(f"jinv_{jc.column}"),
+                 F.sum((F.col(f"_json_valid_{jc.column}") & ~F.col(f"_json_object_{jc.column}")).cast("long"))
+                 .alias(f"jno_{jc.column}")]
+        aggs += [F.sum(F.col(f.name).isNotNull().cast("long")).alias(f"jf_{f.name}") for f in jc.fields]
+    for d in config.derived:
+        aggs.append(F.sum(F.col(d.name).isNull().cast("long")).alias(f"dm_{d.name}"))
+        if d.kind == "bins":
+            assert d.bins is not None
+            aggs.append(F.sum(F.col(f"_outside_{d.name}").cast("long")).alias(f"do_{d.name}"))
+            labels = [*d.bins.labels, *([d.bins.outside] if d.bins.outside is not None else [])]
+            aggs += [F.sum((F.col(d.name) == F.lit(lab)).cast("long")).alias(f"dl_{d.name}_{k}")
+                     for k, lab in enumerate(labels)]
+    group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
+    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES] + [d.name for d in config.derived
+                                                                     if d.kind == "string_length"]
+    for c in group_cols:
+        aggs += [F.countDistinct(F.col(c)).alias(f"gd_{c}"), F.sum(F.col(c).isNull().cast("long")).alias(f"gm_{c}")]
+    for c in numeric_cols:
+        x = F.col(c).cast("double")
+        aggs += [F.count(x).alias(f"nc_{c}"), F.min(x).alias(f"nmin_{c}"), F.max(x).alias(f"nmax_{c}"),
+                 F.avg(x).alias(f"nmean_{c}")]
+    agg = transformed.agg(*aggs).collect()[0].asDict() if aggs else {}
+
+    def n(key: str) -> int:
+        return int(agg.get(key) or 0)
+
+    for j, c in enumerate(names):
+        col_metrics[c]["missing_after"] = n(f"after_{j}")
+    json_metrics: dict[str, Any] = {}
+    for jc in config.json_columns:
+        inv, no = n(f"jinv_{jc.column}"), n(f"jno_{jc.column}")
+        json_metrics[jc.column] = {
+            "non_missing": n(f"jnm_{jc.column}"), "malformed": inv + no, "invalid_syntax": inv, "not_object": no,
+            "malformed_rate": _rate(inv + no, n(f"jnm_{jc.column}")),
+            "fields": {f.name: {"path": ".".join(f.path), "extracted": n(f"jf_{f.name}"),
+                                "missing": rows_out - n(f"jf_{f.name}")} for f in jc.fields}}
+    derived_metrics: dict[str, Any] = {}
+    for d in config.derived:
+        if d.kind == "string_length":
+            derived_metrics[d.name] = {"kind": d.kind, "source": d.source, "missing": n(f"dm_{d.name}")}
+        else:
+            assert d.bins is not None
+            order = [*d.bins.labels, *([d.bins.outside] if d.bins.outside is not None else [])]
+            derived_metrics[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": n(f"do_{d.name}"),
+                                       "missing": n(f"dm_{d.name}"),
+                                       "counts": {lab: n(f"dl_{d.name}_{k}") for k, lab in enumerate(order)}}
+    group_metrics = {c: {"distinct": n(f"gd_{c}"), "missing": n(f"gm_{c}")} for c in group_cols}
+    numeric: dict[str, Any] = {}
+    for c in numeric_cols:
+        count = n(f"nc_{c}")
+        numeric[c] = ({"count": 0, "min": None, "max": None, "mean": None} if count == 0 else
+                      {"count": count, "min": _finite(agg[f"nmin_{c}"]), "max": _finite(agg[f"nmax_{c}"]),
+                       "mean": _finite(agg[f"nmean_{c}"])})
+
+    # --- group statistics ------------------------------------------------------------------------------------------
+    statistics = {}
+    for g in config.group_statistics:
+        statistics[g.name] = _group_statistics(F, transformed, g, config, kinds, median_of)
+        if sampling is not None:
+            sizes = statistics[g.name]
+            sampling["groups"][g.name] = [{"group": {k: r[k] for k in g.group_by}, "rows": r["rows"],
+                                           "sampled": r["rows"], "rank_error": 1.0 / APPROX_ACCURACY}
+                                          for r in sizes]
+
+    # --- outputs ---------------------------------------------------------------------------------------------------
+    for folder in OUTPUT_FOLDERS:
+        (output_dir / folder).mkdir(parents=True, exist_ok=True)
+    file_names = [f.path.name for f in files]
+    file_name = F.element_at(F.array(*[F.lit(x) for x in file_names]), F.col("_file") + 1)
+    derived_names = [f.name for jc in config.json_columns for f in jc.fields] + [d.name for d in config.derived]
+    written = {
+        "cleaned": [_write(cleaned.select("_file", "_row", *names), output_dir, "cleaned", fmt)],
+        "transformed": [_write(transformed.select("_file", "_row", *names, *derived_names), output_dir,
+                               "transformed", fmt)],
+    }
+    rejected_parsed = rows.filter(~F.col("_kept")).select(
+        file_name.alias(FILE_COL), F.col("_row").alias(ROW_COL), F.col("_reason").alias(REASON_COL),
+        F.lit(None).cast("string").alias(RAW_LINE_COL),
+        *[F.col(f"_raw_{j}").alias(c) for j, c in enumerate(names)],
+        F.col("_file"), F.lit(0).alias("_unparsed"), F.col("_row").alias("_order"))
+    unparsed = raw.filter(F.col("_corrupt").isNotNull()).select(
+        file_name.alias(FILE_COL), F.lit(None).cast("long").alias(ROW_COL),
+        F.lit("parse_error:wrong_field_count").alias(REASON_COL), F.col("_corrupt").alias(RAW_LINE_COL),
+        *[F.lit(None).cast("string").alias(c) for c in names],
+        F.col("_file"), F.lit(1).alias("_unparsed"), F.col("_pos").alias("_order"))
+    rejected = rejected_parsed.unionByName(unparsed)
+    # Input order; with unparsable lines, files by name, each file's parsed rows before its unparsable lines.
+    sort = ([FILE_COL, "_file", "_unparsed", "_order"] if unparsed_per_file else ["_file", "_order"])
+    written["rejected"] = [_write(rejected, output_dir, "rejected", fmt, order=sort,
+                                  drop=["_file", "_unparsed", "_order"])]
+    reason_counts: dict[str, int] = {}
+    for r in rejected.groupBy(REASON_COL).count().collect():
+        for part in str(r[REASON_COL]).split(";"):
+            reason_counts[part] = reason_counts.get(part, 0) + int(r["count"])
+    reason_counts = dict(sorted(reason_counts.items()))
+    written["statistics"] = _write_statistics(output_dir, statistics)
+    written["quality"] = [output_dir / "quality" / "metrics.json"]
+    outputs = {k: [str(p.relative_to(output_dir)) for p in v] for k, v in written.items()}
+
+    per_file = []
+    for i, f in enumerate(files):
+        parsed_n, kept_n = per_file_parsed.get(i, (0, 0))
+        errors = int(unparsed_per_file.get(i, 0))
+        entry = {"file": f.path.name, "path": str(f.path), "format": f.kind, "size_bytes": f.size,
+                 "sha256": f.sha256, "rows_in": int(parsed_n) + errors, "rows_out": int(kept_n or 0),
+                 "rows_rejected": int(parsed_n) + errors - int(kept_n or 0), "parse_errors": errors}
+        per_file.append(entry)
+
+    drift_batch = _drift_batch(F, pre, config, kinds, rows_out, max_rows, sampling)
+    raw.unpersist()
+    rows.unpersist()
+    transformed.unpersist()
+    return _finish(spark, output_dir, config, fmt, context, baseline, opts, started, rows_in, rows_out, names,
+                   col_metrics, json_metrics, per_file, dup_exact, dup_key, key_cols, dropped, imputation,
+                   derived_metrics, group_metrics, numeric, outputs, drift_batch, reason_counts, sampling)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _rate(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def _finite(value: Any) -> Any:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _bin_index(F: Any, x: Any, bins: Any) -> Any:
+    """numpy ``searchsorted`` as ``transform.bin_values`` uses it: the edge index each value falls before."""
+    edges = list(bins.edges)
+    expr = F.lit(len(edges))
+    for i in range(len(edges) - 1, -1, -1):  # first i with edges[i] >= x (right-closed) / > x (left-closed)
+        cond = (F.lit(edges[i]) >= x) if bins.closed == "right" else (F.lit(edges[i]) > x)
+        expr = F.when(cond, F.lit(i)).otherwise(expr)
+    if bins.include_lowest:
+        expr = F.when(x == F.lit(edges[0]), F.lit(1)).otherwise(expr)
+    return expr
+
+
+def _inside(F: Any, x: Any, bins: Any) -> Any:
+    idx = _bin_index(F, x, bins)
+    return x.isNotNull() & (idx != 0) & (idx != len(bins.edges))
+
+
+def _bins_expr(F: Any, x: Any, bins: Any) -> Any:
+    idx = _bin_index(F, x, bins)
+    labels = F.array(*[F.lit(label) for label in bins.labels])
+    outside = F.lit(bins.outside) if bins.outside is not None else F.lit(None).cast("string")
+    return (F.when(x.isNull(), F.lit(None).cast("string"))
+            .when(_inside(F, x, bins), F.element_at(labels, idx))
+            .otherwise(outside))
+
+
+def _outside_expr(F: Any, x: Any, bins: Any) -> Any:
+    return x.isNotNull() & ~_inside(F, x, bins)
+
+
+def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: dict[str, str],
+                      median_of: Any) -> list[dict[str, Any]]:
+    """``transform.group_statistics`` in Spark: rows per group, then ``<column>_<aggregation>``; groups sorted by key
+    (bins features by label order), a missing key last."""
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    int_like = {c for c, k in kinds.items() if k == "integer"} | {d.name for d in config.derived
+                                                                 if d.kind == "string_length"}
+    for col, funcs in g.aggregations:
+        for fn in funcs:
+            x = F.col(col)
+            name = f"{col}_{fn}"
+            if fn == "count":
+                aggs.append(F.count(x).alias(name))
+            elif fn == "size":
+                aggs.append(F.count(F.lit(1)).alias(name))
+            elif fn == "sum":
+                aggs.append(F.coalesce(F.sum(x), F.lit(0)).alias(name))
+            elif fn == "mean":
+                aggs.append(F.avg(x.cast("double")).alias(name))
+            elif fn == "median":
+                aggs.append(median_of(x.cast("double")).alias(name))
+            elif fn in ("min", "max"):
+                aggs.append((F.min(x) if fn == "min" else F.max(x)).alias(name))
+            elif fn == "std":
+                aggs.append(F.stddev_samp(x.cast("double")).alias(name))
+            elif fn == "nunique":
+                aggs.append(F.countDistinct(x).alias(name))
+    keys = list(g.group_by)
+    result = [r.asDict() for r in frame.groupBy(*keys).agg(*aggs).collect()]
+    bins_order = {d.name: [*d.bins.labels, *([d.bins.outside] if d.bins.outside is not None else [])]
+                  for d in config.derived if d.kind == "bins" and d.bins is not None}
+
+    def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for k in keys:
+            v = row[k]
+            if v is None:
+                out.append((1, 0))
+            elif k in bins_order:
+                out.append((0, bins_order[k].index(v)))
+            else:
+                out.append((0, v))
+        return tuple(out)
+
+    result.sort(key=sort_key)
+    for row in result:
+        for col, funcs in g.aggregations:
+            if col in int_like:
+                for fn in ("sum", "min", "max"):
+                    if f"{col}_{fn}" in row and row[f"{col}_{fn}"] is not None:
+                        row[f"{col}_{fn}"] = int(row[f"{col}_{fn}"])
+            for fn in funcs:
+                v = row[f"{col}_{fn}"]
+                if isinstance(v, float) and not math.isfinite(v):
+                    row[f"{col}_{fn}"] = None
+    return result
+
+
+def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any]]]) -> list[Path]:
+    written = []
+    for name, rows in statistics.items():
+        folder = output_dir / "statistics"
+        path = folder / f"{name}.csv"
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            header = list(rows[0]) if rows else []
+            w.writerow(header)
+            for row in rows:
+                w.writerow(["" if row[h] is None else row[h] for h in header])
+        written.append(path)
+        jpath = folder / f"{name}.json"
+        write_json({"name": name, "rows": rows}, jpath)
+        written.append(jpath)
+    return written
+
+
+def _write(frame: Any, output_dir: Path, stem: str, fmt: str, *, order: list[str] | None = None,
+           drop: list[str] | None = None) -> Path:
+    """One file ``<stem>/<stem>.<fmt>`` in input order (one partition, sorted), as the default engine writes."""
+    order = order or ["_file", "_row"]
+    drop = drop or ["_file", "_row"]
+    out = frame.repartition(1).sortWithinPartitions(*order).drop(*drop)
+    tmp = output_dir / stem / f"_{stem}.spark"
+    writer = out.write.mode("overwrite")
+    if fmt == "csv":
+        writer.option("header", "true").option("escape", '"').csv(str(tmp))
+    else:
+        writer.parquet(str(tmp))
+    parts = sorted(p for p in tmp.iterdir() if p.name.startswith("part-"))
+    target = output_dir / stem / f"{stem}.{fmt}"
+    if len(parts) != 1:  # pragma: no cover - one partition writes one part
+        raise RuntimeError(f"{stem}: expected one part file, got {len(parts)}")
+    parts[0].replace(target)
+    shutil.rmtree(tmp)
+    return target
+
+
+def _drift_batch(F: Any, pre: Any, config: DatasetConfig, kinds: dict[str, str], rows_out: int, max_rows: int,
+                 sampling: dict[str, Any] | None) -> Any:
+    """The drift columns' values before imputation, in input order, as the small pandas frame ``gate.finish``
+    profiles: all output rows while they fit the row budget; beyond it a deterministic uniform sample of about
+    budget rows (a hash of the row position, as the streaming path samples). Collected as rows, not with Arrow."""
+    import pandas as pd
+
+    cols = [c for c in (*config.drift.numeric, *config.drift.categorical) if c in kinds]
+    frame = pre.select("_file", "_row", *cols)
+    if sampling is not None:
+        rate = min(1.0, max_rows / rows_out)
+        bucket = F.pmod(F.xxhash64(F.col("_file"), F.col("_row")), F.lit(1 << 30)) / float(1 << 30)
+        frame = frame.filter(bucket < rate)
+        sampling["rate"] = rate
+    data = frame.orderBy("_file", "_row").select(*cols).collect()
+    out = {}
+    for j, c in enumerate(cols):
+        values = [r[j] for r in data]
+        if kinds[c] == "integer":
+            out[c] = pd.array(values, dtype="Int64")
+        elif kinds[c] == "float":
+            out[c] = pd.array([float("nan") if v is None else v for v in values], dtype="float64")
+        else:
+            out[c] = pd.array(values, dtype="object")
+    batch = pd.DataFrame(out, columns=cols)
+    if sampling is not None:
+        sampling["sample_rows"] = len(batch)
+    return batch
+
+
+def library_versions() -> dict[str, str]:
+    import pyspark
+
+    return {"python": platform.python_version(), "pyspark": pyspark.__version__}
+
+
+def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, context: dict[str, Any],
+            baseline: Path | None, opts: RunOptions, started: float, rows_in: int, rows_out: int, names: list[str],
+            col_metrics: dict[str, Any], json_metrics: dict[str, Any], per_file: list[dict[str, Any]], dup_exact: int,
+            dup_key: int, key_cols: list[str], dropped: int, imputation: dict[str, Any], derived_metrics: dict[str, Any],
+            group_metrics: dict[str, Any], numeric: dict[str, Any], outputs: dict[str, list[str]], drift_batch: Any,
+            reason_counts: dict[str, int], sampling: dict[str, Any] | None) -> dict[str, Any]:
+    """metrics.json as ``pipeline._finish`` assembles it (same keys), then ``gate.finish``."""
+    rows_rejected = rows_in - rows_out
+    missing_before = sum(m["missing_before"] for m in col_metrics.values())
+    missing_after = sum(m["missing_after"] for m in col_metrics.values())
+    malformed = sum(m["malformed"] for m in json_metrics.values())
+    json_cells = sum(m["non_missing"] for m in json_metrics.values())
+    invalid_total = sum(m["invalid"] for m in col_metrics.values())
+    seconds = round(time.perf_counter() - started, 3)
+    summary = {
+        "rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected,
+        "missing_values_before": missing_before, "missing_values_after": missing_after,
+        "missing_rate_after": _rate(missing_after, rows_out * len(names)),
+        "rejected_rate": _rate(rows_rejected, rows_in),
+        "duplicate_rows_exact": dup_exact, "duplicate_rows_key": dup_key,
+        "duplicate_rate": _rate(dup_key, rows_in),
+        "malformed_json": malformed, "malformed_json_rate": _rate(malformed, json_cells),
+        "invalid_values": invalid_total, "processing_seconds": seconds,
+    }
+    assert tuple(summary) == SUMMARY_KEYS
+    metrics = {
+        "summary": summary,
+        "status": "succeeded",
+        "dataset": context.pop("dataset", None),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "processing_seconds": seconds,
+        "code_version": opts.code_version or None,
+        "package_version": processing.__version__,
+        "libraries": {**library_versions(), "spark": spark.version},
+        "library_drift": [],  # processing/requirements.txt pins the default engine's libraries, not Spark's
+        "config": {"source": config.source, "sha256": config.sha256},
+        "format": fmt,
+        "inputs": per_file,
+        "rows": {"in": rows_in, "out": rows_out, "rejected": rows_rejected, "rejected_by_reason": reason_counts},
+        "columns": col_metrics,
+        "missing_values": {"before": missing_before, "after": missing_after, "checked_columns": names,
+                           "cells_checked": rows_out * len(names)},
+        "invalid_values": {c: m["invalid"] for c, m in col_metrics.items() if m["type"] in NUMERIC_TYPES},
+        "duplicates": {"exact": dup_exact, "exact_columns": names, "key": dup_key, "key_columns": key_cols,
+                       "policy": config.duplicate_drop, "dropped": dropped},
+        "json": json_metrics,
+        "imputation": imputation,
+        "derived": derived_metrics,
+        "group_columns": group_metrics,
+        "numeric": numeric,
+        "quality_gate": quality_gate(summary, config.quality_thresholds),
+        "outputs": outputs,
+        "mode": "spark",
+        "statistics_sampling": sampling,
+        **context,
+    }
+    presence = {f"{c}.{name}": _rate(field["extracted"], rows_out)
+                for c, m in json_metrics.items() for name, field in m["fields"].items()}
+    gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)
+    write_json(metrics, output_dir / "quality" / "metrics.json")
+    return metrics
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """processing/io.py ``write_json`` (io imports pyarrow): temp file + rename, NaN refused."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:
+    """``pipeline.quality_gate`` (pipeline imports pyarrow; this is the same rule, tested equal)."""
+    value_of = {
+        "max_missing_rate_after": summary["missing_rate_after"], "max_rejected_rate": summary["rejected_rate"],
+        "max_malformed_json_rate": summary["malformed_json_rate"], "max_duplicate_rate": summary["duplicate_rate"],
+        "min_rows_out": summary["rows_out"],
+    }
+    checks = {}
+    for key, limit in thresholds.items():
+        value = value_of[key]
+        ok = value >= limit if key.startswith("min_") else value <= limit
+        checks[key] = {"threshold": limit, "value": value, "passed": bool(ok)}
+    return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
