@@ -675,17 +675,29 @@ def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any
     for name, rows in statistics.items():
         folder = output_dir / "statistics"
         path = folder / f"{name}.csv"
-        with path.open("w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            header = list(rows[0]) if rows else []
-            w.writerow(header)
-            for row in rows:
-                w.writerow(["" if row[h] is None else row[h] for h in header])
+        header = list(rows[0]) if rows else []
+        lines = [",".join(_csv_cell(h) for h in header)]
+        lines += [",".join(_csv_cell(row[h]) for h in header) for row in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)
         jpath = folder / f"{name}.json"
         write_json({"name": name, "rows": rows}, jpath)
         written.append(jpath)
     return written
+
+
+def _csv_cell(value: Any) -> str:
+    """A statistics CSV cell as pyarrow's CSV writer (the default engine) writes it: text quoted, numbers bare (a
+    whole float without its ``.0``), null empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
 
 
 def _write(frame: Any, output_dir: Path, stem: str, fmt: str, *, order: list[str] | None = None,
