@@ -339,17 +339,35 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
                                .otherwise(F.col("_reason")))
     rows = rows.withColumn("_kept", F.col("_reason") == "").persist(StorageLevel.MEMORY_AND_DISK)
 
-    counts = rows.agg(
+    # One pass for every count: per file and reject reason, summed here (the groups are few).
+    by_file_reason = [r.asDict() for r in rows.groupBy("_file", "_reason").agg(
         F.count(F.lit(1)).alias("parsed"),
         F.sum(F.col("_kept").cast("long")).alias("kept"),
         F.sum(F.col("_dup_exact").cast("long")).alias("dup_exact"),
         F.sum(F.col("_dup_key").cast("long")).alias("dup_key"),
         *[F.sum((F.col("_kept") & F.col(c).isNull()).cast("long")).alias(f"null_{j}") for j, c in enumerate(names)],
         *[F.sum((F.col("_kept") & F.col(f"_inv_{c}")).cast("long")).alias(f"inv_{c}") for c in invalid_cols],
-    ).collect()[0].asDict()
+    ).collect()]
+    counts: dict[str, int] = {}
+    per_file_parsed: dict[int, tuple[int, int]] = {}
+    reason_counts: dict[str, int] = {}
+    for r in by_file_reason:
+        for key, value in r.items():
+            if key not in ("_file", "_reason"):
+                counts[key] = counts.get(key, 0) + int(value or 0)
+        n_parsed, n_kept = per_file_parsed.get(r["_file"], (0, 0))
+        per_file_parsed[r["_file"]] = (n_parsed + int(r["parsed"]), n_kept + int(r["kept"] or 0))
+        if r["_reason"]:
+            for part in r["_reason"].split(";"):
+                reason_counts[part] = reason_counts.get(part, 0) + int(r["parsed"])
     unparsed_per_file = dict(raw.filter(F.col("_corrupt").isNotNull()).groupBy("_file").count().collect())
-    per_file_parsed = {r["_file"]: (r["n"], r["k"]) for r in rows.groupBy("_file").agg(
-        F.count(F.lit(1)).alias("n"), F.sum(F.col("_kept").cast("long")).alias("k")).collect()}
+    if unparsed_per_file:
+        reason_counts["parse_error:wrong_field_count"] = sum(unparsed_per_file.values())
+    reason_counts = dict(sorted(reason_counts.items()))
+    counts.setdefault("parsed", 0)
+    counts.setdefault("kept", 0)
+    counts.setdefault("dup_exact", 0)
+    counts.setdefault("dup_key", 0)
     rows_in = counts["parsed"] + sum(unparsed_per_file.values())
     if rows_in == 0:
         raise EmptyInputError("no data rows in the input (header only): " + ", ".join(f.path.name for f in files))
@@ -366,7 +384,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     for j, c in enumerate(names):
         inv = int(counts.get(f"inv_{c}") or 0)
         col_metrics[c] = {"type": kinds[c], "declared": c in config.columns,
-                          "missing_before": int(counts[f"null_{j}"] or 0) - inv, "invalid": inv}
+                          "missing_before": int(counts.get(f"null_{j}") or 0) - inv, "invalid": inv}
 
     kept = rows.filter(F.col("_kept"))
     pre = kept.select("_file", "_row", *names)
@@ -539,11 +557,6 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     sort = ([FILE_COL, "_file", "_unparsed", "_order"] if unparsed_per_file else ["_file", "_order"])
     written["rejected"] = [_write(rejected, output_dir, "rejected", fmt, order=sort,
                                   drop=["_file", "_unparsed", "_order"])]
-    reason_counts: dict[str, int] = {}
-    for r in rejected.groupBy(REASON_COL).count().collect():
-        for part in str(r[REASON_COL]).split(";"):
-            reason_counts[part] = reason_counts.get(part, 0) + int(r["count"])
-    reason_counts = dict(sorted(reason_counts.items()))
     written["statistics"] = _write_statistics(output_dir, statistics)
     written["quality"] = [output_dir / "quality" / "metrics.json"]
     outputs = {k: [str(p.relative_to(output_dir)) for p in v] for k, v in written.items()}
