@@ -52,6 +52,7 @@ class Invocation:
     duration: float = 0.0
     timed_out: bool = False
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_at: float | None = None  # simulated epoch seconds, set by LocalCloud (localcloud/clock.py)
 
     @property
     def ok(self) -> bool:

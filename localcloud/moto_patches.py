@@ -45,11 +45,16 @@ _applied: set[str] = set()
 _tls = threading.local()
 _lock = threading.RLock()
 
-# Lambda invocations requested asynchronously (EventBridge targets): (function arn, payload, target),
-# drained by LocalCloud.
-ASYNC_INVOCATIONS: "collections.deque[tuple[str, Any, dict]]" = collections.deque()
+# Lambda invocations requested asynchronously (EventBridge targets): (function arn, payload, target, simulated epoch
+# seconds when Lambda accepted the event), drained by LocalCloud.
+ASYNC_INVOCATIONS: "collections.deque[tuple[str, Any, dict, float]]" = collections.deque()
 # The CreateProcessingJob requests as sent, by job name.
 PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
+# Processing-instance quotas, instance type -> instances ("ml.<type> for processing job usage"); a type not listed is
+# unlimited. Set by LocalCloud(job_quota=...); CreateProcessingJob beyond it raises ResourceLimitExceeded.
+JOB_QUOTAS: dict[str, int] = {}
+# Statuses that hold processing instances (count against the quota).
+ACTIVE_JOB_STATUSES = ("InProgress", "Stopping")
 
 
 # (owner, attribute, original as stored on the owner, replacement) of every attribute we replaced
@@ -93,7 +98,9 @@ def _once(name: str) -> bool:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from localcloud.clock import CLOCK
+
+    return CLOCK.iso()
 
 
 def apply_all(endpoint: str | None = None) -> None:
@@ -108,7 +115,11 @@ def apply_all(endpoint: str | None = None) -> None:
     patch_change_set_outputs()
     patch_update_parameters()
     patch_lambda_invoke()
+    patch_lambda_dead_letter_config()
     patch_sqs_inline_esm()
+    from localcloud.clock import patch_moto_time
+
+    patch_moto_time()
     patch_eventbridge_targets()
     patch_s3_eventbridge()
     patch_sagemaker_processing()
@@ -653,6 +664,53 @@ def patch_lambda_invoke() -> None:
     _replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
 
 
+def patch_lambda_dead_letter_config() -> None:
+    """A function's ``DeadLetterConfig`` (CreateFunction, UpdateFunctionConfiguration, ``AWS::Lambda::Function``) is
+    kept as ``fn.dead_letter_config`` and returned by GetFunctionConfiguration; moto 5.2.5 drops it. LocalCloud sends
+    failed asynchronous events there (Lambda DG "Capturing records of Lambda asynchronous invocations")."""
+    if not _once("lambda_dead_letter_config"):
+        return
+    from moto.awslambda.models import LambdaFunction
+
+    original_init = LambdaFunction.__init__
+    original_update = LambdaFunction.update_configuration
+    original_get = LambdaFunction.get_configuration
+    original_cfn_create = LambdaFunction.create_from_cloudformation_json.__func__
+    original_cfn_update = LambdaFunction.update_from_cloudformation_json.__func__
+
+    def __init__(self, account_id, spec, region, version=1):
+        original_init(self, account_id, spec, region, version)
+        self.dead_letter_config = dict(spec.get("DeadLetterConfig") or {})
+
+    def update_configuration(self, config_updates):
+        if "DeadLetterConfig" in config_updates:
+            self.dead_letter_config = dict(config_updates.get("DeadLetterConfig") or {})
+        return original_update(self, config_updates)
+
+    def get_configuration(self, *args, **kwargs):
+        config = original_get(self, *args, **kwargs)
+        if getattr(self, "dead_letter_config", None):
+            config["DeadLetterConfig"] = dict(self.dead_letter_config)
+        return config
+
+    def cfn_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        fn = original_cfn_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        fn.dead_letter_config = dict(cloudformation_json.get("Properties", {}).get("DeadLetterConfig") or {})
+        return fn
+
+    def cfn_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+        fn = original_cfn_update(cls, original_resource, new_resource_name, cloudformation_json, account_id,
+                                 region_name)
+        fn.dead_letter_config = dict(cloudformation_json.get("Properties", {}).get("DeadLetterConfig") or {})
+        return fn
+
+    _replace(LambdaFunction, "__init__", __init__)
+    _replace(LambdaFunction, "update_configuration", update_configuration)
+    _replace(LambdaFunction, "get_configuration", get_configuration)
+    _replace(LambdaFunction, "create_from_cloudformation_json", cfn_create)
+    _replace(LambdaFunction, "update_from_cloudformation_json", cfn_update)
+
+
 def patch_sqs_inline_esm() -> None:
     """SendMessage no longer invokes mapped functions inline; :class:`localcloud.cloud.LocalCloud` polls."""
     if not _once("sqs_inline_esm"):
@@ -730,7 +788,9 @@ def patch_eventbridge_targets() -> None:
                 payload = copy.deepcopy(event0)
             body = payload if isinstance(payload, str) else json.dumps(payload)
             if arn.service == "lambda":
-                ASYNC_INVOCATIONS.append((target["Arn"], payload, target))
+                from localcloud.clock import CLOCK
+
+                ASYNC_INVOCATIONS.append((target["Arn"], payload, target, CLOCK.now()))
             elif arn.service == "sqs":
                 from moto.sqs.models import sqs_backends
 
@@ -879,7 +939,8 @@ def patch_sagemaker_processing() -> None:
     from moto.sagemaker.exceptions import ResourceInUseException
     from moto.sagemaker.models import FakeProcessingJob, SageMakerModelBackend
     from moto.sagemaker.responses import SageMakerResponse
-    from moto.core.utils import utcnow
+
+    from localcloud.clock import CLOCK
 
     original_create = SageMakerModelBackend.create_processing_job
 
@@ -892,8 +953,9 @@ def patch_sagemaker_processing() -> None:
                 f"and a processing job with this name already exists ({arn})"
             )
         request = kwargs.pop("_request", None) or {}
+        _check_job_quota(self, request)
         job = original_create(self, **kwargs)
-        now = utcnow()
+        now = CLOCK.utcnow_naive()
         job.processing_job_status = "InProgress"
         job.processing_end_time = None
         job.processing_start_time = now
@@ -924,6 +986,43 @@ def patch_sagemaker_processing() -> None:
 
     _replace(SageMakerModelBackend, "create_processing_job", create_processing_job)
     _replace(SageMakerResponse, "create_processing_job", response_create)
+
+
+def _resource_limit_exceeded(message: str) -> Exception:
+    from moto.sagemaker.exceptions import SagemakerClientError
+
+    class ResourceLimitExceeded(SagemakerClientError):
+        code = "ResourceLimitExceeded"
+
+    return ResourceLimitExceeded(message)
+
+
+def quota_message(instance_type: str, quota: int, used: int, delta: int) -> str:
+    """SageMaker's ResourceLimitExceeded text for a processing-instance quota (/work/shared/FACTS.md section 7; the
+    sentence after "request delta of N Instances." is not quoted there and is left out)."""
+    return (f"The account-level service limit '{instance_type} for processing job usage' is {quota} Instances, "
+            f"with current utilization of {used} Instances and a request delta of {delta} Instances.")
+
+
+def _check_job_quota(backend, request: dict) -> None:
+    """ResourceLimitExceeded when the job's instances would exceed the instance type's quota (JOB_QUOTAS). AWS counts
+    instances of processing jobs that hold them (InProgress, Stopping) per account and Region."""
+    cluster = (request.get("ProcessingResources") or {}).get("ClusterConfig") or {}
+    instance_type = cluster.get("InstanceType")
+    if instance_type not in JOB_QUOTAS:
+        return
+    delta = int(cluster.get("InstanceCount") or 1)
+    used = 0
+    for job_name, job in list(backend.processing_jobs.items()):
+        if job.processing_job_status not in ACTIVE_JOB_STATUSES:
+            continue
+        other = ((PROCESSING_JOB_REQUESTS.get(job_name) or {}).get("ProcessingResources") or {}).get(
+            "ClusterConfig") or {}
+        if other.get("InstanceType") == instance_type:
+            used += int(other.get("InstanceCount") or 1)
+    quota = int(JOB_QUOTAS[instance_type])
+    if used + delta > quota:
+        raise _resource_limit_exceeded(quota_message(instance_type, quota, used, delta))
 
 
 def _sagemaker_backend(account_id: str, region_name: str):
@@ -965,12 +1064,12 @@ def set_processing_job_status(
     description. The "SageMaker Processing Job State Change" event is built by ``job_executor.state_change_event``
     and routed by the caller with :func:`put_event`.
     """
-    from moto.core.utils import utcnow
+    from localcloud.clock import CLOCK
 
     backend = _sagemaker_backend(account_id, region_name)
     job = backend.processing_jobs[name]
     job.processing_job_status = status
-    now = utcnow()
+    now = CLOCK.utcnow_naive()
     job.last_modified_time = now
     if status in ("Completed", "Failed", "Stopped"):
         job.processing_end_time = now
