@@ -8,12 +8,19 @@
 
 ``run_until_idle`` pumps, round after round, until a round moves nothing:
 
-1. EventBridge -> Lambda targets (queued by the rule, run here: async invoke, 2 retries on error);
-2. SQS event source mappings (poll, real SQS event shape, ReportBatchItemFailures, redrive to DLQ);
-3. processing jobs that are InProgress: ``localcloud.job_executor.run_job`` performs the request, the job's
-   status is set in the emulator and the "SageMaker Processing Job State Change" event is routed;
-4. ``localcloud.alarms.evaluate_all`` evaluates the deployed alarms on the recorded datapoints; state
-   changes publish to the alarm's SNS actions (moto_patches.patch_alarm_states).
+1. AWS/SQS metric samples for the simulated minutes passed (``service_metrics``);
+2. EventBridge -> Lambda targets (queued by the rule, run here: asynchronous invocation with Lambda's documented
+   retries, event age, dead-letter queue and destinations, on the simulated clock);
+3. SQS event source mappings (poll, real SQS event shape, ReportBatchItemFailures; a failed record comes back when its
+   visibility timeout ends, redrive to the DLQ after maxReceiveCount);
+4. processing jobs that are InProgress: each runs in its own thread (``localcloud.job_executor.run_job``), a finished
+   job's status is set in the emulator and its "SageMaker Processing Job State Change" event is routed;
+5. ``localcloud.alarms.evaluate_all`` evaluates the deployed alarms at the simulated time; state changes publish to
+   the alarm's SNS actions (moto_patches.patch_alarm_states).
+
+When nothing moves but something waits for a time (an invisible message, an async retry), the simulated clock
+(``cloud.clock``, localcloud/clock.py) jumps to it. ``cloud.faults`` injects AWS errors (localcloud/faults.py);
+``job_quota`` / ``set_job_quota`` set processing-instance quotas; ``stop_job`` stops a job. See README.md.
 """
 
 from __future__ import annotations

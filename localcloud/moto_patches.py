@@ -15,10 +15,12 @@ session as a LocalCloud).
 | stack outputs empty after a change set; failed change set = HTTP 500; missing change set = ValidationError (update deploy fails) | :func:`patch_change_set_outputs` |
 | second deploy: SSM-typed parameter re-resolved from its value | :func:`patch_update_parameters` |
 | Lambda invoke needs Docker | :func:`patch_lambda_invoke` (subprocess runner, :mod:`localcloud.lambdas`) |
+| a function's DeadLetterConfig dropped | :func:`patch_lambda_dead_letter_config` |
+| SQS / CloudWatch / SageMaker read the wall clock | :func:`localcloud.clock.patch_moto_time` (the simulated clock) |
 | SQS event source mappings invoked inline at SendMessage | :func:`patch_sqs_inline_esm` (the poller in :mod:`localcloud.cloud` does it) |
 | EventBridge -> Lambda / SNS targets raise NotImplementedError | :func:`patch_eventbridge_targets` |
 | S3 -> EventBridge events: wrong shape (time, etag, fixed sequencer) | :func:`patch_s3_eventbridge` |
-| SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped | :func:`patch_sagemaker_processing` |
+| SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped, no instance quota | :func:`patch_sagemaker_processing` (quota: ``JOB_QUOTAS``) |
 | alarms start OK; state changes never reach SNS | :func:`patch_alarm_states` |
 """
 
