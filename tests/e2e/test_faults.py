@@ -170,3 +170,27 @@ def test_resource_limit_storm_ends_in_the_trigger_dlq_after_the_trigger_backoff(
     finally:
         cloud.set_job_quota(instance_type, previous)
         _settle_dlq(cloud, dlq_url)
+
+
+def test_burst_larger_than_the_quota_is_absorbed_by_the_trigger_retries(cloud):
+    trigger = cloud.outputs["TriggerFunctionName"]
+    instance_type = cloud.lambda_.get_function_configuration(FunctionName=trigger)["Environment"]["Variables"][
+        "INSTANCE_TYPE"]
+    n_runs = len(cloud.invocations(trigger))
+    keys = [f"input/default/faults-burst-{i}.csv" for i in range(2)]
+    previous = cloud.set_job_quota(instance_type, 1)  # one instance: the second job of the burst must wait
+    try:
+        for key in keys:
+            cloud.s3.put_object(Bucket=cloud.outputs["DataBucketName"], Key=key, Body=SMALL_CSV)
+        cloud.run_until_idle()
+    finally:
+        cloud.set_job_quota(instance_type, previous)
+    jobs = {key: [j for j in cloud.processing_jobs() if j["Environment"].get("SOURCE_URI", "").endswith(key)]
+            for key in keys}
+    assert all(len(found) == 1 and found[0]["ProcessingJobStatus"] == "Completed" for found in jobs.values()), jobs
+    retries = [json.loads(line) for run in cloud.invocations(trigger)[n_runs:] for line in run.logs.splitlines()
+               if line.startswith("{") and json.loads(line).get("decision") == "retry"]
+    # the second create was refused while the first job held the only instance, then retried after the backoff
+    assert retries and all(r["error_code"] == "ResourceLimitExceeded" for r in retries)
+    assert "current utilization of 1 Instances" in retries[0]["error"]
+    assert _receive_all(cloud, cloud.outputs["TriggerDlqUrl"]) == []
