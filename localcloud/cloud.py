@@ -317,7 +317,7 @@ class LocalCloud:
                 return totals
             step = min(target, (math.floor(now / 60) + 1) * 60)
             due = self.next_due_time()
-            if due is not None and due < step:
+            if due is not None and now < due < step:
                 step = due + TIMER_EPSILON
             self.clock.advance_to(min(step, target))
 

@@ -336,3 +336,28 @@ def test_stop_job_kills_a_running_job(cloud, tmp_path):
     cloud.run_until_idle()
     assert cloud.sagemaker.describe_processing_job(ProcessingJobName="never")["ProcessingJobStatus"] == "Stopped"
     assert not (tmp_path / "ran").exists()
+
+
+def test_sqs_metrics_sample_each_minute_with_visibility_at_that_minute(cloud):
+    url, _ = _queue(cloud, "sampled", VisibilityTimeout=150)
+    cloud.sqs.send_message(QueueUrl=url, MessageBody="m")
+    cloud.sqs.receive_message(QueueUrl=url)  # in flight for 150 s
+    start = cloud.clock.now()
+    visible_at = cloud._sqs_backend().queues["sampled"]._messages[0].visible_at / 1000.0
+    cloud.clock.advance(300)  # one jump: the samples in between still see the message turn visible at 150 s
+    now = cloud.clock.datetime()
+    points = {}
+    for metric in ("ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"):
+        resp = cloud.cloudwatch.get_metric_statistics(
+            Namespace="AWS/SQS", MetricName=metric, Dimensions=[{"Name": "QueueName", "Value": "sampled"}],
+            StartTime=now - timedelta(seconds=400), EndTime=now + timedelta(seconds=1), Period=60,
+            Statistics=["Maximum"])
+        points[metric] = {int(p["Timestamp"].timestamp()): p["Maximum"] for p in resp["Datapoints"]}
+    minutes = sorted(points["ApproximateNumberOfMessagesVisible"])
+    assert len([t for t in minutes if t > start]) == 5  # one datapoint per simulated minute
+    for t in minutes:
+        if t <= start:
+            continue
+        visible = t > visible_at
+        assert points["ApproximateNumberOfMessagesVisible"][t] == (1 if visible else 0), t - start
+        assert points["ApproximateNumberOfMessagesNotVisible"][t] == (0 if visible else 1), t - start
