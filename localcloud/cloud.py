@@ -557,6 +557,7 @@ class LocalCloud:
                 continue
             self._jobs_started.add(name)
             count += 1
+            _ = self.s3  # create the client here: boto3's default session is not thread-safe for client creation
             self._job_futures[name] = self._job_pool.submit(self._execute_job, name)
         return count
 
