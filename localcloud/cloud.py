@@ -46,7 +46,7 @@ from botocore.config import Config
 
 from localcloud import alarms, job_executor, lambdas, moto_patches
 from localcloud.clock import CLOCK
-from localcloud.faults import FaultInjector
+from localcloud.faults import FaultInjector, signing_name
 from localcloud.server import ACCOUNT_ID, REGION, MotoServer, client_env
 from localcloud.service_metrics import ServiceMetrics
 
@@ -57,6 +57,8 @@ ASYNC_RETRIES = 2  # Lambda async invoke: 2 retries after the first attempt (AWS
 ASYNC_RETRY_DELAYS = (60.0, 120.0)  # "a one-minute wait between the first two attempts, and two minutes between the
 #                                     second and third attempts" (Lambda DG invocation-async-error-handling)
 ASYNC_MAX_EVENT_AGE = 6 * 3600  # default MaximumEventAgeInSeconds (and its maximum)
+ASYNC_THROTTLE_MAX_DELAY = 300.0  # throttled async events: "from 1 second after the first attempt to a maximum of
+#                                   5 minutes" (Lambda DG invocation-async-error-handling)
 DEFAULT_HORIZON = 6 * 3600.0  # run_until_idle: how far (simulated seconds) the clock may jump per call
 TIMER_EPSILON = 0.001  # moto: a message is visible when now > visible_at (strictly)
 MAX_CONCURRENT_JOBS = 8  # threads running local jobs; the instance quota (job_quota) is the AWS-side limit
@@ -71,6 +73,7 @@ class AsyncEvent:
     accepted: float
     due: float
     attempts: int = 0
+    throttles: int = 0
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last: Any = None  # the last lambdas.Invocation
 
@@ -339,9 +342,20 @@ class LocalCloud:
         return min(candidates) if candidates else None
 
     # ------------------------------------------------------------------ Lambda (async + SQS)
-    def _invoke(self, fn, payload) -> lambdas.Invocation:
-        """Run the function and record its AWS/Lambda metrics at the simulated time it started."""
+    def _invoke(self, fn, payload) -> lambdas.Invocation | None:
+        """Run the function and record its AWS/Lambda metrics at the simulated time it started.
+
+        None: the invocation was refused by an injected fault on ``lambda`` ``Invoke`` (the function did not run):
+        a 429 (``TooManyRequestsException``) is a throttle and counts in AWS/Lambda ``Throttles``; other statuses are
+        Lambda system errors. Lambda DG: throttles and system errors are retried by the caller (async queue, SQS
+        poller), not counted as function errors."""
         at = self.clock.now()
+        fault = self.faults.match(signing_name("lambda"), "Invoke")
+        if fault is not None:
+            if fault.http_status == 429:
+                self.metrics.record_throttle(fn.function_name, at=at)
+            log.warning("invocation of %s refused by an injected fault: %s", fn.function_name, fault.error_code)
+            return None
         inv = lambdas.run_moto_function(fn, payload)
         inv.started_at = at
         self.metrics.record_invocation(fn.function_name, error=not inv.ok, duration_s=inv.duration, at=at)
@@ -410,6 +424,11 @@ class LocalCloud:
                 self._async_discard(fn, ev, settings, "EventAgeExceeded")
                 continue
             inv = self._invoke(fn, ev.payload)
+            if inv is None:  # throttled / system error: back to the queue, 1 s doubling to 5 min, until max age
+                ev.throttles += 1
+                ev.due = self.clock.now() + min(ASYNC_THROTTLE_MAX_DELAY, 2.0 ** (ev.throttles - 1))
+                self._async_queue.append(ev)
+                continue
             ev.attempts += 1
             ev.last = inv
             if inv.ok:
@@ -456,7 +475,8 @@ class LocalCloud:
         if settings["dlq"]:
             message = str((failure.error or {}).get("errorMessage", ""))
             self._deliver(settings["dlq"], json.dumps(ev.payload),
-                          {"RequestID": ev.request_id, "ErrorCode": "200", "ErrorMessage": message[:1024]},
+                          {"RequestID": ev.request_id, "ErrorCode": "200" if inv is not None else "429",
+                           "ErrorMessage": message[:1024]},
                           numeric=("ErrorCode",))
 
     def _deliver(self, arn: str, body: str, attributes: dict[str, str] | None = None,
@@ -509,6 +529,8 @@ class LocalCloud:
             fn = lambda_backend.get_function(esm.function_arn)
             records = [self._sqs_record(m, queue) for m in messages]
             inv = self._invoke(fn, {"Records": records})
+            if inv is None:  # throttled: the batch is left as it is and comes back after its visibility timeout
+                continue
             failed: set[str] = set()
             if not inv.ok:
                 failed = {m.id for m in messages}

@@ -45,7 +45,11 @@ def _zip(source: str) -> bytes:
 
 
 def _role(cloud) -> str:
-    return cloud.client("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    iam = cloud.client("iam")
+    try:
+        return iam.get_role(RoleName="r")["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        return iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
 
 
 def _queue(cloud, name: str, **attributes) -> tuple[str, str]:
@@ -361,3 +365,60 @@ def test_sqs_metrics_sample_each_minute_with_visibility_at_that_minute(cloud):
         visible = t > visible_at
         assert points["ApproximateNumberOfMessagesVisible"][t] == (1 if visible else 0), t - start
         assert points["ApproximateNumberOfMessagesNotVisible"][t] == (0 if visible else 1), t - start
+
+
+PRINTS_RECEIVE_COUNT = """
+import json
+def handler(event, context):
+    for r in event["Records"]:
+        print(json.dumps({"receive_count": r["attributes"]["ApproximateReceiveCount"]}))
+    return {"batchItemFailures": []}
+"""
+
+
+def test_throttled_invocations_count_as_throttles_and_are_retried(cloud):
+    # asynchronous: two throttles, then the three function attempts (throttles do not use MaximumRetryAttempts)
+    dlq_url, dlq_arn = _queue(cloud, "thr-dlq")
+    _async_function(cloud, "throttled", DeadLetterConfig={"TargetArn": dlq_arn})
+    fault = cloud.faults.add(service="lambda", operation="Invoke", error_code="TooManyRequestsException",
+                             http_status=429, times=2)
+    n_before = len(cloud.invocations("throttled"))
+    _put_event(cloud, "job-4")
+    cloud.run_until_idle()
+    assert fault.hits == 2 and len(cloud.invocations("throttled")) == n_before + 3
+    dims = {"FunctionName": "throttled"}
+    assert _metric_sum(cloud, "AWS/Lambda", "Throttles", dims) == 2
+    assert _metric_sum(cloud, "AWS/Lambda", "Errors", dims) == 3
+    assert len(_all_messages(cloud, dlq_url)) == 1
+    # SQS event source: a throttled batch stays in the queue and comes back after the visibility timeout
+    url, arn = _queue(cloud, "thr-src", VisibilityTimeout=30)
+    cloud.lambda_.create_function(FunctionName="sqs-throttled", Runtime="python3.12", Role=_role(cloud),
+                                  Handler="index.handler", Code={"ZipFile": _zip(PRINTS_RECEIVE_COUNT)}, Timeout=10)
+    cloud.lambda_.create_event_source_mapping(EventSourceArn=arn, FunctionName="sqs-throttled", BatchSize=1,
+                                              FunctionResponseTypes=["ReportBatchItemFailures"])
+    cloud.faults.add(service="lambda", operation="Invoke", error_code="TooManyRequestsException", http_status=429,
+                     times=1)
+    cloud.sqs.send_message(QueueUrl=url, MessageBody="m")
+    start = cloud.clock.now()
+    cloud.run_until_idle()
+    [run] = [i for i in cloud.invocations("sqs-throttled") if i.function_name == "sqs-throttled"]
+    assert json.loads(run.logs.strip().splitlines()[-1]) == {"receive_count": "2"}
+    assert run.started_at - start >= 30
+    assert _metric_sum(cloud, "AWS/Lambda", "Throttles", {"FunctionName": "sqs-throttled"}) == 1
+    assert _all_messages(cloud, url) == []
+
+
+def test_the_job_executor_s3_calls_get_injected_faults(cloud):
+    cloud.s3.create_bucket(Bucket="job-inputs")
+    cloud.s3.put_object(Bucket="job-inputs", Key="in/a.csv", Body=b"x\n1\n")
+    req = _job_request("reads-input", "pass")
+    req["ProcessingInputs"] = [{"InputName": "data", "S3Input": {
+        "S3Uri": "s3://job-inputs/in/", "LocalPath": "/opt/ml/processing/input", "S3DataType": "S3Prefix",
+        "S3InputMode": "File"}}]
+    cloud.sagemaker.create_processing_job(**req)
+    with cloud.faults.injected(service="s3", operation="ListObjectsV2", error_code="AccessDenied", http_status=403,
+                               message="Access Denied"):
+        cloud.run_until_idle()
+    desc = cloud.sagemaker.describe_processing_job(ProcessingJobName="reads-input")
+    assert desc["ProcessingJobStatus"] == "Failed"
+    assert "AccessDenied" in desc["FailureReason"]
