@@ -1,7 +1,9 @@
 # Every target creates or reuses .venv and node_modules; nothing needs to be installed beforehand
-# except Python 3.11, Node.js (with npm) and make.
+# except Python 3.11 or newer (python3.11, or the first of python3.12...python3.14, python3 that is 3.11+), Node.js
+# (with npm) and make.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The first of python3.11, python3.12, python3.13, python3.14, python3 that exists and is 3.11 or newer.
+PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.13 python3.14 python3,$(if $(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo ok),$(p))) python3.11)
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export CDK_DISABLE_CLI_TELEMETRY := true

@@ -20,7 +20,8 @@ MAIN_PY = (
     'runpy.run_module("processing", run_name="__main__", alter_sys=True)\n'
 )
 _EXCLUDED_DIRS = frozenset({"tests", "test", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"})
-_EXCLUDED_FILES = frozenset({"requirements.txt", ".DS_Store"})
+# processing/requirements.txt is bundled (nothing installs it: the job reads its pins to warn about library drift).
+_EXCLUDED_FILES = frozenset({".DS_Store"})
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 

@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "output_prefix": "output/",
     "baseline_prefix": "baselines/",
     "quarantine_prefix": "quarantine/",
+    "staging_prefix": "staging/",
+    "staging_expiration_days": 7,  # days
     "job_prefix": "dq",
     "instance_type": "ml.t3.medium",
     "instance_count": 1,
@@ -24,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "processing_mode": "auto",
     "max_rows_in_memory": None,  # rows; None (or "") = the job derives it from the instance's memory
     "sklearn_image_version": "1.4-2-py312",
+    "asset_kms_key_arn": None,  # the CDK bootstrap assets bucket's own KMS key (cdk bootstrap --bootstrap-kms-key-id)
+    "sklearn_image_uri": None,  # None (or "") = resolve the tag of sklearn_image_version; else a digest-pinned URI
     "alert_email": None,
     "removal_policy": "retain",
     "noncurrent_version_expiration_days": 30,  # days
@@ -69,6 +73,13 @@ LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 54
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
 _JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
 _DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+#: A KMS key ARN (not an alias: a key policy or IAM statement on an alias ARN does not cover the key's use via S3).
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]{1,128}$")
+#: A scikit-learn image pinned by digest (docs/infra.md "Pinning the job image"): registry account, region, the
+#: ``sagemaker-scikit-learn`` repository, ``@sha256:`` and 64 lower-case hex digits. A tag is refused: tags are rebuilt.
+IMAGE_DIGEST_URI_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
+    r"/(?P<repository>sagemaker-scikit-learn)@sha256:(?P<digest>[0-9a-f]{64})$")
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
@@ -105,6 +116,8 @@ class Settings:
     output_prefix: str = "output/"
     baseline_prefix: str = "baselines/"
     quarantine_prefix: str = "quarantine/"
+    staging_prefix: str = "staging/"  # each job's copy of its object version (design.md Contract 1)
+    staging_expiration_days: int = 7  # days: staged copies expire (lifecycle rule on the staging prefix)
     job_prefix: str = "dq"
     instance_type: str = "ml.t3.medium"
     instance_count: int = 1
@@ -113,6 +126,8 @@ class Settings:
     processing_mode: str = "auto"  # the job's PROCESSING_MODE: auto, memory or streaming
     max_rows_in_memory: int | None = None  # the job's PROCESSING_MAX_ROWS_IN_MEMORY; None = derived from its memory
     sklearn_image_version: str = "1.4-2-py312"
+    asset_kms_key_arn: str | None = None  # KMS key of the bootstrap assets bucket when it is the user's own key
+    sklearn_image_uri: str | None = None  # digest-pinned image URI; None = the tag of sklearn_image_version
     alert_email: str | None = None
     removal_policy: str = "retain"
     noncurrent_version_expiration_days: int = 30  # days
@@ -287,6 +302,18 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
                 f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs (recursion)",
             )
 
+    # The staging prefix is written by the trigger and read by the jobs: under the input prefix a copy would start a
+    # job of its own; overlapping an output/baseline/quarantine prefix would mix copies with results (and the
+    # lifecycle rule that expires copies would expire those too).
+    staging_prefix = _as_prefix("staging_prefix", value("staging_prefix"))
+    for key, prefix in {"input_prefix": input_prefix, **written}.items():
+        if staging_prefix.startswith(prefix) or prefix.startswith(staging_prefix):
+            raise SettingsError(
+                "staging_prefix",
+                f"{staging_prefix!r} overlaps {key} {prefix!r}: staged copies must live under a prefix of their own",
+            )
+    staging_expiration_days = _as_int("staging_expiration_days", value("staging_expiration_days"), 1, 365)
+
     job_prefix = value("job_prefix")
     if not isinstance(job_prefix, str) or not _JOB_PREFIX_RE.fullmatch(job_prefix):
         raise SettingsError("job_prefix", f"must match [a-z0-9]{{1,10}}, got {job_prefix!r}")
@@ -318,6 +345,31 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     versions = _sklearn_versions()
     if image_version not in versions:
         raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
+
+    asset_kms_key_arn = value("asset_kms_key_arn")
+    if asset_kms_key_arn in ("", None):
+        asset_kms_key_arn = None
+    elif not isinstance(asset_kms_key_arn, str) or not _KMS_KEY_ARN_RE.fullmatch(asset_kms_key_arn):
+        raise SettingsError(
+            "asset_kms_key_arn",
+            f"must be a KMS key ARN arn:<partition>:kms:<region>:<account>:key/<key-id> (not an alias), "
+            f"got {asset_kms_key_arn!r}")
+    image_uri = value("sklearn_image_uri")
+    if image_uri in ("", None):
+        image_uri = None
+    elif not isinstance(image_uri, str) or not IMAGE_DIGEST_URI_RE.fullmatch(image_uri.strip()):
+        raise SettingsError(
+            "sklearn_image_uri",
+            f"must be a scikit-learn image pinned by digest, "
+            f"<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got {image_uri!r} "
+            "(a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
+    else:
+        image_uri = image_uri.strip()
+        china = IMAGE_DIGEST_URI_RE.fullmatch(image_uri).group("region").startswith("cn-")
+        if china != image_uri.split("/", 1)[0].endswith(".amazonaws.com.cn"):
+            raise SettingsError(
+                "sklearn_image_uri", f"{image_uri!r}: China regions (cn-*) use the domain amazonaws.com.cn, the "
+                "other regions amazonaws.com")
 
     alert_email = value("alert_email")
     if alert_email in ("", None):
@@ -357,6 +409,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         output_prefix=output_prefix,
         baseline_prefix=written["baseline_prefix"],
         quarantine_prefix=written["quarantine_prefix"],
+        staging_prefix=staging_prefix,
+        staging_expiration_days=staging_expiration_days,
         job_prefix=job_prefix,
         instance_type=instance_type,
         instance_count=_instance_count(value("instance_count")),
@@ -365,6 +419,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         processing_mode=processing_mode,
         max_rows_in_memory=max_rows_in_memory,
         sklearn_image_version=image_version,
+        asset_kms_key_arn=asset_kms_key_arn,
+        sklearn_image_uri=image_uri,
         alert_email=alert_email,
         removal_policy=removal_policy,
         noncurrent_version_expiration_days=_as_int(

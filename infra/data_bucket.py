@@ -9,6 +9,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+STAGING_NONCURRENT_DAYS = 1  # days: a staged copy's older versions (a redelivery copied the same bytes again)
+
 
 @dataclass(frozen=True)
 class DataBucketProps:
@@ -18,11 +20,16 @@ class DataBucketProps:
         removal_policy: what happens to the buckets and key on stack delete (default RETAIN).
         noncurrent_version_expiration_days: old object versions expire after this many days (default 30).
         access_log_expiration_days: server access log objects expire after this many days (default 365).
+        staging_prefix: where the trigger stages each job's copy of its object version (default ``staging/``).
+        staging_expiration_days: staged copies expire after this many days (default 7); their noncurrent versions
+            (a redelivered event copies again) after :data:`STAGING_NONCURRENT_DAYS`.
     """
 
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
     noncurrent_version_expiration_days: int = 30  # days
     access_log_expiration_days: int = 365  # days
+    staging_prefix: str = "staging/"
+    staging_expiration_days: int = 7  # days
 
 
 class DataBucket(Construct):
@@ -74,7 +81,16 @@ class DataBucket(Construct):
                     noncurrent_version_expiration=Duration.days(props.noncurrent_version_expiration_days),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                     expired_object_delete_marker=True,
-                )
+                ),
+                # Each job's staged copy (design.md Contract 1) is read once, when the job starts: it expires after
+                # staging_expiration_days (a delete marker; the copy becomes noncurrent and goes a day later). The
+                # whole-bucket rule above removes the expired delete markers.
+                s3.LifecycleRule(
+                    id="ExpireStagedCopies",
+                    prefix=props.staging_prefix,
+                    expiration=Duration.days(props.staging_expiration_days),
+                    noncurrent_version_expiration=Duration.days(STAGING_NONCURRENT_DAYS),
+                ),
             ],
             removal_policy=props.removal_policy,
         )

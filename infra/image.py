@@ -71,29 +71,55 @@ def _parts(version: str) -> _Parts:
     return _Parts(repository=repository, tag=tag)
 
 
+def digest_uri_parts(uri: str) -> tuple[str, str, str]:
+    """(account, region, repository) of ``<account>.dkr.ecr.<region>.<domain>/<repository>@sha256:<hex>``."""
+    registry, _, rest = uri.partition("/")
+    account, _, host = registry.partition(".dkr.ecr.")
+    return account, host.split(".", 1)[0], rest.split("@", 1)[0]
+
+
 class SklearnImage(Construct):
     """Resolves the scikit-learn image URI and its ECR repository ARN for the enclosing stack.
 
     A stack with a concrete region gets the literal URI from the SDK. An environment-agnostic stack gets a
     ``CfnMapping`` region -> registry account generated from the SDK's JSON config, joined with the deploy-time
-    region and URL suffix.
+    region and URL suffix. ``pinned_uri`` (the ``sklearn_image_uri`` setting, validated by :mod:`infra.config`)
+    replaces both: the image by digest, immutable where a tag is rebuilt (docs/infra.md "Pinning the job image").
 
     Attributes:
-        image_uri: the image URI (a literal or a CloudFormation expression).
+        image_uri: the image URI (a literal or a CloudFormation expression; the pinned URI when given).
+        tag: the image tag, None when pinned by digest.
         repository_arn: ARN of the image's ECR repository (for least-privilege pull permissions).
         registry_account: the registry account (literal or token).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, version: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, version: str, pinned_uri: str | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        self.tag: str | None
+        self.image_uri: str
+        self.registry_account: str
+        self.region_mapping: CfnMapping | None
+        if pinned_uri:
+            account, region, repository = digest_uri_parts(pinned_uri)
+            if not Token.is_unresolved(stack.region) and region != stack.region:
+                raise ImageResolutionError(
+                    f"sklearn_image_uri {pinned_uri!r} is in region {region!r} but the stack deploys to "
+                    f"{stack.region!r}: SageMaker pulls the job image from the job's own region")
+            self.repository, self.tag = repository, None
+            self.image_uri = pinned_uri
+            self.registry_account = account
+            self.region_mapping = None
+            self.repository_arn = stack.format_arn(service="ecr", account=account, region=region,
+                                                   resource="repository", resource_name=repository)
+            return
         parts = _parts(version)
         self.repository = parts.repository
         self.tag = parts.tag
         if not Token.is_unresolved(stack.region):
-            self.image_uri: str = retrieve(stack.region, version)
-            self.registry_account: str = self.image_uri.split(".", 1)[0]
-            self.region_mapping: CfnMapping | None = None
+            self.image_uri = retrieve(stack.region, version)
+            self.registry_account = self.image_uri.split(".", 1)[0]
+            self.region_mapping = None
         else:
             self.region_mapping = CfnMapping(
                 self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -140,6 +140,16 @@ class JobMetrics(Construct):
         self.role.add_to_policy(
             # SSE-KMS puts: the baseline, the _SUCCESS and publish-once markers
             iam.PolicyStatement(sid="EncryptBaselines", actions=["kms:GenerateDataKey"], resources=[props.key.key_arn])
+        )
+        # The documented state-change event carries neither Environment (input URI and version) nor ExitMessage (the
+        # container's message): the handler reads them with DescribeProcessingJob, on this stack's jobs only.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DescribeFinishedJobs",
+                actions=["sagemaker:DescribeProcessingJob"],
+                resources=[Stack.of(self).format_arn(service="sagemaker", resource="processing-job",
+                                                     resource_name=f"{props.job_prefix}-*")],
+            )
         )
         # cloudwatch:PutMetricData has no resource-level permissions ("*" required); the condition pins the namespace.
         self.role.add_to_policy(

@@ -21,13 +21,14 @@ _IAM5 = "AwsSolutions-IAM5"
 
 def acknowledgements(
     *, input_prefix: str, output_prefix: str, baseline_prefix: str, quarantine_prefix: str, job_prefix: str,
-    data_bucket_ref: str, partition: str = "<AWS::Partition>", region: str = "<AWS::Region>",
+    data_bucket_ref: str, staging_prefix: str = "staging/", partition: str = "<AWS::Partition>", region: str = "<AWS::Region>",
     account: str = "<AWS::AccountId>",
 ) -> tuple[Ack, ...]:
     """The acknowledged findings for the given settings (finding ids embed the prefixes and CFN references).
 
     Args:
-        input_prefix / output_prefix / baseline_prefix / quarantine_prefix / job_prefix: from :class:`infra.config.Settings`.
+        input_prefix / output_prefix / baseline_prefix / quarantine_prefix / job_prefix / staging_prefix: from
+            :class:`infra.config.Settings`.
         data_bucket_ref: the data bucket's logical ID as cdk-nag prints it (``<LogicalId.Arn>``).
         partition / region / account: as cdk-nag prints them in ARNs: the ``<AWS::...>`` pseudo parameters for an
             environment-agnostic stack, literals when the stack has a concrete environment (what `cdk deploy`
@@ -37,9 +38,10 @@ def acknowledgements(
     return (
         Ack(
             "ProcessingJob/Role",
-            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{input_prefix}*]",
-            f"The job reads the uploaded object named in each request; keys under '{input_prefix}' are only known at "
-            "run time, so s3:GetObject is scoped to that prefix of the data bucket and nothing else.",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{staging_prefix}*]",
+            f"The job reads its staged copy <staging_prefix><dataset>/<job-name>/<file> of the uploaded object version "
+            f"(design.md Contract 1), whose name is known only at run time; s3:GetObject is scoped to '{staging_prefix}' "
+            "and never reaches the input prefix.",
         ),
         Ack(
             "ProcessingJob/Role",
@@ -119,6 +121,25 @@ def acknowledgements(
             f"job; read-only s3:GetObject on baseline.json keys under '{baseline_prefix}'.",
         ),
         Ack(
+            "Trigger/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{input_prefix}*]",
+            f"The trigger asks S3 which key an event names (HeadObject of the event's version) and copies that version: "
+            f"s3:GetObject and s3:GetObjectVersion on uploads under '{input_prefix}', whose keys are known only at run "
+            "time; read only.",
+        ),
+        Ack(
+            "Trigger/Role",
+            f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{staging_prefix}*]",
+            f"The trigger writes each job's copy <staging_prefix><dataset>/<job-name>/<file> (CopyObject or a multipart "
+            f"copy): s3:PutObject and s3:AbortMultipartUpload on '{staging_prefix}' only, which overlaps no other prefix.",
+        ),
+        Ack(
+            "Trigger/Role",
+            f"{_IAM5}[Resource::*]",
+            "cloudwatch:PutMetricData (the KeyRefused count) has no resource-level permissions; the cloudwatch:namespace "
+            "condition limits it to the stack's DataQualityPipeline namespace.",
+        ),
+        Ack(
             "Metrics/Role",
             f"{_IAM5}[Resource::*]",
             "cloudwatch:PutMetricData has no resource-level permissions; the cloudwatch:namespace condition limits it "
@@ -129,6 +150,13 @@ def acknowledgements(
             f"{_IAM5}[Resource::arn:{partition}:sagemaker:{region}:{account}:processing-job/{job_prefix}-*]",
             f"Job names are derived per uploaded object version; CreateProcessingJob and AddTags are limited to jobs "
             f"named '{job_prefix}-*' in this account and region (iam:PassRole separately limited to the job role).",
+        ),
+        Ack(
+            "Metrics/Role",
+            f"{_IAM5}[Resource::arn:{partition}:sagemaker:{region}:{account}:processing-job/{job_prefix}-*]",
+            f"The metrics Lambda reads the finished job's Environment and ExitMessage with DescribeProcessingJob (the "
+            f"state-change event lacks them); read only, limited to jobs named '{job_prefix}-*' in this account and "
+            f"region.",
         ),
     )
 

@@ -26,7 +26,8 @@ class ProcessingJobProps:
     Attributes:
         bucket: the data bucket (inputs and outputs).
         key: the bucket's KMS key, also used for job outputs and the job's volume.
-        input_prefix: the job reads only objects under it (e.g. ``input/``), plus the dataset baselines.
+        input_prefix: where uploads land (``input/``); the job never reads it: its data input is the staged copy.
+        staging_prefix: the trigger's per-job copies of the event's object version (``staging/``), read by the job.
         output_prefix: the job writes only under it (e.g. ``output/``) and the quarantine prefix.
         baseline_prefix: dataset baselines (``baselines/``), read by the job (design.md Contract 4).
         quarantine_prefix: outputs of batches failing the quality gate (``quarantine/``), written by the job.
@@ -37,6 +38,10 @@ class ProcessingJobProps:
         processing_mode: the job's ``PROCESSING_MODE`` (``auto``, ``memory`` or ``streaming``; docs/infra.md).
         max_rows_in_memory: the job's ``PROCESSING_MAX_ROWS_IN_MEMORY`` (streaming's row budget); ``None`` = not set,
             the job derives it from the instance's memory (docs/infra.md).
+        asset_kms_key_arn: the bootstrap assets bucket's KMS key when it is the user's own key
+            (``cdk bootstrap --bootstrap-kms-key-id``): the role may decrypt the code bundle with it, through S3 only.
+            ``None``: the AWS-managed S3 key (default bootstrap) or the key ``--bootstrap-customer-key`` creates,
+            whose key policy already lets principals of the account use it through S3 (docs/infra.md).
     """
 
     bucket: s3.IBucket
@@ -48,12 +53,14 @@ class ProcessingJobProps:
     job_prefix: str
     image: SklearnImage
     code: CodeBundle
+    staging_prefix: str = "staging/"
     instance_type: str = "ml.t3.medium"
     instance_count: int = 1
     volume_size_gb: int = 30  # GB
     max_runtime_seconds: int = 3600  # seconds
     processing_mode: str = "auto"
     max_rows_in_memory: int | None = None
+    asset_kms_key_arn: str | None = None
 
 
 class ProcessingJob(Construct):
@@ -78,12 +85,15 @@ class ProcessingJob(Construct):
             description="Execution role of the data quality processing jobs",
         )
         bucket = props.bucket
+        # The job's inputs: its staged copy (design.md Contract 1: the trigger copies the event's object version to
+        # <staging_prefix><dataset>/<job-name>/<file>) and its dataset's baseline. Never the input prefix itself,
+        # whose current version may be a newer upload than the job's.
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadInputObjects",
                 actions=["s3:GetObject"],
                 resources=[
-                    bucket.arn_for_objects(f"{props.input_prefix}*"),
+                    bucket.arn_for_objects(f"{props.staging_prefix}*"),
                     bucket.arn_for_objects(f"{props.baseline_prefix}*"),
                 ],
             )
@@ -93,7 +103,7 @@ class ProcessingJob(Construct):
                 sid="ListInputPrefix",
                 actions=["s3:ListBucket"],
                 resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{props.input_prefix}*", f"{props.baseline_prefix}*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{props.staging_prefix}*", f"{props.baseline_prefix}*"]}},
             )
         )
         self.role.add_to_policy(
@@ -123,6 +133,25 @@ class ProcessingJob(Construct):
                 conditions={"StringEquals": {"s3:prefix": [asset.s3_object_key]}},
             )
         )
+        if props.asset_kms_key_arn:
+            # The user's own bootstrap key: only to decrypt the code bundle object, only through S3 (the encryption
+            # context is the object's ARN, or the bucket's with S3 Bucket Keys: S3 user guide "Encryption context").
+            asset_bucket_arn = f"arn:{stack.partition}:s3:::{asset.s3_bucket_name}"
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="DecryptCodeBundle",
+                    actions=["kms:Decrypt"],
+                    resources=[props.asset_kms_key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}",
+                            "kms:EncryptionContext:aws:s3:arn": [
+                                asset_bucket_arn, f"{asset_bucket_arn}/{asset.s3_object_key}",
+                            ],
+                        }
+                    },
+                )
+            )
         # Inputs are SSE-KMS; outputs are encrypted with OutputConfig.KmsKeyId and the volume with VolumeKmsKeyId.
         self.role.add_to_policy(
             iam.PolicyStatement(

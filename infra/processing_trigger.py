@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -13,13 +14,18 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.job_metrics import METRICS_NAMESPACE
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
 from infra.python_function import python_function
 
-TRIGGER_TIMEOUT = 60  # seconds: one batch of CreateProcessingJob calls, each retried by botocore
+# seconds: one batch of up to BATCH_SIZE records, each a HeadObject, a server-side copy of the object version to its
+# staging key (CopyObject up to 5 GB, parallel UploadPartCopy above) and CreateProcessingJob, retried by botocore.
+# S3 does not publish copy throughput; a batch whose copies outlast this times out and is retried whole.
+TRIGGER_TIMEOUT = 300
 VISIBILITY_TIMEOUT = 6 * TRIGGER_TIMEOUT  # seconds: AWS guidance for SQS event sources is >= 6x the function timeout
 # Deliveries before a message moves to the DLQ. With the handler's backoff on ThrottlingException/ResourceLimitExceeded
 # (visibility min(900, 30 x 2^(n-1)) s, equal jitter) 10 receives wait about 38-75 min in total, i.e. roughly an hour
@@ -31,6 +37,12 @@ BATCH_SIZE = 5  # messages per invocation
 MAX_CONCURRENCY = 2  # concurrent invocations (SQS minimum); CreateProcessingJob is rate limited per region
 MEMORY_SIZE = 256  # MB
 BASELINE_FILE = "baseline.json"  # the trigger heads <baseline_prefix><dataset>/baseline.json (design.md Contract 4)
+REFUSED_METRIC = "KeyRefused"  # handler.py: REFUSED_METRIC; published with dimension Reason and without dimensions
+REFUSED_PERIOD = 300  # seconds
+# Staging (handler.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes CreateMultipartUpload,
+# UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source authorize the copy's read.
+STAGING_WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+SOURCE_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,8 @@ class ProcessingTriggerProps:
         key: the KMS key for the queues (and the job's outputs/volume).
         job: the processing job (role and settings passed to the handler).
         handler_dir: the trigger handler's folder (``infra/lambdas/trigger``, stdlib + boto3 only).
-        input_prefix / output_prefix / job_prefix: see :class:`infra.config.Settings`.
+        input_prefix / output_prefix / job_prefix / staging_prefix: see :class:`infra.config.Settings`.
+        namespace: CloudWatch namespace of the ``KeyRefused`` metric (the stack's metrics namespace).
         log_retention: retention of the function's log group.
         removal_policy: of the log group.
     """
@@ -56,6 +69,8 @@ class ProcessingTriggerProps:
     baseline_prefix: str
     quarantine_prefix: str
     job_prefix: str
+    staging_prefix: str = "staging/"
+    namespace: str = METRICS_NAMESPACE
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
 
@@ -68,6 +83,7 @@ class ProcessingTrigger(Construct):
         queue / dlq: the trigger queue and its dead-letter queue.
         function: the trigger Lambda.
         log_group: the function's log group.
+        refused_keys_metric: ``KeyRefused`` (Sum, all reasons): uploads refused by the trigger (alarmed).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: ProcessingTriggerProps) -> None:
@@ -122,6 +138,8 @@ class ProcessingTrigger(Construct):
                 "OUTPUT_PREFIX": props.output_prefix,
                 "BASELINE_PREFIX": props.baseline_prefix,
                 "QUARANTINE_PREFIX": props.quarantine_prefix,
+                "STAGING_PREFIX": props.staging_prefix,
+                "METRICS_NAMESPACE": props.namespace,
                 "JOB_PREFIX": props.job_prefix,
                 "ROLE_ARN": props.job.role.role_arn,
                 "IMAGE_URI": job.image.image_uri,
@@ -166,6 +184,56 @@ class ProcessingTrigger(Construct):
                 conditions={"StringLike": {"s3:prefix": [f"{props.baseline_prefix}*"]}},
             )
         )
+        # design.md Contract 2: which key the event names (HeadObject of its version, raw then URL-decoded key), and
+        # Contract 1: the server-side copy of that version (source read: GetObject + GetObjectVersion). ListBucket
+        # (s3:prefix-limited) is meant to make a missing key a 404 instead of a 403; the handler still treats a 403
+        # as "absent or denied, cannot tell": told once and retried (infra/lambdas/README.md).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadInputVersions",
+                actions=list(SOURCE_READ_ACTIONS),
+                resources=[props.bucket.arn_for_objects(f"{props.input_prefix}*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListInputPrefix",
+                actions=["s3:ListBucket"],
+                resources=[props.bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{props.input_prefix}*"]}},
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="WriteStagedCopies",
+                actions=list(STAGING_WRITE_ACTIONS),
+                resources=[props.bucket.arn_for_objects(f"{props.staging_prefix}*")],
+            )
+        )
+        # SSE-KMS copy: decrypt the source, encrypt the copy (the bucket key). Only through S3 in this region.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CopyWithDataKey",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[props.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}"}},
+            )
+        )
+        # cloudwatch:PutMetricData has no resource-level permissions ("*" required); the condition pins the namespace.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CountRefusedKeys",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": props.namespace}},
+            )
+        )
+        self.refused_keys_metric = cw.Metric(
+            namespace=props.namespace,
+            metric_name=REFUSED_METRIC,
+            statistic="Sum",
+            period=Duration.seconds(REFUSED_PERIOD),
+        )
         processing_jobs = stack.format_arn(
             service="sagemaker", resource="processing-job", resource_name=f"{props.job_prefix}-*"
         )
@@ -196,4 +264,19 @@ class ProcessingTrigger(Construct):
         )
         self.role.add_to_policy(
             iam.PolicyStatement(sid="DescribeJobKey", actions=["kms:DescribeKey"], resources=[props.key.key_arn])
+        )
+
+    def send_alerts_to(self, topic: sns.ITopic, topic_key: kms.IKey) -> None:
+        """One message per refused upload (issue 11 item 5), published by the function to ``topic``.
+
+        The topic is KMS-encrypted: publishing needs kms:GenerateDataKey and kms:Decrypt on its key (the key policy
+        delegates to IAM), as for :meth:`infra.job_metrics.JobMetrics.send_alerts_to`.
+        """
+        self.function.add_environment("ALERT_TOPIC_ARN", topic.topic_arn)
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="PublishRefusals", actions=["sns:Publish"], resources=[topic.topic_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="EncryptRefusals", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                                resources=[topic_key.key_arn])
         )

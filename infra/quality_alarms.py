@@ -95,6 +95,7 @@ class QualityAlarmsProps:
         functions: Lambdas to alarm on Errors and Throttles.
         alert_email: optional e-mail subscription (must be confirmed by the recipient).
         removal_policy: of the topic's KMS key.
+        refused_keys: the trigger's ``KeyRefused`` metric (Sum, all reasons); alarm ``TriggerKeysRefused`` when set.
     """
 
     namespace: str
@@ -103,6 +104,7 @@ class QualityAlarmsProps:
     functions: Sequence[MonitoredFunction]
     alert_email: str | None = None
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
+    refused_keys: cw.IMetric | None = None
 
 
 def _pascal(name: str) -> str:
@@ -189,6 +191,18 @@ class QualityAlarms(Construct):
                     threshold=1,
                     comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                     description=f"{monitored.label} Lambda invocations were throttled",
+                )
+            )
+
+        if props.refused_keys is not None:
+            self.ops_alarms.append(
+                self._alarm(
+                    "TriggerKeysRefused",
+                    props.refused_keys,
+                    threshold=1,
+                    comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    description="The trigger refused uploads (no job started): see the alert topic's key-refused "
+                                "messages or the KeyRefused metric's Reason dimension",
                 )
             )
 

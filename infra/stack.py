@@ -59,7 +59,8 @@ class DataQualityStack(Stack):
             self,
             "Data",
             props=DataBucketProps(
-                removal_policy=removal, noncurrent_version_expiration_days=settings.noncurrent_version_expiration_days
+                removal_policy=removal, noncurrent_version_expiration_days=settings.noncurrent_version_expiration_days,
+                staging_prefix=settings.staging_prefix, staging_expiration_days=settings.staging_expiration_days,
             ),
         )
         self.code = CodeBundle(
@@ -67,7 +68,8 @@ class DataQualityStack(Stack):
             "ProcessingCode",
             props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir),
         )
-        self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version)
+        self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version,
+                                  pinned_uri=settings.sklearn_image_uri)
         self.job = ProcessingJob(
             self,
             "ProcessingJob",
@@ -78,6 +80,7 @@ class DataQualityStack(Stack):
                 output_prefix=settings.output_prefix,
                 baseline_prefix=settings.baseline_prefix,
                 quarantine_prefix=settings.quarantine_prefix,
+                staging_prefix=settings.staging_prefix,
                 job_prefix=settings.job_prefix,
                 image=self.image,
                 code=self.code,
@@ -87,6 +90,7 @@ class DataQualityStack(Stack):
                 max_runtime_seconds=settings.max_runtime_seconds,
                 processing_mode=settings.processing_mode,
                 max_rows_in_memory=settings.max_rows_in_memory,
+                asset_kms_key_arn=settings.asset_kms_key_arn,
             ),
         )
         self.trigger = ProcessingTrigger(
@@ -102,6 +106,8 @@ class DataQualityStack(Stack):
                 baseline_prefix=settings.baseline_prefix,
                 quarantine_prefix=settings.quarantine_prefix,
                 job_prefix=settings.job_prefix,
+                staging_prefix=settings.staging_prefix,
+                namespace=METRICS_NAMESPACE,
                 log_retention=retention,
                 removal_policy=removal,
             ),
@@ -138,9 +144,11 @@ class DataQualityStack(Stack):
                 functions=functions,
                 alert_email=settings.alert_email,
                 removal_policy=removal,
+                refused_keys=self.trigger.refused_keys_metric,
             ),
         )
         self.metrics.send_alerts_to(self.alarms.topic, self.alarms.key)
+        self.trigger.send_alerts_to(self.alarms.topic, self.alarms.key)
         self.dashboard = PipelineDashboard(
             self,
             "Dashboard",
@@ -175,6 +183,7 @@ class DataQualityStack(Stack):
             output_prefix=settings.output_prefix,
             baseline_prefix=settings.baseline_prefix,
             quarantine_prefix=settings.quarantine_prefix,
+            staging_prefix=settings.staging_prefix,
             job_prefix=settings.job_prefix,
             data_bucket_ref=self.get_logical_id(self.data.bucket.node.default_child),
             **nag_arn_parts(self),

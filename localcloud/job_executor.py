@@ -19,8 +19,11 @@ Choices where the local run has to differ from, or could not confirm, AWS behavi
 
 * **Outputs on failure.** AWS documents ``EndOfJob`` as "upload ... after the job completes" and does not say
   whether a Failed/Stopped job's output folders are uploaded. We upload only for ``Completed`` jobs (so a failed
-  run leaves nothing half-written under the output prefix); the failure is carried by ``FailureReason`` /
-  ``ExitMessage`` (first 1 KB of ``/opt/ml/output/message``) and by the log file. ``Continuous`` mode is treated as
+  run leaves nothing half-written under the output prefix), so the product must not rely on a failed job's
+  outputs; the failure is carried by ``ExitMessage`` (first 1 KB of ``/opt/ml/output/message``, any terminal status;
+  a message file that is not UTF-8 fails the job with a ``ClientError``, as documented), a generic ``FailureReason``
+  (``AlgorithmError: See job logs for more information`` for a non-zero exit: AWS does not put the container's
+  message there) and the log file. ``Continuous`` mode is treated as
   ``EndOfJob``. Symlinks are not uploaded (as in SageMaker).
 * **Timeouts.** Exceeding ``StoppingCondition.MaxRuntimeInSeconds`` stops the job: status ``Stopped`` (the API
   reference: "After the condition is met, the processing job is stopped"), with a reason in ``failure_reason``
@@ -60,6 +63,7 @@ from typing import Any, Callable
 OPT_ML = "/opt/ml"
 DEFAULT_MAX_RUNTIME = 86400  # the API's documented default when StoppingCondition is omitted
 MESSAGE_LIMIT = 1024
+GENERIC_ALGORITHM_ERROR = "AlgorithmError: See job logs for more information"
 _PYTHON_NAMES = {"python", "python3", "/usr/bin/python3", "/usr/bin/python", "/usr/local/bin/python3",
                  "/usr/local/bin/python", "/opt/venv/bin/python3", "/opt/venv/bin/python"}
 # Stripped from the job's environment under EnableNetworkIsolation (prefix match on AWS_ covers all of them;
@@ -238,11 +242,29 @@ def job_command(request: dict, root: Path, python: str) -> list[str]:
     return cmd
 
 
+class MessageNotUtf8(ValueError):
+    """``/opt/ml/output/message`` is not UTF-8: SageMaker fails the job with a ClientError (byoc-metadata.html)."""
+
+
 def _read_message(root: Path) -> str | None:
+    """``ExitMessage``: the first 1 KB of ``/opt/ml/output/message`` (SageMaker developer guide, "Save and Access
+    Metadata Information About Your Processing Job", byoc-metadata.html), set whatever the terminal status.
+
+    Raises:
+        MessageNotUtf8: the file is not UTF-8 ("If the data in this file isn't UTF-8 encoded, the job fails and
+            returns a ClientError").
+    """
     msg = root / "output" / "message"
     if not msg.is_file():
         return None
-    text = msg.read_bytes()[:MESSAGE_LIMIT].decode("utf-8", errors="replace").strip()
+    raw = msg.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageNotUtf8(f"ClientError: {OPT_ML}/output/message is not UTF-8 encoded ({exc.reason} at byte "
+                             f"{exc.start})") from None
+    # 1 KB of bytes; a character cut at the boundary is dropped (AWS does not document this case)
+    text = raw[:MESSAGE_LIMIT].decode("utf-8", errors="ignore").strip()
     return text or None
 
 
@@ -369,7 +391,10 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
             return finish("Stopped", None)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            result.exit_message = _read_message(root)
+            try:
+                result.exit_message = _read_message(root)
+            except MessageNotUtf8:
+                result.exit_message = None
             if limit_is_stopping:
                 reason = (f"MaxRuntimeExceeded: the job ran longer than StoppingCondition.MaxRuntimeInSeconds "
                           f"({max_runtime:g} s) and was stopped")
@@ -382,14 +407,15 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
         result.exit_code = rc
         log.write(f"[local executor] exit code {rc}\n".encode())
 
-    result.exit_message = _read_message(root)
+    try:
+        result.exit_message = _read_message(root)
+    except MessageNotUtf8 as exc:
+        return finish("Failed", str(exc))
     if rc != 0:
-        if result.exit_message:
-            reason = "AlgorithmError: " + result.exit_message
-        else:
-            reason = (f"AlgorithmError: the entrypoint exited with code {rc} and wrote no "
-                      f"{OPT_ML}/output/message; see the job log")
-        return finish("Failed", reason)
+        # FailureReason of a non-zero exit is generic; the container's own words are the ExitMessage
+        # (byoc-metadata.html: "For failed processing jobs, you can use this field to communicate information about
+        # why the processing container failed"). The text is the one SageMaker prints for algorithm failures.
+        return finish("Failed", GENERIC_ALGORITHM_ERROR)
 
     # --- EndOfJob upload (Completed jobs only) -------------------------------------------------------------
     try:
@@ -436,9 +462,17 @@ def job_detail(request: dict, result: JobResult, *, region: str, account: str) -
     return detail
 
 
+#: DescribeProcessingJob fields the documented "SageMaker Processing Job State Change" sample does not carry
+#: (automating-sagemaker-with-eventbridge.html: no Environment, no ExitMessage, no Tags). The emulated event leaves
+#: them out, so consumers read them with DescribeProcessingJob as they must in AWS (FACTS.md §10).
+EVENT_OMITS = ("Environment", "ExitMessage", "Tags")
+
+
 def state_change_event(request: dict, result: JobResult, *, region: str, account: str) -> dict[str, Any]:
-    """The EventBridge event SageMaker emits for this job's state change (FACTS.md §4)."""
-    detail = job_detail(request, result, region=region, account=account)
+    """The EventBridge event SageMaker emits for this job's state change (FACTS.md §4), shaped like the documented
+    sample: the description without :data:`EVENT_OMITS`."""
+    detail = {k: v for k, v in job_detail(request, result, region=region, account=account).items()
+              if k not in EVENT_OMITS}
     return {
         "version": "0",
         "id": str(uuid.uuid4()),

@@ -39,7 +39,6 @@ import threading
 import uuid
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote_plus
 
 log = logging.getLogger("localcloud")
 
@@ -852,10 +851,12 @@ def s3_eventbridge_event(account_id: str, bucket, event_name: str, key) -> dict:
     from moto.s3.notifications import _detail_type
 
     action = event_name.split(":")[-1]
-    # S3 URL-encodes the key in its event notifications ("red flower.jpg" -> "red+flower.jpg", '/' kept); the
-    # EventBridge detail is treated the same way by AWS's own libraries (Powertools' S3EventBridgeNotificationObject
-    # unquote_plus-es it), and the trigger decodes it: so the emulator sends it encoded, as AWS does.
-    obj = {"key": quote_plus(key.name, safe="/"), "size": key.size, "etag": key.etag.replace('"', "")}
+    # The key is sent RAW. AWS does not document whether S3's EventBridge events URL-encode detail.object.key (the
+    # classic S3 notification format does); an AWS solutions sample tested with real uploads (medialake, PR 21) says
+    # it arrives un-encoded, Powertools' data class decodes it (FACTS.md section 10). The trigger does not rely on
+    # either: it asks S3 which of the raw and the decoded key exists at the event's version. Raw is the form the
+    # only real-upload evidence shows; the trigger's Stubber tests cover the encoded form.
+    obj = {"key": key.name, "size": key.size, "etag": key.etag.replace('"', "")}
     if getattr(bucket, "is_versioned", False) and key.version_id and key.version_id != "null":
         obj["version-id"] = key.version_id
     obj["sequencer"] = format(next(_sequencer), "016X")

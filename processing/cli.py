@@ -17,6 +17,7 @@ from processing import io
 from processing.errors import ProcessingError
 
 log = logging.getLogger("processing")
+EXIT_MESSAGE_BYTES = 1000  # SageMaker keeps the first 1 KB (1024 bytes) of /opt/ml/output/message as ExitMessage
 
 
 class SourceChangedError(ProcessingError):
@@ -24,15 +25,16 @@ class SourceChangedError(ProcessingError):
 
 
 def check_source(input_path: Path, environ: Any = None) -> None:
-    """Fail when the downloaded input's size differs from the event's (``SOURCE_SIZE``).
+    """Verify that the downloaded input has the size of the object version the job was started for (``SOURCE_SIZE``).
 
-    The ``data`` input is an S3Prefix, so SageMaker downloads the version that is current when the job starts, not
-    necessarily the version whose event started it. Size is the only check available: the bucket uses SSE-KMS, and
-    an SSE-KMS (or multipart) ETag is not the MD5 of the content, so ``SOURCE_ETAG`` cannot be verified here. A
-    replacement of exactly the same size goes unnoticed. No ``SOURCE_SIZE`` (local runs) or a folder input: no check.
+    The ``data`` input is the trigger's staged copy of exactly that version (design.md Contract 1), under a key of its
+    own that nothing else writes, so the sizes always agree; a difference means the copy is not that version, and the
+    job refuses to process it. Size only: the bucket uses SSE-KMS, and an SSE-KMS (or multipart) ETag is not the MD5
+    of the content, so ``SOURCE_ETAG`` cannot be verified here. No ``SOURCE_SIZE`` (local runs) or a folder input: no
+    check.
 
     Raises:
-        SourceChangedError: the sizes differ: a newer upload replaced the object; that upload has its own job.
+        SourceChangedError: the sizes differ.
     """
     env = os.environ if environ is None else environ
     expected = (env.get("SOURCE_SIZE") or "").strip()
@@ -44,8 +46,8 @@ def check_source(input_path: Path, environ: Any = None) -> None:
         key = uri.split("/", 3)[3] if uri.startswith("s3://") and uri.count("/") >= 3 else uri
         version = env.get("SOURCE_VERSION_ID") or "(unversioned)"
         raise SourceChangedError(
-            f"{key} is {actual} bytes, the event's version {version} was {expected} bytes: a newer upload "
-            f"replaced it; that upload has its own job")
+            f"{key} is {actual} bytes as downloaded, the event's version {version} was {expected} bytes: the job's "
+            f"staged copy is not that version")
 
 
 def opt_ml_root() -> Path:
@@ -98,7 +100,7 @@ def sagemaker_context() -> dict[str, Any]:
 
 
 def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str) -> None:
-    """Write quality/error.json and, when the OPT_ML_ROOT folder exists, $OPT_ML_ROOT/output/message."""
+    """Write quality/error.json and, when the OPT_ML_ROOT folder exists, $OPT_ML_ROOT/output/message (one line)."""
     report = {
         "status": "failed",
         "error_type": type(exc).__name__,
@@ -117,11 +119,26 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
     if root.is_dir():
         try:
             (root / "output").mkdir(parents=True, exist_ok=True)
-            first_line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-            (root / "output" / "message").write_text(
-                first_line[:1000] + "\n" + json.dumps(report, sort_keys=True)[:2000] + "\n", encoding="utf-8")
+            (root / "output" / "message").write_text(exit_message(exc) + "\n", encoding="utf-8")
         except OSError as err:
             log.error("could not write %s/output/message: %s", root, err)
+
+
+def exit_message(exc: BaseException) -> str:
+    """``ErrorClass: first line of the message``: what SageMaker reports as the job's ExitMessage.
+
+    SageMaker keeps the first 1 KB of ``/opt/ml/output/message`` as ``ExitMessage`` (DescribeProcessingJob), and the
+    metrics Lambda puts it into the failure notification. One line a person can act on: the error class and the
+    first line of its message, whitespace collapsed, printable characters only, at most :data:`EXIT_MESSAGE_BYTES`
+    bytes of UTF-8. The full report (input, dataset, code version, time) stays in ``quality/error.json``.
+    """
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    encoded = text.encode("utf-8")
+    if len(encoded) > EXIT_MESSAGE_BYTES:
+        text = encoded[: EXIT_MESSAGE_BYTES - 3].decode("utf-8", errors="ignore") + "..."
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     from processing import pipeline  # imported after logging is set up: pandas import takes a moment
 
     log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))
+    for drift in pipeline.library_drift():
+        log.warning("library drift: %s %s is loaded, processing/requirements.txt pins %s; the image's libraries "
+                    "changed (a rebuilt tag?): pin the image by digest (docs/infra.md) or update the pins",
+                    drift["library"], drift["loaded"], drift["expected"])
     try:
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])

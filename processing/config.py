@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from processing.errors import ConfigError
-from processing.gate import DriftSettings, GateSettings, parse_drift, parse_gate
+from processing.drift_config import DriftSettings, parse_drift
+from processing.gate import GateSettings, parse_gate
 
 COLUMN_TYPES = ("integer", "float", "string", "category", "json")
 NUMERIC_TYPES = ("integer", "float")

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processing.gate import DriftSettings
+from processing.drift_config import DriftSettings
 
 __all__ = ["DriftSettings", "build_profile", "compare", "evaluate", "load_baseline", "psi", "jensen_shannon",
            "normalised_wasserstein", "BaselineError"]

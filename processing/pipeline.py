@@ -6,10 +6,12 @@ import logging
 import math
 import os
 import platform
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,55 @@ def library_versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "pandas": pd.__version__, "numpy": numpy.__version__,
             "pyarrow": pyarrow.__version__}
+
+
+_PIN_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;#]+)")
+
+
+def parse_pins(text: str) -> dict[str, str]:
+    """``name==version`` lines of a requirements file -> {lower-case name: version}; other lines are ignored."""
+    pins = {}
+    for line in text.splitlines():
+        match = _PIN_RE.match(line)
+        if match:
+            pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+def pinned_versions() -> dict[str, str] | None:
+    """The pins of ``processing/requirements.txt`` (bundled with the job's code), or None when it is absent."""
+    try:
+        text = resources.files("processing").joinpath("requirements.txt").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+    return parse_pins(text)
+
+
+def _installed_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_drift(loaded: dict[str, str] | None = None, pins: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Pinned libraries whose loaded version differs: ``[{"library", "expected", "loaded"}]``, empty when none.
+
+    The job runs on the prebuilt scikit-learn image, whose tag is rebuilt: the libraries behind a tag can change
+    (docs/infra.md "Pinning the job image"). Defaults: :func:`library_versions` and :func:`pinned_versions` (no
+    requirements file: nothing to compare, empty).
+    """
+    installed = loaded is None  # the real environment: a pinned library we do not import is looked up installed
+    loaded = library_versions() if loaded is None else loaded
+    pins = pinned_versions() if pins is None else pins
+    drift = []
+    for library, expected in sorted((pins or {}).items()):
+        found = loaded.get(library) or (_installed_version(library) if installed else None)
+        if found != expected:
+            drift.append({"library": library, "expected": expected, "loaded": found if found else "not loaded"})
+    return drift
 
 
 def _rate(num: float, den: float) -> float:
@@ -405,6 +456,7 @@ def _finish(p: Parts) -> Result:
         "code_version": os.environ.get("CODE_VERSION") or None,
         "package_version": processing.__version__,
         "libraries": library_versions(),
+        "library_drift": library_drift(),
         "config": {"source": config.source, "sha256": config.sha256},
         "format": fmt,
         "inputs": per_file,

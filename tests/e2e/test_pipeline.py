@@ -103,7 +103,7 @@ def test_upload_outside_input_prefix_starts_nothing(cloud):
 
 
 def test_key_with_spaces_and_non_ascii(cloud, tmp_path):
-    # a literal '+' and '%20' must survive S3's URL-encoding of the event key and the trigger's decoding
+    # a literal "+" and "%20" in the key: the trigger resolves the event key against S3 (raw first, then decoded)
     _, new = _upload_and_run(cloud, "input/default/my data+ü é%20100.csv", _sample_csv(tmp_path, rows=300))
     assert len(new) == 1
     assert new[0]["ProcessingJobStatus"] == "Completed", new[0].get("FailureReason")
@@ -140,6 +140,11 @@ def test_failing_file_gives_failed_metric_alarm_sns_and_keeps_input(cloud):
     [failed] = [b for b in bodies if b.get("event") == "job-failed" and b.get("job_name") == job_name]
     assert failed["input"] == f"s3://{bucket}/{key}" and failed["input_version_id"] == put["VersionId"]
     assert failed["dataset"] == "default" and failed["failure_reason"] == new[0]["FailureReason"]
+    # the container's message (ExitMessage: "ErrorClass: one line"), read with DescribeProcessingJob because the
+    # state-change event, like AWS's sample, carries neither ExitMessage nor Environment (issue 11 item 4)
+    assert failed["exit_message"] == new[0]["ExitMessage"]
+    assert failed["exit_message"].startswith("MissingColumnsError: ") and "{" not in failed["exit_message"]
+    assert failed["input_from"] == "describe-environment"
     assert [b for b in bodies if b.get("event") == "job-failed"] == [failed]
     assert all(b.get("event") != "batch-quarantined" for b in bodies)
     assert any(b.get("AlarmName") == alarm["AlarmName"] and b.get("NewStateValue") == "ALARM" for b in bodies)

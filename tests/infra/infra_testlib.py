@@ -48,7 +48,7 @@ def write_configs(directory: Path) -> Path:
 
 
 def write_processing_package(directory: Path) -> Path:
-    """A tiny stand-in for processing/ with files the bundle must leave out (tests, caches, requirements.txt)."""
+    """A tiny stand-in for processing/ with files the bundle must leave out (tests, caches) and requirements.txt."""
     (directory / "tests").mkdir(parents=True, exist_ok=True)
     (directory / "__pycache__").mkdir(exist_ok=True)
     (directory / "__init__.py").write_text('"""Fixture processing package."""\n')

@@ -33,6 +33,7 @@ def test_bundle_holds_main_and_package_without_tests_or_caches(tmp_path: Path) -
         "__main__.py",
         "processing/__init__.py",
         "processing/__main__.py",
+        "processing/requirements.txt",  # the pins the job compares with its loaded libraries
         "processing/transform.py",
         "processing/configs/default.json",
         "processing/configs/orders.json",
@@ -69,7 +70,9 @@ def test_real_processing_package_bundles(tmp_path: Path) -> None:
     build_bundle_dir(source, tmp_path / "bundle")
     names = files(tmp_path / "bundle")
     assert {"__main__.py", "processing/__init__.py", "processing/configs/default.json"} <= names
-    assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith((".pyc", "requirements.txt"))]
+    # the pins travel with the job: it compares them with the libraries it loaded (library_drift in metrics.json)
+    assert "processing/requirements.txt" in names
+    assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc")]
 
 
 def test_stack_asset_is_the_bundle(synth: Synth) -> None:

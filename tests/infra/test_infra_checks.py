@@ -38,7 +38,7 @@ def test_every_acknowledgement_has_a_specific_reason(synth: Synth) -> None:
         else:
             scopes = (
                 settings.input_prefix, settings.output_prefix, settings.baseline_prefix, settings.quarantine_prefix,
-                f"{settings.job_prefix}-", "/aws/sagemaker/ProcessingJobs",
+                settings.staging_prefix, f"{settings.job_prefix}-", "/aws/sagemaker/ProcessingJobs",
             )
             assert any(scope in ack.finding and scope in ack.reason for scope in scopes), ack
 

@@ -55,3 +55,46 @@ def test_unknown_concrete_region_fails_clearly(tmp_path: Path) -> None:
             app, "Nowhere", settings=Settings(), paths=source_paths(tmp_path),
             env=cdk.Environment(account="111111111111", region="xx-nowhere-1"),
         )
+
+
+# --- issue 11 item 10: pin the job image by digest --------------------------------------------------------------
+
+DIGEST = "0123456789abcdef" * 4
+PINNED = f"141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:{DIGEST}"
+
+
+def _stack_with_pinned_image(tmp_path: Path, region: str | None, uri: str = PINNED) -> dict:
+    from infra.config import settings_from_context
+    from infra_testlib import write_configs
+
+    context = {**cdk_json_context(), "sklearn_image_uri": uri}
+    app = cdk.App(outdir=str(tmp_path / "out"), context=context)
+    settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
+    env = cdk.Environment(account="111111111111", region=region) if region else None
+    stack = DataQualityStack(app, "Pinned", settings=settings, paths=source_paths(tmp_path), env=env)
+    return cdk.assertions.Template.from_stack(stack).to_json()
+
+
+@pytest.mark.parametrize("region", [None, "eu-west-1"])
+def test_pinned_image_uri_reaches_the_trigger_and_the_pull_permission(tmp_path: Path, region: str | None) -> None:
+    # GIVEN sklearn_image_uri set to a digest  WHEN the stack is synthesized (agnostic or in the URI's region)
+    template = _stack_with_pinned_image(tmp_path, region)
+    # THEN the trigger starts jobs with exactly that URI (no tag, no region mapping) ...
+    (fn,) = [r for k, r in template["Resources"].items()
+             if k.startswith("TriggerFunction") and r["Type"] == "AWS::Lambda::Function"]
+    assert fn["Properties"]["Environment"]["Variables"]["IMAGE_URI"] == PINNED
+    assert not [m for m in template.get("Mappings", {}).values() if "us-east-1" in m]
+    # ... and the job role may pull from that URI's repository only
+    pulls = [s for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"
+             for s in r["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "PullImage"]
+    (pull,) = pulls
+    resource = pull["Resource"]
+    joined = resource if isinstance(resource, str) else "".join(
+        p if isinstance(p, str) else "aws" for p in resource["Fn::Join"][1])  # {"Ref": "AWS::Partition"}
+    assert joined == "arn:aws:ecr:eu-west-1:141502667606:repository/sagemaker-scikit-learn"
+
+
+def test_pinned_image_in_another_region_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ImageResolutionError, match=r"sklearn_image_uri .* is in region 'eu-west-1' but the stack "
+                                                   r"deploys to 'us-east-1'"):
+        _stack_with_pinned_image(tmp_path, "us-east-1")

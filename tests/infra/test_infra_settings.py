@@ -126,6 +126,13 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("baseline_prefix", "input/baselines/", {}),
         ("baseline_prefix", "baselines", {}),
         ("quarantine_prefix", "in/", {"input_prefix": "in/q/", "output_prefix": "out/"}),
+        ("staging_prefix", "input/staging/", {}),  # a copy under the input prefix would start a job of its own
+        ("staging_prefix", "output/", {}),
+        ("staging_prefix", "baselines/staged/", {}),
+        ("staging_prefix", "quarantine/", {}),
+        ("staging_prefix", "staging", {}),
+        ("staging_expiration_days", 0, {}),
+        ("staging_expiration_days", 366, {}),
         ("job_prefix", "DQ", {}),
         ("job_prefix", "abcdefghijk", {}),
         ("job_prefix", "dq-x", {}),
@@ -145,7 +152,17 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("max_rows_in_memory", 0, {}),
         ("max_rows_in_memory", "1.5", {}),
         ("sklearn_image_version", "9.9-9", {}),
+        # issue 11 item 10: only a digest-pinned scikit-learn image URI
+        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3", {}),
+        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:abc", {}),
+        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/my-image@sha256:" + "a" * 64, {}),
+        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "A" * 64, {}),
+        ("sklearn_image_uri", "1415026676.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "a" * 64, {}),
+        ("sklearn_image_uri", "450853457545.dkr.ecr.cn-north-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "a" * 64, {}),
+        ("sklearn_image_uri", 42, {}),
         ("alert_email", "not-an-email", {}),
+        ("asset_kms_key_arn", "alias/cdk-assets", {}),
+        ("asset_kms_key_arn", "arn:aws:kms:eu-west-1:111122223333:alias/cdk-assets", {}),
         ("removal_policy", "delete", {}),
         ("noncurrent_version_expiration_days", 0, {}),
         ("log_retention_days", 31, {}),
@@ -167,6 +184,17 @@ def test_bad_setting_names_its_key(tmp_path: Path, key: str, value: Any, extra: 
 def test_processing_mode_accepts_the_jobs_modes(tmp_path: Path, mode: str) -> None:
     # GIVEN -c processing_mode=<mode>  WHEN settings are read  THEN it is carried as given
     assert settings(tmp_path, processing_mode=mode).processing_mode == mode
+
+
+def test_sklearn_image_uri_accepts_a_digest_and_defaults_to_unset(tmp_path: Path) -> None:
+    uri = "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "0a" * 32
+    assert settings(tmp_path).sklearn_image_uri is None
+    assert settings(tmp_path, sklearn_image_uri="").sklearn_image_uri is None
+    assert settings(tmp_path, sklearn_image_uri=uri).sklearn_image_uri == uri
+    china = "450853457545.dkr.ecr.cn-north-1.amazonaws.com.cn/sagemaker-scikit-learn@sha256:" + "b" * 64
+    assert settings(tmp_path, sklearn_image_uri=china).sklearn_image_uri == china
+    with pytest.raises(SettingsError, match=r"sklearn_image_uri.*tags are rebuilt"):
+        settings(tmp_path, sklearn_image_uri=uri.replace("@sha256:" + "0a" * 32, ":1.4-2-py312-cpu-py3"))
 
 
 def test_processing_mode_error_lists_the_allowed_values(tmp_path: Path) -> None:

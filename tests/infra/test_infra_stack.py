@@ -11,6 +11,7 @@ from infra_testlib import (
     DEFAULT_THRESHOLDS,
     ORDERS_PSI_ALARM,
     ORDERS_THRESHOLDS,
+    ROOT,
     Synth,
     as_list,
     only,
@@ -23,7 +24,7 @@ from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 TRIGGER_ENV = (
     "DATA_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX", "JOB_PREFIX", "ROLE_ARN", "IMAGE_URI", "CODE_S3_URI",
     "CODE_VERSION", "BASELINE_PREFIX", "QUARANTINE_PREFIX", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB", "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
-    "PROCESSING_MODE",
+    "PROCESSING_MODE", "STAGING_PREFIX", "METRICS_NAMESPACE", "ALERT_TOPIC_ARN",
 )
 
 
@@ -175,6 +176,9 @@ def test_trigger_function(synth: Synth) -> None:
     assert env["ROLE_ARN"] == {"Fn::GetAtt": [ids(synth)["job_role"], "Arn"]}
     assert env["KMS_KEY_ARN"] == {"Fn::GetAtt": [ids(synth)["key"], "Arn"]}
     assert env["CODE_S3_URI"]["Fn::Sub"].endswith(f"/{env['CODE_VERSION']}.zip")
+    # issue 11 items 3 and 5: where the job's copy goes, where refusals are counted and told
+    assert env["STAGING_PREFIX"] == "staging/" and env["METRICS_NAMESPACE"] == "DataQualityPipeline"
+    assert env["ALERT_TOPIC_ARN"] == {"Ref": ids(synth)["topic"]}
     log_group_id = fn["LoggingConfig"]["LogGroup"]["Ref"]
     assert synth.template_json["Resources"][log_group_id]["Properties"]["RetentionInDays"] == 30
 
@@ -240,7 +244,26 @@ def test_trigger_iam_is_exact(synth: Synth) -> None:
     assert by_sid["ListBaselines"]["Resource"] == {"Fn::GetAtt": [i["bucket"], "Arn"]}
     assert by_sid["ListBaselines"]["Condition"] == {"StringLike": {"s3:prefix": ["baselines/*"]}}
     s3_actions = sorted({a for s in all_statements for a in as_list(s["Action"]) if a.startswith("s3:")})
-    assert s3_actions == ["s3:GetObject", "s3:ListBucket"]  # never writes, never reads the input object
+    assert s3_actions == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
+                          "s3:PutObject"]
+    # issue 11 items 2 and 3: reads (HeadObject/copy source) only under the input prefix, writes only its staging
+    # copies; the KMS use for the copy only through S3; refusals counted in the stack's namespace and told
+    assert sorted(as_list(by_sid["ReadInputVersions"]["Action"])) == ["s3:GetObject", "s3:GetObjectVersion"]
+    assert object_suffix(by_sid["ReadInputVersions"]["Resource"], i["bucket"]) == "input/*"
+    assert by_sid["ListInputPrefix"]["Condition"] == {"StringLike": {"s3:prefix": ["input/*"]}}
+    assert sorted(as_list(by_sid["WriteStagedCopies"]["Action"])) == ["s3:AbortMultipartUpload", "s3:PutObject"]
+    assert object_suffix(by_sid["WriteStagedCopies"]["Resource"], i["bucket"]) == "staging/*"
+    writes = [s for s in all_statements if {"s3:PutObject", "s3:AbortMultipartUpload"} & set(as_list(s["Action"]))]
+    assert writes == [by_sid["WriteStagedCopies"]]
+    copy_key = by_sid["CopyWithDataKey"]
+    assert sorted(as_list(copy_key["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert copy_key["Resource"] == {"Fn::GetAtt": [i["key"], "Arn"]}
+    assert copy_key["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]}
+    assert by_sid["CountRefusedKeys"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
+    assert by_sid["PublishRefusals"] == {"Sid": "PublishRefusals", "Action": "sns:Publish", "Effect": "Allow",
+                                         "Resource": {"Ref": i["topic"]}}
+    assert by_sid["EncryptRefusals"]["Resource"] == {"Fn::GetAtt": [i["topic_key"], "Arn"]}
     assert any("sqs:ChangeMessageVisibility" in as_list(s["Action"]) and s["Resource"] == {"Fn::GetAtt": [i["queue"], "Arn"]} for s in all_statements)
     # PassRole appears exactly once, and only for the job role
     passes = [s for s in all_statements if "iam:PassRole" in as_list(s["Action"])]
@@ -255,6 +278,7 @@ STAR_REASONS = {
     "EcrAuthorizationToken": "ecr:GetAuthorizationToken has no resource-level permissions",
     "ProcessingJobInstanceMetrics": "cloudwatch:PutMetricData has no resource-level permissions",
     "PublishQualityMetrics": "cloudwatch:PutMetricData has no resource-level permissions",
+    "CountRefusedKeys": "cloudwatch:PutMetricData has no resource-level permissions",
 }
 
 
@@ -277,9 +301,14 @@ def test_job_role(synth: Synth) -> None:
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
     assert "ManagedPolicyArns" not in role
     by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "ProcessingJobRole")}
+    # the job reads its staged copy and the baselines, never the input prefix (issue 11 item 3: its current version
+    # may be a newer upload than the job's)
     assert by_sid["ReadInputObjects"]["Action"] == "s3:GetObject"
-    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["ReadInputObjects"]["Resource"]) == ["baselines/*", "input/*"]
-    assert sorted(by_sid["ListInputPrefix"]["Condition"]["StringLike"]["s3:prefix"]) == ["baselines/*", "input/*"]
+    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["ReadInputObjects"]["Resource"]) == ["baselines/*", "staging/*"]
+    assert sorted(by_sid["ListInputPrefix"]["Condition"]["StringLike"]["s3:prefix"]) == ["baselines/*", "staging/*"]
+    job_reads = {object_suffix(r, i["bucket"]) for st in statements(synth.template_json, "ProcessingJobRole")
+                 for r in as_list(st["Resource"]) if "s3:GetObject" in as_list(st["Action"])}
+    assert not any(r and r.startswith("input/") for r in job_reads), job_reads
     assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["WriteOutputObjects"]["Resource"]) == ["output/*", "quarantine/*"]
     assert by_sid["ReadCodeBundle"]["Action"] == "s3:GetObject"
     assert by_sid["ReadCodeBundle"]["Resource"]["Fn::Join"][1][-1].endswith(".zip")
@@ -307,7 +336,7 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
                         writes.append(object_suffix(resource, i["bucket"]))
     assert sorted(writes) == ["baselines/*/baseline.json", "output/*", "output/*/cleaned/_SUCCESS",
                               "output/*/quality/_metrics_published", "output/*/transformed/_SUCCESS",
-                              "quarantine/*"], writes
+                              "quarantine/*", "staging/*"], writes
     for prefix in writes:
         assert not prefix.startswith(rule_prefix) and not rule_prefix.startswith(prefix.rstrip("*"))
     # and the job role in particular cannot write under the input prefix
@@ -499,8 +528,14 @@ def test_operational_alarms(synth: Synth) -> None:
     i = ids(synth)
     topic = {"Ref": i["topic"]}
     alarms = [r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()]
-    # 11 per dataset for default; orders.json sets 3 of the 5 quality thresholds, so 2 fewer; + 6 operational
-    assert len(alarms) == 11 + (11 - 2) + 6
+    # 11 per dataset for default; orders.json sets 3 of the 5 quality thresholds, so 2 fewer; + 7 operational
+    assert len(alarms) == 11 + (11 - 2) + 7
+    # refused uploads (issue 11 item 5): the trigger's KeyRefused, all reasons, in the stack's namespace
+    (refused,) = [a for a in alarms if a.get("MetricName") == "KeyRefused"]
+    assert refused["Namespace"] == "DataQualityPipeline" and "Dimensions" not in refused
+    assert (refused["Statistic"], refused["Threshold"], refused["ComparisonOperator"]) == (
+        "Sum", 1, "GreaterThanOrEqualToThreshold")
+    assert refused["AlarmActions"] == [topic]
     for queue in (i["dlq"], i["metrics_dlq"]):
         (a,) = [a for a in alarms if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
                 and a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]]
@@ -542,3 +577,123 @@ def test_outputs(synth: Synth) -> None:
     for name in ("DataBucketName", "AlertTopicArn", "TriggerQueueUrl", "TriggerDlqUrl", "DashboardName", "JobRoleArn"):
         assert name in outputs
     assert outputs["DataBucketName"]["Value"] == {"Ref": ids(synth)["bucket"]}
+
+
+# --- staging (issue 11 item 3) -------------------------------------------------------------------------------------
+
+
+def test_staged_copies_expire(synth: Synth) -> None:
+    bucket = synth.template_json["Resources"][ids(synth)["bucket"]]["Properties"]
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["ExpireStagedCopies"] == {
+        "Id": "ExpireStagedCopies", "Prefix": "staging/", "Status": "Enabled", "ExpirationInDays": 7,
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}
+    # the bucket-wide rule still removes the expired delete markers (and aborts incomplete multipart copies)
+    assert rules["ExpireNoncurrentVersions"]["ExpiredObjectDeleteMarker"] is True
+    assert rules["ExpireNoncurrentVersions"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+
+
+def test_staging_settings_reach_bucket_trigger_and_job_role(tmp_path) -> None:
+    # GIVEN -c staging_prefix=copies/ -c staging_expiration_days=3
+    import aws_cdk as cdk
+    from infra_testlib import cdk_json_context, source_paths, write_configs
+
+    from infra.config import settings_from_context
+    from infra.stack import DataQualityStack
+
+    context = {**cdk_json_context(), "staging_prefix": "copies/", "staging_expiration_days": "3"}
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context=context)
+    settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
+    template = DataQualityStack(app, "StagingTest", settings=settings, paths=source_paths(tmp_path))
+    t = cdk.assertions.Template.from_stack(template).to_json()
+    # THEN the trigger stages there, the copies expire after 3 days, and the job role reads there
+    assert only(t, "AWS::Lambda::Function", "TriggerFunction")[1]["Properties"]["Environment"]["Variables"][
+        "STAGING_PREFIX"] == "copies/"
+    bucket = only(t, "AWS::S3::Bucket", "DataBucket")[1]["Properties"]
+    [rule] = [r for r in bucket["LifecycleConfiguration"]["Rules"] if r["Id"] == "ExpireStagedCopies"]
+    assert (rule["Prefix"], rule["ExpirationInDays"]) == ("copies/", 3)
+    reads = {s["Sid"]: s for s in statements(t, "ProcessingJobRole")}["ReadInputObjects"]["Resource"]
+    assert "/copies/*" in json.dumps(reads) and "/staging/*" not in json.dumps(reads)
+
+
+def test_refused_metric_name_is_the_handlers() -> None:
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "lambdas"))
+    from lambda_helpers import load_handler
+
+    from infra.processing_trigger import REFUSED_METRIC
+
+    assert load_handler("trigger").REFUSED_METRIC == REFUSED_METRIC
+
+
+# ---- the code bundle under a customer-managed bootstrap key (issue 11 item 11) ---------------------------------------
+
+KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def job_role_statements_with_context(tmp_path, **context: Any) -> dict[str | None, dict[str, Any]]:
+    """The job role's policy statements, by Sid, of a second synthesis with ``context`` (no cdk-nag)."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+    from infra_testlib import cdk_json_context, source_paths, write_configs
+
+    from infra.config import settings_from_context
+    from infra.stack import DataQualityStack
+
+    app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), **context})
+    settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
+    stack = DataQualityStack(app, "AssetKeyTest", settings=settings, paths=source_paths(tmp_path))
+    return {s.get("Sid"): s for s in statements(Template.from_stack(stack).to_json(), "ProcessingJobRole")}
+
+
+def test_job_role_has_no_asset_key_grant_by_default(synth: Synth) -> None:
+    # The default bootstrap uses the AWS-managed S3 key; --bootstrap-customer-key's key policy lets the account's
+    # principals use the key through S3 (test below): no KMS grant on a key the stack does not know.
+    by_sid = {s.get("Sid"): s for s in statements(synth.template_json, "ProcessingJobRole")}
+    assert "DecryptCodeBundle" not in by_sid
+
+
+def test_own_bootstrap_key_lets_the_job_decrypt_only_the_code_bundle_through_s3(tmp_path) -> None:
+    # GIVEN cdk bootstrap --bootstrap-kms-key-id <own key>, told to the stack as asset_kms_key_arn
+    by_sid = job_role_statements_with_context(tmp_path, asset_kms_key_arn=KEY_ARN)
+    # THEN the job role may kms:Decrypt with exactly that key, only through S3, only for the code bundle's object
+    # (or its bucket, the context S3 uses with S3 Bucket Keys)
+    grant = by_sid["DecryptCodeBundle"]
+    assert grant["Action"] == "kms:Decrypt" and grant["Resource"] == KEY_ARN and grant["Effect"] == "Allow"
+    equals = grant["Condition"]["StringEquals"]
+    assert equals["kms:ViaService"] == {"Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]}
+    bucket_ctx, object_ctx = (json.dumps(v) for v in equals["kms:EncryptionContext:aws:s3:arn"])
+    assert "cdk-hnb659fds-assets-" in bucket_ctx and object_ctx.rstrip('"]}').endswith(".zip")
+    assert object_ctx.startswith(bucket_ctx[:-3])  # the object ARN is under the bucket ARN
+
+
+def test_bootstrap_customer_key_policy_lets_account_principals_decrypt_through_s3() -> None:
+    # `cdk bootstrap --bootstrap-customer-key` creates the assets key with a key policy that allows any principal of
+    # the account to use it through S3 (kms:CallerAccount + kms:ViaService): the job role needs no grant of its own.
+    # This reads the CLI's own bootstrap template (node_modules), so a CLI upgrade that changes it fails here.
+    import yaml
+
+    template_path = next((ROOT / "node_modules" / "aws-cdk").rglob("bootstrap-template.yaml"))
+    loader = type("CfnLoader", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda _l, tag, node: {tag: _l.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else _l.construct_sequence(node)})
+    key = yaml.load(template_path.read_text(), Loader=loader)["Resources"]["FileAssetsBucketEncryptionKey"]
+    assert key["Condition"] == "CreateNewKey"
+    [account_via_s3] = [
+        s for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if s["Principal"] == {"AWS": "*"} and "kms:Decrypt" in s["Action"]
+    ]
+    assert account_via_s3["Effect"] == "Allow"
+    assert set(account_via_s3["Condition"]["StringEquals"]) == {"kms:CallerAccount", "kms:ViaService"}
+    assert account_via_s3["Condition"]["StringEquals"]["kms:CallerAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_metrics_role_describes_only_this_stacks_jobs(synth: Synth) -> None:
+    # issue 11 item 4: the state-change event lacks Environment and ExitMessage; DescribeProcessingJob has them
+    all_statements = statements(synth.template_json, "MetricsRole")
+    by_sid = {s.get("Sid"): s for s in all_statements}
+    describe = by_sid["DescribeFinishedJobs"]
+    assert describe["Action"] == "sagemaker:DescribeProcessingJob"
+    assert describe["Resource"]["Fn::Join"][1][-1] == ":processing-job/dq-*"
+    sagemaker = [a for s in all_statements for a in as_list(s["Action"]) if a.startswith("sagemaker:")]
+    assert sagemaker == ["sagemaker:DescribeProcessingJob"]

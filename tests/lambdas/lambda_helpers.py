@@ -62,6 +62,9 @@ ENV: dict[str, str] = {
     "MAX_RUNTIME_SECONDS": "3600",
     "PROCESSING_MODE": "auto",
     "KMS_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "STAGING_PREFIX": "staging/",
+    "ALERT_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:dq-alerts",
+    "METRICS_NAMESPACE": "DataQualityPipeline",
 }
 EVENT_SIZE = 1234  # detail.object.size of s3_event_body's default
 EVENT_ETAG = "b1946ac92492d2347c6235b4d2611184"

@@ -22,6 +22,9 @@ BUCKET = "dq-data-bucket"
 QUALITY_URI = f"s3://{BUCKET}/output/sales/{JOB}/quality/"
 END_MS = 1_700_000_123_456
 END = datetime.fromtimestamp(END_MS / 1000, tz=timezone.utc)
+# The handler's clock (metrics.now) in these tests: the datapoints' Timestamp is the publication time, not END.
+PUBLISHED = datetime(2023, 11, 14, 22, 20, 0, tzinfo=timezone.utc)
+EXIT_MESSAGE = "MissingColumnsError: required column(s) missing: id, name"
 SUMMARY = {
     "rows_in": 1000, "rows_out": 950, "rows_rejected": 50, "missing_values_before": 120, "missing_values_after": 3,
     "missing_rate_after": 0.0005, "rejected_rate": 0.05, "duplicate_rows_exact": 4, "duplicate_rows_key": 6,
@@ -50,13 +53,34 @@ def state_change(status: str = "Completed", job: str = JOB, **detail_overrides: 
     }
     if status == "Failed":
         detail["FailureReason"] = "AlgorithmError: see job logs"
+        detail["ExitMessage"] = EXIT_MESSAGE
+    if status == "Stopped":
+        detail["ExitMessage"] = ""  # known to be empty: no DescribeProcessingJob needed
     detail.update(detail_overrides)
     return {"version": "0", "id": "7e1b", "detail-type": "SageMaker Processing Job State Change",
             "source": "aws.sagemaker", "account": "123456789012", "time": "2023-11-14T22:15:30Z",
             "region": "eu-west-1", "resources": [detail["ProcessingJobArn"]], "detail": detail}
 
 
-def datum(name: str, value: float, unit: str = "Count", ts: datetime = END) -> dict[str, Any]:
+def description(status: str = "Completed", job: str = JOB, **fields: Any) -> dict[str, Any]:
+    """A DescribeProcessingJob response (validated by Stubber against botocore's model): the event's detail with
+    datetimes instead of epoch milliseconds, Environment included (the documented event sample lacks it)."""
+    detail = state_change(status, job)["detail"]
+    response = {k: v for k, v in detail.items() if k not in ("ProcessingEndTime", "LastModifiedTime", "CreationTime")}
+    response.update({
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.t3.medium",
+                                                  "VolumeSizeInGB": 30}},
+        "AppSpecification": {"ImageUri": "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:x"},
+        "ProcessingInputs": [{"InputName": "data", "AppManaged": False, "S3Input": {
+            "S3Uri": f"s3://{BUCKET}/staging/sales/{job}/a.csv", "LocalPath": "/opt/ml/processing/input/data",
+            "S3DataType": "S3Prefix", "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}],
+        "ProcessingEndTime": END, "LastModifiedTime": END, "CreationTime": END,
+    })
+    response.update(fields)
+    return response
+
+
+def datum(name: str, value: float, unit: str = "Count", ts: datetime = PUBLISHED) -> dict[str, Any]:
     return {"MetricName": name, "Dimensions": DIMS, "Timestamp": ts, "Value": value, "Unit": unit}
 
 
@@ -69,11 +93,22 @@ def all_summary_datums() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def stubs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber]]:
+def sagemaker_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """DescribeProcessingJob, checked against botocore's model; no call is expected unless a test adds one."""
+    sagemaker = client("sagemaker")
+    monkeypatch.setattr(metrics, "sagemaker_client", sagemaker)
+    with Stubber(sagemaker) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+@pytest.fixture
+def stubs(monkeypatch: pytest.MonkeyPatch, sagemaker_stub: Stubber) -> Iterator[tuple[Stubber, Stubber]]:
     cloudwatch, s3 = client("cloudwatch"), client("s3")
     monkeypatch.setattr(metrics, "cloudwatch_client", cloudwatch)
     monkeypatch.setattr(metrics, "s3_client", s3)
     monkeypatch.setattr(metrics, "_settings", SETTINGS)
+    monkeypatch.setattr(metrics, "now", lambda: PUBLISHED)
     with Stubber(cloudwatch) as cw_stub, Stubber(s3) as s3_stub:
         yield cw_stub, s3_stub
         cw_stub.assert_no_pending_responses()
@@ -115,7 +150,8 @@ def test_duplicate_event_publishes_identical_datapoints(stubs, lambda_context) -
     for _ in range(2):
         expect_metrics_json(s3, json.dumps({"summary": SUMMARY}).encode())
         cw.add_response("put_metric_data", {}, expected)
-    # WHEN handled twice / THEN both publish exactly the same datapoints (same timestamp: Maximum is unchanged)
+    # WHEN handled twice (no DATA_BUCKET: no publish-once marker) / THEN both publish the same values; at the
+    # publication time, so Maximum/Minimum over any period are unchanged by the repeat
     metrics.handler(state_change(), lambda_context)
     metrics.handler(state_change(), lambda_context)
 
@@ -182,8 +218,12 @@ def test_missing_summary_keys_publish_the_rest_and_flag_unavailable(stubs, lambd
     assert any("summary.rows_out='950'" in p for p in problems)
 
 
-def test_no_quality_output_in_event_is_metrics_unavailable(stubs, lambda_context, decision_log) -> None:
+def test_no_quality_output_in_event_is_metrics_unavailable(stubs, sagemaker_stub, lambda_context,
+                                                           decision_log) -> None:
+    # GIVEN neither the event nor DescribeProcessingJob names a quality output
     cw, _ = stubs
+    sagemaker_stub.add_response("describe_processing_job", description(ProcessingOutputConfig={"Outputs": []}),
+                                {"ProcessingJobName": JOB})
     cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
         datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0)]})
     metrics.handler(state_change(ProcessingOutputConfig={"Outputs": []}), lambda_context)
@@ -223,11 +263,14 @@ def test_foreign_or_non_terminal_events_are_ignored(stubs, lambda_context, decis
     assert decision_log.decisions() == ["ignored"]
 
 
-def test_dataset_falls_back_to_the_job_name(stubs, lambda_context) -> None:
-    # GIVEN an event without Environment / THEN the dataset comes from <prefix>-<dataset>-<16 hex>
+def test_dataset_falls_back_to_the_job_name(stubs, sagemaker_stub, lambda_context) -> None:
+    # GIVEN an event without Environment, and DescribeProcessingJob denied
     cw, _ = stubs
+    sagemaker_stub.add_client_error("describe_processing_job", "AccessDeniedException", "no", 400,
+                                    expected_params={"ProcessingJobName": JOB})
     cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
         datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    # THEN the dataset comes from <prefix>-<dataset>-<16 hex>
     metrics.handler(state_change("Failed", Environment=None), lambda_context)
 
 
@@ -315,7 +358,8 @@ def test_drift_and_gate_metrics_are_published() -> None:
     outcome = metrics.parse_outcome(state_change(), SETTINGS)
     values, problems = metrics.summary_values({"summary": GATE_SUMMARY})
     assert problems == []
-    names = {d["MetricName"]: (d["Value"], d["Unit"]) for d in metrics.build_metric_data(outcome, values, False)}
+    names = {d["MetricName"]: (d["Value"], d["Unit"])
+             for d in metrics.build_metric_data(outcome, values, False, PUBLISHED)}
     assert names["DriftMaxPsi"] == (0.31, "None") and names["DriftedColumns"] == (2.0, "Count")
     assert names["DriftUnavailable"] == (0.0, "Count") and names["QualityGateFailed"] == (0.0, "Count")
     assert names["QualityGateWarned"] == (1.0, "Count") and names["MetricsUnavailable"] == (0.0, "Count")
@@ -584,8 +628,10 @@ def test_each_failed_job_sends_one_notification(notifying, lambda_context, decis
     assert body["event"] == "job-failed" and body["job_name"] == JOB and body["dataset"] == "sales"
     assert body["input"] == f"s3://{BUCKET}/input/sales/a.csv" and body["input_version_id"] == "v7"
     if status == "Failed":
-        assert body["failure_reason"] == "AlgorithmError: see job logs"
-        assert body["summary"] == f"Processing job {JOB} (sales) Failed: AlgorithmError: see job logs"
+        # the container's message (ExitMessage) leads; SageMaker's generic FailureReason is kept beside it
+        assert body["failure_reason"] == "AlgorithmError: see job logs" and body["exit_message"] == EXIT_MESSAGE
+        assert body["summary"] == f"Processing job {JOB} (sales) Failed: {EXIT_MESSAGE}"
+    assert body["input_from"] == "event-environment"
     assert args["MessageAttributes"]["event"] == {"DataType": "String", "StringValue": "job-failed"}
     assert decision_log.decisions() == ["published", "notified"]
 
@@ -641,3 +687,172 @@ def test_settings_read_alert_topic_arn() -> None:
     assert metrics.Settings.from_env({**env, "ALERT_TOPIC_ARN": TOPIC}).alert_topic_arn == TOPIC
     with pytest.raises(metrics.SettingsError, match="ALERT_TOPIC_ARN"):
         metrics.Settings.from_env({**env, "ALERT_TOPIC_ARN": "arn:aws:sqs:eu-west-1:123456789012:q"})
+
+
+# --- issue 11 item 6: unavailable metrics do not mark the batch published ---------------------------------------
+
+
+def test_unavailable_metrics_withhold_the_marker_and_a_redelivery_publishes(promoting, lambda_context,
+                                                                            decision_log) -> None:
+    # GIVEN a completed job whose metrics.json is corrupt
+    cw, s3 = promoting
+    expect_marker_absent(s3)
+    expect_metrics_json(s3, b"{corrupt")
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0)]})
+    # WHEN the event is handled
+    first = metrics.handler(state_change(), lambda_context)
+    # THEN MetricsUnavailable fires and no publish-once marker is written (no put_object was stubbed)
+    assert first["metrics_unavailable"] is True and first["marker"] == "withheld"
+    assert decision_log.decisions()[-1] == "marker-withheld"
+    # GIVEN the file is fixed / WHEN the same event is redelivered
+    expect_good_batch_promoted(cw, s3)
+    second = metrics.handler(state_change(), lambda_context)
+    # THEN it finds no marker, publishes every metric, and now marks the batch published
+    assert second["published"] == 22 and second["metrics_unavailable"] is False and second["marker"] == "written"
+
+
+@pytest.mark.parametrize("summary", [{k: v for k, v in GATE_SUMMARY.items() if k != "rows_out"}])
+def test_partly_unavailable_metrics_also_withhold_the_marker(promoting, lambda_context, summary) -> None:
+    # GIVEN a summary missing one key (published as far as valid, MetricsUnavailable=1)
+    cw, s3 = promoting
+    expect_marker_absent(s3)
+    expect_metrics_json(s3, json.dumps({"summary": summary}).encode())
+    kept = [d for d in all_summary_datums() if d["MetricName"] != "RowsOut"]
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 1.0), *kept,
+        *gate_datums(summary)]})
+    # WHEN handled / THEN no publish-once marker, and (although the gate passed) no _SUCCESS and no baseline
+    # promotion: a partial metrics.json is no verdict; the redelivery after the fix does both
+    result = metrics.handler(state_change(), lambda_context)
+    assert result["marker"] == "withheld" and result["success_markers"] == [] and result["baseline"] == "skipped"
+
+
+# --- issue 11 item 9: late deliveries are stamped inside the alarms' evaluation window ---------------------------
+
+
+def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, lambda_context, monkeypatch) -> None:
+    from infra.quality_alarms import DATASET_ALARMS
+
+    # GIVEN the real clock, and an event redelivered 5 hours after the job ended (async retries, a DLQ redrive)
+    cw, s3 = stubs
+    real_now = datetime.now(timezone.utc)
+    end_ms = int((real_now.timestamp() - 5 * 3600) * 1000)
+    captured: list[dict[str, Any]] = []
+    cw.client.meta.events.register("provide-client-params.cloudwatch.PutMetricData",
+                                   lambda params, **_: captured.append(params))
+    expect_metrics_json(s3, json.dumps({"summary": {**SUMMARY, "rejected_rate": 0.9}}).encode())
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": ANY})
+    # WHEN handled with the handler's own clock
+    monkeypatch.setattr(metrics, "now", lambda: datetime.now(timezone.utc))
+    before = datetime.now(timezone.utc)
+    metrics.handler(state_change(ProcessingEndTime=end_ms), lambda_context)
+    after = datetime.now(timezone.utc)
+    # THEN every datapoint carries the publication time, so each alarm evaluating now (its most recent
+    # evaluation_periods x period seconds) sees the bad batch; the job end time would be 5 hours outside all of them
+    stamps = {d["Timestamp"] for d in captured[0]["MetricData"]}
+    assert len(stamps) == 1
+    [stamp] = stamps
+    assert before <= stamp <= after
+    for alarm in DATASET_ALARMS:
+        window = alarm.period * alarm.evaluation_periods
+        assert (after - stamp).total_seconds() < window, alarm.metric_name
+        assert (after - datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc)).total_seconds() > window
+
+
+# --- issue 11 item 4: failure messages a person can act on -------------------------------------------------------
+
+
+def documented_failed_event(**overrides: Any) -> dict[str, Any]:
+    """Shaped like the documented sample: no Environment, no ExitMessage, no Tags."""
+    event = state_change("Failed", **overrides)
+    for name in ("Environment", "ExitMessage"):
+        event["detail"].pop(name, None)
+    return event
+
+
+def test_failed_job_without_environment_or_exit_message_is_completed_from_describe(
+        notifying, sagemaker_stub, lambda_context, decision_log) -> None:
+    # GIVEN a Failed event shaped like AWS's sample (no Environment, no ExitMessage)
+    cw, s3, sns = notifying
+    expect_marker_absent(s3)
+    described = description("Failed")
+    described["Environment"]["SOURCE_VERSION_ID"] = "v9"
+    sagemaker_stub.add_response("describe_processing_job", described, {"ProcessingJobName": JOB})
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    sns.add_response("publish", {"MessageId": "m-3"}, {"TopicArn": TOPIC, "Subject": f"Data quality job Failed: {JOB}",
+                                                       "Message": ANY, "MessageAttributes": ANY})
+    expect_marker_put(s3)
+    captured: list[dict[str, Any]] = []
+    sns.client.meta.events.register("provide-client-params.sns.Publish", lambda params, **_: captured.append(params))
+    # WHEN handled
+    metrics.handler(documented_failed_event(), lambda_context)
+    # THEN the notification carries the container's message and the uploaded object from DescribeProcessingJob
+    body = json.loads(captured[0]["Message"])
+    assert body["exit_message"] == EXIT_MESSAGE and body["failure_reason"] == "AlgorithmError: see job logs"
+    assert body["summary"].endswith(f"Failed: {EXIT_MESSAGE}")
+    assert body["input"] == f"s3://{BUCKET}/input/sales/a.csv" and body["input_version_id"] == "v9"
+    assert body["input_from"] == "describe-environment"
+
+
+def test_describe_failure_falls_back_to_the_jobs_data_input(notifying, sagemaker_stub, lambda_context,
+                                                           decision_log) -> None:
+    # GIVEN a sample-shaped Failed event and DescribeProcessingJob throttled beyond botocore's retries
+    cw, s3, sns = notifying
+    event = documented_failed_event()
+    event["detail"]["ProcessingInputs"] = description()["ProcessingInputs"]
+    expect_marker_absent(s3)
+    sagemaker_stub.add_client_error("describe_processing_job", "ThrottlingException", "Rate exceeded", 400,
+                                    expected_params={"ProcessingJobName": JOB})
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 0.0), datum("JobFailed", 1.0)]})
+    outcome = metrics.parse_outcome(event, NOTIFYING)
+    args = metrics.failure_notification(outcome)
+    sns.add_response("publish", {"MessageId": "m-4"}, {"TopicArn": TOPIC, **args})
+    expect_marker_put(s3)
+    # WHEN handled / THEN the metrics and the message still go out, the input labelled as the job's data input
+    assert metrics.handler(event, lambda_context)["notified"] == ["job-failed"]
+    body = json.loads(args["Message"])
+    assert body["input"] == f"s3://{BUCKET}/staging/sales/{JOB}/a.csv" and body["input_from"] == "job-data-input"
+    assert body["input_version_id"] is None and body["exit_message"] is None
+    assert body["summary"].endswith("Failed: AlgorithmError: see job logs")
+    assert decision_log.decisions()[:2] == ["describe-failed", "published"]
+
+
+def test_hand_made_redelivery_with_only_name_and_status_is_completed_from_describe(
+        promoting, sagemaker_stub, lambda_context) -> None:
+    # GIVEN an operator's redelivery carrying only the job's name and status
+    cw, s3 = promoting
+    event = {"source": "aws.sagemaker", "detail-type": "SageMaker Processing Job State Change",
+             "detail": {"ProcessingJobName": JOB, "ProcessingJobStatus": "Completed"}}
+    sagemaker_stub.add_response("describe_processing_job", description(), {"ProcessingJobName": JOB})
+    # WHEN handled / THEN the outputs come from DescribeProcessingJob: marker looked up, metrics.json read
+    expect_good_batch_promoted(cw, s3)
+    assert metrics.handler(event, lambda_context)["marker"] == "written"
+
+
+RANDOM_BYTES = bytes((i * 197 + 89) % 256 for i in range(1024))
+
+
+@pytest.mark.parametrize("raw", [
+    RANDOM_BYTES.decode("utf-8", errors="replace"),
+    RANDOM_BYTES.decode("latin-1"),
+    "ValueError: bad\nTraceback (most recent call last):\n  File \"/opt/ml/processing/input/code/x.py\"\x00\x1b[31m",
+])
+def test_exit_message_is_one_bounded_printable_line(raw: str) -> None:
+    outcome = metrics.parse_outcome(state_change("Failed", ExitMessage=raw), SETTINGS)
+    text = outcome.exit_message
+    assert text and len(text) <= metrics.MAX_EXIT_MESSAGE_CHARS and text.isprintable() and "\n" not in text
+    assert "\ufffd" not in text
+    # in the JSON notification it stays short: no escape sequences
+    body = json.loads(metrics.failure_notification(outcome)["Message"])
+    escaped = text.count('"') + text.count("\\")  # JSON's only escapes left: quote and backslash
+    assert len(json.dumps(body["exit_message"], ensure_ascii=False)) == len(text) + 2 + escaped
+    assert "\\u" not in metrics.failure_notification(outcome)["Message"]
+
+
+def test_one_line() -> None:
+    assert metrics.one_line("A:\tb\r\n  c ", 100) == "A: b c"
+    assert metrics.one_line("x" * 20, 10) == "x" * 9 + "…"
+    assert metrics.one_line(None, 10) == ""

@@ -88,6 +88,11 @@ def test_settings_parse_all_variables() -> None:
          "environment variable PROCESSING_MAX_ROWS_IN_MEMORY='1.5' is not an integer"),
         ("PROCESSING_MAX_ROWS_IN_MEMORY", "5e6", "PROCESSING_MAX_ROWS_IN_MEMORY='5e6' is not an integer"),
         ("PROCESSING_MAX_ROWS_IN_MEMORY", "lots", "PROCESSING_MAX_ROWS_IN_MEMORY='lots' is not an integer"),
+        ("STAGING_PREFIX", "input/staging/", "STAGING_PREFIX='input/staging/' and INPUT_PREFIX='input/' overlap"),
+        ("STAGING_PREFIX", "output/", "STAGING_PREFIX='output/' and OUTPUT_PREFIX='output/' overlap"),
+        ("STAGING_PREFIX", "staging", "STAGING_PREFIX"),
+        ("ALERT_TOPIC_ARN", "alerts", "ALERT_TOPIC_ARN='alerts' is not an SNS topic ARN"),
+        ("METRICS_NAMESPACE", "AWS/Lambda", "METRICS_NAMESPACE"),
     ],
 )
 def test_settings_errors_name_the_variable(name: str, value: str | None, message: str) -> None:
@@ -115,28 +120,41 @@ def test_settings_errors_name_the_variable(name: str, value: str | None, message
         ("input/sales/2024%3A01%3A01.csv", "input/sales/2024:01:01.csv"),
     ],
 )
-def test_event_keys_are_form_url_decoded(raw: str, decoded: str) -> None:
-    # GIVEN the key as the EventBridge detail carries it / WHEN decoded / THEN it is the real key
-    assert trigger.parse_object_created(s3_event_body(raw)).key == decoded
+def test_event_keys_are_kept_raw_and_the_decoded_form_is_the_second_candidate(raw: str, decoded: str) -> None:
+    # GIVEN the key as the EventBridge detail may carry it (AWS does not document whether it is URL-encoded)
+    obj = trigger.parse_object_created(s3_event_body(raw))
+    # WHEN parsed / THEN the key is kept exactly as it arrived, and S3 is asked for it first, then for its decoding
+    assert obj.key == raw
+    assert trigger.key_candidates(raw) == [raw, decoded]
+
+
+@pytest.mark.parametrize("raw", ["input/sales/plain.csv", "input/sales/bad%FF.csv", "input/sales/100%.csv"])
+def test_keys_without_a_different_decoding_have_one_candidate(raw: str) -> None:
+    # GIVEN a key whose decoding is itself, or is no valid UTF-8 percent-encoding / THEN only the raw key is tried
+    assert trigger.key_candidates(raw) == [raw]
 
 
 def test_literal_plus_and_percent20_survive_the_round_trip() -> None:
-    # GIVEN a real key holding a literal '+', a literal '%20' and a space, encoded the way S3 encodes it
+    # GIVEN a real key holding a literal '+', a literal '%20' and a space, encoded the way S3 notifications encode it
     real_key = "input/sales/c++ 100%20off+more.csv"
     raw = quote_plus(real_key, safe="/")
-    # WHEN the trigger parses the event
+    # WHEN the trigger parses the event / THEN the decoded candidate is exactly the real key
     obj = trigger.parse_object_created(s3_event_body(raw))
-    # THEN it gets back exactly the real key, and the job reads exactly that object
-    assert obj.key == real_key
-    request = trigger.build_processing_job_request(obj.bucket, obj.key, obj.version_id, SETTINGS)
-    assert request["ProcessingInputs"][1]["S3Input"]["S3Uri"] == f"s3://{BUCKET}/{real_key}"
+    assert trigger.key_candidates(obj.key)[1] == real_key
+    # and a raw event key (what the local cloud sends) is its own first candidate
+    assert trigger.key_candidates(real_key)[0] == real_key
+    request = trigger.build_processing_job_request(obj.bucket, real_key, obj.version_id, SETTINGS)
+    assert request["Environment"]["SOURCE_URI"] == f"s3://{BUCKET}/{real_key}"
     assert request["AppSpecification"]["ContainerArguments"][1] == "/opt/ml/processing/input/data/c++ 100%20off+more.csv"
+    assert request["ProcessingInputs"][1]["S3Input"]["S3Uri"].endswith("/c++ 100%20off+more.csv")
 
 
 @given(st.text(min_size=1, max_size=200))
-def test_any_key_round_trips_through_s3_encoding(key: str) -> None:
-    # GIVEN any key / WHEN encoded like S3 and decoded by the trigger / THEN it is unchanged
-    assert trigger.decode_event_key(quote_plus(key, safe="/")) == key
+def test_any_key_is_a_candidate_raw_or_encoded(key: str) -> None:
+    # GIVEN any key / WHEN the event carries it raw or encoded like S3 notifications / THEN it is among the keys the
+    # trigger asks S3 about (so whichever AWS sends, the real key is found)
+    assert key in trigger.key_candidates(key)
+    assert key in trigger.key_candidates(quote_plus(key, safe="/"))
 
 
 def test_missing_version_id_and_null_become_empty() -> None:
@@ -317,8 +335,9 @@ def test_request_matches_contracts_1_and_2() -> None:
         {"InputName": "code", "AppManaged": False, "S3Input": {
             "S3Uri": "s3://cdk-assets-bucket/0123456789abcdef.zip", "LocalPath": "/opt/ml/processing/input/code",
             "S3DataType": "S3Prefix", "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}},
+        # the job's own staged copy of this version, never the input key (whose current version may be newer)
         {"InputName": "data", "AppManaged": False, "S3Input": {
-            "S3Uri": f"s3://{BUCKET}/{key}", "LocalPath": "/opt/ml/processing/input/data",
+            "S3Uri": f"s3://{BUCKET}/staging/sales/{job}/orders 2024.csv", "LocalPath": "/opt/ml/processing/input/data",
             "S3DataType": "S3Prefix", "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}},
     ]
     assert request["AppSpecification"] == {
@@ -353,6 +372,7 @@ def test_request_matches_contracts_1_and_2() -> None:
     assert tags["dq:job-name"] == job and tags["dq:input-bucket"] == BUCKET
     assert tags["dq:input-key"] == key and tags["dq:input-version-id"] == "v1"
     assert tags["dq:code-version"] == "0123456789abcdef" and tags["dq:dataset"] == "sales"
+    assert tags["dq:staged-input"] == f"s3://{BUCKET}/staging/sales/{job}/orders 2024.csv"
     assert_valid_request(request)
 
 

@@ -32,6 +32,11 @@ FAKE_JOB = textwrap.dedent(
         sys.exit(3)
     if a.mode == "crash":
         sys.exit(7)
+    if a.mode == "binary-message":
+        (root / "output" / "message").write_bytes(b"ok\\xff\\xfe")
+    if a.mode == "multibyte-message":
+        (root / "output" / "message").write_text("\\u00e9" * 600, encoding="utf-8")
+        sys.exit(4)
     rows = pathlib.Path(a.input).read_text().splitlines()
     out = pathlib.Path(a.output)
     (out / "quality" / "metrics.json").write_text(json.dumps({
@@ -121,8 +126,9 @@ def test_completed_job_downloads_runs_and_uploads(s3, script_request, tmp_path):
 def test_failed_job_reports_message_and_uploads_nothing(s3, script_request, tmp_path):
     res = run_job(script_request(mode="fail"), s3=s3, workdir=tmp_path)
     assert res.status == "Failed" and res.exit_code == 3
-    assert res.failure_reason.startswith("AlgorithmError: ValueError: column x is missing")
-    assert len(res.failure_reason) <= 1024 and len(res.exit_message) <= 1024
+    # as in SageMaker: a generic FailureReason; the container's words are the ExitMessage (first 1 KB)
+    assert res.failure_reason == "AlgorithmError: See job logs for more information"
+    assert res.exit_message.startswith("ValueError: column x is missing") and len(res.exit_message.encode()) <= 1024
     assert keys(s3, "output/") == [] and res.uploaded_keys == []
     # the input is left untouched
     assert s3.get_object(Bucket=BUCKET, Key="input/default/data.csv")["Body"].read() == b"a,b\n1,2\n3,4\n"
@@ -131,8 +137,22 @@ def test_failed_job_reports_message_and_uploads_nothing(s3, script_request, tmp_
 def test_failed_job_without_message_gets_generic_reason(s3, script_request, tmp_path):
     res = run_job(script_request(mode="crash"), s3=s3, workdir=tmp_path)
     assert res.status == "Failed" and res.exit_code == 7
-    assert res.failure_reason.startswith("AlgorithmError:") and "code 7" in res.failure_reason
-    assert res.exit_message is None
+    assert res.failure_reason == "AlgorithmError: See job logs for more information"
+    assert res.exit_message is None and "exit code 7" in res.log_path.read_text()
+
+
+def test_message_that_is_not_utf8_fails_the_job_with_a_client_error(s3, script_request, tmp_path):
+    # byoc-metadata.html: "If the data in this file isn't UTF-8 encoded, the job fails and returns a ClientError",
+    # even when the entrypoint exits 0; nothing is uploaded
+    res = run_job(script_request(mode="binary-message"), s3=s3, workdir=tmp_path)
+    assert res.exit_code == 0 and res.status == "Failed"
+    assert res.failure_reason.startswith("ClientError:") and "not UTF-8" in res.failure_reason
+    assert res.exit_message is None and keys(s3, "output/") == []
+
+
+def test_exit_message_is_the_first_kilobyte_without_a_cut_character(s3, script_request, tmp_path):
+    res = run_job(script_request(mode="multibyte-message"), s3=s3, workdir=tmp_path)
+    assert res.status == "Failed" and res.exit_message == "\u00e9" * 512  # 1,024 bytes of 2-byte characters
 
 
 def test_max_runtime_stops_the_job(s3, script_request, tmp_path):
@@ -195,12 +215,15 @@ def test_state_change_event_shape(s3, script_request, tmp_path):
     d = ev["detail"]
     assert d["ProcessingJobName"] == JOB and d["ProcessingJobArn"] == arn
     assert d["ProcessingJobStatus"] == "Failed"
-    assert d["FailureReason"].startswith("AlgorithmError:") and d["ExitMessage"].startswith("ValueError")
+    assert d["FailureReason"] == "AlgorithmError: See job logs for more information"
+    assert res.exit_message.startswith("ValueError")
     for k in ("ProcessingStartTime", "ProcessingEndTime", "CreationTime", "LastModifiedTime"):
         assert isinstance(d[k], int) and d[k] > 1_600_000_000_000
     for k in ("ProcessingInputs", "ProcessingOutputConfig", "ProcessingResources", "StoppingCondition",
-              "AppSpecification", "Environment", "NetworkConfig", "RoleArn"):
+              "AppSpecification", "NetworkConfig", "RoleArn"):
         assert d[k] == req[k]
+    # like AWS's documented sample: no Environment, ExitMessage or Tags (DescribeProcessingJob has them)
+    assert not {"Environment", "ExitMessage", "Tags"} & set(d)
     json.dumps(ev)  # serialisable as sent to EventBridge
     ok = run_job(script_request(), s3=s3, workdir=tmp_path)
     d2 = state_change_event(req, ok, region="us-east-1", account="123456789012")["detail"]

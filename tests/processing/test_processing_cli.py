@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy
 import pandas
 import pyarrow
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = "id,name,age,salary,profile,department\n1,Ann,30,50000,\"{\"\"address\"\": \"\"x\"\"}\",HR\n2,Bob,,,,\n"
@@ -105,13 +106,35 @@ def test_failure_writes_error_json_and_message_without_traceback(tmp_path: Path)
     report = json.loads((tmp_path / "o" / "quality" / "error.json").read_text())
     assert report["error_type"] == "MissingColumnsError" and report["input"] == str(bad)
     assert "age, salary, profile, department" in report["message"]
-    message = (opt_ml / "output" / "message").read_text().splitlines()[0]
+    # the message SageMaker reports as ExitMessage: exactly one line, the error class and its message; no JSON
+    # report, no container paths (those stay in error.json)
+    message = (opt_ml / "output" / "message").read_text()
+    assert message == f"MissingColumnsError: {report['message']}\n"
     assert message.startswith("MissingColumnsError: bad.csv: missing required column(s): age")
+    assert "{" not in message and str(tmp_path) not in message
     assert not (tmp_path / "o" / "quality" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize(("exc", "expected"), [
+    (ValueError("first line\nsecond line with /opt/ml/processing/input/data/x.csv"), "ValueError: first line"),
+    (KeyError(), "KeyError"),
+    (RuntimeError("\n\n  tab\there \x00 ctl"), "RuntimeError: tab here ctl"),
+])
+def test_exit_message_is_the_error_class_and_one_line(exc: BaseException, expected: str) -> None:
+    from processing.cli import exit_message
+
+    assert exit_message(exc) == expected
+
+
+def test_exit_message_fits_the_first_kilobyte() -> None:
+    from processing.cli import EXIT_MESSAGE_BYTES, exit_message
+
+    text = exit_message(ValueError("é" * 2000))
+    assert len(text.encode("utf-8")) <= EXIT_MESSAGE_BYTES <= 1024 and text.endswith("...")
+
+
 def test_replaced_source_fails_with_source_changed_error(tmp_path: Path) -> None:
-    # GIVEN the event's version was 456 bytes, but a newer upload replaced the object before the job downloaded it
+    # GIVEN the event's version was 456 bytes, but the file the job got is not (the staged copy is another version)
     opt_ml = _layout(tmp_path)
     env = _env(opt_ml, SOURCE_SIZE="456", SOURCE_URI="s3://bucket/input/x.csv", SOURCE_VERSION_ID="v1",
                SOURCE_ETAG="0123abcd")
@@ -122,8 +145,8 @@ def test_replaced_source_fails_with_source_changed_error(tmp_path: Path) -> None
     # THEN it fails as an expected error (exit 2), reported in error.json and /opt/ml/output/message, with no outputs
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     size = len(REF.encode())
-    expected = (f"input/x.csv is {size} bytes, the event's version v1 was 456 bytes: a newer upload replaced it; "
-                "that upload has its own job")
+    expected = (f"input/x.csv is {size} bytes as downloaded, the event's version v1 was 456 bytes: the job's staged "
+                "copy is not that version")
     out = opt_ml / "processing" / "output"
     report = json.loads((out / "quality" / "error.json").read_text())
     assert report["error_type"] == "SourceChangedError" and report["expected"] is True
@@ -182,3 +205,58 @@ def test_sample_generator_cli_is_deterministic(tmp_path: Path) -> None:
                         str(tmp_path / name)], check=True, env=_env(tmp_path), timeout=60)
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 501
+
+
+# --- issue 11 item 10: the job warns when the image's libraries differ from processing/requirements.txt ---------
+
+
+def test_library_drift_compares_loaded_versions_with_the_pins() -> None:
+    from processing.pipeline import library_drift, parse_pins
+
+    pins = parse_pins("# comment\npandas==2.3.2\nnumpy == 2.1.0  # the image's\npyarrow==17.0.0\nscipy>=1\n")
+    assert pins == {"pandas": "2.3.2", "numpy": "2.1.0", "pyarrow": "17.0.0"}
+    loaded = {"python": "3.12.3", "pandas": "2.3.2", "numpy": "2.1.0", "pyarrow": "17.0.0"}
+    assert library_drift(loaded, pins) == []
+    assert library_drift({**loaded, "pyarrow": "23.0.1"}, pins) == [
+        {"library": "pyarrow", "expected": "17.0.0", "loaded": "23.0.1"}]
+    assert library_drift({k: v for k, v in loaded.items() if k != "numpy"}, pins) == [
+        {"library": "numpy", "expected": "2.1.0", "loaded": "not loaded"}]
+    assert library_drift(loaded, {}) == []
+
+
+def test_metrics_json_records_no_drift_against_the_repository_pins(tmp_path: Path) -> None:
+    opt_ml = _layout(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "processing"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(opt_ml, DATASET="default"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
+    assert metrics["library_drift"] == [] and "library drift" not in proc.stderr
+
+
+def test_bundled_job_with_other_pins_warns_and_records_the_drift(tmp_path: Path) -> None:
+    # GIVEN the job's code bundle (as deployed: the zip) whose requirements.txt pins a pandas the image lacks
+    from infra.code_bundle import build_bundle_dir
+
+    source = tmp_path / "src" / "processing"
+    import shutil
+    shutil.copytree(ROOT / "processing", source, ignore=shutil.ignore_patterns("__pycache__"))
+    pins = (source / "requirements.txt").read_text().replace(f"pandas=={pandas.__version__}", "pandas==0.0.1")
+    (source / "requirements.txt").write_text(pins)
+    build_bundle_dir(source, tmp_path / "bundle")
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((tmp_path / "bundle").rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(tmp_path / "bundle").as_posix())
+    opt_ml = _layout(tmp_path)
+    env = _env(opt_ml, DATASET="default")
+    env.pop("PYTHONPATH")
+    # WHEN it runs
+    proc = subprocess.run([sys.executable, str(archive)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=60)
+    # THEN a warning names the library, and metrics.json records it
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(rf"WARNING processing: library drift: pandas {re.escape(pandas.__version__)} is loaded, "
+                     r"processing/requirements.txt pins 0\.0\.1", proc.stderr), proc.stderr
+    metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
+    assert metrics["library_drift"] == [{"library": "pandas", "expected": "0.0.1", "loaded": pandas.__version__}]

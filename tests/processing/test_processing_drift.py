@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from processing import drift
-from processing.gate import DriftSettings
+from processing.drift_config import DriftSettings
 
 SETTINGS = DriftSettings(numeric=("salary",), categorical=("department",))
 DEPARTMENTS = np.array(["Engineering", "Finance", "HR", "Marketing", "Sales"])

@@ -1,10 +1,13 @@
 """Publish CloudWatch metrics for a finished processing job (design.md Contracts 3 and 4).
 
 Invoked directly by an EventBridge rule on "SageMaker Processing Job State Change" (terminal states).
-Per job, in this order: publish the metrics, send one notification per failed/stopped job or quarantined batch,
-write the ``_SUCCESS`` markers of a passed/warned batch, promote the first baseline, then write the publish-once
-marker ``<quality>/_metrics_published``. A duplicate event that finds the marker does nothing; a failure before the
-marker is written makes the retry do everything again (at worst published twice, never lost).
+Per job, in this order: complete the event from DescribeProcessingJob when it lacks what we need (the documented
+event sample has no ``Environment`` and no ``ExitMessage``), publish the metrics (stamped with the publication time,
+so a late delivery still lands in the alarms' current evaluation window), send one notification per failed/stopped
+job or quarantined batch, write the ``_SUCCESS`` markers of a passed/warned batch, promote the first baseline, then
+write the publish-once marker ``<quality>/_metrics_published``, unless the metrics were unavailable (then a
+redelivery after the file is fixed re-reads it). A duplicate event that finds the marker does nothing; a failure
+before the marker is written makes the retry do everything again (at worst published twice, never lost).
 Standard library and boto3 only: this file is deployed as-is with ``Code.from_asset``.
 """
 
@@ -23,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sns import SNSClient
 
 # summary key -> (metric name, unit). Rates are ratios, published with unit None.
@@ -81,6 +85,19 @@ QUARANTINE_OUTPUT_NAME = "quarantine"
 MAX_NOTIFIED_VIOLATIONS = 10  # keep the notification concise; violations.json has all of them
 SNS_SUBJECT_MAX = 100
 TOPIC_ARN_RE = re.compile(r"arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-]{1,256}")
+# Container text (ExitMessage, first 1 KB of /opt/ml/output/message) and FailureReason in notifications and logs:
+# printable characters only, one line, at most this many characters.
+MAX_EXIT_MESSAGE_CHARS = 300
+MAX_FAILURE_REASON_CHARS = 300
+DATA_INPUT_NAME = "data"  # the trigger's ProcessingInput with the batch (possibly a per-job staging copy)
+# Where the input URI in a notification came from (JobOutcome.input_from).
+INPUT_FROM_EVENT = "event-environment"  # Environment.SOURCE_URI in the event: the uploaded object
+INPUT_FROM_DESCRIBE = "describe-environment"  # Environment.SOURCE_URI from DescribeProcessingJob: the uploaded object
+INPUT_FROM_DATA_INPUT = "job-data-input"  # the job's `data` input: what the job read (may be a staging copy)
+# DescribeProcessingJob fields that complete an event lacking them (the documented sample has neither Environment
+# nor ExitMessage; a hand-made redelivery may carry only the job name and status).
+DESCRIBE_FIELDS = ("Environment", "ExitMessage", "FailureReason", "ProcessingOutputConfig", "ProcessingInputs",
+                   "ProcessingEndTime")
 
 LOGGER = logging.getLogger("dq.metrics")
 
@@ -146,6 +163,8 @@ class JobOutcome:
     outputs: Mapping[str, str] = field(default_factory=dict)  # OutputName -> S3Uri
     source_uri: str = ""
     source_version_id: str = ""
+    exit_message: str = ""  # sanitised ExitMessage (the container's /opt/ml/output/message), "" when none
+    input_from: str = ""  # INPUT_FROM_*: where source_uri came from ("" when unknown)
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,9 +173,11 @@ class JobOutcome:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """Epoch milliseconds (number or numeric string, as EventBridge sends) or an ISO-8601 string -> UTC."""
+    """Epoch milliseconds (number or numeric string, as EventBridge sends), an ISO-8601 string or a datetime -> UTC."""
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, datetime):  # DescribeProcessingJob through boto3
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value / 1000, tz=timezone.utc) if math.isfinite(value) else None
     if isinstance(value, str) and value.strip():
@@ -182,8 +203,87 @@ def dataset_from_job_name(job_name: str, job_prefix: str) -> str:
     return middle if DATASET_RE.fullmatch(middle) else UNKNOWN_DATASET
 
 
-def parse_outcome(event: Mapping[str, Any], settings: Settings) -> JobOutcome | None:
-    """Read the job outcome from the event, or None if it is not a terminal event of one of our jobs."""
+def one_line(text: Any, limit: int) -> str:
+    """Printable characters only, on one line, at most ``limit`` characters (a trailing ``…`` marks a cut).
+
+    Whitespace (newlines, tabs) becomes one space; control, format, private-use and unassigned characters and the
+    U+FFFD replacement character (undecodable bytes) are dropped. Container text is untrusted: random bytes in
+    /opt/ml/output/message must not turn into a page of escapes in a notification.
+    """
+    kept = []
+    for ch in str(text or ""):
+        if ch.isspace():
+            kept.append(" ")
+        elif ch.isprintable() and ch != "\ufffd":
+            kept.append(ch)
+    line = " ".join("".join(kept).split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _environment(detail: Mapping[str, Any]) -> dict[str, Any]:
+    env = detail.get("Environment")
+    return env if isinstance(env, dict) else {}
+
+
+def _outputs(detail: Mapping[str, Any]) -> list[Any]:
+    outputs = (detail.get("ProcessingOutputConfig") or {}).get("Outputs") if isinstance(
+        detail.get("ProcessingOutputConfig"), dict) else None
+    return outputs if isinstance(outputs, list) else []
+
+
+def needs_describe(detail: Mapping[str, Any]) -> bool:
+    """True when the event lacks what the handler needs and DescribeProcessingJob has it.
+
+    The documented "SageMaker Processing Job State Change" sample carries neither ``Environment`` (the input's URI
+    and version, the dataset) nor ``ExitMessage`` (the container's message); a hand-made redelivery may carry only
+    the job name and status (then the outputs come from DescribeProcessingJob too).
+    """
+    status = detail.get("ProcessingJobStatus")
+    return (not _environment(detail).get("SOURCE_URI")
+            or (status in ("Failed", "Stopped") and "ExitMessage" not in detail)
+            or not _outputs(detail))
+
+
+def complete_detail(detail: Mapping[str, Any], description: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's detail with the fields it lacks (:data:`DESCRIBE_FIELDS`) taken from DescribeProcessingJob.
+
+    What the event has wins, except an ``Environment`` without ``SOURCE_URI`` (then the description's is used).
+    """
+    merged = dict(detail)
+    for name in DESCRIBE_FIELDS:
+        if name not in description:
+            continue
+        missing = name not in detail or detail.get(name) in (None, "", {}, [])
+        if name == "Environment":
+            missing = not _environment(detail).get("SOURCE_URI")
+        elif name == "ProcessingOutputConfig":
+            missing = not _outputs(detail)
+        if missing:
+            merged[name] = description[name]
+    return merged
+
+
+def data_input_uri(detail: Mapping[str, Any]) -> str:
+    """S3Uri of the job's ``data`` input ("" when absent): what the job read, possibly a per-job staging copy."""
+    inputs = detail.get("ProcessingInputs")
+    for item in inputs if isinstance(inputs, list) else []:
+        if isinstance(item, dict) and item.get("InputName") == DATA_INPUT_NAME:
+            uri = (item.get("S3Input") or {}).get("S3Uri")
+            if isinstance(uri, str):
+                return uri
+    return ""
+
+
+def parse_outcome(event: Mapping[str, Any], settings: Settings, *,
+                  environment_described: bool = False) -> JobOutcome | None:
+    """Read the job outcome from the event, or None if it is not a terminal event of one of our jobs.
+
+    Args:
+        event: the state-change event; its ``detail`` may have been completed by :func:`complete_detail`.
+        settings: the handler's settings.
+        environment_described: True when ``detail["Environment"]`` came from DescribeProcessingJob (labels where
+            the input URI came from).
+    """
     detail = event.get("detail") or {}
     job_name = detail.get("ProcessingJobName")
     status = detail.get("ProcessingJobStatus")
@@ -191,8 +291,8 @@ def parse_outcome(event: Mapping[str, Any], settings: Settings) -> JobOutcome | 
         return None
     if status not in TERMINAL_STATUSES:
         return None
-    environment = detail.get("Environment") or {}
-    dataset = environment.get("DATASET") if isinstance(environment, dict) else None
+    env = _environment(detail)
+    dataset = env.get("DATASET")
     if not isinstance(dataset, str) or not DATASET_RE.fullmatch(dataset):
         dataset = dataset_from_job_name(job_name, settings.job_prefix)
     end_time = (
@@ -202,24 +302,30 @@ def parse_outcome(event: Mapping[str, Any], settings: Settings) -> JobOutcome | 
         or datetime.now(timezone.utc)
     )
     uris: dict[str, str] = {}
-    outputs = ((detail.get("ProcessingOutputConfig") or {}).get("Outputs")) or []
-    for output in outputs if isinstance(outputs, list) else []:
+    for output in _outputs(detail):
         if isinstance(output, dict) and isinstance(output.get("OutputName"), str):
             uri = (output.get("S3Output") or {}).get("S3Uri")
             if isinstance(uri, str) and uri:
                 uris[output["OutputName"]] = uri
     quality_uri = uris.get(QUALITY_OUTPUT_NAME)
-    env = environment if isinstance(environment, dict) else {}
+    source_uri, version_id = str(env.get("SOURCE_URI") or ""), str(env.get("SOURCE_VERSION_ID") or "")
+    if source_uri:
+        input_from = INPUT_FROM_DESCRIBE if environment_described else INPUT_FROM_EVENT
+    else:
+        source_uri, version_id = data_input_uri(detail), ""
+        input_from = INPUT_FROM_DATA_INPUT if source_uri else ""
     return JobOutcome(
         job_name=job_name,
         status=status,
         dataset=dataset,
         end_time=end_time,
         quality_uri=quality_uri,
-        failure_reason=str(detail.get("FailureReason") or ""),
+        failure_reason=one_line(detail.get("FailureReason"), MAX_FAILURE_REASON_CHARS),
         outputs=uris,
-        source_uri=str(env.get("SOURCE_URI") or ""),
-        source_version_id=str(env.get("SOURCE_VERSION_ID") or ""),
+        source_uri=source_uri,
+        source_version_id=version_id,
+        exit_message=one_line(detail.get("ExitMessage"), MAX_EXIT_MESSAGE_CHARS),
+        input_from=input_from,
     )
 
 
@@ -235,8 +341,12 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def failure_notification(outcome: JobOutcome) -> dict[str, Any]:
-    """SNS Publish arguments for a Failed/Stopped job: job, dataset, input and FailureReason."""
-    reason = outcome.failure_reason or "(no FailureReason given)"
+    """SNS Publish arguments for a Failed/Stopped job: job, dataset, input, ExitMessage and FailureReason.
+
+    ExitMessage (the container's ``/opt/ml/output/message``: ``ErrorClass: one line``) says what went wrong;
+    FailureReason is SageMaker's, generic for a non-zero exit. Both are sanitised (:func:`one_line`).
+    """
+    reason = outcome.exit_message or outcome.failure_reason or "(no ExitMessage or FailureReason given)"
     body = {
         "event": "job-failed",
         "summary": f"Processing job {outcome.job_name} ({outcome.dataset}) {outcome.status}: {reason}"[:1000],
@@ -245,6 +355,8 @@ def failure_notification(outcome: JobOutcome) -> dict[str, Any]:
         "dataset": outcome.dataset,
         "input": outcome.source_uri or None,
         "input_version_id": outcome.source_version_id or None,
+        "input_from": outcome.input_from or None,
+        "exit_message": outcome.exit_message or None,
         "failure_reason": outcome.failure_reason or None,
         "end_time": outcome.end_time.isoformat(),
     }
@@ -270,6 +382,7 @@ def quarantine_notification(outcome: JobOutcome, document: Any) -> dict[str, Any
         "dataset": outcome.dataset,
         "input": outcome.source_uri or None,
         "input_version_id": outcome.source_version_id or None,
+        "input_from": outcome.input_from or None,
         "quarantine": where,
         "violations_file": f"{where}violations.json" if where else None,
         "violations": shown,
@@ -328,15 +441,20 @@ def summary_values(document: Any) -> tuple[dict[str, float], list[str]]:
 
 
 def build_metric_data(
-    outcome: JobOutcome, values: Mapping[str, float], metrics_unavailable: bool | None
+    outcome: JobOutcome, values: Mapping[str, float], metrics_unavailable: bool | None, timestamp: datetime
 ) -> list[dict[str, Any]]:
-    """All datapoints for one job, each stamped with the job's end time.
+    """All datapoints for one job, each stamped with ``timestamp`` (the publication time, design.md Contract 3).
+
+    Not the job's end time: alarms evaluate only their most recent periods, so a datapoint stamped with an end time
+    hours old (a delivery after Lambda's asynchronous retries, a DLQ redrive, a redelivery after metrics.json was
+    fixed) would land in periods already evaluated and never alarm. The end time stays in the log and notification.
 
     Args:
         outcome: the job outcome.
         values: valid summary values (may be empty).
         metrics_unavailable: True/False to publish MetricsUnavailable 1/0, None to leave it out
             (failed or stopped jobs have no metrics file by design).
+        timestamp: the publication time (UTC).
     """
     succeeded = outcome.status == "Completed"
 
@@ -344,7 +462,7 @@ def build_metric_data(
         return {
             "MetricName": name,
             "Dimensions": [{"Name": "Dataset", "Value": outcome.dataset}],
-            "Timestamp": outcome.end_time,
+            "Timestamp": timestamp,
             "Value": value,
             "Unit": unit,
         }
@@ -374,6 +492,12 @@ _request_id = ""
 cloudwatch_client: CloudWatchClient | None = None  # tests assign Stubber-wrapped clients here
 s3_client: S3Client | None = None
 sns_client: SNSClient | None = None
+sagemaker_client: SageMakerClient | None = None
+
+
+def now() -> datetime:
+    """The publication time of the datapoints (tests replace it with a fixed clock)."""
+    return datetime.now(timezone.utc)
 
 
 def get_settings() -> Settings:
@@ -406,6 +530,13 @@ def get_sns() -> SNSClient:
     if sns_client is None:
         sns_client = boto3.client("sns", config=_retry_config())
     return sns_client
+
+
+def get_sagemaker() -> SageMakerClient:
+    global sagemaker_client
+    if sagemaker_client is None:
+        sagemaker_client = boto3.client("sagemaker", config=_retry_config())
+    return sagemaker_client
 
 
 def _configure_logger() -> None:
@@ -564,9 +695,25 @@ def write_success_markers(outcome: JobOutcome, values: Mapping[str, float], unav
     return written
 
 
+def describe_job(job_name: str, sagemaker: SageMakerClient, base: Mapping[str, Any]) -> dict[str, Any] | None:
+    """DescribeProcessingJob, or None (logged) when it fails after botocore's retries.
+
+    Not raised: the event still carries the job's status (and usually its outputs), so the metrics and the
+    notification go out with what the event has: the input falls back to the job's ``data`` input, the message to
+    FailureReason. Failing the whole event over a missing ExitMessage would delay or lose the JobFailed datapoint.
+    """
+    try:
+        return dict(sagemaker.describe_processing_job(ProcessingJobName=job_name))
+    except (ClientError, HTTPClientError) as exc:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+        log_decision("describe-failed", logging.WARNING, **base, error_code=code, error=str(exc),
+                     reason="DescribeProcessingJob failed; using what the event carries")
+        return None
+
+
 def process_event(
     event: Mapping[str, Any], settings: Settings, *, cloudwatch: CloudWatchClient, s3: S3Client,
-    sns: SNSClient | None = None,
+    sns: SNSClient | None = None, sagemaker: SageMakerClient | None = None,
 ) -> dict[str, Any]:
     """Publish the metrics for one state-change event and return a summary of what was done."""
     outcome = parse_outcome(event, settings)
@@ -585,6 +732,22 @@ def process_event(
                      reason="this job's metrics were already published")
         return {"published": 0, "decision": "duplicate"}
 
+    if needs_describe(detail):
+        description = describe_job(outcome.job_name, sagemaker or get_sagemaker(), base)
+        if description is not None:
+            completed = complete_detail(detail, description)
+            described_env = not _environment(detail).get("SOURCE_URI") and bool(
+                _environment(completed).get("SOURCE_URI"))
+            outcome = parse_outcome({**event, "detail": completed}, settings,
+                                    environment_described=described_env) or outcome
+            base = {**base, "dataset": outcome.dataset, "end_time": outcome.end_time.isoformat()}
+            if marker is None:  # the event named no quality output; the description did
+                marker = marker_location(outcome, settings)
+                if marker is not None and already_published(s3, marker):
+                    log_decision("duplicate", **base, marker=f"s3://{marker[0]}/{marker[1]}",
+                                 reason="this job's metrics were already published")
+                    return {"published": 0, "decision": "duplicate"}
+
     values: dict[str, float] = {}
     document: Any = None
     unavailable: bool | None = None
@@ -599,11 +762,13 @@ def process_event(
             log_decision("metrics-unavailable", logging.WARNING, **base, quality_uri=outcome.quality_uri,
                          problems=problems)
 
-    data = build_metric_data(outcome, values, unavailable)
+    published_at = now()
+    data = build_metric_data(outcome, values, unavailable, published_at)
     for chunk in chunks(data):
         cloudwatch.put_metric_data(Namespace=settings.namespace, MetricData=chunk)
-    log_decision("published", **base, metrics=[d["MetricName"] for d in data],
-                 failure_reason=outcome.failure_reason or None)
+    log_decision("published", **base, published_at=published_at.isoformat(),
+                 metrics=[d["MetricName"] for d in data], failure_reason=outcome.failure_reason or None,
+                 exit_message=outcome.exit_message or None)
     result: dict[str, Any] = {"published": len(data), "decision": "published", "metrics_unavailable": unavailable}
     if settings.alert_topic_arn:
         result["notified"] = notify(outcome, values, document, settings, sns or get_sns(), base)
@@ -611,18 +776,25 @@ def process_event(
         result["success_markers"] = write_success_markers(outcome, values, unavailable, settings, s3, base)
         # After publishing: if promotion raises (transient S3 error), the asynchronous retry publishes the same
         # datapoints again (idempotent) and retries the promotion.
-        result["baseline"] = promote_baseline(outcome, values, settings, s3, base)
-    if marker is not None:
+        result["baseline"] = promote_baseline(outcome, values, settings, s3, base, unavailable)
+    if marker is not None and unavailable:
+        # No marker: once metrics.json is fixed, a redelivery of this event re-reads it and publishes the metrics
+        # (MetricsUnavailable was published now; publishing it again is harmless: alarms use Maximum).
+        log_decision("marker-withheld", logging.WARNING, **base, marker=f"s3://{marker[0]}/{marker[1]}",
+                     reason="metrics were unavailable: a redelivery after the file is fixed publishes them")
+        result["marker"] = "withheld"
+    elif marker is not None:
         result["marker"] = write_published_marker(s3, marker, outcome, base)
     return result
 
 
 def promote_baseline(outcome: JobOutcome, values: Mapping[str, float], settings: Settings, s3: S3Client,
-                     base: Mapping[str, Any]) -> str:
+                     base: Mapping[str, Any], unavailable: bool | None = False) -> str:
     """Copy the job's quality/profile.json to the dataset's baseline key when none exists (first batch wins).
 
     Only when the gate did not fail (``quality_gate_failed`` == 0 in the summary; files without the key are never
-    promoted). ``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 PreconditionFailed when the baseline already
+    promoted) and the metrics were complete (``unavailable`` false: like ``_SUCCESS``, a partial metrics.json is no
+    verdict; the redelivery after the file is fixed promotes). ``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 PreconditionFailed when the baseline already
     exists (or 409 ConditionalRequestConflict while another conditional write is in flight): someone else won.
 
     Returns:
@@ -636,8 +808,9 @@ def promote_baseline(outcome: JobOutcome, values: Mapping[str, float], settings:
         reason = "DATA_BUCKET not set" if not settings.data_bucket else "dataset or quality output unknown"
         log_decision("baseline-skipped", **base, reason=reason)
         return "skipped"
-    if values.get("quality_gate_failed") != 0.0:
-        why = "gate failed" if values.get("quality_gate_failed") else "metrics.json has no quality_gate_failed"
+    if unavailable or values.get("quality_gate_failed") != 0.0:
+        why = ("metrics unavailable" if unavailable else "gate failed" if values.get("quality_gate_failed")
+               else "metrics.json has no quality_gate_failed")
         log_decision("baseline-skipped", **base, reason=why)
         return "skipped"
     bucket, metrics_key = metrics_location(outcome.quality_uri)

@@ -21,6 +21,7 @@ import processing
 from . import io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
+from processing.pipeline import library_drift
 
 log = logging.getLogger("processing")
 
@@ -254,6 +255,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         "code_version": os.environ.get("CODE_VERSION") or None,
         "package_version": processing.__version__,
         "libraries": library_versions(),
+        "library_drift": library_drift(),  # issue 11 item 10: the same comparison as processing/pipeline.py
         "config": {"source": config.source, "sha256": config.sha256},
         "format": fmt,
         "inputs": per_file,
