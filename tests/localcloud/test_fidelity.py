@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from localcloud import moto_patches
 from localcloud.cloud import LocalCloud
-from localcloud.server import ACCOUNT_ID, REGION
+from localcloud.server import ACCOUNT_ID
 
 
 @pytest.fixture(scope="module")
@@ -422,3 +422,20 @@ def test_the_job_executor_s3_calls_get_injected_faults(cloud):
     desc = cloud.sagemaker.describe_processing_job(ProcessingJobName="reads-input")
     assert desc["ProcessingJobStatus"] == "Failed"
     assert "AccessDenied" in desc["FailureReason"]
+
+
+def test_a_function_sees_the_simulated_clock(cloud):
+    src = ("import time\nfrom datetime import datetime, timezone\n"
+           "def handler(event, context):\n"
+           "    return {'time': time.time(), 'now': datetime.now(timezone.utc).timestamp(),\n"
+           "            'utcnow': datetime.utcnow().replace(tzinfo=timezone.utc).timestamp(),\n"
+           "            'left_ms': context.get_remaining_time_in_millis()}\n")
+    cloud.lambda_.create_function(FunctionName="clock", Runtime="python3.12", Role=_role(cloud),
+                                  Handler="index.handler", Code={"ZipFile": _zip(src)}, Timeout=30)
+    cloud.clock.advance(7200)
+    before = cloud.clock.now()
+    out = json.loads(cloud.lambda_.invoke(FunctionName="clock")["Payload"].read())
+    after = cloud.clock.now()
+    for key in ("time", "now", "utcnow"):
+        assert before - 1 <= out[key] <= after + 1, (key, out[key] - before)
+    assert 0 < out["left_ms"] <= 35_000  # the deadline is still real time
