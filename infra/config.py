@@ -64,8 +64,8 @@ NVME_INSTANCE_FAMILIES = frozenset({"ml.g5", "ml.g6", "ml.g6e", "ml.p5", "ml.p5e
 _NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
 #: Values of the job's ``PROCESSING_MODE`` (processing/pipeline.py: ``choose_mode``; docs/processing.md "Modes").
 PROCESSING_MODES = ("auto", "memory", "streaming")
-#: Upper bound of ``max_rows_in_memory`` (the job's ``PROCESSING_MAX_ROWS_IN_MEMORY``; processing/streaming.py:
-#: ``max_rows_in_memory``). There is no service limit: the job numbers rows with 64-bit integers (its work files'
+#: Upper bound of ``max_rows_in_memory`` (the job's ``PROCESSING_MAX_ROWS_IN_MEMORY``, read by processing/cli.py:
+#: ``run_options``). There is no service limit: the job numbers rows with 64-bit integers (its work files'
 #: row column), and a budget at or above the row count only means every statistic is exact, so nothing larger matters.
 MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
 LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)

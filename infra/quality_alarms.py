@@ -1,13 +1,21 @@
-"""Alarms -> SNS: per-dataset quality alarms, job failures, DLQs not empty, Lambda errors and throttles."""
+"""Alarms -> SNS: per-dataset quality alarms, all-dataset query alarms, DLQs not empty, Lambda errors and throttles.
+
+Notifications (docs/infra.md "Alarm notifications"): every alarm notifies the alert topic when it enters ALARM; it has
+no OK action. One EventBridge rule turns "CloudWatch Alarm State Change" events from ALARM to OK of this stack's
+alarms into one recovery message on the same topic. So a deploy (INSUFFICIENT_DATA -> OK) and a clean batch send
+nothing, a bad batch sends one message per alarm it breaches, and a recovery sends one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+import jsii
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -23,6 +31,12 @@ PERIOD = 300  # seconds: one evaluation window; a batch's datapoints are stamped
 DRIFT_UNAVAILABLE_PERIOD = 3600  # seconds: DriftUnavailable alarms after 3 consecutive hours with such a batch
 DRIFT_UNAVAILABLE_PERIODS = 3  # evaluation periods = datapoints to alarm (3 of 3)
 OPS_PERIOD = 300  # seconds
+#: Metrics Insights SELECT functions the all-dataset alarms may use (and localcloud.alarms evaluates)
+OTHER_DATASETS_LABEL = "OtherDatasets"
+#: The per-dataset signals also watched, through a Metrics Insights query, for datasets without a config.
+OTHER_DATASET_METRICS: tuple[str, ...] = ("JobFailed", "QualityGateFailed", "MetricsUnavailable")
+#: CloudWatch's limit on a metric data query's Expression (botocore model: MetricDataQuery.Expression max 2048)
+MAX_EXPRESSION_LENGTH = 2048
 
 
 @dataclass(frozen=True)
@@ -107,12 +121,37 @@ class QualityAlarmsProps:
     refused_keys: cw.IMetric | None = None
 
 
+@jsii.implements(events.IRuleTarget)
+class _TopicTarget:
+    """An EventBridge rule target that is just the topic: the caller writes the topic and key policy statements."""
+
+    def __init__(self, topic: sns.ITopic) -> None:
+        self._topic = topic
+
+    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(arn=self._topic.topic_arn)
+
+
+def other_datasets_query(namespace: str, metric: str, configured: Sequence[str]) -> str:
+    """The Metrics Insights query over every ``Dataset`` value except the configured ones (the form localcloud evaluates).
+
+    ``SELECT MAX(<metric>) FROM SCHEMA("<namespace>", Dataset) WHERE Dataset != 'a' AND Dataset != 'b'``: one
+    aggregated series, the maximum over the matching datasets (metrics with exactly the one dimension ``Dataset``).
+    """
+    where = " AND ".join(f"{DIMENSION} != '{d}'" for d in configured)
+    query = f'SELECT MAX({metric}) FROM SCHEMA("{namespace}", {DIMENSION})' + (f" WHERE {where}" if where else "")
+    if len(query) > MAX_EXPRESSION_LENGTH:
+        raise ValueError(f"{len(configured)} dataset configs make the all-dataset alarm query longer than "
+                         f"{MAX_EXPRESSION_LENGTH} characters (CloudWatch's limit): {query[:80]}...")
+    return query
+
+
 def _pascal(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.replace("_", "-").split("-"))
 
 
 class QualityAlarms(Construct):
-    """The alert topic and every alarm, each with alarm and OK actions to the topic.
+    """The alert topic and every alarm, each with an alarm action to the topic, and the recovery rule.
 
     Missing data: per-batch metrics exist only when a batch arrives, which is irregular; a period with no batch is
     not a breach, so every alarm treats missing data as NOT_BREACHING (docs/infra.md explains the trade-off).
@@ -121,6 +160,9 @@ class QualityAlarms(Construct):
         key: the topic's KMS key (rotation on).
         topic: the alert topic (KMS-encrypted, TLS-only).
         dataset_alarms: dataset -> metric name -> alarm.
+        other_dataset_alarms: metric name -> the Metrics Insights alarm over datasets without a config.
+        recovery_rule: the EventBridge rule sending ALARM -> OK changes to the topic.
+        alarm_name_prefix: every alarm's name starts with it (``<stack name>_``).
         ops_alarms: the operational alarms (DLQs, Lambda errors/throttles).
     """
 
@@ -134,6 +176,13 @@ class QualityAlarms(Construct):
             enable_key_rotation=True,
             removal_policy=props.removal_policy,
         )
+        #: every alarm of this construct is named "<stack name>_<id>"; stack names cannot contain "_", so this prefix
+        #: matches this stack's alarms and no other stack's (the recovery rule filters on it)
+        self.alarm_name_prefix = f"{stack.stack_name}_"
+        alarm_arns = stack.format_arn(
+            service="cloudwatch", resource="alarm", resource_name=f"{self.alarm_name_prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
         # CloudWatch alarms publish to an encrypted topic only if the key lets the service use it.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
@@ -141,11 +190,28 @@ class QualityAlarms(Construct):
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
+                # aws:SourceAccount only: which source keys the KMS request SNS makes for CloudWatch carries is not
+                # documented in full, and a condition on an absent key would silently drop every alarm action
                 conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
             )
         )
         self.topic = sns.Topic(
             self, "Topic", display_name="Data quality pipeline alerts", master_key=self.key, enforce_ssl=True
+        )
+        # enforce_ssl writes a topic policy (the TLS deny), which replaces SNS's default policy: without this
+        # statement no alarm action could publish ("not authorized to perform SNS:Publish", alarm history only).
+        # Same-account IAM principals (the metrics and trigger Lambdas) need no statement here: within one account an
+        # identity-policy Allow suffices when no policy denies (IAM User Guide, "Policy evaluation for requests within
+        # a single account"); they use TLS, so the deny does not apply.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account},
+                            "ArnLike": {"aws:SourceArn": alarm_arns}},
+            )
         )
         if props.alert_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(props.alert_email))
@@ -159,6 +225,13 @@ class QualityAlarms(Construct):
                 # a threshold set to null in the dataset config (drift.psi_alarm: null) turns its alarm off
                 if spec.threshold_key is None or getattr(thresholds, spec.threshold_key) is not None
             }
+        # Datasets without a config publish the same metrics (the job runs them with default.json): one Metrics
+        # Insights query alarm per signal watches every Dataset value except the configured ones, which have their
+        # own alarms (so no dataset is notified twice).
+        self.other_dataset_alarms: dict[str, cw.Alarm] = {
+            metric: self._other_datasets_alarm(props.namespace, sorted(props.datasets), metric)
+            for metric in OTHER_DATASET_METRICS
+        }
 
         self.ops_alarms: list[cw.Alarm] = []
         for label, queue in props.dead_letter_queues.items():
@@ -206,10 +279,71 @@ class QualityAlarms(Construct):
                 )
             )
 
+        # Recovery: ALARM -> OK state changes of this stack's alarms, as EventBridge reports them, to the topic.
+        # (No OK actions: they would also fire for INSUFFICIENT_DATA -> OK, i.e. for every alarm after a deploy.)
+        # A named rule: the key policy needs its ARN, and GetAtt would make a cycle (key -> rule -> topic -> key).
+        recovery_rule_name = f"{stack.stack_name[:49]}-AlarmRecovered"  # EventBridge rule names: at most 64
+        recovery_rule_arn = stack.format_arn(service="events", resource="rule", resource_name=recovery_rule_name)
+        self.recovery_rule = events.Rule(
+            self,
+            "RecoveryRule",
+            rule_name=recovery_rule_name,
+            description="One message on the alert topic when an alarm of this stack returns from ALARM to OK",
+            event_pattern=events.EventPattern(
+                source=["aws.cloudwatch"],
+                detail_type=["CloudWatch Alarm State Change"],
+                detail={
+                    "alarmName": events.Match.prefix(self.alarm_name_prefix),
+                    "previousState": {"value": ["ALARM"]},
+                    "state": {"value": ["OK"]},
+                },
+            ),
+        )
+        # Not aws_events_targets.SnsTopic: its topic policy statement for events.amazonaws.com has no conditions;
+        # ours is scoped to this rule (aws:SourceArn) and this account.
+        self.recovery_rule.add_target(_TopicTarget(self.topic))
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowRecoveryRuleToPublish",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account},
+                            "ArnEquals": {"aws:SourceArn": recovery_rule_arn}},
+            )
+        )
+        # The key statement has no aws:SourceArn / aws:SourceAccount condition: whether the KMS request of an
+        # EventBridge delivery carries them is not documented (an AWS project's docs say it does not, and a
+        # condition on an absent key would drop every recovery message; SNS's "Enable compatibility between event
+        # sources from AWS services and encrypted topics" example has none). The key encrypts this topic only, and
+        # the topic policy above scopes publishing to the recovery rule, so nothing depends on the answer.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowEventBridgeToUseTheTopicKey",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
+        )
+
     @property
     def all_alarms(self) -> list[cw.Alarm]:
-        """Every alarm, dataset alarms first (sorted by dataset), then the operational ones."""
-        return [a for d in sorted(self.dataset_alarms) for a in self.dataset_alarms[d].values()] + self.ops_alarms
+        """Every alarm: dataset alarms (sorted by dataset), the all-dataset query alarms, the operational ones."""
+        return ([a for d in sorted(self.dataset_alarms) for a in self.dataset_alarms[d].values()]
+                + list(self.other_dataset_alarms.values()) + self.ops_alarms)
+
+    def _other_datasets_alarm(self, namespace: str, configured: Sequence[str], metric: str) -> cw.Alarm:
+        spec = next(s for s in DATASET_ALARMS if s.metric_name == metric)
+        expression = other_datasets_query(namespace, metric, configured)
+        return self._alarm(
+            f"{OTHER_DATASETS_LABEL}{metric}",
+            cw.MathExpression(expression=expression, using_metrics={}, period=Duration.seconds(spec.period),
+                              label=f"{metric} of datasets without a config"),
+            threshold=float(spec.fixed_threshold),
+            comparison=spec.comparison,
+            description=(f"A dataset without its own config (not {', '.join(configured)}): {spec.description} "
+                         f"(threshold {spec.fixed_threshold:g}; the metrics Lambda's message names the dataset)"),
+        )
 
     def _dataset_alarm(
         self, namespace: str, dataset: str, thresholds: QualityThresholds, spec: QualityMetricAlarm
@@ -246,7 +380,7 @@ class QualityAlarms(Construct):
             datapoints_to_alarm=datapoints_to_alarm,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             alarm_description=description,
+            alarm_name=f"{self.alarm_name_prefix}{construct_id}",
         )
         alarm.add_alarm_action(self._alarm_action)
-        alarm.add_ok_action(self._alarm_action)
         return alarm

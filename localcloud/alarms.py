@@ -30,7 +30,21 @@ Implemented:
   an alarm keeps re-evaluating the last datapoints while they are inside the range after a metric stops flowing
   (an ALARM from one bad batch lasts until its datapoint leaves the N + 2 period range).
 
-Not implemented (documented gaps): metric-math alarms (``Metrics``), anomaly-detection bands
+Metrics Insights query alarms: exactly the form the stack deploys (infra.quality_alarms.other_datasets_query),
+one query with ``ReturnData``::
+
+    SELECT MAX|MIN|SUM(<metric>) FROM SCHEMA("<namespace>", <dimension>)
+        [WHERE <dimension> != '<value>' [AND <dimension> != '<value>' ...]]
+
+evaluated as AWS documents the query: the metrics of the namespace with that name and *exactly* that one dimension
+("SCHEMA": only metrics with exactly the listed dimensions), minus the excluded values, aggregated into one series
+per period with the function (MAX of the per-series maxima, ...); then the same rules as a single-metric alarm.
+Any other query (GROUP BY, ORDER BY, other functions, OR, other operators, other dimensions) raises
+:class:`UnsupportedQuery` from `evaluate_all` (loudly: a deployed query the local cloud cannot evaluate must not
+pass silently). AWS evaluates such alarms on the most recent 3 hours of data only ("Limits that apply to alarms
+based on Metrics Insights queries"); our evaluation range (N + 2 periods) stays inside that for the deployed alarms.
+
+Not implemented (documented gaps): other metric-math alarms (``Metrics`` without a SELECT), anomaly-detection bands
 (``LessThanLowerOrGreaterThanUpperThreshold`` and friends), percentiles (``ExtendedStatistic``), ``Unit`` filtering,
 composite alarms, ``EvaluateLowSampleCountPercentile``, the AWS/DynamoDB "always ignore" special case. Such alarms
 are left in their current state by ``evaluate_all``.
@@ -43,6 +57,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -79,6 +94,76 @@ class UnsupportedAlarm(ValueError):
     """The alarm uses a feature this evaluator does not emulate (see the module docstring)."""
 
 
+class UnsupportedQuery(UnsupportedAlarm):
+    """A Metrics Insights query outside the form we deploy and evaluate (raised, never skipped)."""
+
+
+@dataclass(frozen=True)
+class InsightsQuery:
+    """A parsed ``SELECT f(metric) FROM SCHEMA("ns", dim) WHERE dim != 'a' AND ...`` query."""
+
+    function: str  # MAX | MIN | SUM
+    metric: str
+    namespace: str
+    dimension: str
+    excluded: tuple[str, ...]
+    period: int
+
+    @property
+    def statistic(self) -> str:
+        return {"MAX": "Maximum", "MIN": "Minimum", "SUM": "Sum"}[self.function]
+
+    def matches(self, dimensions: Sequence[dict]) -> bool:
+        """Does a metric with these dimensions belong to the query's series (SCHEMA: exactly this one dimension)?"""
+        dims = {d["Name"]: d["Value"] for d in dimensions or []}
+        return set(dims) == {self.dimension} and dims[self.dimension] not in self.excluded
+
+
+_SELECT = re.compile(
+    r'SELECT\s+(?P<fn>[A-Za-z]+)\s*\(\s*(?P<metric>[A-Za-z0-9_.\-]+)\s*\)\s+FROM\s+SCHEMA\s*\(\s*"(?P<ns>[^"]+)"\s*,'
+    r'\s*(?P<dim>[A-Za-z0-9_.\-]+)\s*\)(?:\s+WHERE\s+(?P<where>.+?))?\s*', re.IGNORECASE | re.DOTALL)
+_NOT_EQUAL = re.compile(r"(?P<dim>[A-Za-z0-9_.\-]+)\s*!=\s*'(?P<value>[^']*)'")
+
+
+def parse_insights_query(expression: str, period: int) -> InsightsQuery:
+    """Parse the one Metrics Insights form we deploy; anything else raises UnsupportedQuery naming the problem."""
+    m = _SELECT.fullmatch(expression.strip())
+    if not m:
+        raise UnsupportedQuery(f"Metrics Insights query not in the evaluated form "
+                               f"'SELECT MAX|MIN|SUM(metric) FROM SCHEMA(\"ns\", dim) [WHERE dim != 'v' AND ...]': "
+                               f"{expression!r}")
+    fn = m["fn"].upper()
+    if fn not in ("MAX", "MIN", "SUM"):
+        raise UnsupportedQuery(f"Metrics Insights function {fn} is not evaluated locally (MAX, MIN, SUM): {expression!r}")
+    excluded: list[str] = []
+    if m["where"]:
+        for clause in re.split(r"\s+AND\s+", m["where"].strip(), flags=re.IGNORECASE):
+            c = _NOT_EQUAL.fullmatch(clause.strip())
+            if not c or c["dim"] != m["dim"]:
+                raise UnsupportedQuery(f"WHERE clause {clause!r} is not \"{m['dim']} != '<value>'\": {expression!r}")
+            excluded.append(c["value"])
+    return InsightsQuery(fn, m["metric"], m["ns"], m["dim"], tuple(excluded), int(period))
+
+
+def insights_query(alarm: dict) -> InsightsQuery | None:
+    """The alarm's Metrics Insights query, None for a single-metric alarm; raises for other metric-math alarms."""
+    queries = alarm.get("Metrics") or []
+    if not queries:
+        return None
+    selects = [q for q in queries if str(q.get("Expression", "")).lstrip().upper().startswith("SELECT")]
+    if not selects:
+        raise UnsupportedAlarm("metric-math alarms are not evaluated locally")
+    if len(queries) != 1 or queries[0].get("ReturnData") is False:
+        raise UnsupportedQuery(f"a Metrics Insights alarm is evaluated only as its single query: {queries!r}")
+    return parse_insights_query(queries[0]["Expression"], int(queries[0].get("Period") or alarm.get("Period") or 0))
+
+
+def _flat(alarm: dict) -> dict:
+    """The alarm with Period and Statistic taken from its Metrics Insights query (if any)."""
+    q = insights_query(alarm)
+    return alarm if q is None else dict(alarm, Period=q.period, Statistic=q.statistic)
+
+
 @dataclass
 class Evaluation:
     state: str
@@ -112,8 +197,7 @@ def _fmt_ts(epoch: float) -> str:  # CloudWatch reason format: dd/MM/yy HH:mm:ss
 
 
 def _check_supported(alarm: dict) -> None:
-    if alarm.get("Metrics"):
-        raise UnsupportedAlarm("metric-math alarms are not evaluated locally")
+    alarm = _flat(alarm)
     if alarm.get("ComparisonOperator") not in _OPS:
         raise UnsupportedAlarm(f"comparison {alarm.get('ComparisonOperator')!r} is not evaluated locally")
     if alarm.get("Statistic") not in _STATS:
@@ -229,10 +313,36 @@ def evaluate_alarm(alarm: dict, datapoints: Iterable[tuple[Any, float]], now: An
     StateValue) matters only for TreatMissingData=ignore. Raises UnsupportedAlarm for features not emulated.
     """
     _check_supported(alarm)
+    alarm = _flat(alarm)
     now_s = time.time() if now is None else _epoch(now)
     buckets, starts = aggregate(alarm, datapoints, now_s)
     ev = evaluate_buckets(alarm, buckets, starts, current_state)
     return ev.state, ev.reason
+
+
+def evaluate_query_alarm(alarm: dict, series: Iterable[tuple[Sequence[dict], Iterable[tuple[Any, float]]]],
+                         now: Any = None, current_state: str | None = None) -> tuple[str, str]:
+    """New (state, reason) of a Metrics Insights alarm given every metric's (dimensions, raw samples)."""
+    query = insights_query(alarm)
+    if query is None:
+        raise UnsupportedAlarm("not a Metrics Insights alarm")
+    flat = _flat(alarm)
+    now_s = time.time() if now is None else _epoch(now)
+    per_series = [aggregate(flat, points, now_s) for dims, points in series if query.matches(dims)]
+    starts = [b[0] for b in bucket_bounds(flat, now_s)]
+    buckets = _combine(query, [values for values, _ in per_series], len(starts))
+    ev = evaluate_buckets(flat, buckets, starts, current_state)
+    return ev.state, ev.reason
+
+
+def _combine(query: InsightsQuery, per_series: Sequence[Sequence[float | None]], count: int) -> list[float | None]:
+    """One aggregated series from per-series per-period values (MAX of maxima, MIN of minima, SUM of sums)."""
+    fn = {"MAX": max, "MIN": min, "SUM": math.fsum}[query.function]
+    out: list[float | None] = []
+    for i in range(count):
+        values = [s[i] for s in per_series if s[i] is not None]
+        out.append(float(fn(values)) if values else None)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -267,6 +377,19 @@ def fetch_buckets(cloudwatch, alarm: dict, now: float) -> tuple[list[float | Non
                           else math.fsum(float(p["Average"]) for p in points) / len(points))
         starts.append(start)
     return values, starts
+
+
+def fetch_query_buckets(cloudwatch, alarm: dict, query: InsightsQuery,
+                        now: float) -> tuple[list[float | None], list[float]]:
+    """Per-period values of a Metrics Insights query: ListMetrics for the query's series, then each series' buckets
+    (fetch_buckets), combined with the query's function."""
+    series = []
+    for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=query.namespace, MetricName=query.metric):
+        series.extend(m for m in page.get("Metrics", []) if query.matches(m.get("Dimensions")))
+    per_series = [fetch_buckets(cloudwatch, dict(alarm, Namespace=query.namespace, MetricName=query.metric,
+                                                 Dimensions=m["Dimensions"]), now)[0] for m in series]
+    starts = [b[0] for b in bucket_bounds(alarm, now)]
+    return _combine(query, per_series, len(starts)), starts
 
 
 def _iso_ms(dt: datetime) -> str:
@@ -381,10 +504,17 @@ def evaluate_all(cloudwatch, sns, now: Any = None, *, publish: bool = True) -> l
     for alarm in alarms:
         try:
             _check_supported(alarm)
+        except UnsupportedQuery:
+            raise
         except UnsupportedAlarm:
             continue
+        query = insights_query(alarm)
+        alarm = _flat(alarm)
         old = effective_state(alarm)
-        buckets, starts = fetch_buckets(cloudwatch, alarm, now_s)
+        if query is None:
+            buckets, starts = fetch_buckets(cloudwatch, alarm, now_s)
+        else:
+            buckets, starts = fetch_query_buckets(cloudwatch, alarm, query, now_s)
         ev = evaluate_buckets(alarm, buckets, starts, old)
         reason_data = json.dumps({
             "version": "1.0", "queryDate": _iso_ms(when), "statistic": alarm["Statistic"],

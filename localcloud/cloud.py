@@ -156,6 +156,8 @@ class LocalCloud:
         lambdas.cleanup()
         lambdas.clear_invocations()
         moto_patches.ASYNC_INVOCATIONS.clear()
+        moto_patches.ALARM_HISTORY.clear()
+        moto_patches.EVENTBRIDGE_FAILED_INVOCATIONS.clear()
         self.server.stop()
         self._clients.clear()
         if self._own_workdir and not self.keep_workdir:
@@ -656,6 +658,14 @@ class LocalCloud:
 
     def invocations(self, function_name: str | None = None) -> list[lambdas.Invocation]:
         return lambdas.invocations(function_name)
+
+    def alarm_history(self, alarm_name: str | None = None) -> list[dict[str, Any]]:
+        """Alarm history items of type Action (DescribeAlarmHistory shape): executed and failed alarm actions."""
+        return [h for h in moto_patches.ALARM_HISTORY if alarm_name in (None, h["AlarmName"])]
+
+    def eventbridge_failed_invocations(self) -> list[tuple[str, str, str]]:
+        """(rule ARN, target ARN, reason) of every EventBridge delivery the target's policies refused."""
+        return list(moto_patches.EVENTBRIDGE_FAILED_INVOCATIONS)
 
     def alarm_states(self) -> dict[str, str]:
         out = {}

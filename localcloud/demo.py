@@ -216,14 +216,20 @@ def _notification_states(notifications: list[dict]) -> list[tuple[str, str]]:
             continue
         if "AlarmName" in body:
             out.append((str(body["AlarmName"]), str(body.get("NewStateValue", "?"))))
+        elif body.get("detail-type") == "CloudWatch Alarm State Change":  # the recovery rule's message
+            detail = body.get("detail") or {}
+            out.append((str(detail.get("alarmName", "?")), str((detail.get("state") or {}).get("value", "?"))))
         else:  # the metrics Lambda's own per-batch message (job-failed / batch-quarantined)
             out.append((str(body.get("job_name", "?")), str(body.get("event", "message"))))
     return out
 
 
 def _short_alarm(name: str) -> str:
-    """CloudFormation alarm names are '<stack>-<construct path + 8-hex hash>-<suffix>': keep the readable part
+    """The readable part of an alarm name: ``<stack>_<id>`` (infra.quality_alarms names them) -> ``<id>``; a
+    CloudFormation-generated '<stack>-<construct path + 8-hex hash>-<suffix>' -> the construct path
     (``DataQualityPipeline-AlarmsDefaultDriftMaxPsiF1D11318-ABC`` -> ``DefaultDriftMaxPsi``)."""
+    if "_" in name:
+        return name.split("_", 1)[1] or name
     parts = name.split("-")
     logical = parts[1] if len(parts) >= 3 else name
     if len(logical) > 8 and all(c in "0123456789ABCDEF" for c in logical[-8:]):
@@ -399,8 +405,9 @@ def _print_run(run: Run, drift_columns: bool = False) -> None:
     alarm_msgs = [name for name, st in sent if st == "ALARM"]
     if alarm_msgs:
         _say(f"    -> ALARM     {', '.join(_short_alarm(n) for n in alarm_msgs)}")
-    elif by_state:
-        _say("                 (the first evaluation moves each alarm out of INSUFFICIENT_DATA, as in AWS)")
+    recovered = [name for name, st in sent if st == "OK"]
+    if recovered:
+        _say(f"    -> OK        {', '.join(_short_alarm(n) for n in recovered)} (recovered: ALARM -> OK)")
 
 
 if __name__ == "__main__":

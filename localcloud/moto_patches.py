@@ -21,7 +21,8 @@ session as a LocalCloud).
 | EventBridge -> Lambda / SNS targets raise NotImplementedError | :func:`patch_eventbridge_targets` |
 | S3 -> EventBridge events: wrong shape (time, etag, fixed sequencer) | :func:`patch_s3_eventbridge` |
 | SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped, no instance quota | :func:`patch_sagemaker_processing` (quota: ``JOB_QUOTAS``) |
-| alarms start OK; state changes never reach SNS | :func:`patch_alarm_states` |
+| alarms start OK; state changes never reach SNS (nor EventBridge); alarm actions not authorized | :func:`patch_alarm_states` (topic + key policy evaluated for cloudwatch.amazonaws.com, :mod:`localcloud.iam_eval`; outcome in :data:`ALARM_HISTORY`) |
+| EventBridge -> SQS / SNS targets not authorized | :func:`patch_eventbridge_targets` (queue/topic + key policy for events.amazonaws.com; refusals in :data:`EVENTBRIDGE_FAILED_INVOCATIONS`, AWS/Events FailedInvocations, the target's DLQ) |
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
 JOB_QUOTAS: dict[str, int] = {}
 # Statuses that hold processing instances (count against the quota).
 ACTIVE_JOB_STATUSES = ("InProgress", "Stopping")
+# Alarm history items of kind "Action" (DescribeAlarmHistory shape; moto has no alarm history API): one per alarm
+# action CloudWatch executed or failed to execute (e.g. "Failed to execute action arn:aws:sns:..." when the topic or
+# key policy does not let cloudwatch.amazonaws.com publish).
+ALARM_HISTORY: list[dict] = []
+# EventBridge target deliveries refused by the destination's resource or key policy: (rule ARN, target ARN, reason).
+# Each also adds a datapoint to AWS/Events FailedInvocations (dimension RuleName), as EventBridge does.
+EVENTBRIDGE_FAILED_INVOCATIONS: list[tuple[str, str, str]] = []
 
 
 # (owner, attribute, original as stored on the owner, replacement) of every attribute we replaced
@@ -96,6 +104,18 @@ def _once(name: str) -> bool:
             return False
         _applied.add(name)
         return True
+
+
+def _clock_naive() -> datetime:
+    from localcloud.clock import CLOCK
+
+    return CLOCK.utcnow_naive()
+
+
+def _clock_aware() -> datetime:
+    from localcloud.clock import CLOCK
+
+    return CLOCK.datetime()
 
 
 def _now_iso() -> str:
@@ -338,9 +358,15 @@ def _cfn_models():
 
             backend = sns_backends[account_id][region_name]
             for arn in props.get("Topics", []):
-                if remove:
-                    continue  # moto has no "default policy"; leave it
-                backend.set_topic_attribute(arn, "Policy", json.dumps(props["PolicyDocument"]))
+                topic = backend.topics.get(arn)
+                if topic is None:
+                    if remove:
+                        continue
+                    raise ValueError(f"AWS::SNS::TopicPolicy: topic {arn} does not exist")
+                # the ``policy`` property (moto's set_topic_attribute would set an unused ``Policy`` attribute);
+                # removing the resource gives the topic SNS's default policy back
+                topic.policy = (json.dumps(topic._create_default_topic_policy(region_name, account_id, topic.name))
+                                if remove else json.dumps(props["PolicyDocument"]))
 
     class CfnSqsQueuePolicy(_PolicyModel, CloudFormationModel):
         @staticmethod
@@ -788,6 +814,8 @@ def patch_eventbridge_targets() -> None:
             else:
                 payload = copy.deepcopy(event0)
             body = payload if isinstance(payload, str) else json.dumps(payload)
+            if arn.service in ("sqs", "sns") and not _eventbridge_may_deliver(self, target, arn, event0):
+                continue
             if arn.service == "lambda":
                 from localcloud.clock import CLOCK
 
@@ -817,6 +845,72 @@ def patch_eventbridge_targets() -> None:
                 self.targets = saved
 
     _replace(Rule, "send_to_targets", send_to_targets)
+
+
+def _queue_or_topic_policy(arn, target_arn: str) -> tuple[str | None, str | None, str]:
+    """(resource policy, KMS key id, action) of the SQS queue / SNS topic `arn` names (None, None when missing)."""
+    if arn.service == "sqs":
+        from moto.sqs.models import sqs_backends
+
+        queue = sqs_backends[arn.account][arn.region].queues.get(arn.resource_id)
+        policy, key = (queue.policy, queue.kms_master_key_id) if queue is not None else (None, None)
+        action = "sqs:SendMessage"
+    else:
+        from moto.sns.models import sns_backends
+
+        topic = sns_backends[arn.account][arn.region].topics.get(target_arn)
+        policy, key = (topic.policy, topic.kms_master_key_id) if topic is not None else (None, None)
+        action = "sns:Publish"
+    return policy, key or None, action
+
+
+def _events_authorized(rule, target_arn: str):
+    from moto.utilities.arns import parse_arn
+
+    from localcloud.iam_eval import authorize_delivery
+
+    arn = parse_arn(target_arn)
+    policy, key, action = _queue_or_topic_policy(arn, target_arn)
+    return authorize_delivery(account=arn.account, region=arn.region, service="events.amazonaws.com", action=action,
+                              resource_arn=target_arn, resource_policy=policy, kms_key_id=key, source_arn=rule.arn,
+                              source_account=rule.account_id)
+
+
+def _eventbridge_may_deliver(rule, target: dict, arn, event: dict) -> bool:
+    """Does the target queue's / topic's resource policy and KMS key policy let events.amazonaws.com deliver for this
+    rule (aws:SourceArn = the rule's ARN)? If not, record a FailedInvocations datapoint and the refusal, and send the
+    event to the target's dead-letter queue if it has one (and that queue lets EventBridge in), as AWS does
+    (EventBridge User Guide: "Monitoring Amazon EventBridge" for FailedInvocations / InvocationsSentToDlq; "Using
+    resource-based policies for Amazon EventBridge": SQS and SNS targets need a resource policy; "Using dead-letter
+    queues to process undelivered events": errors from missing permissions are not retried and go to the DLQ at once,
+    with message attributes RULE_ARN, TARGET_ARN, ERROR_CODE, ERROR_MESSAGE)."""
+    check = _events_authorized(rule, target["Arn"])
+    if check.allowed:
+        return True
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    log.warning("EventBridge rule %s: delivery to %s refused: %s", rule.name, target["Arn"], check.reason)
+    EVENTBRIDGE_FAILED_INVOCATIONS.append((rule.arn, target["Arn"], check.reason))
+    metrics = ["FailedInvocations"]
+    dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
+    if dlq and _events_authorized(rule, dlq).allowed:
+        from moto.sqs.models import sqs_backends
+        from moto.utilities.arns import parse_arn
+
+        d = parse_arn(dlq)
+
+        def attr(value: str) -> dict:
+            return {"DataType": "String", "StringValue": value}
+
+        sqs_backends[d.account][d.region].send_message(
+            queue_name=d.resource_id, message_body=json.dumps(event),
+            message_attributes={"RULE_ARN": attr(rule.arn), "TARGET_ARN": attr(target["Arn"]),
+                                "ERROR_CODE": attr("NO_PERMISSIONS"), "ERROR_MESSAGE": attr(check.reason[:1000])})
+        metrics.append("InvocationsSentToDlq")
+    cloudwatch_backends[rule.account_id][rule.region_name].put_metric_data("AWS/Events", [{
+        "MetricName": name, "Dimensions": [{"Name": "RuleName", "Value": rule.name}], "Value": 1.0,
+        "Unit": "Count", "Timestamp": _clock_naive()} for name in metrics])  # naive UTC, as moto stores them
+    return False
 
 
 def put_event(account_id: str, region_name: str, event: dict, bus_name: str = "default") -> None:
@@ -1116,6 +1210,88 @@ def _describe_alarm(alarm) -> dict:
     }
 
 
+def _iso_ms(ts: Any) -> str:
+    from localcloud.alarms import _iso_ms as fmt
+
+    return fmt(ts) if isinstance(ts, datetime) else str(ts)
+
+
+def alarm_state_change_event(desc: dict, previous: dict, alarm) -> dict:
+    """The "CloudWatch Alarm State Change" event CloudWatch sends to EventBridge for a state change, in the shape of
+    the CloudWatch User Guide's examples ("Alarm events and EventBridge": single-metric and metric-math/Metrics
+    Insights alarms): ``detail.alarmName``, ``detail.state`` / ``detail.previousState`` (value, reason, reasonData,
+    timestamp), ``detail.configuration`` (description, metrics)."""
+    if desc.get("Metrics"):
+        metrics = [{k: v for k, v in {"id": q.get("Id"), "expression": q.get("Expression"), "label": q.get("Label"),
+                                       "returnData": q.get("ReturnData"), "period": q.get("Period")}.items()
+                    if v is not None} for q in desc["Metrics"]]
+    else:
+        metrics = [{"id": str(uuid.uuid4()), "returnData": True, "metricStat": {
+            "metric": {"namespace": desc.get("Namespace"), "name": desc.get("MetricName"),
+                       "dimensions": {d["Name"]: d["Value"] for d in desc.get("Dimensions") or []}},
+            "period": desc.get("Period"), "stat": desc.get("Statistic") or desc.get("ExtendedStatistic")}}]
+
+    def state(value, reason, reason_data, ts):
+        out = {"value": value, "reason": reason, "timestamp": _iso_ms(ts)}
+        if reason_data and reason_data != "{}":
+            out["reasonData"] = reason_data
+        return out
+
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch", "account": alarm.alarm_arn.split(":")[4],
+        "time": _event_time(alarm.state_updated_timestamp if alarm.state_updated_timestamp.tzinfo
+                            else alarm.state_updated_timestamp.replace(tzinfo=timezone.utc)),
+        "region": alarm.region_name, "resources": [alarm.alarm_arn],
+        "detail": {
+            "alarmName": alarm.name,
+            "state": state(alarm.state_value, alarm.state_reason, alarm.state_reason_data,
+                           alarm.state_updated_timestamp),
+            "previousState": state(previous["value"], previous["reason"], previous["reasonData"],
+                                   previous["timestamp"]),
+            "configuration": {"description": desc.get("AlarmDescription") or "", "metrics": metrics},
+        },
+    }
+
+
+def _execute_sns_alarm_action(alarm, action: str, message: str, subject: str) -> None:
+    """Publish an alarm notification as cloudwatch.amazonaws.com, if the topic and key policies let it; record the
+    outcome as the alarm history item AWS writes ("Successfully executed action ..." / "Failed to execute action
+    ...", HistoryItemType Action)."""
+    from moto.sns.models import sns_backends
+    from moto.utilities.arns import parse_arn
+
+    from localcloud.iam_eval import authorize_delivery
+
+    arn = parse_arn(action)
+    topic = sns_backends[arn.account][arn.region].topics.get(action)
+    if topic is None:
+        error = f"Topic {action} does not exist (SNS.NotFound)"
+    else:
+        check = authorize_delivery(account=arn.account, region=arn.region, service="cloudwatch.amazonaws.com",
+                                   action="sns:Publish", resource_arn=action, resource_policy=topic.policy,
+                                   kms_key_id=topic.kms_master_key_id or None, source_arn=alarm.alarm_arn,
+                                   source_account=alarm.alarm_arn.split(":")[4])
+        error = check.reason
+    if not error:
+        try:
+            sns_backends[arn.account][arn.region].publish(message=message, arn=action, subject=subject)
+        except Exception as exc:  # noqa: BLE001 - recorded, as AWS records a failed action
+            log.exception("alarm action %s failed", action)
+            error = f"{type(exc).__name__}: {exc}"
+    ok = not error
+    if not ok:
+        log.warning("alarm %s: failed to execute action %s: %s", alarm.name, action, error)
+    ALARM_HISTORY.append({
+        "AlarmName": alarm.name, "AlarmType": "MetricAlarm", "Timestamp": _clock_aware(),
+        "HistoryItemType": "Action",
+        "HistorySummary": f"{'Successfully executed' if ok else 'Failed to execute'} action {action}",
+        "HistoryData": json.dumps({"actionState": "Succeeded" if ok else "Failed",
+                                   "stateUpdateTimestamp": _iso_ms(alarm.state_updated_timestamp),
+                                   "notificationResource": action, **({} if ok else {"error": error})}),
+    })
+
+
 def patch_alarm_states() -> None:
     """Alarms start INSUFFICIENT_DATA; a state *change* publishes to the alarm's SNS actions."""
     if not _once("alarm_states"):
@@ -1145,27 +1321,29 @@ def patch_alarm_states() -> None:
     original_set = CloudWatchBackend.set_alarm_state
 
     def set_alarm_state(self, alarm_name, reason, reason_data, state_value):
-        old_state = self.alarms[alarm_name].state_value if alarm_name in self.alarms else None
+        before = self.alarms.get(alarm_name)
+        previous = None if before is None else {
+            "value": before.state_value, "reason": before.state_reason, "reasonData": before.state_reason_data,
+            "timestamp": before.state_updated_timestamp}
         original_set(self, alarm_name, reason, reason_data, state_value)
         alarm = self.alarms[alarm_name]
-        if old_state == state_value or not alarm.actions_enabled:
+        old_state = previous["value"] if previous else None
+        if old_state == state_value:
             return
-        from moto.sns.models import sns_backends
-        from moto.utilities.arns import parse_arn
-
         from localcloud import alarms
 
         desc = _describe_alarm(alarm)
+        # every state change goes to EventBridge, actions enabled or not ("Alarm events and EventBridge")
+        if previous is not None:
+            put_event(alarm.alarm_arn.split(":")[4], alarm.region_name, alarm_state_change_event(desc, previous, alarm))
+        if not alarm.actions_enabled:
+            return
         message = json.dumps(alarms.notification(desc, old_state=old_state, new_state=state_value,
                                                  reason=alarm.state_reason, when=alarm.state_updated_timestamp,
                                                  region=alarm.region_name))
         for action in alarms.action_topics(desc, state_value):
-            arn = parse_arn(action)
-            try:
-                sns_backends[arn.account][arn.region].publish(
-                    message=message, arn=action, subject=alarms.subject(state_value, alarm.name, alarm.region_name))
-            except Exception:
-                log.exception("alarm action %s failed", action)
+            _execute_sns_alarm_action(alarm, action, message, alarms.subject(state_value, alarm.name,
+                                                                             alarm.region_name))
 
     _replace(Alarm, "__init__", __init__)
     _replace(CloudWatchBackend, "put_metric_alarm", put_metric_alarm)

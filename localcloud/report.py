@@ -341,7 +341,10 @@ def _alarm_section(alarms: Sequence[Mapping]) -> str:
     for a in sorted(alarms, key=lambda a: (a.get("StateValue") != "ALARM", str(a.get("AlarmName")))):
         state = a.get("StateValue") or NA
         dims = ", ".join(f"{d.get('Name')}={d.get('Value')}" for d in a.get("Dimensions") or [])
-        cond = (f"{_esc(a.get('Statistic') or '')}({_esc(a.get('MetricName') or NA)}) "
+        query = next((q.get("Expression") for q in a.get("Metrics") or [] if q.get("Expression")), None)
+        cond = (f"<code>{_esc(query)}</code> " if query and not a.get("MetricName") else
+                f"{_esc(a.get('Statistic') or '')}({_esc(a.get('MetricName') or NA)}) ")
+        cond = (f"{cond}"
                 f"{ops.get(a.get('ComparisonOperator'), _esc(a.get('ComparisonOperator') or ''))} "
                 f"{_num(a.get('Threshold'))}")
         rows.append((f"<code>{_esc(a.get('AlarmName'))}</code>",

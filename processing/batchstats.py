@@ -173,8 +173,8 @@ class Summary:
     def result(self) -> dict[str, Any]:
         if not self.count:
             return {"count": 0, "min": None, "max": None, "mean": None}
-        return {"count": self.count, "min": transform._num(self.low), "max": transform._num(self.high),
-                "mean": transform._num(self.total / self.count)}
+        return {"count": self.count, "min": transform.finite_or_none(self.low),
+                "max": transform.finite_or_none(self.high), "mean": transform.finite_or_none(self.total / self.count)}
 
 
 def imputation_of(batches: Callable[[], Iterator[pd.Series]], rule: Any, kind: str, max_rows: int,

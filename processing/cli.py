@@ -1,4 +1,7 @@
-"""Command line: resolves SageMaker paths from OPT_ML_ROOT, runs the pipeline, writes the error report on failure."""
+"""Command line: resolves SageMaker paths from OPT_ML_ROOT, runs the pipeline, writes the error report on failure.
+
+The only module of the job that reads the environment: it turns flags and variables into arguments and one
+``RunOptions`` (``run_options``) that ``pipeline.run`` passes down."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from processing import config as config_mod
 from processing import io
 from processing.errors import ProcessingError
+from processing.options import RunOptions
 
 log = logging.getLogger("processing")
 EXIT_MESSAGE_BYTES = 1000  # SageMaker keeps the first 1 KB (1024 bytes) of /opt/ml/output/message as ExitMessage
@@ -50,6 +54,36 @@ def check_source(input_path: Path, environ: Any = None) -> None:
             f"staged copy is not that version")
 
 
+def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) -> RunOptions:
+    """How the run works, from the ``--mode`` flag and the environment (default ``os.environ``):
+
+    - mode: ``--mode memory`` or ``--mode streaming`` wins; with ``--mode auto`` (the default) ``PROCESSING_MODE``
+      decides when it is ``memory`` or ``streaming``; any other value of it (unset, empty, ``auto``, unknown) is
+      ``auto``.
+    - ``PROCESSING_STREAMING_THRESHOLD_BYTES``: ``auto``'s input-size threshold, an integer (unset or empty:
+      derived from the memory available; not a number: ``ValueError``, an unexpected failure, exit 1).
+    - ``PROCESSING_MAX_ROWS_IN_MEMORY``: streaming's row budget, a positive whole number, spaces around it ignored
+      (unset or empty: derived from the memory available; anything else: ``ProcessingError``, exit 2).
+    - ``PROCESSING_WORK_DIR``: streaming's work folder (unset or empty: the output folder's parent).
+    - ``CODE_VERSION``: recorded in metrics.json.
+
+    Raises:
+        ProcessingError: ``PROCESSING_MAX_ROWS_IN_MEMORY`` is not a positive whole number (named, with the value).
+    """
+    env = os.environ if environ is None else environ
+    if mode == "auto":
+        mode = env.get("PROCESSING_MODE", "")
+    threshold = env.get("PROCESSING_STREAMING_THRESHOLD_BYTES")
+    budget = env.get("PROCESSING_MAX_ROWS_IN_MEMORY", "").strip()
+    if budget and (not budget.isdigit() or int(budget) < 1):
+        raise ProcessingError(f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got {budget!r}")
+    return RunOptions(mode=mode if mode in ("memory", "streaming") else "auto",
+                      streaming_threshold=int(threshold) if threshold else None,
+                      max_rows=int(budget) if budget else None,
+                      work_dir=Path(env["PROCESSING_WORK_DIR"]) if env.get("PROCESSING_WORK_DIR") else None,
+                      code_version=env.get("CODE_VERSION") or None)
+
+
 def opt_ml_root() -> Path:
     return Path(os.environ.get("OPT_ML_ROOT") or "/opt/ml")
 
@@ -69,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
     parser.add_argument("--mode", choices=("auto", "memory", "streaming"), default="auto",
                         help="memory, streaming (block by block, bounded memory) or auto (streaming from 64 MiB of input, "
-                             "or sooner when memory is short; env PROCESSING_MODE); see docs/processing.md")
+                             "or sooner when memory is short); memory or streaming here wins over env PROCESSING_MODE, "
+                             "auto defers to it; see docs/processing.md")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
                              "without it drift is reported as unavailable")
@@ -153,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                     "changed (a rebuilt tag?): pin the image by digest (docs/infra.md) or update the pins",
                     drift["library"], drift["loaded"], drift["expected"])
     try:
+        options = run_options(args.mode)
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])
         check_source(args.input)
@@ -160,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         result = pipeline.run(inputs, args.output, cfg, fmt=args.format,
                               context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline,
-                              mode=args.mode)
+                              options=options)
     except ProcessingError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         write_error(args.output, exc, args.input, args.dataset)

@@ -79,7 +79,7 @@ def _check_utf8(decoder: codecs.IncrementalDecoder, data: bytes) -> None:
     decoder.decode(data)
 
 
-def _digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -> tuple[str, bool]:
+def file_digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -> tuple[str, bool]:
     """sha256 of the file and, in the same pass, whether its (decompressed) text is valid UTF-8."""
     h = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -109,7 +109,7 @@ def _digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -
     return h.hexdigest(), ok
 
 
-def _header(path: Path, compressed: bool) -> list[str]:
+def read_header(path: Path, compressed: bool) -> list[str]:
     opener: Any = gzip.open if compressed else open
     try:
         with opener(path, "rb") as f:
@@ -133,7 +133,7 @@ def _header(path: Path, compressed: bool) -> list[str]:
 
 
 def _read_csv(path: Path, compressed: bool, utf8_ok: bool) -> FileRead:
-    names = _header(path, compressed)
+    names = read_header(path, compressed)
     bad: list[str] = []
 
     def on_invalid(row: Any) -> str:
@@ -244,13 +244,13 @@ def read_file(path: Path) -> FileRead:
         raise EmptyInputError(f"{path.name}: empty file (0 bytes)")
     if magic == PARQUET_MAGIC:
         result = _read_parquet(path)
-        result.sha256, _ = _digest(path)
+        result.sha256, _ = file_digest(path)
     else:
         compressed = magic[:2] == GZIP_MAGIC
         # The digest pass (sha256 + UTF-8 check) runs on a thread while pyarrow parses the file optimistically as
         # valid UTF-8; only a file that fails the check is parsed again on the slow (marking) path.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            digest = pool.submit(_digest, path, check_utf8=True, compressed=compressed)
+            digest = pool.submit(file_digest, path, check_utf8=True, compressed=compressed)
             try:
                 result: FileRead | None = _read_csv(path, compressed, True)
                 failure: Exception | None = None

@@ -269,10 +269,10 @@ def numeric_summary(series: pd.Series) -> dict[str, Any]:
     values = pd.to_numeric(series, errors="coerce").dropna().to_numpy(dtype="float64")
     if values.size == 0:
         return {"count": 0, "min": None, "max": None, "mean": None}
-    return {"count": int(values.size), "min": _num(values.min()), "max": _num(values.max()),
-            "mean": _num(values.mean())}
+    return {"count": int(values.size), "min": finite_or_none(values.min()), "max": finite_or_none(values.max()),
+            "mean": finite_or_none(values.mean())}
 
 
-def _num(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
     value = float(value)
     return value if math.isfinite(value) else None

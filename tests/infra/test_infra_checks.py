@@ -75,7 +75,8 @@ def test_email_subscription_when_configured(tmp_path: Path) -> None:
     )
     template = Template.from_stack(stack)
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
-    template.resource_count_is("AWS::CloudWatch::Alarm", 11)  # the per-dataset alarms of one dataset
+    # the per-dataset alarms of one dataset + the 3 Metrics Insights alarms over datasets without a config
+    template.resource_count_is("AWS::CloudWatch::Alarm", 11 + 3)
     assert MonitoredFunction  # re-exported type used by the stack
 
 

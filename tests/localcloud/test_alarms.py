@@ -222,3 +222,99 @@ def test_metric_math_alarms_are_left_alone():
                         Metrics=[{"Id": "m1", "ReturnData": True, "MetricStat": {
                             "Metric": {"Namespace": "NS", "MetricName": "M"}, "Period": P, "Stat": "Sum"}}])
     assert evaluate_all(cw, sns, now=NOW) == []
+
+
+# --- Metrics Insights query alarms (the all-dataset alarms of infra.quality_alarms) --------------------------------
+
+def test_the_deployed_query_is_parsed_exactly():
+    from infra.quality_alarms import other_datasets_query
+    from localcloud.alarms import parse_insights_query
+
+    q = parse_insights_query(other_datasets_query("DataQualityPipeline", "JobFailed", ["default", "orders"]), P)
+    assert (q.function, q.metric, q.namespace, q.dimension, q.excluded, q.period, q.statistic) == (
+        "MAX", "JobFailed", "DataQualityPipeline", "Dataset", ("default", "orders"), P, "Maximum")
+    assert parse_insights_query('SELECT SUM(X) FROM SCHEMA("N/S", D)', 60).excluded == ()
+    # SCHEMA: only metrics with exactly the one dimension; excluded values are out
+    assert q.matches([{"Name": "Dataset", "Value": "other-ds"}])
+    assert not q.matches([{"Name": "Dataset", "Value": "orders"}])
+    assert not q.matches([{"Name": "Dataset", "Value": "other-ds"}, {"Name": "Job", "Value": "j"}])
+    assert not q.matches([])
+
+
+@pytest.mark.parametrize("expression", [
+    'SELECT AVG(JobFailed) FROM SCHEMA("NS", Dataset)',  # function not evaluated
+    'SELECT MAX(JobFailed) FROM "NS"',  # no SCHEMA
+    'SELECT MAX(JobFailed) FROM SCHEMA("NS", Dataset) GROUP BY Dataset',
+    'SELECT MAX(JobFailed) FROM SCHEMA("NS", Dataset) WHERE Dataset = \'a\'',
+    'SELECT MAX(JobFailed) FROM SCHEMA("NS", Dataset) WHERE Dataset != \'a\' OR Dataset != \'b\'',
+    'SELECT MAX(JobFailed) FROM SCHEMA("NS", Dataset) WHERE Job != \'a\'',
+    'SELECT MAX(JobFailed) FROM SCHEMA("NS", Dataset, Job)',
+    'SELECT MAX(JobFailed) FROM SCHEMA("NS", Dataset) ORDER BY MAX() DESC',
+])
+def test_other_query_forms_are_refused_loudly(expression):
+    from localcloud.alarms import UnsupportedQuery, parse_insights_query
+
+    with pytest.raises(UnsupportedQuery):
+        parse_insights_query(expression, P)
+
+
+def query_alarm(expression, **kw):
+    a = alarm(**kw)
+    for k in ("MetricName", "Namespace", "Statistic", "Period"):
+        a.pop(k)
+    a["Metrics"] = [{"Id": "q", "Expression": expression, "Period": P, "ReturnData": True}]
+    return a
+
+
+QUERY = 'SELECT MAX(JobFailed) FROM SCHEMA("DataQualityPipeline", Dataset) WHERE Dataset != \'default\''
+
+
+def test_query_alarm_aggregates_every_matching_dataset():
+    from localcloud.alarms import evaluate_query_alarm
+
+    a = query_alarm(QUERY, EvaluationPeriods=1, DatapointsToAlarm=1, Threshold=1.0,
+                    ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching")
+    def ds(value):
+        return [{"Name": "Dataset", "Value": value}]
+
+    # a failed job of a dataset without a config -> ALARM
+    assert evaluate_query_alarm(a, [(ds("a"), [(NOW - 5, 0.0)]), (ds("other-ds"), [(NOW - 5, 1.0)])], NOW)[0] == ALARM
+    # the configured dataset's failure is its own alarm's business: excluded, so no double notification
+    assert evaluate_query_alarm(a, [(ds("default"), [(NOW - 5, 1.0)]), (ds("a"), [(NOW - 5, 0.0)])], NOW)[0] == OK
+    # no data at all: notBreaching -> OK
+    assert evaluate_query_alarm(a, [], NOW)[0] == OK
+
+
+@mock_aws
+def test_evaluate_all_evaluates_query_alarms_against_moto():
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    sns = boto3.client("sns", region_name="us-east-1")
+    cw.put_metric_alarm(AlarmName="others-JobFailed", EvaluationPeriods=1, DatapointsToAlarm=1, Threshold=1,
+                        ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching",
+                        Metrics=[{"Id": "q", "Expression": QUERY, "Period": P, "ReturnData": True}])
+    ts = datetime.fromtimestamp(NOW - 5, tz=timezone.utc)
+    cw.put_metric_data(Namespace="DataQualityPipeline", MetricData=[
+        {"MetricName": "JobFailed", "Dimensions": [{"Name": "Dataset", "Value": "default"}], "Value": 1.0,
+         "Timestamp": ts}])
+    (t,) = evaluate_all(cw, sns, now=NOW, publish=False)
+    assert (t.old_state, t.new_state) == (INSUFFICIENT, OK)  # only the configured dataset failed
+    cw.put_metric_data(Namespace="DataQualityPipeline", MetricData=[
+        {"MetricName": "JobFailed", "Dimensions": [{"Name": "Dataset", "Value": "other-ds"}], "Value": 1.0,
+         "Timestamp": ts}])
+    (t,) = evaluate_all(cw, sns, now=NOW + 1, publish=False)
+    assert (t.old_state, t.new_state) == (OK, ALARM)
+    assert t.message["Trigger"]["Metrics"][0]["Expression"] == QUERY
+
+
+@mock_aws
+def test_evaluate_all_refuses_a_query_it_cannot_evaluate():
+    from localcloud.alarms import UnsupportedQuery
+
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    sns = boto3.client("sns", region_name="us-east-1")
+    cw.put_metric_alarm(AlarmName="grouped", EvaluationPeriods=1, Threshold=1,
+                        ComparisonOperator="GreaterThanThreshold",
+                        Metrics=[{"Id": "q", "ReturnData": True, "Period": P,
+                                  "Expression": 'SELECT MAX(X) FROM SCHEMA("NS", D) GROUP BY D'}])
+    with pytest.raises(UnsupportedQuery):
+        evaluate_all(cw, sns, now=NOW)

@@ -49,6 +49,19 @@ def _stack(aws, resources: dict, outputs: dict | None = None, name="t") -> dict:
     return cf.describe_stacks(StackName=name)["Stacks"][0]
 
 
+def _allow_events(aws, target_arn: str, rule: str = "r") -> None:
+    """The resource policy AWS requires before EventBridge delivers to a queue or topic (scoped to the rule)."""
+    doc = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage" if ":sqs:" in target_arn else "sns:Publish", "Resource": target_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule}"}}}]})
+    if ":sqs:" in target_arn:
+        url = aws("sqs").get_queue_url(QueueName=target_arn.split(":")[-1])["QueueUrl"]
+        aws("sqs").set_queue_attributes(QueueUrl=url, Attributes={"Policy": doc})
+    else:
+        aws("sns").set_topic_attributes(TopicArn=target_arn, AttributeName="Policy", AttributeValue=doc)
+
+
 def test_alarm_resource_created_with_ref_getatt_and_insufficient_data(aws):
     aws("sns").create_topic(Name="alerts")
     topic = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:alerts"
@@ -107,7 +120,11 @@ def test_resource_policies_applied(aws):
     # the conditional TLS-only Deny must not deny plain-HTTP emulator calls
     aws("s3").put_object(Bucket="bucket-one", Key="k", Body=b"x")
     assert "Policy" in aws("sqs").get_queue_attributes(QueueUrl=q, AttributeNames=["Policy"])["Attributes"]
-    assert "Policy" in aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]
+    # the deployed document itself, not moto's default policy (which the topic always has)
+    assert json.loads(aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]) == doc
+    aws("cloudformation").delete_stack(StackName="t")
+    default = json.loads(aws("sns").get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])
+    assert default["Id"] == "__default_policy_ID"
 
 
 def test_bucket_versioning_and_eventbridge_from_template(aws):
@@ -130,6 +147,7 @@ def test_s3_object_created_event_shape_and_rule_routing(aws):
     events.put_rule(Name="r", EventPattern=json.dumps({"source": ["aws.s3"], "detail-type": ["Object Created"],
                                                        "detail": {"object": {"key": [{"prefix": "input/"}]}}}))
     events.put_targets(Rule="r", Targets=[{"Id": "1", "Arn": qarn}])
+    _allow_events(aws, qarn)
     put = s3.put_object(Bucket="eb-bucket", Key="input/a b ü.csv", Body=b"abc")
     s3.put_object(Bucket="eb-bucket", Key="other/x.csv", Body=b"abc")  # not matched by the rule
     msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
@@ -155,6 +173,7 @@ def test_multipart_upload_sends_complete_multipart_event(aws):
     qarn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name="r", EventPattern=json.dumps({"source": ["aws.s3"]}))
     events.put_targets(Rule="r", Targets=[{"Id": "1", "Arn": qarn}])
+    _allow_events(aws, qarn)
     up = s3.create_multipart_upload(Bucket="mp-bucket", Key="big.bin")["UploadId"]
     part = s3.upload_part(Bucket="mp-bucket", Key="big.bin", UploadId=up, PartNumber=1, Body=b"x" * 10)
     s3.complete_multipart_upload(Bucket="mp-bucket", Key="big.bin", UploadId=up,
@@ -176,6 +195,7 @@ def test_eventbridge_lambda_and_sns_targets(aws):
     fn_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:f"
     events.put_rule(Name="r", EventPattern=json.dumps({"source": ["my.app"], "detail": {"s": ["Failed"]}}))
     events.put_targets(Rule="r", Targets=[{"Id": "1", "Arn": fn_arn}, {"Id": "2", "Arn": topic}])
+    _allow_events(aws, topic)
     events.put_rule(Name="off", EventPattern=json.dumps({"source": ["my.app"]}), State="DISABLED")
     events.put_targets(Rule="off", Targets=[{"Id": "1", "Arn": topic}])
     resp = events.put_events(Entries=[
@@ -197,6 +217,7 @@ def test_processing_job_starts_in_progress_refuses_duplicates_and_completes(aws,
         "source": ["aws.sagemaker"], "detail-type": ["SageMaker Processing Job State Change"],
         "detail": {"ProcessingJobStatus": ["Completed", "Failed", "Stopped"]}}))
     events.put_targets(Rule="r", Targets=[{"Id": "1", "Arn": qarn}])
+    _allow_events(aws, qarn)
     req = dict(
         ProcessingJobName="dq-default-0123456789abcdef",
         RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/job",

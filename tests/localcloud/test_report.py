@@ -141,3 +141,26 @@ def test_group_statistics_say_when_medians_come_from_a_sample(tmp_path):
                          statistics=pd.DataFrame(STATS), cleaned_sample=None, alarms=[], job=JOB).read_text()
     assert "uniform sample of 999,812 of 5,000,000 rows" in sampled and "±0.27% of the rows" in sampled
     assert "uniform sample" not in exact
+
+
+def test_a_metrics_insights_alarm_shows_its_query(tmp_path):
+    query = "SELECT MAX(JobFailed) FROM SCHEMA(\"DataQualityPipeline\", Dataset) WHERE Dataset != 'default'"
+    alarms = ALARMS + [{"AlarmName": "dq_OtherDatasetsJobFailed", "StateValue": "ALARM", "Threshold": 1.0,
+                        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                        "Metrics": [{"Id": "q", "Expression": query, "Period": 300, "ReturnData": True}]}]
+    text = write_report(tmp_path / "r.html", metrics=METRICS, statistics=pd.DataFrame(STATS),
+                        cleaned_sample=sample_frame(), alarms=alarms, job=JOB).read_text(encoding="utf-8")
+    assert "SELECT MAX(JobFailed) FROM SCHEMA(&quot;DataQualityPipeline&quot;, Dataset)" in text
+
+
+def test_demo_reads_alarm_names_and_recovery_messages():
+    import json
+
+    from localcloud.demo import _notification_states, _short_alarm
+
+    assert _short_alarm("DataQualityPipeline_DefaultJobFailed") == "DefaultJobFailed"
+    assert _short_alarm("DataQualityPipeline-AlarmsDefaultDriftMaxPsiF1D11318-ABC") == "DefaultDriftMaxPsi"
+    recovery = {"detail-type": "CloudWatch Alarm State Change",
+                "detail": {"alarmName": "S_DefaultJobFailed", "state": {"value": "OK"},
+                           "previousState": {"value": "ALARM"}}}
+    assert _notification_states([{"Message": json.dumps(recovery)}]) == [("S_DefaultJobFailed", "OK")]

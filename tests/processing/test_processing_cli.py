@@ -15,6 +15,10 @@ import pandas
 import pyarrow
 import pytest
 
+from processing.cli import run_options
+from processing.errors import ProcessingError
+from processing.options import RunOptions
+
 ROOT = Path(__file__).resolve().parents[2]
 REF = "id,name,age,salary,profile,department\n1,Ann,30,50000,\"{\"\"address\"\": \"\"x\"\"}\",HR\n2,Bob,,,,\n"
 
@@ -67,6 +71,64 @@ def test_streaming_run_in_sagemaker_layout_keeps_its_work_file_off_the_uploaded_
     # THEN the work file went beside the output folder (SageMaker uploads the output folder) and is gone
     assert not [p for p in (opt_ml / "processing").rglob("*") if "processing-work" in p.name]
     assert sorted(p.name for p in (opt_ml / "processing").iterdir()) == ["input", "output"]
+
+
+def test_row_budget_and_work_folder_from_the_environment_reach_the_streaming_run(tmp_path: Path) -> None:
+    # GIVEN PROCESSING_MODE=streaming, a row budget below the input's two rows and a work folder of our choosing
+    opt_ml = _layout(tmp_path)
+    work = tmp_path / "work-here"
+    proc = subprocess.run([sys.executable, "-m", "processing"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(opt_ml, PROCESSING_MODE="streaming", PROCESSING_MAX_ROWS_IN_MEMORY=" 1 ",
+                                   PROCESSING_WORK_DIR=str(work), CODE_VERSION="v9"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
+    # THEN the statistics were sampled (more output rows than the budget), the work folder was used and emptied
+    assert metrics["mode"] == "streaming" and metrics["statistics_sampling"]["rows"] == 2
+    assert metrics["code_version"] == "v9"
+    assert work.is_dir() and not list(work.iterdir())
+
+
+def test_a_bad_row_budget_fails_the_job_with_its_name(tmp_path: Path) -> None:
+    opt_ml = _layout(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "processing"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(opt_ml, PROCESSING_MODE="streaming", PROCESSING_MAX_ROWS_IN_MEMORY="1e6"),
+                          timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (opt_ml / "output" / "message").read_text().splitlines()[0] == (
+        "ProcessingError: PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got '1e6'")
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1e6", "many"])
+def test_a_bad_row_budget_fails_with_its_name(value: str) -> None:
+    with pytest.raises(ProcessingError, match=f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, "
+                                              f"got '{value}'"):
+        run_options("auto", {"PROCESSING_MAX_ROWS_IN_MEMORY": value})
+
+
+@pytest.mark.parametrize(("flag", "env", "mode"), [
+    ("auto", None, "auto"), ("auto", "streaming", "streaming"), ("auto", "memory", "memory"),
+    ("auto", "auto", "auto"), ("auto", "", "auto"), ("auto", "fast", "auto"),  # an unknown value is auto
+    ("memory", "streaming", "memory"), ("streaming", "memory", "streaming"), ("streaming", None, "streaming"),
+])
+def test_mode_flag_wins_over_processing_mode_unless_auto(flag: str, env: str | None, mode: str) -> None:
+    assert run_options(flag, {} if env is None else {"PROCESSING_MODE": env}).mode == mode
+
+
+def test_run_options_from_the_environment() -> None:
+    assert run_options("auto", {}) == RunOptions()
+    assert run_options("auto", {"PROCESSING_MAX_ROWS_IN_MEMORY": "", "PROCESSING_STREAMING_THRESHOLD_BYTES": "",
+                                "PROCESSING_WORK_DIR": "", "CODE_VERSION": ""}) == RunOptions()
+    assert run_options("memory", {"PROCESSING_MAX_ROWS_IN_MEMORY": " 2500 ", "PROCESSING_STREAMING_THRESHOLD_BYTES": "100",
+                                  "PROCESSING_WORK_DIR": "/scratch", "CODE_VERSION": "abc"}) == RunOptions(
+        mode="memory", streaming_threshold=100, max_rows=2500, work_dir=Path("/scratch"), code_version="abc")
+    with pytest.raises(ValueError):  # as before: not a number is an unexpected failure (exit 1)
+        run_options("auto", {"PROCESSING_STREAMING_THRESHOLD_BYTES": "lots"})
+
+
+def test_only_cli_reads_the_environment() -> None:
+    for f in sorted((ROOT / "processing").rglob("*.py")):
+        if f.name != "cli.py":
+            assert not re.search(r"\bos\.(environ|getenv)|\benviron\b|\bgetenv\b", f.read_text()), f.name
 
 
 def _bundle(tmp_path: Path) -> Path:

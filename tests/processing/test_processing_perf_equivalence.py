@@ -198,23 +198,20 @@ def test_streaming_equals_in_memory_csv_output(tmp_path: Path) -> None:
     assert_same(stream, memory)
 
 
-def test_auto_mode_streams_above_the_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_mode_streams_above_the_threshold(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_bytes(_utf8_messy())
     cfg = config_mod.validate(copy.deepcopy(DEFAULT_DOC))
-    monkeypatch.setenv("PROCESSING_STREAMING_THRESHOLD_BYTES", "100")
-    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg).metrics["mode"] == "streaming"
-    monkeypatch.setenv("PROCESSING_STREAMING_THRESHOLD_BYTES", str(1 << 40))
-    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg).metrics["mode"] == "memory"
+    # (cli.py sets streaming_threshold from env PROCESSING_STREAMING_THRESHOLD_BYTES: test_processing_cli.py)
+    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg, streaming_threshold=100).metrics["mode"] == "streaming"
+    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg, streaming_threshold=1 << 40).metrics["mode"] == "memory"
 
 
-def test_auto_mode_falls_back_to_memory_for_non_utf8_and_explicit_streaming_fails(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_mode_falls_back_to_memory_for_non_utf8_and_explicit_streaming_fails(tmp_path: Path) -> None:
     from processing.streaming import StreamingUnsupported
 
     (tmp_path / "m.csv").write_bytes(messy_csv())  # holds a \xff byte
     cfg = config_mod.validate(copy.deepcopy(DEFAULT_DOC))
-    monkeypatch.setenv("PROCESSING_STREAMING_THRESHOLD_BYTES", "100")
-    result = pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg)
+    result = pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg, streaming_threshold=100)
     assert result.metrics["mode"] == "memory" and result.metrics["rows"]["rejected_by_reason"]["invalid_utf8"] == 1
     with pytest.raises(StreamingUnsupported):
         pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg, mode="streaming")

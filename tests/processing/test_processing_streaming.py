@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 from processing import config as config_mod
-from processing import pipeline, streaming
+from processing import io, pipeline, streaming
+from processing.streaming import reader
 from processing.sample import generate
 
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
@@ -68,16 +69,16 @@ def test_reader_stays_within_its_read_ahead(tmp_path: Path, monkeypatch: pytest.
     pacsv.write_csv(generate(3000, seed=3), str(path))
     seen: list[int] = []
 
-    class Recording(streaming._Paced):
+    class Recording(reader.Paced):
         def consumed_one(self) -> None:
             seen.append(self.reads - self.consumed)
             super().consumed_one()
 
-    monkeypatch.setattr(streaming, "_Paced", Recording)
-    f = streaming._File(path, streaming.io._header(path, False), False, path.stat().st_size)
-    rows = sum(t.num_rows for t in streaming._open(f, 16 << 10))
+    monkeypatch.setattr(reader, "Paced", Recording)
+    f = reader.SourceFile(path, io.read_header(path, False), False, path.stat().st_size)
+    rows = sum(t.num_rows for t in reader.open_blocks(f, 16 << 10))
     assert rows == 3000 and len(seen) > 20
-    assert max(seen) <= streaming.READ_AHEAD + 1  # the block being handed over, plus the read-ahead
+    assert max(seen) <= reader.READ_AHEAD + 1  # the block being handed over, plus the read-ahead
 
 
 def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_path: Path,
@@ -86,10 +87,10 @@ def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_pa
     # block; and a file with unparsable lines in every block is still read at most READ_AHEAD blocks ahead.
     import pyarrow.csv as pacsv
 
-    sources: list[streaming._Paced] = []
+    sources: list[reader.Paced] = []
     seen: list[int] = []
 
-    class Recording(streaming._Paced):
+    class Recording(reader.Paced):
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             sources.append(self)
@@ -98,12 +99,12 @@ def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_pa
             seen.append(self.reads - self.consumed)
             super().consumed_one()
 
-    monkeypatch.setattr(streaming, "_Paced", Recording)
+    monkeypatch.setattr(reader, "Paced", Recording)
     bad = tmp_path / "bad.csv"
     bad.write_text("id,name,age,salary,profile,department\n" + "".join(f"{i};x;1;2;{{}};S\n" for i in range(3000))
                    + "".join(f"{i},x,1,2,{{}},S\n" for i in range(10)))
-    f = streaming._File(bad, streaming.io._header(bad, False), False, bad.stat().st_size)
-    assert sum(t.num_rows for t in streaming._open(f, 4 << 10)) == 10 and len(f.parse_errors) == 3000
+    f = reader.SourceFile(bad, io.read_header(bad, False), False, bad.stat().st_size)
+    assert sum(t.num_rows for t in reader.open_blocks(f, 4 << 10)) == 10 and len(f.parse_errors) == 3000
     assert sources[-1].reads > 10 and sources[-1].timeouts == 0
 
     mixed = tmp_path / "mixed.csv"
@@ -111,10 +112,10 @@ def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_pa
     header, *rows = mixed.read_text().splitlines()
     mixed.write_text("\n".join([header, *(r + ",extra" if i % 25 == 0 else r for i, r in enumerate(rows))]) + "\n")
     seen.clear()
-    f = streaming._File(mixed, streaming.io._header(mixed, False), False, mixed.stat().st_size)
-    rows = sum(t.num_rows for t in streaming._open(f, 16 << 10))
+    f = reader.SourceFile(mixed, io.read_header(mixed, False), False, mixed.stat().st_size)
+    rows = sum(t.num_rows for t in reader.open_blocks(f, 16 << 10))
     assert rows + len(f.parse_errors) == 3000 and len(f.parse_errors) > 100 and len(seen) > 20
-    assert max(seen) <= streaming.READ_AHEAD + 1 and sources[-1].timeouts == 0
+    assert max(seen) <= reader.READ_AHEAD + 1 and sources[-1].timeouts == 0
 
 
 def test_work_file_is_removed_after_success_and_failure(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from processing import batchstats, pipeline, streaming
+from processing import batchstats, options, pipeline, streaming
+from processing.streaming import workfiles
 from processing import config as config_mod
 from processing.config import GroupStatistics
-from processing.errors import ProcessingError
 
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 ROWS = 40_000
@@ -215,29 +215,19 @@ def test_merge_by_row_interleaves_sorted_streams() -> None:
         for a, b in zip(cuts, cuts[1:]):
             yield pa.table({"k": values[a:b], "v": values[a:b] * 2})
 
-    merged = pa.concat_tables(streaming._merge_by_row([chunks(r) for r in runs], "k"))
+    merged = pa.concat_tables(workfiles.merge_by_row([chunks(r) for r in runs], "k"))
     assert merged.column("k").to_pylist() == list(range(2_000))
     assert merged.column("v").to_pylist() == [2 * k for k in range(2_000)]
-    assert pa.concat_tables(streaming._merge_by_row([chunks(runs[0]), iter([])], "k")).column("k").to_pylist() \
+    assert pa.concat_tables(workfiles.merge_by_row([chunks(runs[0]), iter([])], "k")).column("k").to_pylist() \
         == runs[0].tolist()
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "1e6", "many"])
-def test_a_bad_row_budget_fails_with_its_name(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv("PROCESSING_MAX_ROWS_IN_MEMORY", value)
-    with pytest.raises(ProcessingError, match=f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, "
-                                              f"got '{value}'"):
-        streaming.max_rows_in_memory()
-
-
 def test_the_default_row_budget_follows_the_memory_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROCESSING_MAX_ROWS_IN_MEMORY", raising=False)
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 4 << 30)
-    assert streaming.max_rows_in_memory() == (4 << 30) // 4 // streaming.ROW_STATE_BYTES == 8_388_608
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 32 << 20)  # 65,536 rows: below the floor
-    assert streaming.max_rows_in_memory() == streaming.MIN_MAX_ROWS
-    monkeypatch.setenv("PROCESSING_MAX_ROWS_IN_MEMORY", "2500")
-    assert streaming.max_rows_in_memory() == 2500
+    # (PROCESSING_MAX_ROWS_IN_MEMORY, which replaces this default, is read by cli.py: test_processing_cli.py)
+    monkeypatch.setattr(options, "available_memory", lambda: 4 << 30)
+    assert streaming.default_max_rows() == (4 << 30) // 4 // streaming.ROW_STATE_BYTES == 8_388_608
+    monkeypatch.setattr(options, "available_memory", lambda: 32 << 20)  # 65,536 rows: below the floor
+    assert streaming.default_max_rows() == streaming.MIN_MAX_ROWS
 
 
 def test_a_file_of_unparsable_lines_is_written_to_rejected_not_held(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from processing import config as config_mod
 from processing import pipeline, streaming
+from processing.streaming import passes
 from processing.sample import generate
 from test_processing_perf_equivalence import assert_same
 
@@ -65,16 +66,16 @@ def _record_partitions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, 
     """Calls of ``_Run._partition``: (part, n_parts, signatures returned per check). Also keeps the statistics exact
     (no sample) although the rows outnumber ``max_rows``, so the outputs can be compared with the in-memory path
     exactly; sampled statistics are test_processing_streaming_bounded.py's subject."""
-    monkeypatch.setattr(streaming._Run, "_sample_rate", lambda self, rows: 1.0)
+    monkeypatch.setattr(passes._Run, "_sample_rate", lambda self, rows: 1.0)
     calls: list[tuple[int, int, dict[str, int]]] = []
-    original = streaming._Run._partition
+    original = passes._Run._partition
 
     def recording(self: Any, part: int, n_parts: int) -> Any:
         out = original(self, part, n_parts)
         calls.append((part, n_parts, {kind: len(sig) for kind, (_, sig) in out.items()}))
         return out
 
-    monkeypatch.setattr(streaming._Run, "_partition", recording)
+    monkeypatch.setattr(passes._Run, "_partition", recording)
     return calls
 
 
@@ -131,7 +132,7 @@ def test_colliding_signatures_over_several_partitions_give_exact_results(
     def colliding(columns: list[pa.Array], n: int, cache: dict[int, np.ndarray] | None = None) -> np.ndarray:
         return real(columns, n, cache) & np.uint64(7) if coarse else np.zeros(n, dtype=np.uint64)
 
-    monkeypatch.setattr(streaming, "row_signature", colliding)
+    monkeypatch.setattr(passes, "row_signature", colliding)  # where pass A looks it up
     calls = _record_partitions(monkeypatch)
     parts = _stream(path, tmp_path / "parts", "key", max_rows=SMALL)
     n_parts = -(-usable // SMALL)

@@ -1,5 +1,5 @@
 """Streaming mode: with the default config, peak memory does not grow with the input once the rows outnumber the
-configured budget (``max_rows``, env ``PROCESSING_MAX_ROWS_IN_MEMORY``).
+configured budget (``max_rows``; the job's env ``PROCESSING_MAX_ROWS_IN_MEMORY``, read by cli.py).
 
 Runs the job in subprocesses (fresh interpreters) on a small and a large file and compares their peak RSS (the
 child's ``VmHWM``; not ``ru_maxrss``, which Linux carries over from the forking pytest process across exec). The large file has 10x the rows of the budget. With the budget, duplicates are found
@@ -30,7 +30,8 @@ import json, sys
 from pathlib import Path
 from processing import config as config_mod, pipeline
 cfg = config_mod.validate(json.loads((Path(sys.argv[3]) / "processing/configs/default.json").read_text()))
-r = pipeline.run([Path(sys.argv[1])], Path(sys.argv[2]), cfg, mode="streaming", block_size=int(sys.argv[4]))
+r = pipeline.run([Path(sys.argv[1])], Path(sys.argv[2]), cfg, mode="streaming", block_size=int(sys.argv[4]),
+                 max_rows=int(sys.argv[5]))
 hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
 print(json.dumps({"peak_kb": int(hwm.split()[1]), "rows": r.metrics["summary"]["rows_in"],
                   "sampled": r.metrics["statistics_sampling"] is not None}))
@@ -38,9 +39,9 @@ print(json.dumps({"peak_kb": int(hwm.split()[1]), "rows": r.metrics["summary"]["
 
 
 def _peak(path: Path, out: Path, max_rows: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PROCESSING_MAX_ROWS_IN_MEMORY=str(max_rows))
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), str(ROOT), str(BLOCK)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), str(ROOT), str(BLOCK), str(max_rows)],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

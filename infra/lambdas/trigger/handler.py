@@ -54,8 +54,9 @@ DEFAULT_DATASET = "default"
 # existed has none: it defaults to "auto", which is what the job did without it.
 PROCESSING_MODES = ("auto", "memory", "streaming")
 DEFAULT_PROCESSING_MODE = "auto"
-# The job's PROCESSING_MAX_ROWS_IN_MEMORY (processing/streaming.py: max_rows_in_memory): streaming's row budget, a
-# positive whole number; missing or empty = not set, so the job derives it from the instance's memory. Bounded like
+# The job's PROCESSING_MAX_ROWS_IN_MEMORY (read by processing/cli.py: run_options): streaming's row budget, a
+# positive whole number; missing or empty = not set, so the job derives it from the instance's memory
+# (processing/streaming: default_max_rows). Bounded like
 # the stack setting (infra/config.py: MAX_ROWS_IN_MEMORY_LIMIT).
 MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
 

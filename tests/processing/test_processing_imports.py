@@ -1,0 +1,137 @@
+"""``processing/`` imports downward only: no import cycle among its modules, counting the imports inside functions.
+
+Each module of the package is parsed with ``ast`` (not imported), and every ``import``/``from ... import`` anywhere
+in it (module level, functions, methods, ``if TYPE_CHECKING`` blocks) that names a module of the package is an edge:
+``from p import m`` to ``p.m`` when that is a module, else to ``p``; ``import p.m`` and ``from p.m import x`` to
+``p.m``. (A parent package's ``__init__`` runs first on any import of its submodules; that implicit step is no edge,
+as in other import-graph tools.)
+A cycle is reported with its modules, e.g. ``processing.pipeline -> processing.streaming -> processing.pipeline``.
+Also: no module takes another module's private (``_name``) names; what modules share is public.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "processing"
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(root: Path, package: str = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (anywhere in its source)."""
+    files = {module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: from the module's package, one level up per extra dot
+                    base = mod.split(".") if is_package else mod.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    stem = ".".join([*base, node.module] if node.module else base)
+                else:
+                    stem = node.module or ""
+                # `from p import m` imports module p.m when there is one, else a name of p
+                targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in files else stem for a in node.names]
+            for target in targets:
+                # the named module, else the nearest package above it that is one of ours
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target and target != mod and target.split(".")[0] == package:
+                    graph[mod].add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_processing_has_no_import_cycle() -> None:
+    graph = import_graph(ROOT)
+    assert len(graph) > 10 and graph["processing.cli"], graph  # the walk found the package and its imports
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def private_uses(root: Path, package: str = PACKAGE) -> list[str]:
+    """``module: other._name`` for every private name (one underscore, not a dunder) a module of the package takes
+    from another one: ``from p.other import _name``, or ``other._name`` where ``other`` is bound by an import of
+    ``p.other`` (``from p import other``, ``import p.other as other``)."""
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        mod = module_name(path, root)
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        aliases: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == package and not node.level:
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        found.append(f"{mod}: {node.module}.{a.name}")
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == package and a.asname:
+                        aliases[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{mod}: {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    assert private_uses(ROOT) == []
+
+
+def test_the_walk_sees_imports_inside_functions_and_would_report_a_cycle(tmp_path: Path) -> None:
+    # GIVEN a package whose only cycle is closed by an import inside a function (and one by a relative import)
+    pkg = tmp_path / PACKAGE
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from processing import b\n")
+    (pkg / "b.py").write_text("def f():\n    from processing.c import thing\n    return thing\n")
+    (pkg / "c.py").write_text("import processing.a\nthing = 1\n")
+    (pkg / "sub" / "__init__.py").write_text("from . import d\n")
+    (pkg / "sub" / "d.py").write_text("class K:\n    def m(self):\n        from .. import sub\n")
+    graph = import_graph(tmp_path)
+    assert graph["processing.b"] == {"processing.c"} and graph["processing.sub.d"] == {"processing.sub"}
+    assert find_cycle(graph) == ["processing.a", "processing.b", "processing.c", "processing.a"]
+    (pkg / "c.py").write_text("thing = 1\n")
+    assert find_cycle(import_graph(tmp_path)) == ["processing.sub", "processing.sub.d", "processing.sub"]
+    # and the private-name check sees both spellings
+    (pkg / "e.py").write_text("from processing import c\nfrom processing.c import _hidden\nc._other()\nc.__name__\n")
+    assert private_uses(tmp_path) == ["processing.e: processing.c._hidden", "processing.e: processing.c._other"]
