@@ -557,7 +557,9 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     sort = ([FILE_COL, "_file", "_unparsed", "_order"] if unparsed_per_file else ["_file", "_order"])
     written["rejected"] = [_write(rejected, output_dir, "rejected", fmt, order=sort,
                                   drop=["_file", "_unparsed", "_order"])]
-    written["statistics"] = _write_statistics(output_dir, statistics)
+    headers = {g.name: [*g.group_by, "rows", *(f"{col}_{fn}" for col, fns in g.aggregations for fn in fns)]
+               for g in config.group_statistics}
+    written["statistics"] = _write_statistics(output_dir, statistics, headers)
     written["quality"] = [output_dir / "quality" / "metrics.json"]
     outputs = {k: [str(p.relative_to(output_dir)) for p in v] for k, v in written.items()}
 
@@ -670,6 +672,8 @@ def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: 
         return tuple(out)
 
     result.sort(key=sort_key)
+    order = [*keys, "rows", *(f"{col}_{fn}" for col, fns in g.aggregations for fn in fns)]
+    result = [{k: row[k] for k in order} for row in result]
     for row in result:
         for col, funcs in g.aggregations:
             if col in int_like:
@@ -683,12 +687,13 @@ def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: 
     return result
 
 
-def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any]]]) -> list[Path]:
+def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any]]],
+                      headers: dict[str, list[str]]) -> list[Path]:
     written = []
     for name, rows in statistics.items():
         folder = output_dir / "statistics"
         path = folder / f"{name}.csv"
-        header = list(rows[0]) if rows else []
+        header = headers[name]
         lines = [",".join(_csv_cell(h) for h in header)]
         lines += [",".join(_csv_cell(row[h]) for h in header) for row in rows]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -192,6 +192,14 @@ def test_messy_files(spark: Any, tmp_path: Path) -> None:
     assert_same_outputs(tmp_path / "drop")
 
 
+def test_every_row_rejected(spark: Any, tmp_path: Path) -> None:
+    data = tmp_path / "a.csv"
+    data.write_text(HEADER + "\nx,a,1,1,{},HR\n,b,2,2,{},IT\n1,too,many,fields,{},HR,x\n", encoding="utf-8")
+    default, _ = _run_both(spark, [data], tmp_path / "out")
+    assert default["summary"]["rows_out"] == 0 and default["summary"]["rows_rejected"] == 3
+    assert_same_outputs(tmp_path / "out")
+
+
 OTHER_DOC = {
     "description": "Store sales: other columns, a config of its own",
     "columns": {"sku": "integer", "store": "string", "qty": "integer", "price": "float", "meta": "json",
