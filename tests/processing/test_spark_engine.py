@@ -340,6 +340,49 @@ def test_unsupported_config_fails_naming_the_key(tmp_path: Path) -> None:
     assert spark_engine.SparkUnsupported("x").exit_code == 2
 
 
+def test_unsupported_inputs_fail_naming_the_file(tmp_path: Path) -> None:
+    cfg = config_mod.validate(copy.deepcopy(DEFAULT_DOC))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(HEADER.encode() + b"\n1,Jos\xe9,1,1,{},HR\n")
+    with pytest.raises(spark_engine.SparkUnsupported, match=r"latin\.csv: not valid UTF-8"):
+        spark_engine.run([latin], tmp_path / "out", cfg)
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(io.read_file(_ok_csv(tmp_path)).table, parquet)
+    with pytest.raises(spark_engine.SparkUnsupported, match=r"a\.parquet: Parquet inputs"):
+        spark_engine.run([parquet], tmp_path / "out", cfg)
+    with pytest.raises(Exception, match=r"missing required column\(s\): department"):
+        short = tmp_path / "short.csv"
+        short.write_text("id,name,age,salary,profile\n1,a,1,1,{}\n", encoding="utf-8")
+        spark_engine.run([short], tmp_path / "out", cfg)
+
+
+def _ok_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "ok.csv"
+    path.write_text(HEADER + "\n1,a,1,1,{},HR\n", encoding="utf-8")
+    return path
+
+
+def test_cli_spark_failure_writes_the_error_report(tmp_path: Path) -> None:
+    from processing import cli
+
+    doc = copy.deepcopy(DEFAULT_DOC)
+    doc["columns"]["department"] = "category"
+    config_file = tmp_path / "cfg.json"
+    config_file.write_text(json.dumps(doc), encoding="utf-8")
+    status = cli.main(["--engine", "spark", "--input", str(_ok_csv(tmp_path)), "--output", str(tmp_path / "out"),
+                       "--config", str(config_file)])
+    report = json.loads((tmp_path / "out" / "quality" / "error.json").read_text())
+    assert status == 2 and report["error_type"] == "SparkUnsupported" and "columns.department" in report["message"]
+
+
+def test_quality_gate_is_the_pipeline_rule() -> None:
+    summary = {"missing_rate_after": 0.1, "rejected_rate": 0.0, "malformed_json_rate": 0.05, "duplicate_rate": 0.2,
+               "rows_out": 0}
+    thresholds = {"max_missing_rate_after": 0.05, "max_rejected_rate": 0.01, "max_malformed_json_rate": 0.05,
+                  "max_duplicate_rate": 0.05, "min_rows_out": 1}
+    assert spark_engine.engine.quality_gate(summary, thresholds) == pipeline.quality_gate(summary, thresholds)
+
+
 def test_default_engine_never_imports_pyspark(tmp_path: Path) -> None:
     data = tmp_path / "a.csv"
     data.write_text(HEADER + "\n1,a,1,1,{},HR\n", encoding="utf-8")
