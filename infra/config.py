@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import contract
+from contract import ContractError, JobSettings
+from processing.config import THRESHOLD_KEYS as JOB_THRESHOLD_KEYS
+from processing.config import validate as validate_dataset_config
+from processing.config import validate_thresholds
+from processing.errors import ConfigError
+
 #: Context keys and their documented defaults (docs/infra.md lists each with its validation).
 DEFAULTS: dict[str, Any] = {
     "input_prefix": "input/",
@@ -44,15 +51,14 @@ FALLBACK_THRESHOLDS: dict[str, float] = {
     "max_duplicate_rate": 0.1,
     "min_rows_out": 1,
 }
-THRESHOLD_KEYS = tuple(FALLBACK_THRESHOLDS)
+THRESHOLD_KEYS = JOB_THRESHOLD_KEYS  # the job's (processing/config.py); FALLBACK_THRESHOLDS sets each
 #: The job's default ``drift.psi_alarm`` (processing/gate.py); a dataset config without one gets this value (the job
 #: does not merge a dataset's config with default.json, so neither does the alarm).
 DEFAULT_PSI_ALARM = 0.25
-RATE_THRESHOLD_KEYS = tuple(k for k in THRESHOLD_KEYS if k.startswith("max_"))
 
-MAX_RUNTIME_LIMIT = 777_600  # seconds: SageMaker's MaxRuntimeInSeconds upper bound (9 days)
-MAX_VOLUME_SIZE_GB = 16_384  # GB: SageMaker's VolumeSizeInGB upper bound
-MAX_INSTANCE_COUNT = 100
+MAX_RUNTIME_LIMIT = contract.MAX_RUNTIME_LIMIT
+MAX_VOLUME_SIZE_GB = contract.MAX_VOLUME_SIZE_GB
+MAX_INSTANCE_COUNT = contract.MAX_INSTANCE_COUNT
 #: Processing instance families with local NVMe instance storage. SageMaker rejects ``VolumeKmsKeyId`` for them (their
 #: storage is the instance store, encrypted by the hardware), and the trigger always sends it. Source: the SageMaker API
 #: reference of ``ProcessingClusterConfig.VolumeKmsKeyId`` / ``ResourceConfig.VolumeKmsKeyId`` ("certain Nitro-based
@@ -62,17 +68,13 @@ MAX_INSTANCE_COUNT = 100
 #: whose names don't show it. Newer families (e.g. ml.g7/ml.g7e) are not known here: check before using them.
 NVME_INSTANCE_FAMILIES = frozenset({"ml.g5", "ml.g6", "ml.g6e", "ml.p5", "ml.p5e", "ml.p5en"})
 _NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
-#: Values of the job's ``PROCESSING_MODE`` (processing/pipeline.py: ``choose_mode``; docs/processing.md "Modes").
-PROCESSING_MODES = ("auto", "memory", "streaming")
-#: Upper bound of ``max_rows_in_memory`` (the job's ``PROCESSING_MAX_ROWS_IN_MEMORY``, read by processing/cli.py:
-#: ``run_options``). There is no service limit: the job numbers rows with 64-bit integers (its work files'
-#: row column), and a budget at or above the row count only means every statistic is exact, so nothing larger matters.
-MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
+#: Values of the job's ``PROCESSING_MODE`` and the row budget's bound: the contract's (contract/__init__.py).
+PROCESSING_MODES = contract.PROCESSING_MODES
+MAX_ROWS_IN_MEMORY_LIMIT = contract.MAX_ROWS_IN_MEMORY_LIMIT
 LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
-_JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
-_DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_DATASET_RE = re.compile(f"^{contract.DATASET_PATTERN}$")
 #: A KMS key ARN (not an alias: a key policy or IAM statement on an alias ARN does not cover the key's use via S3).
 _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]{1,128}$")
 #: A scikit-learn image pinned by digest (docs/infra.md "Pinning the job image"): registry account, region, the
@@ -135,6 +137,13 @@ class Settings:
     datasets: Mapping[str, QualityThresholds] = field(default_factory=dict)
 
     @property
+    def job(self) -> JobSettings:
+        """The job settings (validated by the contract) the trigger passes to every job."""
+        return JobSettings(instance_type=self.instance_type, instance_count=self.instance_count,
+                           volume_size_gb=self.volume_size_gb, max_runtime_seconds=self.max_runtime_seconds,
+                           processing_mode=self.processing_mode, max_rows_in_memory=self.max_rows_in_memory)
+
+    @property
     def destroy_on_delete(self) -> bool:
         """True when stateful resources are deleted with the stack."""
         return self.removal_policy == "destroy"
@@ -179,23 +188,19 @@ def _sklearn_versions() -> frozenset[str]:
     return frozenset(sklearn_versions())
 
 
-def _as_threshold(key: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(key, f"threshold {name} must be a number, got {value!r}")
-    if name in RATE_THRESHOLD_KEYS and not 0 <= value <= 1:
-        raise SettingsError(key, f"threshold {name} is a rate and must be within [0, 1], got {value}")
-    if name == "min_rows_out" and value < 0:
-        raise SettingsError(key, f"threshold min_rows_out must be >= 0, got {value}")
-    return float(value)
+def _contract(key: str, exc: ContractError) -> SettingsError:
+    """The contract's verdict on a context value, named by its context key."""
+    shown = exc.value if isinstance(exc.value, int) and not isinstance(exc.value, bool) else repr(exc.value)
+    return SettingsError(key, f"{shown} {exc.problem}")
 
 
-def _thresholds(key: str, raw: Mapping[str, Any], base: Mapping[str, float]) -> dict[str, float]:
-    unknown = set(raw) - set(THRESHOLD_KEYS)
-    if unknown:
-        raise SettingsError(key, f"unknown quality threshold(s) {sorted(unknown)}; known: {list(THRESHOLD_KEYS)}")
-    merged = dict(base)
-    merged.update({name: _as_threshold(key, name, value) for name, value in raw.items()})
-    return merged
+def _thresholds(key: str, raw: Any, base: Mapping[str, float]) -> dict[str, float]:
+    """``raw`` validated by the job's own rule (processing/config.py: ``validate_thresholds``), over ``base``."""
+    try:
+        checked = validate_thresholds(raw)
+    except ConfigError as exc:
+        raise SettingsError(key, str(exc)) from None
+    return {**base, **checked}
 
 
 def _psi_alarm(key: str, document: Any) -> float | None:
@@ -252,13 +257,16 @@ def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
                 document = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
                 raise SettingsError(key, f"cannot read dataset config: {exc}") from exc
-            thresholds = document.get("quality_thresholds", {}) if isinstance(document, dict) else None
-            if not isinstance(thresholds, dict):
-                raise SettingsError(key, "quality_thresholds must be a JSON object")
-            raw[path.stem] = thresholds
+            # the job's own validator (pandas-free): a config the job would refuse fails the synth, and the alarms use
+            # exactly the thresholds the job's gate reads
+            try:
+                config = validate_dataset_config(document, source=path.as_posix())
+            except ConfigError as exc:
+                raise SettingsError(f"dataset config {path.as_posix()}", str(exc)) from None
+            raw[path.stem] = config.quality_thresholds
     if "default" not in raw:
         return {"default": dict(FALLBACK_THRESHOLDS)}
-    return {name: _thresholds(f"quality_thresholds (from {name}.json)", thresholds, {}) for name, thresholds in raw.items()}
+    return {name: dict(thresholds) for name, thresholds in raw.items()}
 
 
 def _instance_count(raw: Any) -> int:
@@ -314,9 +322,10 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             )
     staging_expiration_days = _as_int("staging_expiration_days", value("staging_expiration_days"), 1, 365)
 
-    job_prefix = value("job_prefix")
-    if not isinstance(job_prefix, str) or not _JOB_PREFIX_RE.fullmatch(job_prefix):
-        raise SettingsError("job_prefix", f"must match [a-z0-9]{{1,10}}, got {job_prefix!r}")
+    try:
+        job_prefix = contract.check_job_prefix(value("job_prefix"))
+    except ContractError as exc:
+        raise SettingsError("job_prefix", f"{exc.problem}, got {exc.value!r}") from None
 
     instance_type = value("instance_type")
     allowed_types = _processing_instance_types()
@@ -329,17 +338,15 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             "while every job of this stack encrypts its volume with the data key (VolumeKmsKeyId): choose a type "
             "without local storage (e.g. ml.m5.xlarge instead of ml.m5d.xlarge)")
 
-    processing_mode = value("processing_mode")
-    if processing_mode not in PROCESSING_MODES:
-        raise SettingsError(
-            "processing_mode", f"must be one of {', '.join(repr(m) for m in PROCESSING_MODES)}, got {processing_mode!r}"
-        )
-
-    max_rows_in_memory = value("max_rows_in_memory")
-    if max_rows_in_memory in ("", None):
-        max_rows_in_memory = None
-    else:
-        max_rows_in_memory = _as_int("max_rows_in_memory", max_rows_in_memory, 1, MAX_ROWS_IN_MEMORY_LIMIT)
+    # The job settings: the contract validates them (the trigger and the job apply the same rules to what they read).
+    try:
+        processing_mode = contract.processing_mode(value("processing_mode"))
+    except ContractError as exc:
+        raise _contract("processing_mode", exc) from None
+    try:
+        max_rows_in_memory = contract.max_rows_in_memory(value("max_rows_in_memory"))
+    except ContractError as exc:
+        raise _contract("max_rows_in_memory", exc) from None
 
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()

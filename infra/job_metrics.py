@@ -16,21 +16,23 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+import contract
 from infra.python_function import python_function
 
-METRICS_NAMESPACE = "DataQualityPipeline"
+METRICS_NAMESPACE = contract.METRICS_NAMESPACE
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 METRICS_TIMEOUT = 60  # seconds
 MEMORY_SIZE = 256  # MB
 RETRY_ATTEMPTS = 2  # async-invoke retries (Lambda's maximum) before the event goes to the DLQ
 MAX_EVENT_AGE = 6  # hours (Lambda's maximum for async events)
 DLQ_RETENTION = 14  # days
-QUALITY_FOLDER = "quality"
-QUALITY_FILES_READ = ("metrics.json", "profile.json")  # design.md Contracts 3 and 4
-BASELINE_FILE = "baseline.json"  # <baseline_prefix><dataset>/baseline.json
-PUBLISHED_MARKER = "_metrics_published"  # <output>/quality/_metrics_published: publish-once marker (HeadObject + put)
-SUCCESS_MARKER = "_SUCCESS"
-SUCCESS_FOLDERS = ("cleaned", "transformed")  # design.md Contract 4: written by the Lambda after the job finished
+# The files and markers the function reads and writes (contract/__init__.py; design.md Contracts 3 and 4).
+QUALITY_FOLDER = contract.QUALITY
+QUALITY_FILES_READ = (contract.METRICS_FILE, contract.PROFILE_FILE)
+BASELINE_FILE = contract.BASELINE_FILE
+PUBLISHED_MARKER = contract.PUBLISHED_MARKER
+SUCCESS_MARKER = contract.SUCCESS_MARKER
+SUCCESS_FOLDERS = contract.SUCCESS_FOLDERS
 
 
 @dataclass(frozen=True)

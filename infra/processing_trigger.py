@@ -18,6 +18,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+import contract
 from infra.job_metrics import METRICS_NAMESPACE
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
 from infra.python_function import python_function
@@ -36,8 +37,8 @@ QUEUE_RETENTION = 4  # days
 BATCH_SIZE = 5  # messages per invocation
 MAX_CONCURRENCY = 2  # concurrent invocations (SQS minimum); CreateProcessingJob is rate limited per region
 MEMORY_SIZE = 256  # MB
-BASELINE_FILE = "baseline.json"  # the trigger heads <baseline_prefix><dataset>/baseline.json (design.md Contract 4)
-REFUSED_METRIC = "KeyRefused"  # handler.py: REFUSED_METRIC; published with dimension Reason and without dimensions
+BASELINE_FILE = contract.BASELINE_FILE  # the trigger heads <baseline_prefix><dataset>/baseline.json (Contract 4)
+REFUSED_METRIC = contract.KEY_REFUSED  # published with dimension Reason and without dimensions
 REFUSED_PERIOD = 300  # seconds
 # Staging (handler.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes CreateMultipartUpload,
 # UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source authorize the copy's read.
@@ -145,14 +146,9 @@ class ProcessingTrigger(Construct):
                 "IMAGE_URI": job.image.image_uri,
                 "CODE_S3_URI": job.code.s3_uri,
                 "CODE_VERSION": job.code.code_version,
-                "INSTANCE_TYPE": job.instance_type,
-                "INSTANCE_COUNT": str(job.instance_count),
-                "VOLUME_SIZE_GB": str(job.volume_size_gb),
-                "MAX_RUNTIME_SECONDS": str(job.max_runtime_seconds),
-                "PROCESSING_MODE": job.processing_mode,
-                # unset: no variable, so the job derives its row budget from the instance's memory
-                **({} if job.max_rows_in_memory is None
-                   else {"PROCESSING_MAX_ROWS_IN_MEMORY": str(job.max_rows_in_memory)}),
+                # INSTANCE_*, VOLUME_SIZE_GB, MAX_RUNTIME_SECONDS, PROCESSING_MODE and (when set) the row budget:
+                # the contract writes them and the trigger reads them back (contract.JobSettings.from_env)
+                **job.settings.to_env(),
                 "KMS_KEY_ARN": props.key.key_arn,
             },
         )

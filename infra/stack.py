@@ -29,6 +29,7 @@ class SourcePaths:
     """Where the stack finds code that it packages (defaults: this repository)."""
 
     processing_dir: Path = PROJECT_ROOT / "processing"
+    contract_dir: Path = PROJECT_ROOT / "contract"  # the cross-part contract: in the job bundle and the Lambda asset
     trigger_handler_dir: Path = PROJECT_ROOT / "infra" / "lambdas" / "trigger"
     metrics_handler_dir: Path = PROJECT_ROOT / "infra" / "lambdas" / "metrics"
     bundle_staging_dir: Path | None = None
@@ -66,7 +67,8 @@ class DataQualityStack(Stack):
         self.code = CodeBundle(
             self,
             "ProcessingCode",
-            props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir),
+            props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir,
+                                  packages=(paths.contract_dir,)),
         )
         self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version,
                                   pinned_uri=settings.sklearn_image_uri)
@@ -84,12 +86,7 @@ class DataQualityStack(Stack):
                 job_prefix=settings.job_prefix,
                 image=self.image,
                 code=self.code,
-                instance_type=settings.instance_type,
-                instance_count=settings.instance_count,
-                volume_size_gb=settings.volume_size_gb,
-                max_runtime_seconds=settings.max_runtime_seconds,
-                processing_mode=settings.processing_mode,
-                max_rows_in_memory=settings.max_rows_in_memory,
+                settings=settings.job,
                 asset_kms_key_arn=settings.asset_kms_key_arn,
             ),
         )

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+import contract
 from processing import config as config_mod
 from processing import io
 from processing.errors import ProcessingError
@@ -72,14 +73,15 @@ def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) ->
     """
     env = os.environ if environ is None else environ
     if mode == "auto":
-        mode = env.get("PROCESSING_MODE", "")
+        mode = env.get(contract.ENV_PROCESSING_MODE, "")
     threshold = env.get("PROCESSING_STREAMING_THRESHOLD_BYTES")
-    budget = env.get("PROCESSING_MAX_ROWS_IN_MEMORY", "").strip()
-    if budget and (not budget.isdigit() or int(budget) < 1):
-        raise ProcessingError(f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got {budget!r}")
-    return RunOptions(mode=mode if mode in ("memory", "streaming") else "auto",
+    try:  # the contract's one rule, also applied by the CDK app and the trigger
+        budget = contract.max_rows_in_memory(env.get(contract.ENV_MAX_ROWS_IN_MEMORY))
+    except contract.ContractError as exc:
+        raise ProcessingError(str(exc)) from None
+    return RunOptions(mode=mode if mode in contract.PROCESSING_MODES else contract.DEFAULT_PROCESSING_MODE,
                       streaming_threshold=int(threshold) if threshold else None,
-                      max_rows=int(budget) if budget else None,
+                      max_rows=budget,
                       work_dir=Path(env["PROCESSING_WORK_DIR"]) if env.get("PROCESSING_WORK_DIR") else None,
                       code_version=env.get("CODE_VERSION") or None)
 

@@ -22,12 +22,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract import PROFILE_SCHEMA_VERSION
 from processing.drift_config import DriftSettings
 
 __all__ = ["DriftSettings", "build_profile", "compare", "evaluate", "load_baseline", "psi", "jensen_shannon",
            "normalised_wasserstein", "BaselineError"]
 
-PROFILE_SCHEMA_VERSION = 1
 MISSING = "__missing__"
 OTHER = "__other__"
 # Proportions of 0 make PSI infinite; the usual remedy is a small floor on every bin's share.

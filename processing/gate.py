@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from contract import DATA_FOLDERS, PROFILE_FILE, QUARANTINE, SUMMARY_KEYS_GATE
 from processing.drift_config import DriftSettings
 from processing.errors import ConfigError
 
@@ -22,9 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("processing")
 
 # Summary keys added by the gate (design.md Contract 3), after the pipeline's own.
-SUMMARY_KEYS = ("drift_max_psi", "drifted_columns", "drift_unavailable", "quality_gate_failed", "quality_gate_warned")
-DATA_FOLDERS = ("cleaned", "transformed", "statistics", "rejected")
-QUARANTINE = "quarantine"
+SUMMARY_KEYS = SUMMARY_KEYS_GATE
 # No _SUCCESS marker here: SageMaker uploads a job's output files in no guaranteed order, so a marker written by the
 # job could appear before the data. The metrics Lambda writes it after the job finished (design.md Contract 4).
 ACTIONS = ("fail", "warn", "ignore")
@@ -146,7 +145,7 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
                              "rank_error": sampling["rank_error"], "delta": sampling["delta"]}
     profile = drift.build_profile(batch, settings, presence=presence, source=source)
     quality = output_dir / "quality"
-    _write_json(profile, quality / "profile.json")
+    _write_json(profile, quality / PROFILE_FILE)
     drift_doc = drift.evaluate(baseline, batch, settings, presence=presence)
     if "sampled" in source:  # scores (and batch_rows) are of the sample
         drift_doc["sampled"] = source["sampled"]
@@ -179,7 +178,7 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
     else:
         log.info("quality gate %s (%d finding(s))", result["status"], len(result["violations"]))
     outputs.setdefault("quality", [])
-    for name in ("profile.json", "drift.json", "gate.json"):
+    for name in (PROFILE_FILE, "drift.json", "gate.json"):
         if f"quality/{name}" not in outputs["quality"]:
             outputs["quality"].append(f"quality/{name}")
 

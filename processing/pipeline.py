@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 import processing
+from contract import METRICS_FILE, QUALITY, SUMMARY_METRICS
 from processing import gate, io, memory, streaming
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.options import RunOptions, available_memory
@@ -28,11 +29,8 @@ from processing.rows import rate as _rate
 
 log = logging.getLogger("processing")
 
-SUMMARY_KEYS = (
-    "rows_in", "rows_out", "rows_rejected", "missing_values_before", "missing_values_after", "missing_rate_after",
-    "rejected_rate", "duplicate_rows_exact", "duplicate_rows_key", "duplicate_rate", "malformed_json",
-    "malformed_json_rate", "invalid_values", "processing_seconds",
-)
+# The pipeline's summary keys, in order (design.md Contract 3: each is a metric of the metrics Lambda).
+SUMMARY_KEYS = tuple(SUMMARY_METRICS)
 
 
 @dataclass
@@ -204,7 +202,7 @@ def _finish(p: Parts, code_version: str | None = None) -> Result:
     presence = {f"{c}.{name}": _rate(field["extracted"], rows_out)
                 for c, m in json_metrics.items() for name, field in m["fields"].items()}
     gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)  # profile, drift, gate, layout
-    io.write_json(_json_safe(metrics), output_dir / "quality" / "metrics.json")
+    io.write_json(_json_safe(metrics), output_dir / QUALITY / METRICS_FILE)
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
 
 

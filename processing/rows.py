@@ -16,10 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract import OUTPUT_FOLDERS
 from processing import io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 
-OUTPUT_FOLDERS = ("cleaned", "transformed", "statistics", "quality", "rejected")
 # rejected/'s own columns, before the input columns (``rejected_rows``, ``unparsed_rows``).
 FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
 
