@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -17,6 +17,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 import contract
+from infra.lambda_asset import handler_string
 from infra.python_function import python_function
 
 METRICS_NAMESPACE = contract.METRICS_NAMESPACE
@@ -42,7 +43,7 @@ class JobMetricsProps:
     Attributes:
         bucket: the data bucket (the function reads ``<output_prefix>.../quality/metrics.json``).
         key: the bucket's KMS key.
-        handler_dir: the metrics handler's folder (``infra/lambdas/metrics``).
+        code: the Lambda asset (infra/lambda_asset.py); the function runs ``metrics.handler.handler``.
         output_prefix / baseline_prefix / job_prefix: see :class:`infra.config.Settings`; the function promotes a
             batch's ``quality/profile.json`` to ``<baseline_prefix><dataset>/baseline.json`` (design.md Contract 4).
         namespace: CloudWatch namespace (design.md Contract 3).
@@ -51,7 +52,7 @@ class JobMetricsProps:
 
     bucket: s3.IBucket
     key: kms.IKey
-    handler_dir: Path
+    code: lambda_.Code
     output_prefix: str
     baseline_prefix: str
     job_prefix: str
@@ -83,7 +84,8 @@ class JobMetrics(Construct):
         )
         created = python_function(
             self,
-            handler_dir=props.handler_dir,
+            code=props.code,
+            handler=handler_string("metrics"),
             role_description="Metrics Lambda: publishes data quality metrics of finished processing jobs",
             description="Publishes quality/metrics.json of finished processing jobs as CloudWatch metrics",
             timeout=Duration.seconds(METRICS_TIMEOUT),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cw
@@ -11,6 +10,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -20,6 +20,7 @@ from constructs import Construct
 
 import contract
 from infra.job_metrics import METRICS_NAMESPACE
+from infra.lambda_asset import handler_string
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
 from infra.python_function import python_function
 
@@ -54,7 +55,7 @@ class ProcessingTriggerProps:
         bucket: the data bucket (EventBridge notifications on).
         key: the KMS key for the queues (and the job's outputs/volume).
         job: the processing job (role and settings passed to the handler).
-        handler_dir: the trigger handler's folder (``infra/lambdas/trigger``, stdlib + boto3 only).
+        code: the Lambda asset (infra/lambda_asset.py); the function runs ``trigger.handler.handler``.
         input_prefix / output_prefix / job_prefix / staging_prefix: see :class:`infra.config.Settings`.
         namespace: CloudWatch namespace of the ``KeyRefused`` metric (the stack's metrics namespace).
         log_retention: retention of the function's log group.
@@ -64,7 +65,7 @@ class ProcessingTriggerProps:
     bucket: s3.IBucket
     key: kms.IKey
     job: ProcessingJob
-    handler_dir: Path
+    code: lambda_.Code
     input_prefix: str
     output_prefix: str
     baseline_prefix: str
@@ -126,7 +127,8 @@ class ProcessingTrigger(Construct):
 
         created = python_function(
             self,
-            handler_dir=props.handler_dir,
+            code=props.code,
+            handler=handler_string("trigger"),
             role_description="Trigger Lambda: starts data quality processing jobs",
             description="Starts one SageMaker Processing job per uploaded object version",
             timeout=Duration.seconds(TRIGGER_TIMEOUT),

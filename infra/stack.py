@@ -17,6 +17,7 @@ from infra.data_bucket import DataBucket, DataBucketProps
 from infra.image import SklearnImage
 from infra.job_metrics import METRICS_NAMESPACE, JobMetrics, JobMetricsProps
 from infra.nag import acknowledge_findings, acknowledgements, nag_arn_parts
+from infra.lambda_asset import LambdaAsset, LambdaAssetProps
 from infra.processing_job import ProcessingJob, ProcessingJobProps
 from infra.processing_trigger import ProcessingTrigger, ProcessingTriggerProps
 from infra.quality_alarms import MonitoredFunction, QualityAlarms, QualityAlarmsProps
@@ -30,9 +31,9 @@ class SourcePaths:
 
     processing_dir: Path = PROJECT_ROOT / "processing"
     contract_dir: Path = PROJECT_ROOT / "contract"  # the cross-part contract: in the job bundle and the Lambda asset
-    trigger_handler_dir: Path = PROJECT_ROOT / "infra" / "lambdas" / "trigger"
-    metrics_handler_dir: Path = PROJECT_ROOT / "infra" / "lambdas" / "metrics"
+    lambdas_dir: Path = PROJECT_ROOT / "infra" / "lambdas"  # lambda_shared/, trigger/, metrics/: one asset
     bundle_staging_dir: Path | None = None
+    lambda_staging_dir: Path | None = None
 
 
 class DataQualityStack(Stack):
@@ -70,6 +71,12 @@ class DataQualityStack(Stack):
             props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir,
                                   packages=(paths.contract_dir,)),
         )
+        self.lambda_asset = LambdaAsset(
+            self,
+            "LambdaAsset",
+            props=LambdaAssetProps(lambdas_dir=paths.lambdas_dir, contract_dir=paths.contract_dir,
+                                   staging_dir=paths.lambda_staging_dir),
+        )
         self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version,
                                   pinned_uri=settings.sklearn_image_uri)
         self.job = ProcessingJob(
@@ -97,7 +104,7 @@ class DataQualityStack(Stack):
                 bucket=self.data.bucket,
                 key=self.data.key,
                 job=self.job,
-                handler_dir=paths.trigger_handler_dir,
+                code=self.lambda_asset.code,
                 input_prefix=settings.input_prefix,
                 output_prefix=settings.output_prefix,
                 baseline_prefix=settings.baseline_prefix,
@@ -115,7 +122,7 @@ class DataQualityStack(Stack):
             props=JobMetricsProps(
                 bucket=self.data.bucket,
                 key=self.data.key,
-                handler_dir=paths.metrics_handler_dir,
+                code=self.lambda_asset.code,
                 output_prefix=settings.output_prefix,
                 baseline_prefix=settings.baseline_prefix,
                 job_prefix=settings.job_prefix,

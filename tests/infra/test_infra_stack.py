@@ -164,7 +164,7 @@ def test_event_source_reports_batch_item_failures(synth: Synth) -> None:
 
 def test_trigger_function(synth: Synth) -> None:
     fn = synth.template_json["Resources"][ids(synth)["trigger_fn"]]["Properties"]
-    assert fn["Runtime"] == "python3.14" and fn["Handler"] == "handler.handler"
+    assert fn["Runtime"] == "python3.14" and fn["Handler"] == "trigger.handler.handler"
     env = fn["Environment"]["Variables"]
     # exactly what the handler reads (it derives the queue URL from each record's eventSourceARN: no QUEUE_URL)
     assert set(env) == set(TRIGGER_ENV)
@@ -431,15 +431,19 @@ def test_lambda_logical_ids_are_stable(synth: Synth) -> None:
     }
     found = {k: v["Type"] for k, v in synth.template_json["Resources"].items() if k in expected}
     assert found == expected
+    codes = []
     for fn_id, role_id, log_id in (("TriggerFunctionAD2A6013", "TriggerRoleC1CF476C", "TriggerLogGroupF6CAAB54"),
                                    ("MetricsFunctionB5D3CECE", "MetricsRole0C3E22AD", "MetricsLogGroup39EF0C8F")):
         fn = synth.template_json["Resources"][fn_id]["Properties"]
+        codes.append(fn["Code"])
         assert fn["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
         assert fn["LoggingConfig"]["LogGroup"] == {"Ref": log_id}
-        assert (fn["Runtime"], fn["Handler"]) == ("python3.14", "handler.handler")
+        assert (fn["Runtime"], fn["Handler"]) == ("python3.14", f"{fn_id.split('Function')[0].lower()}.handler.handler")
         role = synth.template_json["Resources"][role_id]["Properties"]
         assert "ManagedPolicyArns" not in role
         assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    # one asset for both functions (infra/lambda_asset.py): the same code, different handler strings
+    assert codes[0] == codes[1]
 
 
 # --- alarms, topic, dashboard --------------------------------------------------------------------------------------
