@@ -64,7 +64,8 @@ def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) ->
     - ``PROCESSING_STREAMING_THRESHOLD_BYTES``: ``auto``'s input-size threshold, an integer (unset or empty:
       derived from the memory available; not a number: ``ValueError``, an unexpected failure, exit 1).
     - ``PROCESSING_MAX_ROWS_IN_MEMORY``: streaming's row budget, a positive whole number, spaces around it ignored
-      (unset or empty: derived from the memory available; anything else: ``ProcessingError``, exit 2).
+      (unset or empty: derived from the memory available; anything else: ``ProcessingError``, exit 2). The rule is
+      the contract's (``contract.max_rows_in_memory``), the one the CDK app and the trigger apply.
     - ``PROCESSING_WORK_DIR``: streaming's work folder (unset or empty: the output folder's parent).
     - ``CODE_VERSION``: recorded in metrics.json.
 
