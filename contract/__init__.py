@@ -126,6 +126,8 @@ METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
 OUTCOME_METRICS: Final = (JOB_SUCCEEDED, JOB_FAILED, METRICS_UNAVAILABLE)
 #: Published by the trigger per refused upload, with dimension ``Reason`` and once without dimensions.
 KEY_REFUSED: Final = "KeyRefused"
+#: The gate's verdict metric (quarantined batch), also watched for datasets without a config.
+QUALITY_GATE_FAILED: Final = "QualityGateFailed"
 REASON_DIMENSION: Final = "Reason"
 
 #: metrics.json ``summary`` key -> (metric name, unit). Rates are ratios, published with unit ``None``. Every key is
@@ -152,7 +154,7 @@ OPTIONAL_SUMMARY_METRICS: Final[Mapping[str, tuple[str, str]]] = {
     "drift_max_psi": ("DriftMaxPsi", "None"),
     "drifted_columns": ("DriftedColumns", "Count"),
     "drift_unavailable": ("DriftUnavailable", "Count"),
-    "quality_gate_failed": ("QualityGateFailed", "Count"),
+    "quality_gate_failed": (QUALITY_GATE_FAILED, "Count"),
     "quality_gate_warned": ("QualityGateWarned", "Count"),
 }
 

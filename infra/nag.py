@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from aws_cdk import Acknowledgment, Stack, Token, Validations
 
+import contract
+
 
 @dataclass(frozen=True)
 class Ack:
@@ -88,7 +90,7 @@ def acknowledgements(
                 f"finished (dataset and job name are known only at run time); s3:GetObject only, on that file name "
                 f"under '{output_prefix}'.",
             )
-            for name in ("metrics.json", "profile.json")
+            for name in (contract.METRICS_FILE, contract.PROFILE_FILE)
         ),
         Ack(
             "Metrics/Role",

@@ -24,6 +24,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+import contract
 from infra.config import QualityThresholds
 
 DIMENSION = "Dataset"
@@ -34,7 +35,7 @@ OPS_PERIOD = 300  # seconds
 #: Metrics Insights SELECT functions the all-dataset alarms may use (and localcloud.alarms evaluates)
 OTHER_DATASETS_LABEL = "OtherDatasets"
 #: The per-dataset signals also watched, through a Metrics Insights query, for datasets without a config.
-OTHER_DATASET_METRICS: tuple[str, ...] = ("JobFailed", "QualityGateFailed", "MetricsUnavailable")
+OTHER_DATASET_METRICS: tuple[str, ...] = (contract.JOB_FAILED, contract.QUALITY_GATE_FAILED, contract.METRICS_UNAVAILABLE)
 #: CloudWatch's limit on a metric data query's Expression (botocore model: MetricDataQuery.Expression max 2048)
 MAX_EXPRESSION_LENGTH = 2048
 

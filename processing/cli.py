@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset name (selects the bundled config); default $DATASET or 'default'")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
-    parser.add_argument("--mode", choices=("auto", "memory", "streaming"), default="auto",
+    parser.add_argument("--mode", choices=contract.PROCESSING_MODES, default=contract.DEFAULT_PROCESSING_MODE,
                         help="memory, streaming (block by block, bounded memory) or auto (streaming from 64 MiB of input, "
                              "or sooner when memory is short); memory or streaming here wins over env PROCESSING_MODE, "
                              "auto defers to it; see docs/processing.md")

@@ -48,7 +48,7 @@ def map_key(bucket: str, key: str, settings: Settings) -> JobTarget:
         dataset = raw_dataset.lower()
         if not DATASET_RE.fullmatch(dataset):
             raise RefusedKeyError(
-                f"dataset name {raw_dataset!r} does not match [a-z0-9][a-z0-9-]{{0,31}} after lower-casing",
+                f"dataset name {raw_dataset!r} does not match {contract.DATASET_PATTERN} after lower-casing",
                 REASON_INVALID_DATASET)
     else:
         dataset = contract.DEFAULT_DATASET
