@@ -5,7 +5,7 @@
   the MetricsDlqNotEmpty alarm (AWS/SQS ApproximateNumberOfMessagesVisible) and the metrics function's Errors alarm
   (AWS/Lambda Errors) notify the alert topic;
 * a ResourceLimitExceeded storm longer than the trigger's retry budget (the processing-instance quota set to 0) ends
-  in the trigger DLQ after exactly the visibility timeouts the trigger chose (handler.backoff_seconds) for each of the
+  in the trigger DLQ after exactly the visibility timeouts the trigger chose (trigger.batch.backoff_seconds) for each of the
   queue's maxReceiveCount receives; the TriggerDlqNotEmpty alarm notifies.
 
 Both use the session cloud and restore what they change (fault, quota, DLQ contents). No timed assertions: simulated
@@ -14,7 +14,7 @@ durations are checked against the schedule, bounded by the wall time the test to
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 import time
@@ -30,11 +30,11 @@ SMALL_CSV = (b"id,name,age,salary,profile,department\n"
 
 
 def _trigger_handler():
-    spec = importlib.util.spec_from_file_location("trigger_handler_for_e2e", REPO / "infra/lambdas/trigger/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """The trigger's batch logic (``trigger.batch``: ``backoff_seconds``), imported as the Lambda asset lays it out."""
+    for path in (str(REPO), str(REPO / "infra" / "lambdas")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return importlib.import_module("trigger.batch")
 
 
 def _queue_name(url: str) -> str:
