@@ -145,3 +145,12 @@ def test_every_alarm_reads_a_published_metric(synth) -> None:  # type: ignore[no
     assert {contract.KEY_REFUSED, contract.JOB_FAILED, contract.METRICS_UNAVAILABLE} <= names
     assert any("SELECT" in json.dumps(r) for r in synth.template_json["Resources"].values()
                if r["Type"] == "AWS::CloudWatch::Alarm"), "the Metrics Insights alarms are checked too"
+
+
+def test_the_cdk_app_validates_configs_without_loading_pandas() -> None:
+    # the CDK app imports the job's validator (processing/config.py): it must not pull the job's libraries in
+    code = ("import sys, infra.config; "
+            "print(sorted(m for m in ('pandas', 'numpy', 'pyarrow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
