@@ -41,7 +41,7 @@ MEMORY_SIZE = 256  # MB
 BASELINE_FILE = contract.BASELINE_FILE  # the trigger heads <baseline_prefix><dataset>/baseline.json (Contract 4)
 REFUSED_METRIC = contract.KEY_REFUSED  # published with dimension Reason and without dimensions
 REFUSED_PERIOD = 300  # seconds
-# Staging (handler.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes CreateMultipartUpload,
+# Staging (infra/lambdas/trigger/staging.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes CreateMultipartUpload,
 # UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source authorize the copy's read.
 STAGING_WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 SOURCE_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
