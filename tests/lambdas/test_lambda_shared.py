@@ -83,3 +83,39 @@ def test_job_prefix_is_one_rule_for_the_cdk_app_and_both_lambdas(tmp_path) -> No
             except SettingsError:
                 outcomes.append(False)
         assert outcomes == [valid] * 3, prefix
+
+
+@pytest.mark.parametrize(("code", "status", "found"), [
+    ("404", 404, None), ("403", 403, None), ("KMS.DisabledException", 400, None),
+])
+def test_trigger_baseline_lookup_reads_the_one_classification(code: str, status: int, found: None) -> None:
+    # absent, denied or an unusable key: no baseline (the job runs, DriftUnavailable shows it); anything else raises
+    from botocore.stub import Stubber
+    from lambda_helpers import client
+
+    trigger = load_handler("trigger")
+    settings = trigger.Settings.from_env(ENV)
+    s3 = client("s3")
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
+        assert trigger.find_baseline(s3, "sales", settings, {}) is found
+        stub.add_client_error("head_object", service_error_code="SlowDown", http_status_code=503)
+        with pytest.raises(ClientError):
+            trigger.find_baseline(s3, "sales", settings, {})
+
+
+@pytest.mark.parametrize(("code", "status", "published"), [
+    ("404", 404, False), ("403", 403, False), ("NoSuchKey", 404, False),
+])
+def test_metrics_marker_lookup_reads_the_one_classification(code: str, status: int, published: bool) -> None:
+    from botocore.stub import Stubber
+    from lambda_helpers import client
+
+    metrics = load_handler("metrics")
+    s3 = client("s3")
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
+        assert metrics.already_published(s3, ("b", "k")) is published
+        stub.add_client_error("head_object", service_error_code="InternalError", http_status_code=500)
+        with pytest.raises(ClientError):
+            metrics.already_published(s3, ("b", "k"))

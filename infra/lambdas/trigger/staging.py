@@ -72,8 +72,8 @@ def find_baseline(s3: S3Client, dataset: str, settings: Settings, base: Mapping[
         s3.head_object(Bucket=settings.data_bucket, Key=key)
     except ClientError as exc:
         kind = classify(exc)
-        if kind in (S3ErrorKind.ABSENT, S3ErrorKind.DENIED):
-            if kind is S3ErrorKind.DENIED:
+        if kind in (S3ErrorKind.ABSENT, S3ErrorKind.DENIED, S3ErrorKind.KEY):
+            if kind is not S3ErrorKind.ABSENT:  # denied (IAM, bucket policy) or the KMS key is unusable
                 _, code = status_and_code(exc)
                 log_decision("baseline-unreadable", logging.ERROR, **base, baseline_key=key, error_code=code,
                              reason="HeadObject returned 403 (access denied: IAM, bucket policy or KMS): "
@@ -113,7 +113,7 @@ def resolve_source(s3: S3Client, obj: ObjectRef, settings: Settings) -> SourceOb
             if kind is S3ErrorKind.ABSENT:
                 tried.append(key)
                 continue
-            if kind is S3ErrorKind.DENIED:
+            if kind in (S3ErrorKind.DENIED, S3ErrorKind.KEY):  # a 403 or an unusable KMS key: absent or denied?
                 denied.append(key)
                 continue
             raise
