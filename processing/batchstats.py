@@ -24,7 +24,8 @@ Memory: the sample, plus one row per group (and one per distinct value for ``nun
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd

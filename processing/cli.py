@@ -11,9 +11,10 @@ import logging
 import os
 import sys
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from processing import config as config_mod
 from processing import io
@@ -144,7 +145,7 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "input": str(input_path),
         "dataset": dataset,
         "code_version": os.environ.get("CODE_VERSION") or None,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         io.write_json(report, output / "quality" / "error.json")

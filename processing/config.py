@@ -11,8 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from processing.errors import ConfigError
 from processing.drift_config import DriftSettings, parse_drift
+from processing.errors import ConfigError
 from processing.gate import GateSettings, parse_gate
 
 COLUMN_TYPES = ("integer", "float", "string", "category", "json")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,17 @@ import pyarrow.compute as pc
 
 from processing.drift_config import DriftSettings
 
-__all__ = ["DriftSettings", "build_profile", "compare", "evaluate", "load_baseline", "psi", "jensen_shannon",
-           "normalised_wasserstein", "BaselineError"]
+__all__ = [
+    "BaselineError",
+    "DriftSettings",
+    "build_profile",
+    "compare",
+    "evaluate",
+    "jensen_shannon",
+    "load_baseline",
+    "normalised_wasserstein",
+    "psi",
+]
 
 PROFILE_SCHEMA_VERSION = 1
 MISSING = "__missing__"
@@ -147,7 +157,7 @@ def build_profile(df: pd.DataFrame, settings: DriftSettings, *, presence: Mappin
             columns[name] = _categorical_profile(df[name])
     return {
         "schema_version": PROFILE_SCHEMA_VERSION,
-        "rows": int(len(df)),
+        "rows": len(df),
         "columns": columns,
         "json_field_presence": {k: float(v) for k, v in sorted((presence or {}).items())},
         "binning": {"numeric_bins": NUMERIC_BINS, "quantile_points": QUANTILE_POINTS,

@@ -11,10 +11,11 @@ import io
 import json
 import sys
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -312,9 +313,7 @@ def parquet_options(table: pa.Table) -> dict[str, Any]:
     head = table.slice(0, DICTIONARY_SAMPLE_ROWS)
     dictionary = []
     for name, col in zip(head.column_names, head.columns):
-        if pa.types.is_dictionary(col.type):
-            dictionary.append(name)
-        elif len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10):
+        if pa.types.is_dictionary(col.type) or (len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10)):
             dictionary.append(name)
     return {"compression": "snappy", "use_dictionary": dictionary}
 

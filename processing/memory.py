@@ -18,9 +18,23 @@ import pyarrow.compute as pc
 from processing import io, transform
 from processing.config import DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
-from processing.rows import (FILE_COL, OUTPUT_FOLDERS, ROW_COL, Parts, derived_metrics_of, group_column_metrics,
-                             json_metrics_of, reject_reasons, rejected_rows, summarised_columns, to_arrow,
-                             transform_rows, type_and_reject, unparsed_rows, write_statistics)
+from processing.rows import (
+    FILE_COL,
+    OUTPUT_FOLDERS,
+    ROW_COL,
+    Parts,
+    derived_metrics_of,
+    group_column_metrics,
+    json_metrics_of,
+    reject_reasons,
+    rejected_rows,
+    summarised_columns,
+    to_arrow,
+    transform_rows,
+    type_and_reject,
+    unparsed_rows,
+    write_statistics,
+)
 
 
 def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str, context: dict[str, Any],

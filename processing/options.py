@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+
 @dataclass(frozen=True)
 class RunOptions:
     """Settings that change how a run works, not what it computes (outputs are the same in every mode, and exact

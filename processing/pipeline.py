@@ -10,7 +10,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ def library_drift(loaded: dict[str, str] | None = None, pins: dict[str, str] | N
     for library, expected in sorted((pins or {}).items()):
         found = loaded.get(library) or (_installed_version(library) if installed else None)
         if found != expected:
-            drift.append({"library": library, "expected": expected, "loaded": found if found else "not loaded"})
+            drift.append({"library": library, "expected": expected, "loaded": found or "not loaded"})
     return drift
 
 
@@ -174,7 +174,7 @@ def _finish(p: Parts, code_version: str | None = None) -> Result:
         "summary": summary,
         "status": "succeeded",
         "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "processing_seconds": seconds,
         "code_version": code_version or None,
         "package_version": processing.__version__,

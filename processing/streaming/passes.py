@@ -8,9 +8,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,13 +22,21 @@ from processing import batchstats, io, jsonx, options, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions
-from processing.rows import (OUTPUT_FOLDERS, Parts, add_counts, derived_metrics_of, json_metrics_of, summarised_columns,
-                             transform_rows, type_and_reject, write_statistics)
+from processing.rows import (
+    OUTPUT_FOLDERS,
+    Parts,
+    add_counts,
+    derived_metrics_of,
+    json_metrics_of,
+    summarised_columns,
+    transform_rows,
+    type_and_reject,
+    write_statistics,
+)
 from processing.streaming.reader import SourceFile, open_blocks
 from processing.streaming.signature import row_signature, sample_mask
 from processing.streaming.statistics import Statistics
 from processing.streaming.workfiles import Rejects, Spill, Writers, read_columns, rejected_part, scan
-
 
 log = logging.getLogger("processing")
 
@@ -466,7 +475,7 @@ class _Run:
         # The last batch's frames are still bound to the loop's names: drop them, then give the pages back before
         # the statistics allocate.
         batch = typed = invalid = early_json = pre = cleaned = transformed = extractions = last_empty = None  # noqa: F841
-        spill_now = None  # noqa: F841
+        spill_now = None
         spill.close()
         _release_unused_memory()
         rows_in = sum(f.rows + f.unparsed for f in self.files)

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from processing.errors import InputError
-
 
 READ_AHEAD = 3  # CSV blocks the reader thread may read beyond the one being processed
 

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 _NULL_SIG = np.uint64(0x5851F42D4C957F2D)

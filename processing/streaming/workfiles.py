@@ -5,9 +5,10 @@ cleaned/ and transformed/ (``Writers``)."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,6 @@ import pyarrow.compute as pc
 from processing import io, transform
 from processing.rows import FILE_COL, RAW_LINE_COL, ROW_COL, count_reasons, rejected_rows, to_arrow, unparsed_rows
 from processing.streaming.reader import SourceFile
-
 
 WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
 
