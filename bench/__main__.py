@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,7 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
                 + " | ".join(ratios) + " |"
             )
     table = "\n".join(rows_out) + _targets(sizes, medians)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     changed = subprocess.run(["git", "status", "--porcelain", "--", ".", f":!{args.results.resolve().relative_to(ROOT)}"]
                              if args.results.resolve().is_relative_to(ROOT) else ["git", "status", "--porcelain"],
