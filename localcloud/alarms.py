@@ -59,9 +59,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 OK, ALARM, INSUFFICIENT = "OK", "ALARM", "INSUFFICIENT_DATA"
 MOTO_INITIAL_REASON = "Unchecked: Initial alarm creation"
@@ -187,13 +188,13 @@ class AlarmTransition:
 def _epoch(ts: Any) -> float:
     if isinstance(ts, datetime):
         if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
+            ts = ts.replace(tzinfo=UTC)
         return ts.timestamp()
     return float(ts)
 
 
 def _fmt_ts(epoch: float) -> str:  # CloudWatch reason format: dd/MM/yy HH:mm:ss
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%d/%m/%y %H:%M:%S")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%d/%m/%y %H:%M:%S")
 
 
 def _check_supported(alarm: dict) -> None:
@@ -363,8 +364,8 @@ def fetch_buckets(cloudwatch, alarm: dict, now: float) -> tuple[list[float | Non
         resp = cloudwatch.get_metric_statistics(
             Namespace=alarm["Namespace"], MetricName=alarm["MetricName"],
             Dimensions=alarm.get("Dimensions") or [],
-            StartTime=datetime.fromtimestamp(start, tz=timezone.utc),
-            EndTime=datetime.fromtimestamp(end, tz=timezone.utc),
+            StartTime=datetime.fromtimestamp(start, tz=UTC),
+            EndTime=datetime.fromtimestamp(end, tz=UTC),
             Period=int(alarm["Period"]), Statistics=[stat])
         points = resp.get("Datapoints") or []
         if not points:
@@ -394,7 +395,7 @@ def fetch_query_buckets(cloudwatch, alarm: dict, query: InsightsQuery,
 
 def _iso_ms(dt: datetime) -> str:
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
+        dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+0000"
 
 
@@ -495,7 +496,7 @@ def evaluate_all(cloudwatch, sns, now: Any = None, *, publish: bool = True) -> l
     `publish=False` sets states without publishing (when another layer already forwards state changes to SNS).
     """
     now_s = time.time() if now is None else _epoch(now)
-    when = datetime.fromtimestamp(now_s, tz=timezone.utc)
+    when = datetime.fromtimestamp(now_s, tz=UTC)
     region = cloudwatch.meta.region_name
     alarms: list[dict] = []
     for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm"]):
@@ -520,7 +521,7 @@ def evaluate_all(cloudwatch, sns, now: Any = None, *, publish: bool = True) -> l
             "version": "1.0", "queryDate": _iso_ms(when), "statistic": alarm["Statistic"],
             "period": int(alarm["Period"]), "threshold": float(alarm["Threshold"]),
             "recentDatapoints": [v for v in ev.buckets if v is not None][-int(alarm["EvaluationPeriods"]):],
-            "evaluatedDatapoints": [{"timestamp": _iso_ms(datetime.fromtimestamp(s, tz=timezone.utc)), "value": v}
+            "evaluatedDatapoints": [{"timestamp": _iso_ms(datetime.fromtimestamp(s, tz=UTC)), "value": v}
                                     for s, v in ev.evaluated],
         })
         if ev.state == old:

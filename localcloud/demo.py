@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("[6/6] summary")
         _say(f"  -- batch 1 (reference): s3://{bucket}/{INPUT_KEY}")
         _print_run(first)
-        _say(f"  baseline       " + (f"s3://{bucket}/{BASELINE_KEY}: this batch's quality/profile.json "
+        _say("  baseline       " + (f"s3://{bucket}/{BASELINE_KEY}: this batch's quality/profile.json "
                                      f"({_fmt((baseline or {}).get('rows'))} rows), promoted by the metrics Lambda "
                                      "(first batch wins)" if baseline else "NOT promoted  <-- unexpected"))
         _say(f"  outputs        {len(first.files)} files copied to {first.local}")

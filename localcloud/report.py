@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -465,7 +466,7 @@ def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: p
     metrics = metrics or {}
     job = job or {}
     name = job.get("ProcessingJobName") or job.get("name") or "run"
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = "".join([
         _summary_section(metrics, job, gate), _missing_section(metrics),
         _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics, metrics),
