@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC
 
 import pytest
 
@@ -49,9 +50,9 @@ def _alarm_for(cloud, metric: str) -> dict:
 
 
 def _metric_values(cloud, name: str, dataset="default") -> list[float]:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     resp = cloud.cloudwatch.get_metric_statistics(
         Namespace="DataQualityPipeline", MetricName=name, Dimensions=[{"Name": "Dataset", "Value": dataset}],
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60, Statistics=["Maximum"])

@@ -64,8 +64,9 @@ PINNED = f"141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@s
 
 
 def _stack_with_pinned_image(tmp_path: Path, region: str | None, uri: str = PINNED) -> dict:
-    from infra.config import settings_from_context
     from infra_testlib import write_configs
+
+    from infra.config import settings_from_context
 
     context = {**cdk_json_context(), "sklearn_image_uri": uri}
     app = cdk.App(outdir=str(tmp_path / "out"), context=context)

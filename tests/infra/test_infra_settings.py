@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_testlib import DEFAULT_PSI_ALARM, DEFAULT_THRESHOLDS, ORDERS_PSI_ALARM, ORDERS_THRESHOLDS, ROOT, write_configs
+from infra_testlib import (
+    DEFAULT_PSI_ALARM,
+    DEFAULT_THRESHOLDS,
+    ORDERS_PSI_ALARM,
+    ORDERS_THRESHOLDS,
+    ROOT,
+    write_configs,
+)
 
 from infra.config import (
     DEFAULTS,

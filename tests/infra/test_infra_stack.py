@@ -332,7 +332,7 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
         for s in policy["Properties"]["PolicyDocument"]["Statement"]:
             if s["Effect"] == "Allow" and write_actions & set(as_list(s["Action"])):
                 for resource in as_list(s["Resource"]):
-                    if "*" == resource or (json.dumps(resource).find(i["bucket"]) >= 0):
+                    if resource == "*" or (json.dumps(resource).find(i["bucket"]) >= 0):
                         writes.append(object_suffix(resource, i["bucket"]))
     assert sorted(writes) == ["baselines/*/baseline.json", "output/*", "output/*/cleaned/_SUCCESS",
                               "output/*/quality/_metrics_published", "output/*/transformed/_SUCCESS",
@@ -512,7 +512,7 @@ def test_psi_alarm_null_turns_the_psi_alarm_off(tmp_path) -> None:
     from infra.quality_alarms import QualityAlarms, QualityAlarmsProps
 
     stack = cdk.Stack(cdk.App(), "AlarmsOnly")
-    base = {k: 0.1 for k in ("max_missing_rate_after", "max_rejected_rate", "max_malformed_json_rate", "max_duplicate_rate")}
+    base = dict.fromkeys(("max_missing_rate_after", "max_rejected_rate", "max_malformed_json_rate", "max_duplicate_rate"), 0.1)
     alarms = QualityAlarms(stack, "Alarms", props=QualityAlarmsProps(
         namespace="DataQualityPipeline", dead_letter_queues={}, functions=[],
         datasets={"views": QualityThresholds(**base, min_rows_out=1, psi_alarm=None),

@@ -248,7 +248,7 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
 
 
 def test_job_runs_against_the_pinned_library_versions() -> None:
-    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "processing" / "requirements.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "processing" / "requirements.txt").read_text(), re.MULTILINE))
     assert pins == {"pandas": pandas.__version__, "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
 
 
@@ -256,7 +256,7 @@ def test_job_code_imports_only_allowed_modules() -> None:
     allowed = {"pandas", "numpy", "pyarrow", "processing"}
     stdlib = set(sys.stdlib_module_names)
     for f in (ROOT / "processing").rglob("*.py"):
-        for mod in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", f.read_text(), re.M):
+        for mod in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", f.read_text(), re.MULTILINE):
             assert mod in allowed or mod in stdlib or mod == "__future__", f"{f.name} imports {mod}"
 
 

@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 import reference_impl.pipeline as reference
 from processing import config as config_mod
-from processing import io, pipeline
+from processing import pipeline
 from processing.sample import generate
 
 # Read here, not imported from conftest: several test folders have a conftest.py, and `import conftest` would

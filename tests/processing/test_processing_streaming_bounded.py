@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from processing import batchstats, options, pipeline, streaming
-from processing.streaming import workfiles
 from processing import config as config_mod
 from processing.config import GroupStatistics
+from processing.streaming import workfiles
 
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 ROWS = 40_000

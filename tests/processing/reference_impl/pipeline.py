@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import processing
-from . import io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
 from processing.pipeline import library_drift
+
+from . import io, jsonx, transform
 
 log = logging.getLogger("processing")
 
@@ -250,7 +251,7 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         "summary": summary,
         "status": "succeeded",
         "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "processing_seconds": seconds,
         "code_version": os.environ.get("CODE_VERSION") or None,
         "package_version": processing.__version__,
