@@ -152,7 +152,7 @@ class GroupStats:
         out = []
         for row in merged.itertuples(index=False):
             k = 0 if pd.isna(row.sampled) else int(row.sampled)
-            key = {c: (None if pd.isna(v) else str(v)) for c, v in zip(self.keys, row[:len(self.keys)])}
+            key = {c: (None if pd.isna(v) else str(v)) for c, v in zip(self.keys, row[:len(self.keys)], strict=True)}
             out.append({"group": key, "rows": int(row.rows), "sampled": k, "rank_error": rank_error(k)})
         return out
 

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     root = opt_ml_root()
     parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
     parser.add_argument("--input", type=Path, default=root / "processing" / "input" / "data",
-                        help="input file or folder (CSV, gzip CSV, Parquet); default $OPT_ML_ROOT/processing/input/data")
+                        help="input file or folder (CSV, gzip CSV, Parquet); "
+                             "default $OPT_ML_ROOT/processing/input/data")
     parser.add_argument("--output", type=Path, default=root / "processing" / "output",
                         help="output folder; default $OPT_ML_ROOT/processing/output")
     parser.add_argument("--config", type=Path, default=None,
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
     parser.add_argument("--mode", choices=("auto", "memory", "streaming"), default="auto",
-                        help="memory, streaming (block by block, bounded memory) or auto (streaming from 64 MiB of input, "
+                        help="memory, streaming (block by block, bounded memory) or auto "
+                             "(streaming from 64 MiB of input, "
                              "or sooner when memory is short); memory or streaming here wins over env PROCESSING_MODE, "
                              "auto defers to it; see docs/processing.md")
     parser.add_argument("--baseline", type=Path, default=None,

@@ -12,6 +12,7 @@ baseline and batch always give the same scores. Definitions: docs/processing.md 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -132,7 +133,7 @@ def categorical_fractions(counts: pd.Series, n: int, missing: int, categories: l
         return [0.0] * (len(categories) + 2)
     known = [float(counts.get(c, 0) / n) for c in categories]
     other = float(counts[~counts.index.isin(categories)].sum() / n)
-    return known + [other, float(missing / n)]
+    return [*known, other, float(missing / n)]
 
 
 def build_profile(df: pd.DataFrame, settings: DriftSettings, *, presence: Mapping[str, float] | None = None,
@@ -240,7 +241,7 @@ def _thresholds(settings: DriftSettings, name: str, *, distance: bool) -> dict[s
 def _numeric_labels(edges: list[float]) -> list[str]:
     if not edges:
         return ["all", MISSING]
-    return ([f"<= {edges[0]:g}"] + [f"({lo:g}, {hi:g}]" for lo, hi in zip(edges, edges[1:])]
+    return ([f"<= {edges[0]:g}"] + [f"({lo:g}, {hi:g}]" for lo, hi in itertools.pairwise(edges)]
             + [f"> {edges[-1]:g}", MISSING])
 
 
@@ -285,7 +286,7 @@ def _compare_categorical(name: str, base: Mapping[str, Any], values: pd.Series, 
         "level": level, "broken": broken,
         "new_categories": [k for k, _ in new_sorted[:LISTED_CATEGORIES]] if base.get("other", 0.0) == 0 else [],
         "vanished_categories": vanished[:LISTED_CATEGORIES],
-        "bins": categories + [OTHER, MISSING],
+        "bins": [*categories, OTHER, MISSING],
         "baseline": [round(v, 6) for v in expected], "batch": [round(v, 6) for v in actual],
         "thresholds": thresholds,
     }
@@ -305,11 +306,12 @@ def compare(baseline: Mapping[str, Any], df: pd.DataFrame, settings: DriftSettin
     for name in (*settings.numeric, *settings.categorical):
         base = baseline["columns"][name]
         if name not in df.columns:
-            columns[name] = {"kind": base["kind"], "level": "alarm", "psi": None, "reason": "column missing from the batch",
+            columns[name] = {"kind": base["kind"], "level": "alarm", "psi": None,
+                             "reason": "column missing from the batch",
                              "broken": [{"rule": "drift.column_missing", "measured": None, "threshold": None}]}
         elif rows == 0:
-            columns[name] = {"kind": base["kind"], "level": "unavailable", "psi": None, "reason": "the batch has no rows",
-                             "broken": []}
+            columns[name] = {"kind": base["kind"], "level": "unavailable", "psi": None,
+                             "reason": "the batch has no rows", "broken": []}
         elif base["kind"] == "numeric":
             columns[name] = _compare_numeric(name, base, df[name], settings)
         else:
@@ -355,7 +357,7 @@ def _finite_list(value: Any, path: str, *, length: int | None = None, increasing
         raise BaselineError(f"{path}: expected a list of finite numbers")
     if length is not None and len(value) != length:
         raise BaselineError(f"{path}: expected {length} numbers, got {len(value)}")
-    if increasing and any(b <= a for a, b in zip(value, value[1:])):
+    if increasing and any(b <= a for a, b in itertools.pairwise(value)):
         raise BaselineError(f"{path}: must be strictly increasing")
     return [float(v) for v in value]
 
@@ -387,7 +389,8 @@ def validate_baseline(doc: Any, settings: DriftSettings) -> dict[str, Any]:
         col = columns[name]
         path = f"columns.{name}"
         if not isinstance(col, dict) or col.get("kind") != kind:
-            raise BaselineError(f"{path}: expected kind {kind!r}, got {col.get('kind') if isinstance(col, dict) else col!r}")
+            got = col.get("kind") if isinstance(col, dict) else col
+            raise BaselineError(f"{path}: expected kind {kind!r}, got {got!r}")
         _check_share(col.get("missing_rate"), f"{path}.missing_rate")
         if kind == "numeric":
             edges = _finite_list(col.get("edges"), f"{path}.edges", increasing=True)
@@ -398,7 +401,8 @@ def validate_baseline(doc: Any, settings: DriftSettings) -> dict[str, Any]:
             if quantiles:
                 _finite_list(quantiles, f"{path}.quantiles", length=QUANTILE_POINTS)
             std = col.get("std")
-            if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std)):
+            if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float))
+                                    or not math.isfinite(std)):
                 raise BaselineError(f"{path}.std: expected a finite number or null")
         else:
             freqs = col.get("frequencies")

@@ -48,7 +48,8 @@ def _fail(path: str, message: str) -> ConfigError:
 
 
 def parse_gate(doc: Any) -> GateSettings:
-    """Validate the optional ``gate`` section: ``{"thresholds"|"drift_alarm"|"drift_warn"|"drift_unavailable": action}``."""
+    """Validate the optional ``gate`` section:
+    ``{"thresholds"|"drift_alarm"|"drift_warn"|"drift_unavailable": action}``."""
     if doc is None:
         return GateSettings()
     if not isinstance(doc, dict):
@@ -94,7 +95,7 @@ def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateS
             if level not in ("warn", "alarm"):
                 continue
             action = gate.drift_alarm if level == "alarm" else gate.drift_warn
-            broken = [b for b in col.get("broken", [])] or [{"rule": f"drift.{level}", "measured": None,
+            broken = list(col.get("broken", [])) or [{"rule": f"drift.{level}", "measured": None,
                                                             "threshold": None}]
             for b in broken:
                 add(action, rule=b["rule"], column=name, level=level, measured=b.get("measured"),

@@ -210,7 +210,7 @@ def _read_parquet(path: Path) -> FileRead:
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path.name}: cannot read Parquet ({exc})") from exc
     columns = []
-    for name, col in zip(table.column_names, table.columns):
+    for name, col in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -312,8 +312,9 @@ def parquet_options(table: pa.Table) -> dict[str, Any]:
     for nothing; the data are the same either way."""
     head = table.slice(0, DICTIONARY_SAMPLE_ROWS)
     dictionary = []
-    for name, col in zip(head.column_names, head.columns):
-        if pa.types.is_dictionary(col.type) or (len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10)):
+    for name, col in zip(head.column_names, head.columns, strict=True):
+        if pa.types.is_dictionary(col.type) or (
+                len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10)):
             dictionary.append(name)
     return {"compression": "snappy", "use_dictionary": dictionary}
 

@@ -205,7 +205,8 @@ def extract(column: pa.Array | pa.ChunkedArray, fields: tuple[JsonField, ...]) -
         candidate = pa.array(np.zeros(n, dtype=bool))
     else:
         half = n // 2
-        with ThreadPoolExecutor(max_workers=2) as pool:  # each half of the column on its own core (Arrow releases the GIL)
+        # each half of the column on its own core (Arrow releases the GIL)
+        with ThreadPoolExecutor(max_workers=2) as pool:
             candidate = pa.concat_arrays(list(pool.map(_candidates, (column.slice(0, half), column.slice(half)))))
     others = pc.and_(present, pc.invert(candidate))
     cand_idx = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))

@@ -59,9 +59,11 @@ def type_and_reject(column: Callable[[str], pa.Array], n: int, names: list[str],
     first) and, per ``config.reject_rows_missing`` column, by a missing value and by an invalid value. With ``pool``
     the columns are marked and coerced on its threads (Arrow kernels release the GIL)."""
     each = pool.map if pool is not None else map
-    marked = dict(zip(names, each(lambda c: transform.mark_missing(column(c), config.missing_values), names)))
+    marked = dict(zip(names, each(lambda c: transform.mark_missing(column(c), config.missing_values), names),
+                      strict=True))
     numeric_names = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names)))
+    coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names),
+                       strict=True))
     typed: dict[str, pa.Array] = {}
     invalid: dict[str, np.ndarray] = {}
     for c in names:

@@ -104,7 +104,7 @@ def most_frequent(counts: pd.Series) -> Any:
     """The most frequent value of a value -> count Series; ties go to the smallest value, so the choice is
     deterministic."""
     top = counts[counts == counts.max()].index
-    value = sorted(top)[0]
+    value = min(top)
     return value.item() if hasattr(value, "item") else value
 
 
@@ -112,7 +112,7 @@ def imputation_info(rule: Imputation, kind: str, computed: Any) -> dict[str, Any
     """``impute_value``'s result for a computed statistic: integer columns get it rounded half to even."""
     value = computed
     if kind == "integer" and isinstance(computed, float):
-        value = int(round(computed))  # round half to even
+        value = round(computed)  # an int, rounded half to even
     return {"strategy": rule.strategy, "value": value, "computed": computed, "source": "statistic"}
 
 

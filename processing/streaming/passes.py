@@ -3,7 +3,9 @@ duplicates and fill values between the passes, pass B (clean, transform, write).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import logging
 import shutil
 import tempfile
@@ -175,7 +177,7 @@ class _Run:
                 info = transform.impute_value(series, rule, kind)
                 info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
             else:  # more rows than max_rows: batch by batch (batchstats; a median from a sample if it must)
-                info = batchstats.imputation_of(lambda: self._column_batches(name, kind, drop), rule, kind,
+                info = batchstats.imputation_of(functools.partial(self._column_batches, name, kind, drop), rule, kind,
                                                 self.max_rows, sample_mask)
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
@@ -225,11 +227,11 @@ class _Run:
                             blocks.close()
                         self._flush_unparsed(fi, f)
             except InputError:
-                for f, fut in zip(self.files, futures):
+                for f, fut in zip(self.files, futures, strict=True):
                     if not fut.result()[1]:
                         raise self._not_utf8(f) from None
                 raise
-            for f, fut in zip(self.files, futures):
+            for f, fut in zip(self.files, futures, strict=True):
                 f.sha256, utf8_ok = fut.result()
                 if not utf8_ok:
                     raise self._not_utf8(f)
@@ -446,7 +448,7 @@ class _Run:
                 batches: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
                 if reader.num_record_batches == 0:  # every row rejected: one empty batch gives the outputs their schema
                     batches = iter([pa.RecordBatch.from_pylist([], schema=self.schema)])
-                for batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop, file_out,
+                for _batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop, file_out,
                                                                                   json_pool)):
                     pre = pd.DataFrame({c: transform.to_series(typed[c], kinds[c]) for c in names})
                     for c in names:
@@ -528,10 +530,8 @@ def _release_unused_memory() -> None:
     """Return freed memory to the OS (Arrow's pool and glibc's heap keep it for reuse otherwise), so peak RSS is
     what is live, not what was once used."""
     pa.default_memory_pool().release_unused()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:

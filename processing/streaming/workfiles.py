@@ -68,7 +68,7 @@ class Spill:
             self.schema = pa.schema([pa.field(c, a.type) for c, a in arrays.items()])
             self.sink = pa.OSFile(str(self.path), "wb")
             self.writer = pa.ipc.new_file(self.sink, self.schema)
-        batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema)]
+        batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema, strict=True)]
         self.writer.write_batch(pa.RecordBatch.from_arrays(batch, schema=self.schema))
 
     def close(self) -> None:
