@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from processing import transform
@@ -179,7 +180,7 @@ class Summary:
 
 
 def imputation_of(batches: Callable[[], Iterator[pd.Series]], rule: Any, kind: str, max_rows: int,
-                  sampler: Callable[[int, int, float], np.ndarray]) -> dict[str, Any]:
+                  sampler: Callable[[int, int, float], npt.NDArray[Any]]) -> dict[str, Any]:
     """``transform.impute_value`` (plus ``filled``) over a column read batch by batch (``batches()`` starts a new
     read): the missing count, ``mean`` (up to rounding) and ``most_frequent`` exact. ``median`` is exact when the
     present values fit ``max_rows`` (a second read collects them all); otherwise it is the median of a uniform

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,11 +60,11 @@ class BaselineError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def _floats(values: pd.Series) -> np.ndarray:
+def _floats(values: pd.Series) -> npt.NDArray[Any]:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _quantiles(present: np.ndarray) -> list[float]:
+def _quantiles(present: npt.NDArray[Any]) -> list[float]:
     if len(present) == 0:
         return []
     return [float(q) for q in np.quantile(present, np.linspace(0, 1, QUANTILE_POINTS))]
@@ -88,7 +89,7 @@ def _numeric_profile(values: pd.Series) -> dict[str, Any]:
     }
 
 
-def numeric_fractions(x: np.ndarray, edges: np.ndarray | list[float]) -> list[float]:
+def numeric_fractions(x: npt.NDArray[Any], edges: npt.NDArray[Any] | list[float]) -> list[float]:
     """Shares of the bins (-inf, e1], (e1, e2], ..., (ek, inf) and, last, of missing values, over all rows."""
     n = len(x)
     if n == 0:
@@ -187,7 +188,7 @@ def jensen_shannon(expected: list[float], actual: list[float]) -> float:
     q = q / q.sum() if q.sum() > 0 else q
     m = (p + q) / 2
 
-    def kl(x: np.ndarray) -> float:
+    def kl(x: npt.NDArray[Any]) -> float:
         mask = x > 0
         return float(np.sum(x[mask] * np.log2(x[mask] / m[mask])))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +30,7 @@ def rate(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
-def reject_reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, np.ndarray]:
+def reject_reasons(n: int, rules: list[tuple[npt.NDArray[Any], str]]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     rejected = np.zeros(n, dtype=bool)
     reasons = np.full(n, "", dtype=object)
     for mask, reason in rules:
@@ -46,13 +47,13 @@ class TypedRows:
     """Rows after missing markers, typing and the rejection rules (``type_and_reject``)."""
 
     typed: dict[str, pa.Array]  # per column: typed values (numeric) or the text after missing markers
-    invalid: dict[str, np.ndarray]  # per numeric column: present but not a valid number
-    rejected: np.ndarray  # per row: rejected by a rule
-    reasons: np.ndarray  # per row: the rules that rejected it, ";"-joined ("" when kept)
+    invalid: dict[str, npt.NDArray[Any]]  # per numeric column: present but not a valid number
+    rejected: npt.NDArray[Any]  # per row: rejected by a rule
+    reasons: npt.NDArray[Any]  # per row: the rules that rejected it, ";"-joined ("" when kept)
 
 
 def type_and_reject(column: Callable[[str], pa.Array], n: int, names: list[str], kinds: dict[str, str],
-                    config: DatasetConfig, rules: list[tuple[np.ndarray, str]] | None = None,
+                    config: DatasetConfig, rules: list[tuple[npt.NDArray[Any], str]] | None = None,
                     pool: ThreadPoolExecutor | None = None) -> TypedRows:
     """Missing markers, typing and rejection of ``n`` rows, the same steps for both paths: ``column(c)`` gives column
     ``c``'s input text; numeric columns are coerced (``transform.coerce``); a row is rejected by ``rules`` (checked
@@ -65,7 +66,7 @@ def type_and_reject(column: Callable[[str], pa.Array], n: int, names: list[str],
     coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names),
                        strict=True))
     typed: dict[str, pa.Array] = {}
-    invalid: dict[str, np.ndarray] = {}
+    invalid: dict[str, npt.NDArray[Any]] = {}
     for c in names:
         if kinds[c] in NUMERIC_TYPES:
             typed[c], inv = coerced[c]

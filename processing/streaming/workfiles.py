@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -101,8 +102,8 @@ class Spill:
         return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-def rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_idx: Any, rows: Any,
-                   reasons: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+def rejected_part(raw: dict[str, Any], names: list[str], idx: npt.NDArray[Any], file_idx: Any, rows: Any,
+                   reasons: npt.NDArray[Any]) -> tuple[pa.Table, npt.NDArray[Any]]:
     take = pa.array(idx, pa.int64())
     n = len(idx)
     if isinstance(file_idx, int):
@@ -134,7 +135,7 @@ class Rejects:
         self.writers: dict[str, Any] = {}
         self.rows = 0
 
-    def add(self, run: str, part: tuple[pa.Table, np.ndarray]) -> None:
+    def add(self, run: str, part: tuple[pa.Table, npt.NDArray[Any]]) -> None:
         """Rejected parsed rows (``rejected_part``) to run ``a`` or ``b``."""
         table, reasons = part
         self._append(run, table.append_column(self.REASON, pa.array(list(reasons), pa.string())))
