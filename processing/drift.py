@@ -102,12 +102,14 @@ def numeric_fractions(x: npt.NDArray[Any], edges: npt.NDArray[Any] | list[float]
 
 def _value_counts(values: pd.Series) -> pd.Series:
     """Count per present value, as text (index: the values, order unspecified)."""
-    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+    # (getattr: pandas-stubs 2.3 do not declare StringDtype.storage, which pandas has had since 1.3)
+    if isinstance(values.dtype, pd.StringDtype) and getattr(values.dtype, "storage", None) == "pyarrow":
         # Already Arrow strings: count in Arrow (the astype below would make a Python object per row).
         counts = pc.value_counts(pa.array(values.array))
         counts = counts.filter(pc.is_valid(counts.field("values")))
-        return pd.Series(counts.field("counts").to_numpy(zero_copy_only=False).astype("int64"),
-                         index=pd.Index(counts.field("values").to_pylist(), dtype=object))
+        found: pd.Series = pd.Series(counts.field("counts").to_numpy(zero_copy_only=False).astype("int64"),
+                                     index=pd.Index(counts.field("values").to_pylist(), dtype=object))
+        return found
     return values.astype("string").value_counts(dropna=True)
 
 

@@ -54,7 +54,8 @@ class FileRead:
 
     @property
     def rows_in(self) -> int:
-        return self.table.num_rows + len(self.parse_errors)
+        rows: int = self.table.num_rows  # (pyarrow is untyped)
+        return rows + len(self.parse_errors)
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -243,6 +244,7 @@ def read_file(path: Path) -> FileRead:
         raise InputError(f"{path.name}: cannot open ({exc.strerror or exc})") from exc
     if not magic and path.stat().st_size == 0:
         raise EmptyInputError(f"{path.name}: empty file (0 bytes)")
+    result: FileRead | None
     if magic == PARQUET_MAGIC:
         result = _read_parquet(path)
         result.sha256, _ = file_digest(path)
@@ -253,7 +255,7 @@ def read_file(path: Path) -> FileRead:
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(file_digest, path, check_utf8=True, compressed=compressed)
             try:
-                result: FileRead | None = _read_csv(path, compressed, True)
+                result = _read_csv(path, compressed, True)
                 failure: Exception | None = None
             except Exception as exc:  # noqa: BLE001 - re-raised below unless the file is not UTF-8
                 result, failure = None, exc
@@ -264,6 +266,7 @@ def read_file(path: Path) -> FileRead:
             raise failure
         assert result is not None
         result.sha256 = sha
+    assert result is not None
     result.size = path.stat().st_size
     return result
 

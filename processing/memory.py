@@ -175,7 +175,7 @@ def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: npt.NDArray[Any
     out_counts = np.bincount(file_idx[~rejected], minlength=len(reads))
     rows = []
     for i, r in enumerate(reads):
-        entry = {"file": r.path.name, "path": str(r.path), "format": r.kind, "size_bytes": r.size,
+        entry: dict[str, Any] = {"file": r.path.name, "path": str(r.path), "format": r.kind, "size_bytes": r.size,
                  "sha256": r.sha256, "rows_in": r.rows_in, "rows_out": int(out_counts[i]),
                  "rows_rejected": r.rows_in - int(out_counts[i]), "parse_errors": len(r.parse_errors)}
         if entry["rows_out"] + entry["rows_rejected"] != entry["rows_in"]:  # pragma: no cover - invariant

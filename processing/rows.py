@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -158,7 +158,7 @@ def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str
             labels = transformed[d.name].value_counts(dropna=False, sort=False)
             counts["derived"][d.name] = {
                 "outside_bins": outside, "missing": int(transformed[d.name].isna().sum()),
-                "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(k)}}
+                "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(cast(Any, k))}}
     return transformed, counts
 
 

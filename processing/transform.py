@@ -156,7 +156,9 @@ def bin_values(values: pd.Series, bins: Bins) -> tuple[pd.Series, int]:
     if bins.outside is not None:
         codes[outside_mask] = len(labels)
         labels.append(bins.outside)
-    cut = pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), ordered=True)
+    # pandas-stubs 2.3 declare codes as Sequence[int]; pandas documents (and we pass) an integer array.
+    cut = pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object),  # type: ignore[arg-type]
+                                    ordered=True)
     return pd.Series(cut, index=values.index), int(outside_mask.sum())
 
 
@@ -182,7 +184,7 @@ def _row_bytes(arr: pa.Array) -> float:
     if len(arr) == 0:
         return 0.0
     if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
-        return arr.nbytes / len(arr)
+        return float(arr.nbytes) / len(arr)
     return 8.0
 
 

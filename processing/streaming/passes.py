@@ -427,8 +427,8 @@ class _Run:
         config, names, kinds, output_dir = self.config, self.names, self.kinds, self.output_dir
         for folder in OUTPUT_FOLDERS:
             (output_dir / folder).mkdir(parents=True, exist_ok=True)
-        col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0}
-                       for c in names}
+        col_metrics: dict[str, dict[str, Any]] = {
+            c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0} for c in names}
         totals: dict[str, Any] = {}  # transform_rows counts, summed over the batches
         group_cols, numeric_cols = summarised_columns(config, names, kinds)
         keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
@@ -477,8 +477,10 @@ class _Run:
 
         # The last batch's frames are still bound to the loop's names: drop them, then give the pages back before
         # the statistics allocate.
-        batch = typed = invalid = early_json = pre = cleaned = transformed = extractions = last_empty = None  # noqa: F841
-        spill_now = None
+        # (rebinding the typed names to None is the point: their assignment-type check is off here)
+        typed = invalid = pre = None  # type: ignore[assignment]
+        _batch = early_json = cleaned = transformed = extractions = last_empty = None  # type: ignore[assignment]
+        spill_now = None  # type: ignore[assignment]
         spill.close()
         _release_unused_memory()
         rows_in = sum(f.rows + f.unparsed for f in self.files)

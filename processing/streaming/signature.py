@@ -21,7 +21,8 @@ def _mix(h: npt.NDArray[Any]) -> npt.NDArray[Any]:
     with np.errstate(over="ignore"):
         h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+        out: npt.NDArray[Any] = h ^ (h >> np.uint64(31))
+        return out
 
 
 def _words(data: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -37,7 +38,8 @@ def _window(words: npt.NDArray[Any], starts: npt.NDArray[Any], lengths: npt.NDAr
     remaining = np.minimum(lengths - at, 8).astype(np.uint64)
     keep = np.where(remaining >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
                     (np.uint64(1) << (np.uint64(8) * np.minimum(remaining, np.uint64(7)))) - np.uint64(1))
-    return words[starts + at] & keep
+    out: npt.NDArray[Any] = words[starts + at] & keep
+    return out
 
 
 def _column_signature(arr: pa.Array) -> npt.NDArray[Any]:

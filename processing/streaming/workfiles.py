@@ -99,7 +99,8 @@ class Spill:
             return pd.Series(pd.array(arr, dtype=dtype))
         if isinstance(dtype, pd.api.extensions.ExtensionDtype):
             return pd.Series(arr.to_pandas(types_mapper={arr.type: dtype}.get), dtype=dtype)
-        return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+        series: pd.Series = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+        return series
 
 
 def rejected_part(raw: dict[str, Any], names: list[str], idx: npt.NDArray[Any], file_idx: Any, rows: Any,
@@ -209,7 +210,7 @@ def merge_by_row(streams: list[Iterator[pa.Table]], key: str) -> Iterator[pa.Tab
     """Tables from ``streams``, each stream sorted by ``key`` (keys distinct across streams), merged into ``key``
     order a part at a time: each step emits every buffered row up to the smallest last key of the streams that may
     still yield rows."""
-    buffers: list[pa.Table | None] = [None] * len(streams)
+    buffers: list[Any] = [None] * len(streams)  # pa.Table or None (pyarrow is untyped: mypy cannot narrow)
     done = [False] * len(streams)
     while True:
         for i, stream in enumerate(streams):
