@@ -96,7 +96,8 @@ class CodeBundle(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, props: CodeBundleProps) -> None:
         super().__init__(scope, construct_id)
-        outdir = Stage.of(self).outdir if Stage.of(self) else "cdk.out"
+        stage = Stage.of(self)
+        outdir = stage.outdir if stage else "cdk.out"
         staging_dir = props.staging_dir or Path(outdir) / ".processing-bundle"
         self.content_hash = build_bundle_dir(props.source_dir, staging_dir)
         self.asset = s3_assets.Asset(self, "Asset", path=str(staging_dir))

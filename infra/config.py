@@ -167,10 +167,12 @@ def has_local_nvme(instance_type: str) -> bool:
 
 
 def _processing_instance_types() -> frozenset[str]:
+    import botocore.model
     import botocore.session  # synth-time dependency through boto3/cfn-lint; the model is local, no network
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("ProcessingInstanceType").enum)
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("ProcessingInstanceType")
+    assert isinstance(shape, botocore.model.StringShape), shape  # an enum of strings in the service model
+    return frozenset(shape.enum)
 
 
 def _sklearn_versions() -> frozenset[str]:
@@ -365,7 +367,9 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             "(a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
     else:
         image_uri = image_uri.strip()
-        china = IMAGE_DIGEST_URI_RE.fullmatch(image_uri).group("region").startswith("cn-")
+        match = IMAGE_DIGEST_URI_RE.fullmatch(image_uri)
+        assert match is not None  # checked above
+        china = match.group("region").startswith("cn-")
         if china != image_uri.split("/", 1)[0].endswith(".amazonaws.com.cn"):
             raise SettingsError(
                 "sklearn_image_uri", f"{image_uri!r}: China regions (cn-*) use the domain amazonaws.com.cn, the "

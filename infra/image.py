@@ -24,7 +24,8 @@ def _sklearn_config() -> dict[str, Any]:
     import sagemaker.core
 
     path = Path(sagemaker.core.__file__).parent / "image_uri_config" / f"{FRAMEWORK}.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return config
 
 
 def sklearn_versions() -> list[str]:

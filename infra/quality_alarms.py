@@ -22,6 +22,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces import aws_events as events_refs
 from constructs import Construct
 
 from infra.config import QualityThresholds
@@ -128,7 +129,7 @@ class _TopicTarget:
     def __init__(self, topic: sns.ITopic) -> None:
         self._topic = topic
 
-    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+    def bind(self, _rule: events_refs.IRuleRef, _id: str | None = None) -> events.RuleTargetConfig:
         return events.RuleTargetConfig(arn=self._topic.topic_arn)
 
 
@@ -335,6 +336,7 @@ class QualityAlarms(Construct):
     def _other_datasets_alarm(self, namespace: str, configured: Sequence[str], metric: str) -> cw.Alarm:
         spec = next(s for s in DATASET_ALARMS if s.metric_name == metric)
         expression = other_datasets_query(namespace, metric, configured)
+        assert spec.fixed_threshold is not None  # OTHER_DATASET_METRICS all have fixed thresholds
         return self._alarm(
             f"{OTHER_DATASETS_LABEL}{metric}",
             cw.MathExpression(expression=expression, using_metrics={}, period=Duration.seconds(spec.period),
@@ -349,6 +351,7 @@ class QualityAlarms(Construct):
         self, namespace: str, dataset: str, thresholds: QualityThresholds, spec: QualityMetricAlarm
     ) -> cw.Alarm:
         threshold = spec.fixed_threshold if spec.threshold_key is None else getattr(thresholds, spec.threshold_key)
+        assert threshold is not None, spec  # a fixed threshold or a key (QualityMetricAlarm's invariant)
         metric = cw.Metric(
             namespace=namespace,
             metric_name=spec.metric_name,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnElement, CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -185,7 +185,7 @@ class DataQualityStack(Stack):
             quarantine_prefix=settings.quarantine_prefix,
             staging_prefix=settings.staging_prefix,
             job_prefix=settings.job_prefix,
-            data_bucket_ref=self.get_logical_id(self.data.bucket.node.default_child),
+            data_bucket_ref=self.get_logical_id(cast(CfnElement, self.data.bucket.node.default_child)),  # the CfnBucket
             **nag_arn_parts(self),
         )
         acknowledge_findings(self, self.nag_acknowledgements)
