@@ -19,7 +19,8 @@ MAIN_PY = (
     "\n"
     'runpy.run_module("processing", run_name="__main__", alter_sys=True)\n'
 )
-_EXCLUDED_DIRS = frozenset({"tests", "test", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"})
+_EXCLUDED_DIRS = frozenset(
+    {"tests", "test", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"})
 # processing/requirements.txt is bundled (nothing installs it: the job reads its pins to warn about library drift).
 _EXCLUDED_FILES = frozenset({".DS_Store"})
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
@@ -55,7 +56,8 @@ def build_bundle_dir(source_dir: Path, staging_dir: Path) -> str:
         A sha256 over the bundle's relative paths and contents (stable across machines and runs).
     """
     if not (source_dir / "__init__.py").is_file():
-        raise FileNotFoundError(f"{source_dir} is not a Python package (no __init__.py): cannot build the processing code bundle")
+        raise FileNotFoundError(
+            f"{source_dir} is not a Python package (no __init__.py): cannot build the processing code bundle")
     if staging_dir.exists():
         shutil.rmtree(staging_dir)
     (staging_dir / PACKAGE).mkdir(parents=True)

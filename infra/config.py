@@ -68,7 +68,8 @@ PROCESSING_MODES = ("auto", "memory", "streaming")
 #: ``run_options``). There is no service limit: the job numbers rows with 64-bit integers (its work files'
 #: row column), and a budget at or above the row count only means every statistic is exact, so nothing larger matters.
 MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
-LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                         3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
 _JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
@@ -80,14 +81,16 @@ _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z
 IMAGE_DIGEST_URI_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
     r"/(?P<repository>sagemaker-scikit-learn)@sha256:(?P<digest>[0-9a-f]{64})$")
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 class SettingsError(ValueError):
     """A context setting is invalid; the message names the context key."""
 
     def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
+        super().__init__(
+            f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
         self.key = key
 
 
@@ -155,7 +158,8 @@ def _as_int(key: str, value: Any, lo: int, hi: int) -> int:
 def _as_prefix(key: str, value: Any) -> str:
     if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value):
         raise SettingsError(
-            key, f"must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), got {value!r}"
+            key, "must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), "
+            f"got {value!r}"
         )
     return value
 
@@ -260,7 +264,8 @@ def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
             raw[path.stem] = thresholds
     if "default" not in raw:
         return {"default": dict(FALLBACK_THRESHOLDS)}
-    return {name: _thresholds(f"quality_thresholds (from {name}.json)", thresholds, {}) for name, thresholds in raw.items()}
+    return {name: _thresholds(f"quality_thresholds (from {name}.json)", thresholds, {})
+            for name, thresholds in raw.items()}
 
 
 def _instance_count(raw: Any) -> int:
@@ -301,7 +306,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         if input_prefix.startswith(prefix) or prefix.startswith(input_prefix):
             raise SettingsError(
                 key,
-                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs (recursion)",
+                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs "
+                "(recursion)",
             )
 
     # The staging prefix is written by the trigger and read by the jobs: under the input prefix a copy would start a
@@ -323,7 +329,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     instance_type = value("instance_type")
     allowed_types = _processing_instance_types()
     if instance_type not in allowed_types:
-        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type (e.g. ml.t3.medium, ml.m5.xlarge)")
+        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type "
+                            "(e.g. ml.t3.medium, ml.m5.xlarge)")
     if has_local_nvme(instance_type):
         raise SettingsError(
             "instance_type",
@@ -346,7 +353,9 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()
     if image_version not in versions:
-        raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
+        raise SettingsError("sklearn_image_version",
+                            f"{image_version!r} is not in sagemaker-core's sklearn image config; "
+                            f"known: {sorted(versions)}")
 
     asset_kms_key_arn = value("asset_kms_key_arn")
     if asset_kms_key_arn in ("", None):
@@ -363,8 +372,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         raise SettingsError(
             "sklearn_image_uri",
             f"must be a scikit-learn image pinned by digest, "
-            f"<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got {image_uri!r} "
-            "(a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
+            "<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got "
+            f"{image_uri!r} (a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
     else:
         image_uri = image_uri.strip()
         match = IMAGE_DIGEST_URI_RE.fullmatch(image_uri)
@@ -387,7 +396,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
 
     log_retention_days = _as_int("log_retention_days", value("log_retention_days"), 1, 3653)
     if log_retention_days not in LOG_RETENTION_CHOICES:
-        raise SettingsError("log_retention_days", f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
+        raise SettingsError("log_retention_days",
+                            f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
 
     datasets = load_dataset_thresholds(configs_dir)
     psi_alarms = load_dataset_psi_alarms(configs_dir)

@@ -37,7 +37,8 @@ def registries(version: str) -> dict[str, str]:
     """Region -> ECR registry account of the scikit-learn image ``version`` (from sagemaker-core's JSON)."""
     versions = _sklearn_config()[IMAGE_SCOPE]["versions"]
     if version not in versions:
-        raise ImageResolutionError(f"scikit-learn image version {version!r} is not in sagemaker-core's config; known: {sorted(versions)}")
+        raise ImageResolutionError(
+            f"scikit-learn image version {version!r} is not in sagemaker-core's config; known: {sorted(versions)}")
     return dict(sorted(versions[version]["registries"].items()))
 
 

@@ -1,4 +1,5 @@
-"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda -> CreateProcessingJob."""
+"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda ->
+CreateProcessingJob."""
 
 from __future__ import annotations
 
@@ -166,9 +167,10 @@ class ProcessingTrigger(Construct):
             )
         )
         # The event source grants consume rights, incl. sqs:ChangeMessageVisibility used by the handler to back off.
-        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by s3:prefix)
-        # is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as "no baseline"
-        # (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS, bucket policy).
+        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by
+        # s3:prefix) is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as
+        # "no baseline" (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS,
+        # bucket policy).
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="CheckBaseline",

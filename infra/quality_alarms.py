@@ -134,7 +134,8 @@ class _TopicTarget:
 
 
 def other_datasets_query(namespace: str, metric: str, configured: Sequence[str]) -> str:
-    """The Metrics Insights query over every ``Dataset`` value except the configured ones (the form localcloud evaluates).
+    """The Metrics Insights query over every ``Dataset`` value except the configured ones (the form localcloud
+    evaluates).
 
     ``SELECT MAX(<metric>) FROM SCHEMA("<namespace>", Dataset) WHERE Dataset != 'a' AND Dataset != 'b'``: one
     aggregated series, the maximum over the matching datasets (metrics with exactly the one dimension ``Dataset``).

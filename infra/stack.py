@@ -164,10 +164,12 @@ class DataQualityStack(Stack):
 
         outputs = {
             "DataBucketName": (self.data.bucket.bucket_name, "Data bucket: upload to <input_prefix><dataset>/<file>"),
-            "AlertTopicArn": (self.alarms.topic.topic_arn, "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
+            "AlertTopicArn": (self.alarms.topic.topic_arn,
+                              "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
             "TriggerQueueUrl": (self.trigger.queue.queue_url, "Queue buffering upload events for the trigger Lambda"),
             "TriggerDlqUrl": (self.trigger.dlq.queue_url, "Upload events that kept failing"),
-            "MetricsDlqUrl": (self.metrics.dlq.queue_url, "Job state-change events whose metrics could not be published"),
+            "MetricsDlqUrl": (self.metrics.dlq.queue_url,
+                              "Job state-change events whose metrics could not be published"),
             "DashboardName": (self.dashboard.dashboard.dashboard_name, "CloudWatch dashboard"),
             "JobRoleArn": (self.job.role.role_arn, "Execution role of the processing jobs"),
             "TriggerFunctionName": (self.trigger.function.function_name, "Trigger Lambda"),
