@@ -23,6 +23,7 @@ Everything is started and stopped here; nothing is left running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -114,10 +115,8 @@ def make_drifted(source: Path, dest: Path) -> None:
         for row in reader:
             if row.get("department") == DROPPED_DEPARTMENT:
                 continue
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 row["salary"] = f"{float(row['salary']) * SALARY_SHIFT:.2f}"
-            except (KeyError, ValueError):
-                pass
             writer.writerow(row)
 
 
