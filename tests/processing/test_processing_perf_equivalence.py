@@ -1,7 +1,8 @@
 """The fast path (and the streaming path) give exactly the outputs and metrics of the straightforward one.
 
-The reference is the job as it was before the performance work, kept verbatim in ``reference_impl/``
-(pandas ``duplicated``, single-block JSON, sequential writes). Compared on small reference and messy datasets,
+The reference is the job as it was before the performance work, frozen in ``reference_impl/`` (pandas
+``duplicated``, single-block JSON, sequential writes): it imports nothing of the job (test_processing_imports.py), so
+a change to the job cannot change the oracle; see docs/processing.md "Tests". Compared on small reference and messy datasets,
 with several configs: every metric except the timing/timestamp fields, every output table cell by cell, and the
 statistics files byte for byte.
 """
@@ -26,6 +27,8 @@ from processing.sample import generate
 # pick whichever was imported first.
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 VOLATILE = {"timestamp", "processing_seconds", "mode"}
+# Facts about the installed code, not about the data: the frozen oracle does not report them.
+INSTALLED = {"package_version", "library_drift"}
 
 
 def messy_csv() -> bytes:
@@ -99,6 +102,8 @@ def _strip(metrics: dict[str, Any], out: Path) -> dict[str, Any]:
     for key in VOLATILE:
         m.pop(key, None)
         m["summary"].pop(key, None)
+    for key in INSTALLED:
+        m.pop(key, None)
     return json.loads(json.dumps(m).replace(str(out), "<out>"))
 
 
