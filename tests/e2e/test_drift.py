@@ -16,6 +16,7 @@ Input objects are never modified (same bytes, one version each). No timing asser
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -59,10 +60,8 @@ def _shift(body: bytes) -> bytes:
     for row in rows:
         if row["department"] == DROPPED_DEPARTMENT:
             continue
-        try:
+        with contextlib.suppress(ValueError):
             row["salary"] = f"{float(row['salary']) * SALARY_FACTOR:.2f}"
-        except ValueError:
-            pass
         writer.writerow(row)
     return buf.getvalue().encode("utf-8")
 

@@ -268,7 +268,7 @@ def test_nvme_and_instance_count_messages_say_why(tmp_path: Path) -> None:
 def test_bad_dataset_config_file_is_named(tmp_path: Path) -> None:
     configs = write_configs(tmp_path / "configs")
     (configs / "broken.json").write_text("{")
-    with pytest.raises(SettingsError, match="broken.json"):
+    with pytest.raises(SettingsError, match=r"broken\.json"):
         load_dataset_thresholds(configs)
 
 

@@ -601,7 +601,7 @@ def test_no_ok_actions_and_a_recovery_rule_for_alarm_to_ok(synth: Synth) -> None
     i = ids(synth)
     for a in resources(synth.template_json, "AWS::CloudWatch::Alarm").values():
         assert "OKActions" not in a["Properties"] and "InsufficientDataActions" not in a["Properties"]
-    (rule_id, rule) = only(synth.template_json, "AWS::Events::Rule", "AlarmsRecoveryRule")
+    (_rule_id, rule) = only(synth.template_json, "AWS::Events::Rule", "AlarmsRecoveryRule")
     props = rule["Properties"]
     assert props["EventPattern"] == {
         "source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],

@@ -70,7 +70,7 @@ MODES = ("missing", "ignore", "breaching", "notBreaching")
 
 def cases(table, m):
     for row in table:
-        for mode, expected in zip(MODES, row[1:]):
+        for mode, expected in zip(MODES, row[1:], strict=True):
             yield pytest.param(row[0], m, mode, expected, id=f"{m}of3-{mode}-{row[0].replace(' ', '')}")
 
 
@@ -131,7 +131,7 @@ def test_m_of_n_from_raw_samples_and_period_buckets():
     state, reason = evaluate_alarm(a, pts, NOW)
     assert state == ALARM and "2 out of the last 3 datapoints" in reason
     # the newest period now averages 5 (not > 5) -> 1 of 3 -> OK
-    state, _ = evaluate_alarm(a, pts + [(LAST + 2, 3.0)], NOW)
+    state, _ = evaluate_alarm(a, [*pts, (LAST + 2, 3.0)], NOW)
     assert state == OK
 
 

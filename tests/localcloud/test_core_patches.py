@@ -261,7 +261,8 @@ def test_lambda_invoke_runs_deployed_code_with_environment(aws):
            "def handler(event, context):\n"
            "    print('hello from', context.function_name)\n"
            "    boto3.client('s3').create_bucket(Bucket='made-by-lambda')\n"
-           "    return {'got': event['x'], 'env': os.environ['MY_VAR'], 'left': context.get_remaining_time_in_millis() > 0}\n")
+           "    return "
+           "{'got': event['x'], 'env': os.environ['MY_VAR'], 'left': context.get_remaining_time_in_millis() > 0}\n")
     lam.create_function(FunctionName="f", Runtime="python3.12", Role=role, Handler="index.handler",
                         Code={"ZipFile": _zip(src)}, Environment={"Variables": {"MY_VAR": "v"}}, Timeout=10)
     out = lam.invoke(FunctionName="f", Payload=json.dumps({"x": 1}))

@@ -145,7 +145,7 @@ def test_group_statistics_say_when_medians_come_from_a_sample(tmp_path):
 
 def test_a_metrics_insights_alarm_shows_its_query(tmp_path):
     query = "SELECT MAX(JobFailed) FROM SCHEMA(\"DataQualityPipeline\", Dataset) WHERE Dataset != 'default'"
-    alarms = ALARMS + [{"AlarmName": "dq_OtherDatasetsJobFailed", "StateValue": "ALARM", "Threshold": 1.0,
+    alarms = [*ALARMS, {"AlarmName": "dq_OtherDatasetsJobFailed", "StateValue": "ALARM", "Threshold": 1.0,
                         "ComparisonOperator": "GreaterThanOrEqualToThreshold",
                         "Metrics": [{"Id": "q", "Expression": query, "Period": 300, "ReturnData": True}]}]
     text = write_report(tmp_path / "r.html", metrics=METRICS, statistics=pd.DataFrame(STATS),

@@ -32,7 +32,7 @@ def employees(path: Path, n: int, seed: int, *, depts: list[str] = DEPTS, salary
     lines = ["id,name,age,salary,profile,department"]
     for i in range(n):
         ident = "" if i < bad_ids else str(i + 1)
-        profile = '"{""address"": ""%d Main St"", ""phone"": ""555"", ""email"": ""e%d@x.org""}"' % (i, i)
+        profile = f'"{{""address"": ""{i} Main St"", ""phone"": ""555"", ""email"": ""e{i}@x.org""}}"'
         lines.append(f"{ident},Name{i},{ages[i]},{salaries[i]},{profile},{dept[i]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -4,6 +4,7 @@ within the documented rank-error bound (processing/batchstats.py), and exactness
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def test_group_stats_merged_over_batches_equal_one_pass(keys: list[str]) -> None
                                               ("k", ("nunique", "sum", "count"))))
     stats = batchstats.GroupStats(spec)
     cuts = [0, *np.sort(rng.choice(np.arange(1, n), 30, replace=False)).tolist(), n]
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         stats.add(frame.iloc[a:b])
     from processing import transform
 
@@ -212,7 +213,7 @@ def test_merge_by_row_interleaves_sorted_streams() -> None:
 
     def chunks(values: np.ndarray) -> Any:
         cuts = [0, *np.sort(rng.choice(np.arange(1, len(values)), 25, replace=False)).tolist(), len(values)]
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             yield pa.table({"k": values[a:b], "v": values[a:b] * 2})
 
     merged = pa.concat_tables(workfiles.merge_by_row([chunks(r) for r in runs], "k"))
