@@ -118,7 +118,8 @@ def test_run_options_from_the_environment() -> None:
     assert run_options("auto", {}) == RunOptions()
     assert run_options("auto", {"PROCESSING_MAX_ROWS_IN_MEMORY": "", "PROCESSING_STREAMING_THRESHOLD_BYTES": "",
                                 "PROCESSING_WORK_DIR": "", "CODE_VERSION": ""}) == RunOptions()
-    assert run_options("memory", {"PROCESSING_MAX_ROWS_IN_MEMORY": " 2500 ", "PROCESSING_STREAMING_THRESHOLD_BYTES": "100",
+    assert run_options("memory", {"PROCESSING_MAX_ROWS_IN_MEMORY": " 2500 ",
+                                  "PROCESSING_STREAMING_THRESHOLD_BYTES": "100",
                                   "PROCESSING_WORK_DIR": "/scratch", "CODE_VERSION": "abc"}) == RunOptions(
         mode="memory", streaming_threshold=100, max_rows=2500, work_dir=Path("/scratch"), code_version="abc")
     with pytest.raises(ValueError):  # as before: not a number is an unexpected failure (exit 1)

@@ -95,7 +95,8 @@ def test_drift_warn_level_warns_and_keeps_outputs_in_place(tmp_path: Path, base_
     [v] = res.metrics["gate"]["violations"]
     assert v["rule"] == "drift.distance_warn" and v["column"] == "salary" and v["action"] == "warn"
     assert v["threshold"] == 0.1 and 0.1 <= v["measured"] < 0.25
-    assert data_files(out, "cleaned") == ["cleaned.parquet"] and data_files(out, "transformed") == ["transformed.parquet"]
+    assert data_files(out, "cleaned") == ["cleaned.parquet"]
+    assert data_files(out, "transformed") == ["transformed.parquet"]
     assert not any((out / "quarantine").iterdir())
 
 

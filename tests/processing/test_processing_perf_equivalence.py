@@ -2,9 +2,9 @@
 
 The reference is the job as it was before the performance work, frozen in ``reference_impl/`` (pandas
 ``duplicated``, single-block JSON, sequential writes): it imports nothing of the job (test_processing_imports.py), so
-a change to the job cannot change the oracle; see docs/processing.md "Tests". Compared on small reference and messy datasets,
-with several configs: every metric except the timing/timestamp fields, every output table cell by cell, and the
-statistics files byte for byte.
+a change to the job cannot change the oracle; see docs/processing.md "Tests". Compared on small reference and messy
+datasets, with several configs: every metric except the timing/timestamp fields, every output table cell by cell,
+and the statistics files byte for byte.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def assert_same(got: Path, expected: Path) -> None:
         if isinstance(ta[name], bytes):
             assert ta[name] == tb[name], name
         else:
-            assert ta[name].schema.equals(tb[name].schema, check_metadata=False), (name, ta[name].schema, tb[name].schema)
+            assert ta[name].schema.equals(tb[name].schema, check_metadata=False), (
+                name, ta[name].schema, tb[name].schema)
             assert ta[name].equals(tb[name]), name
 
 
@@ -207,8 +208,10 @@ def test_auto_mode_streams_above_the_threshold(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_bytes(_utf8_messy())
     cfg = config_mod.validate(copy.deepcopy(DEFAULT_DOC))
     # (cli.py sets streaming_threshold from env PROCESSING_STREAMING_THRESHOLD_BYTES: test_processing_cli.py)
-    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg, streaming_threshold=100).metrics["mode"] == "streaming"
-    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg, streaming_threshold=1 << 40).metrics["mode"] == "memory"
+    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg,
+                        streaming_threshold=100).metrics["mode"] == "streaming"
+    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg,
+                        streaming_threshold=1 << 40).metrics["mode"] == "memory"
 
 
 def test_auto_mode_falls_back_to_memory_for_non_utf8_and_explicit_streaming_fails(tmp_path: Path) -> None:

@@ -242,4 +242,5 @@ def test_a_file_of_unparsable_lines_is_written_to_rejected_not_held(tmp_path: Pa
     assert stream.metrics["rows"] == memory.metrics["rows"] and stream.metrics["inputs"] == memory.metrics["inputs"]
     assert stream.rejected is None
     on_disk = _read_back(tmp_path / "s" / stream.metrics["outputs"]["rejected"][0])
-    assert on_disk.equals(memory.rejected) and on_disk.column("_raw_line")[2_999].as_py() == "2999;n2999;30;50000;{};Sales"
+    assert on_disk.equals(memory.rejected)
+    assert on_disk.column("_raw_line")[2_999].as_py() == "2999;n2999;30;50000;{};Sales"
