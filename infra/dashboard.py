@@ -1,4 +1,5 @@
-"""The CloudWatch dashboard: quality per dataset, job outcomes and durations, backlog, DLQs, Lambdas, alarm status."""
+"""The CloudWatch dashboard: alarm status, quality per configured dataset, every dataset's quality, jobs and drift
+(Metrics Insights queries grouped by ``Dataset``), backlog, DLQs, Lambdas."""
 
 from __future__ import annotations
 
@@ -17,7 +18,28 @@ ROW_METRICS = ("RowsIn", "RowsOut", "RowsRejected")
 PERIOD = 300  # seconds
 WIDTH = 24  # grid units (full width)
 HALF = 12  # grid units
+QUARTER = 6  # grid units
+#: Widgets over every dataset (function, metric, title): a Metrics Insights query each, grouped by Dataset.
+EVERY_DATASET_WIDGETS = (
+    ("MAX", "RejectedRate", "rejected rate (Maximum per batch)"),
+    ("MAX", "MissingRateAfter", "missing rate after cleaning (Maximum)"),
+    ("SUM", "RowsOut", "rows out"),
+    ("MAX", "ProcessingSeconds", "processing seconds (Maximum)"),
+    ("SUM", "JobSucceeded", "jobs succeeded"),
+    ("SUM", "JobFailed", "jobs failed or stopped"),
+    ("SUM", "MetricsUnavailable", "metrics unavailable"),
+    ("SUM", "QualityGateFailed", "batches failing the quality gate"),
+    ("SUM", "QualityGateWarned", "batches warned by the quality gate"),
+    ("MAX", "DriftMaxPsi", "drift from baseline: max PSI"),
+    ("MAX", "DriftedColumns", "drifted columns"),
+    ("SUM", "DriftUnavailable", "batches without drift (no or unreadable baseline)"),
+)
 MAX_ALARMS_PER_WIDGET = 100  # CloudWatch limit of an alarm status widget
+
+
+def insights_query(namespace: str, function: str, metric_name: str) -> str:
+    """A CloudWatch Metrics Insights query: ``function(metric_name)`` of every ``Dataset`` series, one per dataset."""
+    return f'SELECT {function}({metric_name}) FROM SCHEMA("{namespace}", {DIMENSION}) GROUP BY {DIMENSION}'
 
 
 @dataclass(frozen=True)
@@ -82,47 +104,33 @@ class PipelineDashboard(Construct):
                     width=HALF,
                 ),
             )
+        # Every dataset, configured or not: Metrics Insights queries grouped by Dataset, so a dataset that appears
+        # after the deploy is charted without a redeploy (one line per Dataset value). CloudWatch runs one Metrics
+        # Insights query per widget (GetMetricData takes one such query), hence one widget per query.
         self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Drift from baseline: max PSI (Maximum)",
-                left=[metric("DriftMaxPsi", d, "Maximum") for d in props.datasets],
-                right=[metric("DriftedColumns", d, "Maximum") for d in props.datasets],
-                width=HALF,
-            ),
-            cw.GraphWidget(
-                title="Quality gate: failed / warned, drift unavailable",
-                left=[
-                    metric(name, d, "Sum")
-                    for d in props.datasets
-                    for name in ("QualityGateFailed", "QualityGateWarned", "DriftUnavailable")
-                ],
-                width=HALF,
-            ),
-        )
-        self.dashboard.add_widgets(
-            cw.GraphWidget(
-                title="Jobs: succeeded / failed / metrics unavailable",
-                left=[metric(name, d, "Sum") for d in props.datasets
-                      for name in ("JobSucceeded", "JobFailed", "MetricsUnavailable")],
-                width=HALF,
-            ),
-            cw.GraphWidget(
-                title="Jobs: processing seconds (Maximum)",
-                left=[metric("ProcessingSeconds", d, "Maximum") for d in props.datasets],
-                width=HALF,
-            ),
+            *(
+                cw.GraphWidget(
+                    title=f"All datasets: {title}",
+                    left=[
+                        cw.MathExpression(
+                            expression=insights_query(props.namespace, function, name),
+                            using_metrics={},
+                            period=Duration.seconds(PERIOD),
+                        )
+                    ],
+                    width=QUARTER,
+                )
+                for function, name, title in EVERY_DATASET_WIDGETS
+            )
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Trigger queue backlog",
                 left=[
-                    props.queue.metric_approximate_number_of_messages_visible(
-                        period=Duration.seconds(PERIOD), statistic="Maximum"),
-                    props.queue.metric_approximate_number_of_messages_not_visible(
-                        period=Duration.seconds(PERIOD), statistic="Maximum"),
+                    props.queue.metric_approximate_number_of_messages_visible(period=Duration.seconds(PERIOD), statistic="Maximum"),
+                    props.queue.metric_approximate_number_of_messages_not_visible(period=Duration.seconds(PERIOD), statistic="Maximum"),
                 ],
-                right=[props.queue.metric_approximate_age_of_oldest_message(
-                    period=Duration.seconds(PERIOD), statistic="Maximum")],
+                right=[props.queue.metric_approximate_age_of_oldest_message(period=Duration.seconds(PERIOD), statistic="Maximum")],
                 width=HALF,
             ),
             cw.GraphWidget(
@@ -143,10 +151,8 @@ class PipelineDashboard(Construct):
                     m
                     for f in props.functions
                     for m in (
-                        f.function.metric_errors(period=Duration.seconds(PERIOD), statistic="Sum",
-                                                 label=f"{f.label} errors"),
-                        f.function.metric_throttles(period=Duration.seconds(PERIOD), statistic="Sum",
-                                                    label=f"{f.label} throttles"),
+                        f.function.metric_errors(period=Duration.seconds(PERIOD), statistic="Sum", label=f"{f.label} errors"),
+                        f.function.metric_throttles(period=Duration.seconds(PERIOD), statistic="Sum", label=f"{f.label} throttles"),
                     )
                 ],
                 width=HALF,

@@ -57,12 +57,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from localcloud import metrics_insights
 
 OK, ALARM, INSUFFICIENT = "OK", "ALARM", "INSUFFICIENT_DATA"
 MOTO_INITIAL_REASON = "Unchecked: Initial alarm creation"
@@ -120,31 +121,29 @@ class InsightsQuery:
         return set(dims) == {self.dimension} and dims[self.dimension] not in self.excluded
 
 
-_SELECT = re.compile(
-    r'SELECT\s+(?P<fn>[A-Za-z]+)\s*\(\s*(?P<metric>[A-Za-z0-9_.\-]+)\s*\)\s+FROM\s+SCHEMA\s*\(\s*"(?P<ns>[^"]+)"\s*,'
-    r'\s*(?P<dim>[A-Za-z0-9_.\-]+)\s*\)(?:\s+WHERE\s+(?P<where>.+?))?\s*', re.IGNORECASE | re.DOTALL)
-_NOT_EQUAL = re.compile(r"(?P<dim>[A-Za-z0-9_.\-]+)\s*!=\s*'(?P<value>[^']*)'")
-
-
 def parse_insights_query(expression: str, period: int) -> InsightsQuery:
-    """Parse the one Metrics Insights form we deploy; anything else raises UnsupportedQuery naming the problem."""
-    m = _SELECT.fullmatch(expression.strip())
-    if not m:
-        raise UnsupportedQuery(f"Metrics Insights query not in the evaluated form "
-                               f"'SELECT MAX|MIN|SUM(metric) FROM SCHEMA(\"ns\", dim) [WHERE dim != 'v' AND ...]': "
+    """Parse a Metrics Insights alarm query (the grammar is ``localcloud/metrics_insights.py``'s, shared with the
+    dashboard renderer) and keep it to what an alarm evaluates here: MAX, MIN or SUM over one ``SCHEMA`` dimension,
+    ``WHERE <that dimension> != '<value>'`` clauses only, no GROUP BY (an alarm's query returns one series).
+
+    Raises:
+        UnsupportedQuery: naming what is outside that form.
+    """
+    try:
+        query = metrics_insights.parse(expression)
+    except metrics_insights.UnsupportedQuery as exc:
+        raise UnsupportedQuery(f"Metrics Insights alarm query: {exc}") from None
+    if query.function not in ("MAX", "MIN", "SUM"):
+        raise UnsupportedQuery(f"Metrics Insights function {query.function} is not evaluated locally (MAX, MIN, SUM): "
                                f"{expression!r}")
-    fn = m["fn"].upper()
-    if fn not in ("MAX", "MIN", "SUM"):
-        raise UnsupportedQuery(
-            f"Metrics Insights function {fn} is not evaluated locally (MAX, MIN, SUM): {expression!r}")
-    excluded: list[str] = []
-    if m["where"]:
-        for clause in re.split(r"\s+AND\s+", m["where"].strip(), flags=re.IGNORECASE):
-            c = _NOT_EQUAL.fullmatch(clause.strip())
-            if not c or c["dim"] != m["dim"]:
-                raise UnsupportedQuery(f"WHERE clause {clause!r} is not \"{m['dim']} != '<value>'\": {expression!r}")
-            excluded.append(c["value"])
-    return InsightsQuery(fn, m["metric"], m["ns"], m["dim"], tuple(excluded), int(period))
+    if len(query.dimensions) != 1 or query.group_by:
+        raise UnsupportedQuery(f"an alarm query is evaluated over one SCHEMA dimension without GROUP BY: {expression!r}")
+    for dim, op, value in query.where:
+        if op != "!=" or dim != query.dimensions[0]:
+            raise UnsupportedQuery(f"WHERE clause {dim} {op} '{value}' is not \"{query.dimensions[0]} != '<value>'\": "
+                                   f"{expression!r}")
+    return InsightsQuery(query.function, query.metric, query.namespace, query.dimensions[0],
+                         tuple(value for _, _, value in query.where), int(period))
 
 
 def insights_query(alarm: dict) -> InsightsQuery | None:
@@ -248,7 +247,7 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
     breaches, words = _OPS[alarm["ComparisonOperator"]]
     treat = alarm.get("TreatMissingData") or "missing"
     current = current_state or alarm.get("StateValue") or INSUFFICIENT
-    real = [(s, v) for s, v in zip(starts, buckets, strict=True) if v is not None]
+    real = [(s, v) for s, v in zip(starts, buckets) if v is not None]
     ev = Evaluation(state=current, reason="", buckets=list(buckets), bucket_starts=list(starts))
     thr = f"the threshold ({threshold:g})"
 
@@ -258,8 +257,8 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
         total = len(points) + filled
         shown = ", ".join(f"{v:g} ({_fmt_ts(s)})" for s, v in sorted(points, key=lambda p: -p[0]))
         if filled:
-            shown = ", ".join(x for x in (shown, (f"{filled} missing treated as "
-                                                  f"{'breaching' if filled_breaching else 'not breaching'}")) if x)
+            shown = ", ".join(x for x in (shown, f"{filled} missing treated as "
+                                          f"{'breaching' if filled_breaching else 'not breaching'}") if x)
         if bad >= m:
             ev.state = ALARM
             ev.reason = (f"Threshold Crossed: {bad} out of the last {_plural(total, 'datapoint')} [{shown}] "
@@ -291,7 +290,7 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
         ev.reason = (f"Insufficient Data: {_plural(len(buckets), 'datapoint')} "
                      f"{'was' if len(buckets) == 1 else 'were'} unknown.")
         return ev
-    window = list(zip(starts, buckets, strict=True))[-n:]  # the last N periods, oldest first
+    window = list(zip(starts, buckets))[-n:]  # the last N periods, oldest first
     oldest_bad = next((i for i, (_, v) in enumerate(window) if v is not None and breaches(v, threshold)), None)
     any_good = any(not breaches(v, threshold) for _, v in real)
     if not any_good and oldest_bad is not None and len(window) - oldest_bad >= m and all(

@@ -8,24 +8,36 @@
 
 ``run_until_idle`` pumps, round after round, until a round moves nothing:
 
-1. EventBridge -> Lambda targets (queued by the rule, run here: async invoke, 2 retries on error);
-2. SQS event source mappings (poll, real SQS event shape, ReportBatchItemFailures, redrive to DLQ);
-3. processing jobs that are InProgress: ``localcloud.job_executor.run_job`` performs the request, the job's
-   status is set in the emulator and the "SageMaker Processing Job State Change" event is routed;
-4. ``localcloud.alarms.evaluate_all`` evaluates the deployed alarms on the recorded datapoints; state
-   changes publish to the alarm's SNS actions (moto_patches.patch_alarm_states).
+1. AWS/SQS metric samples for the simulated minutes passed (``service_metrics``);
+2. EventBridge -> Lambda targets (queued by the rule, run here: asynchronous invocation with Lambda's documented
+   retries, event age, dead-letter queue and destinations, on the simulated clock);
+3. SQS event source mappings (poll, real SQS event shape, ReportBatchItemFailures; a failed record comes back when its
+   visibility timeout ends, redrive to the DLQ after maxReceiveCount);
+4. processing jobs that are InProgress: each runs in its own thread (``localcloud.job_executor.run_job``), a finished
+   job's status is set in the emulator and its "SageMaker Processing Job State Change" event is routed;
+5. ``localcloud.alarms.evaluate_all`` evaluates the deployed alarms at the simulated time; state changes publish to
+   the alarm's SNS actions (moto_patches.patch_alarm_states).
+
+When nothing moves but something waits for a time (an invisible message, an async retry), the simulated clock
+(``cloud.clock``, localcloud/clock.py) jumps to it. ``cloud.faults`` injects AWS errors (localcloud/faults.py);
+``job_quota`` / ``set_job_quota`` set processing-instance quotas; ``stop_job`` stops a job. See README.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +45,37 @@ import boto3
 from botocore.config import Config
 
 from localcloud import alarms, job_executor, lambdas, moto_patches
+from localcloud.clock import CLOCK
+from localcloud.faults import FaultInjector, signing_name
 from localcloud.server import ACCOUNT_ID, REGION, MotoServer, client_env
+from localcloud.service_metrics import ServiceMetrics
 
 log = logging.getLogger("localcloud")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASYNC_RETRIES = 2  # Lambda async invoke: 2 retries after the first attempt (AWS default)
+ASYNC_RETRY_DELAYS = (60.0, 120.0)  # "a one-minute wait between the first two attempts, and two minutes between the
+#                                     second and third attempts" (Lambda DG invocation-async-error-handling)
+ASYNC_MAX_EVENT_AGE = 6 * 3600  # default MaximumEventAgeInSeconds (and its maximum)
+ASYNC_THROTTLE_MAX_DELAY = 300.0  # throttled async events: "from 1 second after the first attempt to a maximum of
+#                                   5 minutes" (Lambda DG invocation-async-error-handling)
+DEFAULT_HORIZON = 6 * 3600.0  # run_until_idle: how far (simulated seconds) the clock may jump per call
+TIMER_EPSILON = 0.001  # moto: a message is visible when now > visible_at (strictly)
+MAX_CONCURRENT_JOBS = 8  # threads running local jobs; the instance quota (job_quota) is the AWS-side limit
+
+
+@dataclass
+class AsyncEvent:
+    """An event in a function's asynchronous queue (accepted/due: simulated epoch seconds)."""
+
+    function_arn: str
+    payload: Any
+    accepted: float
+    due: float
+    attempts: int = 0
+    throttles: int = 0
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    last: Any = None  # the last lambdas.Invocation
 
 
 class DeployError(RuntimeError):
@@ -59,7 +96,8 @@ def _find_cdk(app_dir: Path) -> str:
 class LocalCloud:
     """Context manager: moto server in-process + patches + delivery loop. See module docstring."""
 
-    def __init__(self, workdir: str | os.PathLike | None = None, keep_workdir: bool = False):
+    def __init__(self, workdir: str | os.PathLike | None = None, keep_workdir: bool = False,
+                 job_quota: dict[str, int] | None = None):
         self.account = ACCOUNT_ID
         self.region = REGION
         self._own_workdir = workdir is None
@@ -76,16 +114,45 @@ class LocalCloud:
         self._jobs_started: set[str] = set()
         self._clients: dict[str, Any] = {}
         self._procs: set[subprocess.Popen] = set()
+        #: the simulated clock (localcloud/clock.py): cloud.clock.advance(seconds); see also advance()
+        self.clock = CLOCK
+        #: fault injection (localcloud/faults.py): cloud.faults.add(service=..., operation=..., error_code=...)
+        self.faults = FaultInjector()
+        #: AWS/SQS and AWS/Lambda datapoints (localcloud/service_metrics.py)
+        self.metrics = ServiceMetrics(self.account, self.region, self.clock)
+        #: processing-instance quotas, instance type -> instances (CreateProcessingJob: ResourceLimitExceeded beyond)
+        self.job_quota = dict(job_quota or {})
+        self._async_queue: list[AsyncEvent] = []
+        self._job_pool = futures.ThreadPoolExecutor(max_workers=MAX_CONCURRENT_JOBS, thread_name_prefix="job")
+        self._job_futures: dict[str, futures.Future] = {}
+        self._job_stops: dict[str, threading.Event] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "LocalCloud":
         self.server.start()
+        self.server.wrap_app(self.faults.wrap)
+        moto_patches.JOB_QUOTAS.clear()
+        moto_patches.JOB_QUOTAS.update(self.job_quota)
+        self.metrics.start()
+        self.clock.on_advance(self._on_clock_advance)
         return self
 
+    def _on_clock_advance(self, old: float, new: float) -> None:
+        self.metrics.sample_sqs(new)
+
     def stop(self) -> None:
+        for stop in self._job_stops.values():
+            stop.set()
+        self._job_pool.shutdown(wait=True, cancel_futures=True)
+        self._job_futures.clear()
         for proc in list(self._procs):
             _kill_tree(proc)
         self._procs.clear()
+        self.faults.clear()
+        moto_patches.JOB_QUOTAS.clear()
+        self.clock.remove_listener(self._on_clock_advance)
+        self.clock.reset()
+        self._async_queue.clear()
         lambdas.cleanup()
         lambdas.clear_invocations()
         moto_patches.ASYNC_INVOCATIONS.clear()
@@ -201,74 +268,253 @@ class LocalCloud:
         return sqs_backends[self.account][self.region]
 
     # ------------------------------------------------------------------ delivery loop
-    def run_until_idle(self, timeout: float = 180.0, evaluate_alarms: bool = True) -> dict[str, int]:
-        """Pump events until one full round moves nothing; returns counters of what was done.
+    def run_until_idle(self, timeout: float = 180.0, evaluate_alarms: bool = True,
+                       max_horizon: float | None = DEFAULT_HORIZON) -> dict[str, float]:
+        """Pump events until nothing moves; returns counters of what was done.
 
-        Raises TimeoutError if the system is still busy after ``timeout`` seconds.
+        When nothing can move *now* but something is waiting for a time (an SQS message invisible until its
+        visibility timeout or delay ends, an asynchronous Lambda retry), the simulated clock jumps to the earliest
+        such time, as long as that is at most ``max_horizon`` simulated seconds after this call started (None or 0:
+        never advance the clock). Running jobs are waited for before the clock jumps (a job runs "now").
+
+        Raises TimeoutError if the system is still busy after ``timeout`` wall-clock seconds.
         """
         deadline = time.monotonic() + timeout
-        totals = {"async_invocations": 0, "sqs_batches": 0, "jobs": 0, "alarm_transitions": 0}
+        horizon = None if not max_horizon else self.clock.now() + float(max_horizon)
+        totals: dict[str, float] = {"async_invocations": 0, "sqs_batches": 0, "jobs": 0, "alarm_transitions": 0,
+                                    "clock_advanced": 0.0}
         while True:
+            self.metrics.sample_sqs()
             moved = {
                 "async_invocations": self._drain_async_invocations(),
                 "sqs_batches": self._poll_event_source_mappings(),
-                "jobs": self._run_pending_jobs(),
+                "jobs": self._run_pending_jobs() + self._collect_finished_jobs(),
             }
             moved["alarm_transitions"] = self._evaluate_alarms() if evaluate_alarms else 0
             for key, value in moved.items():
                 totals[key] += value
-            if not any(moved.values()):
-                return totals
             if time.monotonic() > deadline:
                 raise TimeoutError(f"local cloud still busy after {timeout} s: {totals}")
+            if any(moved.values()):
+                continue
+            if self._job_futures:  # jobs still running: wait for one to finish
+                futures.wait(list(self._job_futures.values()), timeout=max(0.0, deadline - time.monotonic()),
+                             return_when=futures.FIRST_COMPLETED)
+                continue
+            due = self.next_due_time()
+            if due is None or horizon is None or due > horizon:
+                return totals
+            before = self.clock.now()
+            self.clock.advance_to(due + TIMER_EPSILON)
+            totals["clock_advanced"] += self.clock.now() - before
+
+    def advance(self, seconds: float, timeout: float = 180.0) -> dict[str, float]:
+        """Let ``seconds`` of simulated time pass: the clock moves minute by minute (and to every due timer in
+        between); at each step AWS/SQS metrics are sampled, everything due is pumped and the alarms are evaluated
+        (CloudWatch evaluates alarms every minute)."""
+        target = self.clock.now() + float(seconds)
+        totals: dict[str, float] = {}
+        while True:
+            for key, value in self.run_until_idle(timeout=timeout, max_horizon=None).items():
+                totals[key] = totals.get(key, 0) + value
+            now = self.clock.now()
+            if now >= target:
+                return totals
+            step = min(target, (math.floor(now / 60) + 1) * 60)
+            due = self.next_due_time()
+            if due is not None and now < due < step:
+                step = due + TIMER_EPSILON
+            self.clock.advance_to(min(step, target))
+
+    def next_due_time(self) -> float | None:
+        """Earliest simulated time at which something waiting becomes deliverable: an invisible or delayed message
+        of a queue some event-source mapping polls, or an asynchronous invocation retry. None: nothing waits."""
+        candidates = [ev.due for ev in self._async_queue]
+        lambda_backend = self._lambda_backend()
+        polled = {esm.event_source_arn for esm in lambda_backend._event_source_mappings.values() if esm.enabled}
+        now_ms = self.clock.now() * 1000.0
+        for q in self._sqs_backend().queues.values():
+            if q.queue_arn not in polled:
+                continue
+            for m in list(q._messages):
+                if m.delayed_until and m.delayed_until > now_ms:
+                    candidates.append(m.delayed_until / 1000.0)
+                elif m.visible_at >= now_ms:
+                    candidates.append(m.visible_at / 1000.0)
+        return min(candidates) if candidates else None
+
+    # ------------------------------------------------------------------ Lambda (async + SQS)
+    def _invoke(self, fn, payload) -> lambdas.Invocation | None:
+        """Run the function and record its AWS/Lambda metrics at the simulated time it started.
+
+        None: the invocation was refused by an injected fault on ``lambda`` ``Invoke`` (the function did not run):
+        a 429 (``TooManyRequestsException``) is a throttle and counts in AWS/Lambda ``Throttles``; other statuses are
+        Lambda system errors. Lambda DG: throttles and system errors are retried by the caller (async queue, SQS
+        poller), not counted as function errors."""
+        at = self.clock.now()
+        fault = self.faults.match(signing_name("lambda"), "Invoke")
+        if fault is not None:
+            if fault.http_status == 429:
+                self.metrics.record_throttle(fn.function_name, at=at)
+            log.warning("invocation of %s refused by an injected fault: %s", fn.function_name, fault.error_code)
+            return None
+        inv = lambdas.run_moto_function(fn, payload)
+        inv.started_at = at
+        self.metrics.record_invocation(fn.function_name, error=not inv.ok, duration_s=inv.duration, at=at)
+        return inv
+
+    def _async_settings(self, fn) -> dict[str, Any]:
+        """The function's asynchronous-invocation configuration: EventInvokeConfig (CloudFormation or the API)
+        merged over Lambda's defaults, plus the function's DeadLetterConfig."""
+        config = dict(moto_patches.EVENT_INVOKE_CONFIGS.get(fn.function_name) or {})
+        if not config and getattr(fn, "event_invoke_config", None):
+            config = dict(fn.event_invoke_config[0].config)
+        return {
+            "retries": int(config.get("MaximumRetryAttempts", ASYNC_RETRIES)),
+            "max_age": int(config.get("MaximumEventAgeInSeconds", ASYNC_MAX_EVENT_AGE)),
+            "on_failure": ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination"),
+            "on_success": ((config.get("DestinationConfig") or {}).get("OnSuccess") or {}).get("Destination"),
+            "dlq": (getattr(fn, "dead_letter_config", None) or {}).get("TargetArn"),
+        }
 
     def _drain_async_invocations(self) -> int:
-        """EventBridge -> Lambda: async invoke with the function's retry setting (EventInvokeConfig,
-        default 2 retries); exhausted events go to its OnFailure SQS destination; events for a
-        function that does not exist go to the target's DeadLetterConfig queue."""
+        """Asynchronous invocations (EventBridge -> Lambda) as the Lambda DG documents them
+        ("How Lambda handles errors and retries with asynchronous invocation", "Capturing records of Lambda
+        asynchronous invocations"):
+
+        * a function error is retried ``MaximumRetryAttempts`` times (default 2), one minute after the first attempt
+          and two minutes after the second, on the simulated clock;
+        * an event older than ``MaximumEventAgeInSeconds`` (default 6 h) when its next attempt is due is discarded;
+        * a discarded event (retries exhausted or too old) goes to the OnFailure destination (SQS or SNS) as an
+          invocation record, and to the function's dead-letter queue (``DeadLetterConfig.TargetArn``, SQS or SNS) as
+          the event itself with the attributes ``RequestID``, ``ErrorCode`` (3-digit HTTP status: 200 for a function
+          error) and ``ErrorMessage`` (first 1 KB);
+        * a success goes to the OnSuccess destination, if any.
+
+        An EventBridge target whose function does not exist is a delivery failure: the event goes to the target's
+        ``DeadLetterConfig`` queue with EventBridge's attributes.
+        """
         count = 0
         backend = self._lambda_backend()
         while moto_patches.ASYNC_INVOCATIONS:
-            arn, payload, target = moto_patches.ASYNC_INVOCATIONS.popleft()
-            count += 1
+            item = moto_patches.ASYNC_INVOCATIONS.popleft()
+            arn, payload, target = item[:3]
+            accepted = item[3] if len(item) > 3 else self.clock.now()
             try:
-                fn = backend.get_function(arn)
+                backend.get_function(arn)
             except Exception:
                 log.warning("EventBridge target %s does not exist", arn)
+                count += 1
                 dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
                 if dlq:
-                    self._send_to_sqs_arn(dlq, json.dumps(payload))
+                    self._deliver(dlq, json.dumps(payload), {
+                        "ERROR_CODE": "RESOURCE_NOT_FOUND", "ERROR_MESSAGE": f"Function not found: {arn}",
+                        "EXHAUSTED_RETRY_CONDITION": "NonRetryable", "RETRY_ATTEMPTS": "0",
+                        "TARGET_ARN": arn}, numeric=())
                 continue
-            config = moto_patches.EVENT_INVOKE_CONFIGS.get(fn.function_name, {})
-            retries = int(config.get("MaximumRetryAttempts", ASYNC_RETRIES))
-            for _attempt in range(1 + retries):
-                inv = lambdas.run_moto_function(fn, payload)
-                if inv.ok:
-                    break
-            else:
-                self.async_failures.append(inv)
-                log.warning("async invoke of %s failed %d times: %s", fn.function_name, 1 + retries, inv.error)
-                dest = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-                if dest and ":sqs:" in dest:
-                    self._send_to_sqs_arn(dest, json.dumps({
-                        "version": "1.0",
-                        "requestContext": {"requestId": inv.request_id, "functionArn": fn.function_arn,
-                                           "condition": "RetriesExhausted", "approximateInvokeCount": 1 + retries},
-                        "requestPayload": payload,
-                        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
-                                            "functionError": "Unhandled"},
-                        "responsePayload": inv.error,
-                    }))
+            self._async_queue.append(AsyncEvent(function_arn=arn, payload=payload, accepted=accepted, due=accepted))
+        now = self.clock.now()
+        for ev in sorted([e for e in self._async_queue if e.due <= now], key=lambda e: e.due):
+            self._async_queue.remove(ev)
+            count += 1
+            try:
+                fn = backend.get_function(ev.function_arn)
+            except Exception:
+                continue  # deleted since the event was accepted
+            settings = self._async_settings(fn)
+            if self.clock.now() - ev.accepted > settings["max_age"]:
+                self._async_discard(fn, ev, settings, "EventAgeExceeded")
+                continue
+            inv = self._invoke(fn, ev.payload)
+            if inv is None:  # throttled / system error: back to the queue, 1 s doubling to 5 min, until max age
+                ev.throttles += 1
+                ev.due = self.clock.now() + min(ASYNC_THROTTLE_MAX_DELAY, 2.0 ** (ev.throttles - 1))
+                self._async_queue.append(ev)
+                continue
+            ev.attempts += 1
+            ev.last = inv
+            if inv.ok:
+                if settings["on_success"]:
+                    self._deliver(settings["on_success"], json.dumps(self._invocation_record(fn, ev, "Success")))
+                continue
+            if ev.attempts <= settings["retries"]:
+                ev.due = self.clock.now() + (ASYNC_RETRY_DELAYS[min(ev.attempts, len(ASYNC_RETRY_DELAYS)) - 1])
+                self._async_queue.append(ev)
+                continue
+            self._async_discard(fn, ev, settings, "RetriesExhausted")
         return count
 
+    def _invocation_record(self, fn, ev: "AsyncEvent", condition: str) -> dict[str, Any]:
+        """The invocation record Lambda sends to a destination (Lambda DG "Capturing records of Lambda asynchronous
+        invocations", example invocation record)."""
+        inv = ev.last
+        record: dict[str, Any] = {
+            "version": "1.0",
+            "timestamp": self.clock.datetime().strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.clock.now() % 1:.3f}"[2:] + "Z",
+            "requestContext": {"requestId": ev.request_id, "functionArn": f"{fn.function_arn}:$LATEST",
+                               "condition": condition, "approximateInvokeCount": ev.attempts},
+            "requestPayload": ev.payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+        }
+        if inv is not None and not inv.ok:
+            record["responseContext"]["functionError"] = "Unhandled"
+            record["responsePayload"] = inv.error
+        elif inv is not None:
+            record["responsePayload"] = inv.result
+        return record
+
+    def _async_discard(self, fn, ev: "AsyncEvent", settings: dict[str, Any], condition: str) -> None:
+        inv = ev.last
+        failure = lambdas.Invocation(function_name=fn.function_name, event=ev.payload,
+                                     error=(inv.error if inv is not None and inv.error else
+                                            {"errorType": condition, "errorMessage": f"event discarded: {condition}"}))
+        failure.request_id = ev.request_id
+        self.async_failures.append(failure)
+        log.warning("async invoke of %s discarded (%s after %d attempts): %s", fn.function_name, condition,
+                    ev.attempts, failure.error)
+        if settings["on_failure"]:
+            self._deliver(settings["on_failure"], json.dumps(self._invocation_record(fn, ev, condition)))
+        if settings["dlq"]:
+            message = str((failure.error or {}).get("errorMessage", ""))
+            self._deliver(settings["dlq"], json.dumps(ev.payload),
+                          {"RequestID": ev.request_id, "ErrorCode": "200" if inv is not None else "429",
+                           "ErrorMessage": message[:1024]},
+                          numeric=("ErrorCode",))
+
+    def _deliver(self, arn: str, body: str, attributes: dict[str, str] | None = None,
+                 numeric: tuple[str, ...] = ()) -> bool:
+        """Send to an SQS queue or SNS topic by ARN (in-process, as the service would); False if it does not exist."""
+        attributes = attributes or {}
+        if ":sqs:" in arn:
+            sqs = self._sqs_backend()
+            for q in sqs.queues.values():
+                if q.queue_arn == arn:
+                    attrs = {k: {"DataType": "Number" if k in numeric else "String", "StringValue": v}
+                             for k, v in attributes.items()}
+                    sqs.send_message(q.name, body, message_attributes=attrs)
+                    return True
+        elif ":sns:" in arn:
+            from moto.sns.models import sns_backends
+
+            attrs = {k: {"DataType": "Number" if k in numeric else "String", "StringValue": v}
+                     for k, v in attributes.items()}
+            try:
+                sns_backends[self.account][self.region].publish(message=body, arn=arn, message_attributes=attrs)
+                return True
+            except Exception:
+                log.exception("delivery to %s failed", arn)
+        log.warning("destination %s does not exist; record dropped", arn)
+        return False
+
     def _send_to_sqs_arn(self, queue_arn: str, body: str) -> None:
-        sqs = self._sqs_backend()
-        for q in sqs.queues.values():
-            if q.queue_arn == queue_arn:
-                sqs.send_message(q.name, body)
-                return
+        self._deliver(queue_arn, body)
 
     def _poll_event_source_mappings(self) -> int:
+        """SQS event-source mappings: receive a batch (the queue's VisibilityTimeout applies, as Lambda's poller
+        uses the queue's setting), invoke, delete what succeeded. A failed record is *not* touched: it becomes
+        visible again when its visibility timeout ends on the simulated clock, i.e. the queue's VisibilityTimeout or
+        whatever the function set with ChangeMessageVisibility (Lambda DG "Handling errors for an SQS event source";
+        SQS DG "Amazon SQS visibility timeout"); the queue's RedrivePolicy moves it after maxReceiveCount."""
         batches = 0
         lambda_backend = self._lambda_backend()
         sqs = self._sqs_backend()
@@ -284,16 +530,16 @@ class LocalCloud:
             batches += 1
             fn = lambda_backend.get_function(esm.function_arn)
             records = [self._sqs_record(m, queue) for m in messages]
-            inv = lambdas.run_moto_function(fn, {"Records": records})
+            inv = self._invoke(fn, {"Records": records})
+            if inv is None:  # throttled: the batch is left as it is and comes back after its visibility timeout
+                continue
             failed: set[str] = set()
             if not inv.ok:
                 failed = {m.id for m in messages}
             elif "ReportBatchItemFailures" in (esm.function_response_types or []):
                 failed = _batch_item_failures(inv.result, {m.id for m in messages})
             for m in messages:
-                if m.id in failed:  # back for redelivery (AWS: after the visibility timeout; here at once)
-                    sqs.change_message_visibility(queue.name, m.receipt_handle, 0)
-                else:
+                if m.id not in failed:
                     sqs.delete_message(queue.name, m.receipt_handle)
         return batches
 
@@ -312,9 +558,10 @@ class LocalCloud:
             "receiptHandle": m.receipt_handle,
             "body": m.body,
             "attributes": attrs,
-            "messageAttributes": {
-                k: {"stringValue": v.get("string_value"), "binaryValue": v.get("binary_value"),
-                    "stringListValues": [], "binaryListValues": [], "dataType": v.get("data_type")}
+            "messageAttributes": {  # moto keeps the API shape (DataType/StringValue/BinaryValue)
+                k: {"stringValue": v.get("StringValue", v.get("string_value")),
+                    "binaryValue": v.get("BinaryValue", v.get("binary_value")),
+                    "stringListValues": [], "binaryListValues": [], "dataType": v.get("DataType", v.get("data_type"))}
                 for k, v in (m.message_attributes or {}).items()
             },
             "md5OfBody": m.body_md5,
@@ -323,25 +570,42 @@ class LocalCloud:
             "awsRegion": self.region,
         }
 
+    # ------------------------------------------------------------------ processing jobs
     def _run_pending_jobs(self) -> int:
+        """Start every new InProgress job in its own thread (jobs run concurrently; how many can be InProgress at
+        once is the instance quota's business, enforced by CreateProcessingJob: ``job_quota``)."""
         count = 0
-        for desc in moto_patches.processing_jobs(self.account, self.region, status="InProgress"):
+        for desc in moto_patches.processing_jobs(self.account, self.region):
             name = desc["ProcessingJobName"]
-            if name in self._jobs_started:
+            if desc["ProcessingJobStatus"] not in moto_patches.ACTIVE_JOB_STATUSES or name in self._jobs_started:
                 continue
             self._jobs_started.add(name)
             count += 1
-            self.run_job(name)
+            _ = self.s3  # create the client here: boto3's default session is not thread-safe for client creation
+            self._job_futures[name] = self._job_pool.submit(self._execute_job, name)
         return count
 
-    def run_job(self, name: str) -> Any:
-        """Hand one InProgress job to ``localcloud.job_executor.run_job`` and record its outcome."""
+    def _execute_job(self, name: str) -> Any:
         request = dict(moto_patches.PROCESSING_JOB_REQUESTS[name])
         request.pop("ProcessingJobArn", None)
         created = moto_patches.describe_processing_job(self.account, self.region, name).get("CreationTime")
         created_ms = int(created.timestamp() * 1000) if hasattr(created, "timestamp") else None
-        result = job_executor.run_job(request, s3=self.s3, workdir=self.workdir / "jobs", region=self.region,
-                                      account=self.account, created_ms=created_ms)
+        stop = self._job_stops.setdefault(name, threading.Event())
+        return job_executor.run_job(request, s3=self.s3, workdir=self.workdir / "jobs", region=self.region,
+                                    account=self.account, created_ms=created_ms, now_ms=self.clock.now_ms, stop=stop)
+
+    def _collect_finished_jobs(self) -> int:
+        count = 0
+        for name, future in list(self._job_futures.items()):
+            if future.done():
+                del self._job_futures[name]
+                self._finish_job(name, future.result())
+                count += 1
+        return count
+
+    def _finish_job(self, name: str, result: Any) -> Any:
+        request = dict(moto_patches.PROCESSING_JOB_REQUESTS[name])
+        request.pop("ProcessingJobArn", None)
         self.job_results[name] = result
         moto_patches.set_processing_job_status(self.account, self.region, name, result.status,
                                                failure_reason=result.failure_reason,
@@ -350,9 +614,31 @@ class LocalCloud:
         moto_patches.put_event(self.account, self.region, event)
         return result
 
+    def run_job(self, name: str) -> Any:
+        """Run one InProgress job now (blocking) with ``localcloud.job_executor.run_job`` and record its outcome."""
+        self._jobs_started.add(name)
+        return self._finish_job(name, self._execute_job(name))
+
+    def stop_job(self, name: str) -> None:
+        """StopProcessingJob: a running job's process group gets SIGTERM (then SIGKILL) and the job ends
+        ``Stopped`` (its state-change event is routed like any other); a job not started yet ends Stopped too."""
+        self._job_stops.setdefault(name, threading.Event()).set()
+        status = moto_patches.describe_processing_job(self.account, self.region, name)["ProcessingJobStatus"]
+        if status == "InProgress":
+            moto_patches.set_processing_job_status(self.account, self.region, name, "Stopping")
+
+    def set_job_quota(self, instance_type: str, instances: int | None) -> int | None:
+        """Set (None: remove) the processing-instance quota of ``instance_type``; returns the previous value."""
+        previous = moto_patches.JOB_QUOTAS.get(instance_type)
+        if instances is None:
+            moto_patches.JOB_QUOTAS.pop(instance_type, None)
+        else:
+            moto_patches.JOB_QUOTAS[instance_type] = int(instances)
+        return previous
+
     def _evaluate_alarms(self) -> int:
         # publish=False: state changes reach SNS through moto_patches.patch_alarm_states (any SetAlarmState does)
-        transitions = alarms.evaluate_all(self.cloudwatch, self.sns, publish=False)
+        transitions = alarms.evaluate_all(self.cloudwatch, self.sns, now=self.clock.now(), publish=False)
         self.alarm_transitions.extend(transitions)
         return len(transitions)
 

@@ -16,7 +16,9 @@
    the data goes to ``quarantine/default/<job>/`` with ``violations.json``, and the drift and gate alarms notify SNS;
 6. prints both runs (rows, quality, drift, gate, alarms, notifications), copies each job's outputs to
    ``<out>/<job-name>/`` and writes ``<out>/report.html`` (reference batch) and ``<out>/report-drift.html``
-   (drifted batch, with the per-column baseline vs batch distributions).
+   (drifted batch, with the per-column baseline vs batch distributions), and ``<out>/dashboard.html``: the deployed
+   CloudWatch dashboard (its body read from the stack), widget by widget, with this run's metrics and alarm states
+   (``localcloud/dashboard_render.py``).
 
 Everything is started and stopped here; nothing is left running.
 """
@@ -307,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                 local2, files2 = fetch_job(cloud, bucket, job2["ProcessingJobName"], out)
                 second = Run(DRIFT_KEY, version2, job2, local2, files2, alarm_snapshot(cloud),
                              cloud.sns_messages(topic)[n_sns:] if topic else [])
+            # the deployed dashboard (its own body from the stack), with this run's metrics and alarm states
+            from localcloud.dashboard_render import render
+
+            dashboard_panels = render(cloud, out / "dashboard.html")
 
         report = write_run_report(first, bucket, out / "report.html")
         report2 = write_run_report(second, bucket, out / "report-drift.html") if second else None
@@ -343,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
                         and bool(drift.get("drifted_columns")))
             if not drift_ok:
                 _say("  the drifted batch was not flagged  <-- unexpected")
+        without_data = [p.title for p in dashboard_panels if not p.has_data]
+        _say(f"  dashboard      {out / 'dashboard.html'}: the deployed dashboard, {len(dashboard_panels)} widgets, "
+             f"{len(dashboard_panels) - len(without_data)} with data"
+             + (f"; WITHOUT data: {', '.join(without_data)}  <-- unexpected" if without_data else ""))
         _say(f"done in {time.monotonic() - started:.0f} s")
         if first.job.get("ProcessingJobStatus") != "Completed":
             _say(f"the job did not complete: see {first.local / 'job.log'}")

@@ -53,8 +53,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,19 +282,45 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+class _StopRequested(Exception):
+    pass
+
+
+def _wait(proc: subprocess.Popen, limit: float, stop: threading.Event | None) -> int:
+    """proc.wait(limit), raising _StopRequested as soon as `stop` is set."""
+    if stop is None:
+        return proc.wait(timeout=limit)
+    deadline = time.monotonic() + limit
+    while True:
+        if stop.is_set():
+            raise _StopRequested()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise subprocess.TimeoutExpired(proc.args, limit)
+        try:
+            return proc.wait(timeout=min(0.2, remaining))
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, timeout: float | None = None,
-            region: str | None = None, account: str | None = None, created_ms: int | None = None) -> JobResult:
+            region: str | None = None, account: str | None = None, created_ms: int | None = None,
+            now_ms: Callable[[], int] | None = None, stop: threading.Event | None = None) -> JobResult:
     """Run the processing job a CreateProcessingJob `request` describes, locally; see the module docstring.
 
     `s3` is a boto3 S3 client for the (emulated) account; `region`/`account` default to the client's region and
-    the account in `RoleArn` and are used for the job ARN only. Never raises for job-level failures: they are
-    reported in the returned `JobResult` (status Failed/Stopped with a reason).
+    the account in `RoleArn` and are used for the job ARN only. `now_ms` is the time source of the job's start and end
+    times (the local cloud's simulated clock; default: wall time). Setting `stop` (StopProcessingJob) ends the job as
+    SageMaker documents for a stop: the container gets SIGTERM (then SIGKILL), status ``Stopped``, no outputs
+    uploaded. Several jobs may run at once (one thread each). Never raises for job-level failures: they are reported
+    in the returned `JobResult` (status Failed/Stopped with a reason).
     """
+    clock_ms = now_ms or _now_ms
     name = request["ProcessingJobName"]
     region = region or s3.meta.region_name or "us-east-1"
     account = account or _account_from_role(request)
     arn = processing_job_arn(name, region=region, account=account)
-    created = created_ms if created_ms is not None else _now_ms()
+    created = created_ms if created_ms is not None else clock_ms()
     jobdir = Path(workdir) / name
     root = jobdir / "opt" / "ml"
     if jobdir.exists():
@@ -301,14 +329,14 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     log_dir = jobdir / "logs"
     log_dir.mkdir()
     log_path = log_dir / "algo-1.log"
-    started = _now_ms()
+    started = clock_ms()
     result = JobResult(name=name, arn=arn, status="InProgress", failure_reason=None, exit_message=None,
                        exit_code=None, log_path=log_path, root=root, created_ms=created, started_ms=started,
                        ended_ms=started)
 
     def finish(status: str, reason: str | None) -> JobResult:
         result.status, result.failure_reason = status, (reason[:MESSAGE_LIMIT] if reason else None)
-        result.ended_ms = _now_ms()
+        result.ended_ms = clock_ms()
         return result
 
     # --- set-up: inputs, config files, output folders -------------------------------------------------------
@@ -335,6 +363,9 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
         log_path.write_text(f"[local executor] input set-up failed: {exc!r}\n")
         return finish("Failed", f"ClientError: {type(exc).__name__}: {exc}")
     result.command = cmd
+    if stop is not None and stop.is_set():
+        log_path.write_text("[local executor] StopProcessingJob before the container started\n")
+        return finish("Stopped", None)
 
     # --- run the container entrypoint ----------------------------------------------------------------------
     max_runtime = float((request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or DEFAULT_MAX_RUNTIME)
@@ -352,7 +383,12 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
             log.write(f"[local executor] cannot start the entrypoint: {exc}\n".encode())
             return finish("Failed", f"ClientError: cannot start the entrypoint {cmd[0]!r}: {exc}")
         try:
-            rc = proc.wait(timeout=limit)
+            rc = _wait(proc, limit, stop)
+        except _StopRequested:
+            _kill_group(proc)
+            result.exit_message = _read_message(root)
+            log.write(b"[local executor] StopProcessingJob: the job was stopped\n")
+            return finish("Stopped", None)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             try:

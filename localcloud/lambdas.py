@@ -2,6 +2,8 @@
 
 What is real: the function's code (the zip moto stored at deploy time, i.e. the
 CDK asset), its ``Handler``, its deployed ``Environment`` and its ``Timeout``.
+The function's clock is the local cloud's simulated clock (``LOCALCLOUD_CLOCK_OFFSET``: ``time.time`` and
+``datetime.now/utcnow/today`` are shifted in the subprocess), as a Lambda's clock is the same as the services'.
 What is emulated: the runtime. The handler runs under *this* interpreter
 (``sys.executable``, Python 3.11 with boto3) instead of the function's declared
 runtime; a small bootstrap imports the handler, passes the event and a
@@ -31,6 +33,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from localcloud.clock import CLOCK
 from localcloud.server import ACCOUNT_ID, REGION, client_env
 
 #: seconds allowed on top of the function's Timeout for interpreter start-up
@@ -52,6 +55,7 @@ class Invocation:
     duration: float = 0.0
     timed_out: bool = False
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_at: float | None = None  # simulated epoch seconds, set by LocalCloud (localcloud/clock.py)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +133,30 @@ _BOOTSTRAP = r'''
 import importlib, json, logging, os, sys, time, traceback
 code_dir, handler_spec, event_path, result_path, deadline = sys.argv[1:6]
 deadline = float(deadline)
+_real_time = time.time
+# The function's clock is the local cloud's simulated clock (localcloud/clock.py), as a Lambda's clock is AWS's: the
+# parent passes the offset; time.time()/time.time_ns() and datetime.now()/utcnow()/today() are shifted by it.
+_offset = float(os.environ.get("LOCALCLOUD_CLOCK_OFFSET") or 0)
+if _offset:
+    import datetime as _dt
+
+    time.time = lambda: _real_time() + _offset
+    time.time_ns = lambda: int((_real_time() + _offset) * 1e9)
+
+    class _SimDatetime(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls.fromtimestamp(_real_time() + _offset, tz)
+
+        @classmethod
+        def utcnow(cls):
+            return cls.fromtimestamp(_real_time() + _offset, _dt.timezone.utc).replace(tzinfo=None)
+
+        @classmethod
+        def today(cls):
+            return cls.fromtimestamp(_real_time() + _offset)
+
+    _dt.datetime = _SimDatetime
 sys.path.insert(0, code_dir)
 os.chdir(code_dir)
 # like the Lambda Python runtime: one handler on the root logger, level WARNING unless the code changes it
@@ -146,7 +174,7 @@ class LambdaContext:
         self.identity = None
         self.client_context = None
     def get_remaining_time_in_millis(self):
-        return max(0, int((deadline - time.time()) * 1000))
+        return max(0, int((deadline - _real_time()) * 1000))
 
 def _out(obj):
     with open(result_path, "w") as fh:
@@ -211,6 +239,7 @@ def run(
                 "LAMBDA_TASK_ROOT": code_dir,
                 "LOCALCLOUD_FUNCTION_ARN": function_arn,
                 "LOCALCLOUD_REQUEST_ID": inv.request_id,
+                "LOCALCLOUD_CLOCK_OFFSET": repr(CLOCK.offset),
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "PYTHONUNBUFFERED": "1",
             }

@@ -15,10 +15,12 @@ session as a LocalCloud).
 | stack outputs empty after a change set; failed change set = HTTP 500; missing change set = ValidationError (update deploy fails) | :func:`patch_change_set_outputs` |
 | second deploy: SSM-typed parameter re-resolved from its value | :func:`patch_update_parameters` |
 | Lambda invoke needs Docker | :func:`patch_lambda_invoke` (subprocess runner, :mod:`localcloud.lambdas`) |
+| a function's DeadLetterConfig dropped | :func:`patch_lambda_dead_letter_config` |
+| SQS / CloudWatch / SageMaker read the wall clock | :func:`localcloud.clock.patch_moto_time` (the simulated clock) |
 | SQS event source mappings invoked inline at SendMessage | :func:`patch_sqs_inline_esm` (the poller in :mod:`localcloud.cloud` does it) |
 | EventBridge -> Lambda / SNS targets raise NotImplementedError | :func:`patch_eventbridge_targets` |
 | S3 -> EventBridge events: wrong shape (time, etag, fixed sequencer) | :func:`patch_s3_eventbridge` |
-| SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped | :func:`patch_sagemaker_processing` |
+| SageMaker processing jobs: duplicate names accepted, Completed at once, Environment dropped, no instance quota | :func:`patch_sagemaker_processing` (quota: ``JOB_QUOTAS``) |
 | alarms start OK; state changes never reach SNS (nor EventBridge); alarm actions not authorized | :func:`patch_alarm_states` (topic + key policy evaluated for cloudwatch.amazonaws.com, :mod:`localcloud.iam_eval`; outcome in :data:`ALARM_HISTORY`) |
 | EventBridge -> SQS / SNS targets not authorized | :func:`patch_eventbridge_targets` (queue/topic + key policy for events.amazonaws.com; refusals in :data:`EVENTBRIDGE_FAILED_INVOCATIONS`, AWS/Events FailedInvocations, the target's DLQ) |
 """
@@ -45,11 +47,16 @@ _applied: set[str] = set()
 _tls = threading.local()
 _lock = threading.RLock()
 
-# Lambda invocations requested asynchronously (EventBridge targets): (function arn, payload, target),
-# drained by LocalCloud.
-ASYNC_INVOCATIONS: "collections.deque[tuple[str, Any, dict]]" = collections.deque()
+# Lambda invocations requested asynchronously (EventBridge targets): (function arn, payload, target, simulated epoch
+# seconds when Lambda accepted the event), drained by LocalCloud.
+ASYNC_INVOCATIONS: "collections.deque[tuple[str, Any, dict, float]]" = collections.deque()
 # The CreateProcessingJob requests as sent, by job name.
 PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
+# Processing-instance quotas, instance type -> instances ("ml.<type> for processing job usage"); a type not listed is
+# unlimited. Set by LocalCloud(job_quota=...); CreateProcessingJob beyond it raises ResourceLimitExceeded.
+JOB_QUOTAS: dict[str, int] = {}
+# Statuses that hold processing instances (count against the quota).
+ACTIVE_JOB_STATUSES = ("InProgress", "Stopping")
 # Alarm history items of kind "Action" (DescribeAlarmHistory shape; moto has no alarm history API): one per alarm
 # action CloudWatch executed or failed to execute (e.g. "Failed to execute action arn:aws:sns:..." when the topic or
 # key policy does not let cloudwatch.amazonaws.com publish).
@@ -99,8 +106,22 @@ def _once(name: str) -> bool:
         return True
 
 
+def _clock_naive() -> datetime:
+    from localcloud.clock import CLOCK
+
+    return CLOCK.utcnow_naive()
+
+
+def _clock_aware() -> datetime:
+    from localcloud.clock import CLOCK
+
+    return CLOCK.datetime()
+
+
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from localcloud.clock import CLOCK
+
+    return CLOCK.iso()
 
 
 def apply_all(endpoint: str | None = None) -> None:
@@ -115,7 +136,11 @@ def apply_all(endpoint: str | None = None) -> None:
     patch_change_set_outputs()
     patch_update_parameters()
     patch_lambda_invoke()
+    patch_lambda_dead_letter_config()
     patch_sqs_inline_esm()
+    from localcloud.clock import patch_moto_time
+
+    patch_moto_time()
     patch_eventbridge_targets()
     patch_s3_eventbridge()
     patch_sagemaker_processing()
@@ -666,6 +691,53 @@ def patch_lambda_invoke() -> None:
     _replace(LambdaFunction, "_invoke_lambda", _invoke_lambda)
 
 
+def patch_lambda_dead_letter_config() -> None:
+    """A function's ``DeadLetterConfig`` (CreateFunction, UpdateFunctionConfiguration, ``AWS::Lambda::Function``) is
+    kept as ``fn.dead_letter_config`` and returned by GetFunctionConfiguration; moto 5.2.5 drops it. LocalCloud sends
+    failed asynchronous events there (Lambda DG "Capturing records of Lambda asynchronous invocations")."""
+    if not _once("lambda_dead_letter_config"):
+        return
+    from moto.awslambda.models import LambdaFunction
+
+    original_init = LambdaFunction.__init__
+    original_update = LambdaFunction.update_configuration
+    original_get = LambdaFunction.get_configuration
+    original_cfn_create = LambdaFunction.create_from_cloudformation_json.__func__
+    original_cfn_update = LambdaFunction.update_from_cloudformation_json.__func__
+
+    def __init__(self, account_id, spec, region, version=1):
+        original_init(self, account_id, spec, region, version)
+        self.dead_letter_config = dict(spec.get("DeadLetterConfig") or {})
+
+    def update_configuration(self, config_updates):
+        if "DeadLetterConfig" in config_updates:
+            self.dead_letter_config = dict(config_updates.get("DeadLetterConfig") or {})
+        return original_update(self, config_updates)
+
+    def get_configuration(self, *args, **kwargs):
+        config = original_get(self, *args, **kwargs)
+        if getattr(self, "dead_letter_config", None):
+            config["DeadLetterConfig"] = dict(self.dead_letter_config)
+        return config
+
+    def cfn_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+        fn = original_cfn_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        fn.dead_letter_config = dict(cloudformation_json.get("Properties", {}).get("DeadLetterConfig") or {})
+        return fn
+
+    def cfn_update(cls, original_resource, new_resource_name, cloudformation_json, account_id, region_name):
+        fn = original_cfn_update(cls, original_resource, new_resource_name, cloudformation_json, account_id,
+                                 region_name)
+        fn.dead_letter_config = dict(cloudformation_json.get("Properties", {}).get("DeadLetterConfig") or {})
+        return fn
+
+    _replace(LambdaFunction, "__init__", __init__)
+    _replace(LambdaFunction, "update_configuration", update_configuration)
+    _replace(LambdaFunction, "get_configuration", get_configuration)
+    _replace(LambdaFunction, "create_from_cloudformation_json", cfn_create)
+    _replace(LambdaFunction, "update_from_cloudformation_json", cfn_update)
+
+
 def patch_sqs_inline_esm() -> None:
     """SendMessage no longer invokes mapped functions inline; :class:`localcloud.cloud.LocalCloud` polls."""
     if not _once("sqs_inline_esm"):
@@ -745,7 +817,9 @@ def patch_eventbridge_targets() -> None:
             if arn.service in ("sqs", "sns") and not _eventbridge_may_deliver(self, target, arn, event0):
                 continue
             if arn.service == "lambda":
-                ASYNC_INVOCATIONS.append((target["Arn"], payload, target))
+                from localcloud.clock import CLOCK
+
+                ASYNC_INVOCATIONS.append((target["Arn"], payload, target, CLOCK.now()))
             elif arn.service == "sqs":
                 from moto.sqs.models import sqs_backends
 
@@ -835,7 +909,7 @@ def _eventbridge_may_deliver(rule, target: dict, arn, event: dict) -> bool:
         metrics.append("InvocationsSentToDlq")
     cloudwatch_backends[rule.account_id][rule.region_name].put_metric_data("AWS/Events", [{
         "MetricName": name, "Dimensions": [{"Name": "RuleName", "Value": rule.name}], "Value": 1.0,
-        "Unit": "Count", "Timestamp": datetime.now(timezone.utc)} for name in metrics])
+        "Unit": "Count", "Timestamp": _clock_naive()} for name in metrics])  # naive UTC, as moto stores them
     return False
 
 
@@ -962,7 +1036,8 @@ def patch_sagemaker_processing() -> None:
     from moto.sagemaker.exceptions import ResourceInUseException
     from moto.sagemaker.models import FakeProcessingJob, SageMakerModelBackend
     from moto.sagemaker.responses import SageMakerResponse
-    from moto.core.utils import utcnow
+
+    from localcloud.clock import CLOCK
 
     original_create = SageMakerModelBackend.create_processing_job
 
@@ -975,8 +1050,9 @@ def patch_sagemaker_processing() -> None:
                 f"and a processing job with this name already exists ({arn})"
             )
         request = kwargs.pop("_request", None) or {}
+        _check_job_quota(self, request)
         job = original_create(self, **kwargs)
-        now = utcnow()
+        now = CLOCK.utcnow_naive()
         job.processing_job_status = "InProgress"
         job.processing_end_time = None
         job.processing_start_time = now
@@ -1007,6 +1083,43 @@ def patch_sagemaker_processing() -> None:
 
     _replace(SageMakerModelBackend, "create_processing_job", create_processing_job)
     _replace(SageMakerResponse, "create_processing_job", response_create)
+
+
+def _resource_limit_exceeded(message: str) -> Exception:
+    from moto.sagemaker.exceptions import SagemakerClientError
+
+    class ResourceLimitExceeded(SagemakerClientError):
+        code = "ResourceLimitExceeded"
+
+    return ResourceLimitExceeded(message)
+
+
+def quota_message(instance_type: str, quota: int, used: int, delta: int) -> str:
+    """SageMaker's ResourceLimitExceeded text for a processing-instance quota (/work/shared/FACTS.md section 7; the
+    sentence after "request delta of N Instances." is not quoted there and is left out)."""
+    return (f"The account-level service limit '{instance_type} for processing job usage' is {quota} Instances, "
+            f"with current utilization of {used} Instances and a request delta of {delta} Instances.")
+
+
+def _check_job_quota(backend, request: dict) -> None:
+    """ResourceLimitExceeded when the job's instances would exceed the instance type's quota (JOB_QUOTAS). AWS counts
+    instances of processing jobs that hold them (InProgress, Stopping) per account and Region."""
+    cluster = (request.get("ProcessingResources") or {}).get("ClusterConfig") or {}
+    instance_type = cluster.get("InstanceType")
+    if instance_type not in JOB_QUOTAS:
+        return
+    delta = int(cluster.get("InstanceCount") or 1)
+    used = 0
+    for job_name, job in list(backend.processing_jobs.items()):
+        if job.processing_job_status not in ACTIVE_JOB_STATUSES:
+            continue
+        other = ((PROCESSING_JOB_REQUESTS.get(job_name) or {}).get("ProcessingResources") or {}).get(
+            "ClusterConfig") or {}
+        if other.get("InstanceType") == instance_type:
+            used += int(other.get("InstanceCount") or 1)
+    quota = int(JOB_QUOTAS[instance_type])
+    if used + delta > quota:
+        raise _resource_limit_exceeded(quota_message(instance_type, quota, used, delta))
 
 
 def _sagemaker_backend(account_id: str, region_name: str):
@@ -1048,12 +1161,12 @@ def set_processing_job_status(
     description. The "SageMaker Processing Job State Change" event is built by ``job_executor.state_change_event``
     and routed by the caller with :func:`put_event`.
     """
-    from moto.core.utils import utcnow
+    from localcloud.clock import CLOCK
 
     backend = _sagemaker_backend(account_id, region_name)
     job = backend.processing_jobs[name]
     job.processing_job_status = status
-    now = utcnow()
+    now = CLOCK.utcnow_naive()
     job.last_modified_time = now
     if status in ("Completed", "Failed", "Stopped"):
         job.processing_end_time = now
@@ -1170,7 +1283,7 @@ def _execute_sns_alarm_action(alarm, action: str, message: str, subject: str) ->
     if not ok:
         log.warning("alarm %s: failed to execute action %s: %s", alarm.name, action, error)
     ALARM_HISTORY.append({
-        "AlarmName": alarm.name, "AlarmType": "MetricAlarm", "Timestamp": datetime.now(timezone.utc),
+        "AlarmName": alarm.name, "AlarmType": "MetricAlarm", "Timestamp": _clock_aware(),
         "HistoryItemType": "Action",
         "HistorySummary": f"{'Successfully executed' if ok else 'Failed to execute'} action {action}",
         "HistoryData": json.dumps({"actionState": "Succeeded" if ok else "Failed",

@@ -81,6 +81,13 @@ class MotoServer:
         self._wait_ready()
         return self
 
+    def wrap_app(self, middleware) -> None:
+        """Put a WSGI middleware (``app -> app``) in front of the running server's application (fault injection,
+        :mod:`localcloud.faults`). werkzeug's server calls ``server.app`` per request, so this takes effect at once."""
+        if self._server is None or self._server._server is None:
+            raise RuntimeError("start the server first")
+        self._server._server.app = middleware(self._server._server.app)
+
     def _set_env(self, key: str, value: str) -> None:
         if key not in self._saved_env:
             self._saved_env[key] = os.environ.get(key)

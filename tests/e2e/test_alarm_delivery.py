@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -100,7 +99,7 @@ def test_a_dataset_without_config_alarms_once_and_recovers_once(cloud):
     # later, with no new failure: the datapoint leaves the evaluation range (N + 2 periods) -> ALARM -> OK, one
     # recovery message through the EventBridge rule (CloudWatch's state-change event, published as is)
     n = len(cloud.sns_messages(topic))
-    later = time.time() + 3 * 300
+    later = cloud.clock.now() + 3 * 300  # the local cloud's simulated clock
     transitions = alarms.evaluate_all(cloud.cloudwatch, cloud.sns, now=later, publish=False)
     assert (name, "ALARM", "OK") in [(t.alarm_name, t.old_state, t.new_state) for t in transitions]
     recovered = [b for b in _bodies(cloud, n) if b.get("detail-type") == "CloudWatch Alarm State Change"]
@@ -110,5 +109,5 @@ def test_a_dataset_without_config_alarms_once_and_recovers_once(cloud):
     assert cloud.eventbridge_failed_invocations() == []
     # nothing else on the topic: OK transitions of alarms that were not in ALARM send nothing
     assert all(b.get("detail-type") == "CloudWatch Alarm State Change" for b in _bodies(cloud, n))
-    # back to the real clock (the datapoint is still in range there): leave the alarms as the next test expects
+    # back to the clock's present (the datapoint is still in range there): leave the alarms as the next test expects
     cloud.run_until_idle()

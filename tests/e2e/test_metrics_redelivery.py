@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ DATASET = "redelivery"  # a dataset of its own: its MetricsUnavailable datapoint
 
 
 def _metric_values(cloud, name: str, statistic: str = "Maximum") -> list[float]:
-    now = datetime.now(UTC)
+    now = cloud.clock.datetime()  # the local cloud's simulated clock (other e2e tests may have advanced it)
     resp = cloud.cloudwatch.get_metric_statistics(
         Namespace="DataQualityPipeline", MetricName=name, Dimensions=[{"Name": "Dataset", "Value": DATASET}],
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60, Statistics=[statistic])

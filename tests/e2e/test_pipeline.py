@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-from datetime import UTC
 
 import pytest
 
@@ -50,9 +49,9 @@ def _alarm_for(cloud, metric: str) -> dict:
 
 
 def _metric_values(cloud, name: str, dataset="default") -> list[float]:
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
-    now = datetime.now(UTC)
+    now = cloud.clock.datetime()  # the local cloud's simulated clock (other e2e tests may have advanced it)
     resp = cloud.cloudwatch.get_metric_statistics(
         Namespace="DataQualityPipeline", MetricName=name, Dimensions=[{"Name": "Dataset", "Value": dataset}],
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60, Statistics=["Maximum"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
 
 import pytest
 
@@ -76,9 +75,9 @@ def test_refused_key_reaches_the_alert_topic(cloud):
     assert (body["bucket"], body["key"], body["version_id"]) == (bucket, "input/Bad_DS/x.csv", put["VersionId"])
     assert body["reason_code"] == "InvalidDataset" and "Bad_DS" in body["reason"]
     # and the KeyRefused metric (by reason) was published in the stack's namespace
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
-    now = datetime.now(UTC)
+    now = cloud.clock.datetime()  # the local cloud's simulated clock (other e2e tests may have advanced it)
     points = cloud.cloudwatch.get_metric_statistics(
         Namespace="DataQualityPipeline", MetricName="KeyRefused",
         Dimensions=[{"Name": "Reason", "Value": "InvalidDataset"}],

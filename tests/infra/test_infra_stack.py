@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -812,3 +813,44 @@ def test_metrics_role_describes_only_this_stacks_jobs(synth: Synth) -> None:
     assert describe["Resource"]["Fn::Join"][1][-1] == ":processing-job/dq-*"
     sagemaker = [a for s in all_statements for a in as_list(s["Action"]) if a.startswith("sagemaker:")]
     assert sagemaker == ["sagemaker:DescribeProcessingJob"]
+
+
+def dashboard_widgets(synth: Synth) -> list[dict[str, Any]]:
+    """The deployed dashboard's widgets, with the template's intrinsics (Region, ARNs) replaced by placeholders."""
+    (dashboard,) = resources(synth.template_json, "AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    return json.loads("".join(p if isinstance(p, str) else "X" for p in parts))["widgets"]
+
+
+def test_dashboard_charts_every_dataset_with_one_metrics_insights_query_per_widget(synth: Synth) -> None:
+    # A dataset without a config of its own (input/other-ds/) must show up without a redeploy: widgets over every
+    # Dataset value are Metrics Insights queries grouped by Dataset, one query per widget (CloudWatch runs one
+    # Metrics Insights query per GetMetricData call, so a widget cannot hold two).
+    queries = {}
+    for widget in dashboard_widgets(synth):
+        for row in widget.get("properties", {}).get("metrics", []):
+            expression = next((item["expression"] for item in row if isinstance(item, dict) and "expression" in item), "")
+            if expression.startswith("SELECT"):
+                assert len(widget["properties"]["metrics"]) == 1, widget["properties"]["title"]
+                queries[expression] = widget["properties"]["title"]
+    for name in ("RejectedRate", "MissingRateAfter", "RowsOut", "JobFailed", "MetricsUnavailable", "QualityGateFailed",
+                 "DriftMaxPsi"):
+        assert any(
+            q.endswith(f'({name}) FROM SCHEMA("DataQualityPipeline", Dataset) GROUP BY Dataset') for q in queries
+        ), name
+
+
+def test_every_dashboard_widget_can_be_rendered_offline(synth: Synth) -> None:
+    # The local cloud renders the deployed dashboard widget by widget (localcloud/dashboard_render.py) and refuses
+    # what it cannot show: every widget of the synthesized body must be of a kind it renders.
+    from datetime import datetime
+
+    from localcloud.dashboard_render import panels
+
+    (dashboard,) = resources(synth.template_json, "AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = json.loads("".join(p if isinstance(p, str) else f"X{i}" for i, p in enumerate(parts)))
+    alarm_arns = [arn for w in body["widgets"] if w["type"] == "alarm" for arn in w["properties"]["alarms"]]
+    rendered = panels(body, samples=[], alarm_states={arn: (arn, "OK") for arn in alarm_arns},
+                      now=datetime.now(UTC))
+    assert len(rendered) == len(body["widgets"]) and {p.kind for p in rendered} == {"metric", "alarm"}

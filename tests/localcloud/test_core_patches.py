@@ -206,7 +206,7 @@ def test_eventbridge_lambda_and_sns_targets(aws):
     ])
     assert resp["FailedEntryCount"] == 0
     assert len(moto_patches.ASYNC_INVOCATIONS) == 1
-    arn, payload, _target = moto_patches.ASYNC_INVOCATIONS.popleft()
+    arn, payload, _target, _accepted = moto_patches.ASYNC_INVOCATIONS.popleft()
     assert arn == fn_arn and payload["detail"] == {"s": "Failed"} and payload["time"].endswith("Z")
     assert len(sns_backends[ACCOUNT_ID][REGION].topics[topic].sent_notifications) == 1
 
