@@ -137,7 +137,8 @@ def parse_insights_query(expression: str, period: int) -> InsightsQuery:
         raise UnsupportedQuery(f"Metrics Insights function {query.function} is not evaluated locally (MAX, MIN, SUM): "
                                f"{expression!r}")
     if len(query.dimensions) != 1 or query.group_by:
-        raise UnsupportedQuery(f"an alarm query is evaluated over one SCHEMA dimension without GROUP BY: {expression!r}")
+        raise UnsupportedQuery(
+            f"an alarm query is evaluated over one SCHEMA dimension without GROUP BY: {expression!r}")
     for dim, op, value in query.where:
         if op != "!=" or dim != query.dimensions[0]:
             raise UnsupportedQuery(f"WHERE clause {dim} {op} '{value}' is not \"{query.dimensions[0]} != '<value>'\": "
@@ -247,7 +248,7 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
     breaches, words = _OPS[alarm["ComparisonOperator"]]
     treat = alarm.get("TreatMissingData") or "missing"
     current = current_state or alarm.get("StateValue") or INSUFFICIENT
-    real = [(s, v) for s, v in zip(starts, buckets) if v is not None]
+    real = [(s, v) for s, v in zip(starts, buckets, strict=True) if v is not None]
     ev = Evaluation(state=current, reason="", buckets=list(buckets), bucket_starts=list(starts))
     thr = f"the threshold ({threshold:g})"
 
@@ -257,8 +258,8 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
         total = len(points) + filled
         shown = ", ".join(f"{v:g} ({_fmt_ts(s)})" for s, v in sorted(points, key=lambda p: -p[0]))
         if filled:
-            shown = ", ".join(x for x in (shown, f"{filled} missing treated as "
-                                          f"{'breaching' if filled_breaching else 'not breaching'}") if x)
+            shown = ", ".join(x for x in (shown, (f"{filled} missing treated as "
+                                                  f"{'breaching' if filled_breaching else 'not breaching'}")) if x)
         if bad >= m:
             ev.state = ALARM
             ev.reason = (f"Threshold Crossed: {bad} out of the last {_plural(total, 'datapoint')} [{shown}] "
@@ -290,7 +291,7 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
         ev.reason = (f"Insufficient Data: {_plural(len(buckets), 'datapoint')} "
                      f"{'was' if len(buckets) == 1 else 'were'} unknown.")
         return ev
-    window = list(zip(starts, buckets))[-n:]  # the last N periods, oldest first
+    window = list(zip(starts, buckets, strict=True))[-n:]  # the last N periods, oldest first
     oldest_bad = next((i for i, (_, v) in enumerate(window) if v is not None and breaches(v, threshold)), None)
     any_good = any(not breaches(v, threshold) for _, v in real)
     if not any_good and oldest_bad is not None and len(window) - oldest_bad >= m and all(

@@ -73,7 +73,7 @@ def signing_name(service: str) -> str:
 
     try:
         return botocore.session.get_session().get_service_model(service).signing_name
-    except Exception:  # an unknown name: take it as a signing name
+    except Exception:  # noqa: BLE001 - an unknown name (whatever botocore raises): take it as a signing name
         return service
 
 
@@ -87,7 +87,7 @@ def _rest_operations(signing: str) -> list[tuple[str, re.Pattern, list[tuple[str
     service = names.get(signing, signing)
     try:
         model = session.get_service_model(service)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no model for the name (whatever botocore raises): no REST operations
         return []
     out = []
     for op_name in model.operation_names:
@@ -190,7 +190,7 @@ def identify(environ: dict[str, Any], body: bytes) -> RequestInfo:
         action = (form.get("Action") or query.get("Action") or [None])[0]
         if action:
             return RequestInfo(service, action, "query", method, content_type)
-    if "Action" in query and service not in ("s3",):
+    if "Action" in query and service != "s3":
         return RequestInfo(service, query["Action"][0], "query", method, content_type)
     if service == "s3":
         host = headers.get("host", "")

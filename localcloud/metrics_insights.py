@@ -142,7 +142,8 @@ def combine(function: str, samples: Iterable[Sample]) -> float:
     return math.fsum(s.total for s in samples) / count if count else 0.0
 
 
-def evaluate(samples: Iterable[Sample], expression: str, *, start: datetime, end: datetime, period: int) -> list[Series]:
+def evaluate(samples: Iterable[Sample], expression: str, *, start: datetime, end: datetime,
+             period: int) -> list[Series]:
     """Run a query over stored samples; periods are aligned to multiples of ``period`` since the epoch (as
     CloudWatch aligns them), ``start`` <= timestamp < ``end``."""
     return evaluate_query(samples, parse(expression), start=start, end=end, period=period)

@@ -829,7 +829,8 @@ def test_dashboard_charts_every_dataset_with_one_metrics_insights_query_per_widg
     queries = {}
     for widget in dashboard_widgets(synth):
         for row in widget.get("properties", {}).get("metrics", []):
-            expression = next((item["expression"] for item in row if isinstance(item, dict) and "expression" in item), "")
+            expression = next(
+                (item["expression"] for item in row if isinstance(item, dict) and "expression" in item), "")
             if expression.startswith("SELECT"):
                 assert len(widget["properties"]["metrics"]) == 1, widget["properties"]["title"]
                 queries[expression] = widget["properties"]["title"]

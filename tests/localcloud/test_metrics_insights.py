@@ -21,8 +21,8 @@ def plain_moto():
 
 
 def test_parse_the_deployed_forms() -> None:
-    q = parse(f'SELECT MAX(JobFailed) FROM SCHEMA("{NS}", Dataset) WHERE Dataset != \'default\' AND Dataset != \'orders\' '
-              "GROUP BY Dataset")
+    q = parse(f'SELECT MAX(JobFailed) FROM SCHEMA("{NS}", Dataset) WHERE Dataset != \'default\' '
+              "AND Dataset != 'orders' GROUP BY Dataset")
     assert q == Query("MAX", "JobFailed", NS, ("Dataset",), (("Dataset", "!=", "default"), ("Dataset", "!=", "orders")),
                       ("Dataset",))
     assert parse(f'select sum(RowsOut) from schema("{NS}", Dataset)') == Query("SUM", "RowsOut", NS, ("Dataset",))
