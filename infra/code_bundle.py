@@ -1,5 +1,5 @@
-"""The processing code bundle (design.md Contract 1): ``processing/``, ``contract/`` and a root ``__main__.py``, as a zip
-asset."""
+"""The processing code bundle (design.md Contract 1): ``processing/``, ``contract/`` and a root ``__main__.py``,
+as a zip asset."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ MAIN_PY = (
     "\n"
     'runpy.run_module("processing", run_name="__main__", alter_sys=True)\n'
 )
-_EXCLUDED_DIRS = frozenset({"tests", "test", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"})
+_EXCLUDED_DIRS = frozenset(
+    {"tests", "test", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"})
 # processing/requirements.txt is bundled (nothing installs it: the job reads its pins to warn about library drift).
 _EXCLUDED_FILES = frozenset({".DS_Store"})
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")

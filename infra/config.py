@@ -71,7 +71,8 @@ _NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
 #: Values of the job's ``PROCESSING_MODE`` and the row budget's bound: the contract's (contract/__init__.py).
 PROCESSING_MODES = contract.PROCESSING_MODES
 MAX_ROWS_IN_MEMORY_LIMIT = contract.MAX_ROWS_IN_MEMORY_LIMIT
-LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                         3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
 _DATASET_RE = re.compile(f"^{contract.DATASET_PATTERN}$")
@@ -82,14 +83,16 @@ _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z
 IMAGE_DIGEST_URI_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
     r"/(?P<repository>sagemaker-scikit-learn)@sha256:(?P<digest>[0-9a-f]{64})$")
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 class SettingsError(ValueError):
     """A context setting is invalid; the message names the context key."""
 
     def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
+        super().__init__(
+            f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
         self.key = key
 
 
@@ -164,7 +167,8 @@ def _as_int(key: str, value: Any, lo: int, hi: int) -> int:
 def _as_prefix(key: str, value: Any) -> str:
     if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value):
         raise SettingsError(
-            key, f"must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), got {value!r}"
+            key, "must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), "
+            f"got {value!r}"
         )
     return value
 
@@ -176,10 +180,12 @@ def has_local_nvme(instance_type: str) -> bool:
 
 
 def _processing_instance_types() -> frozenset[str]:
+    import botocore.model
     import botocore.session  # synth-time dependency through boto3/cfn-lint; the model is local, no network
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("ProcessingInstanceType").enum)
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("ProcessingInstanceType")
+    assert isinstance(shape, botocore.model.StringShape), shape  # an enum of strings in the service model
+    return frozenset(shape.enum)
 
 
 def _sklearn_versions() -> frozenset[str]:
@@ -307,7 +313,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         if input_prefix.startswith(prefix) or prefix.startswith(input_prefix):
             raise SettingsError(
                 key,
-                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs (recursion)",
+                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs "
+                "(recursion)",
             )
 
     # The staging prefix is written by the trigger and read by the jobs: under the input prefix a copy would start a
@@ -330,7 +337,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     instance_type = value("instance_type")
     allowed_types = _processing_instance_types()
     if instance_type not in allowed_types:
-        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type (e.g. ml.t3.medium, ml.m5.xlarge)")
+        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type "
+                            "(e.g. ml.t3.medium, ml.m5.xlarge)")
     if has_local_nvme(instance_type):
         raise SettingsError(
             "instance_type",
@@ -351,7 +359,9 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()
     if image_version not in versions:
-        raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
+        raise SettingsError("sklearn_image_version",
+                            f"{image_version!r} is not in sagemaker-core's sklearn image config; "
+                            f"known: {sorted(versions)}")
 
     asset_kms_key_arn = value("asset_kms_key_arn")
     if asset_kms_key_arn in ("", None):
@@ -368,11 +378,13 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         raise SettingsError(
             "sklearn_image_uri",
             f"must be a scikit-learn image pinned by digest, "
-            f"<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got {image_uri!r} "
-            "(a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
+            "<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got "
+            f"{image_uri!r} (a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
     else:
         image_uri = image_uri.strip()
-        china = IMAGE_DIGEST_URI_RE.fullmatch(image_uri).group("region").startswith("cn-")
+        match = IMAGE_DIGEST_URI_RE.fullmatch(image_uri)
+        assert match is not None  # checked above
+        china = match.group("region").startswith("cn-")
         if china != image_uri.split("/", 1)[0].endswith(".amazonaws.com.cn"):
             raise SettingsError(
                 "sklearn_image_uri", f"{image_uri!r}: China regions (cn-*) use the domain amazonaws.com.cn, the "
@@ -390,7 +402,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
 
     log_retention_days = _as_int("log_retention_days", value("log_retention_days"), 1, 3653)
     if log_retention_days not in LOG_RETENTION_CHOICES:
-        raise SettingsError("log_retention_days", f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
+        raise SettingsError("log_retention_days",
+                            f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
 
     datasets = load_dataset_thresholds(configs_dir)
     psi_alarms = load_dataset_psi_alarms(configs_dir)

@@ -162,7 +162,8 @@ class ProcessingJob(Construct):
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             )
         )
-        log_group_arn = stack.format_arn(service="logs", resource="log-group", resource_name=PROCESSING_LOG_GROUP, arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        log_group_arn = stack.format_arn(service="logs", resource="log-group", resource_name=PROCESSING_LOG_GROUP,
+                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ProcessingJobLogGroup",

@@ -1,4 +1,5 @@
-"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda -> CreateProcessingJob."""
+"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda ->
+CreateProcessingJob."""
 
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ MEMORY_SIZE = 256  # MB
 BASELINE_FILE = contract.BASELINE_FILE  # the trigger heads <baseline_prefix><dataset>/baseline.json (Contract 4)
 REFUSED_METRIC = contract.KEY_REFUSED  # published with dimension Reason and without dimensions
 REFUSED_PERIOD = 300  # seconds
-# Staging (infra/lambdas/trigger/staging.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes CreateMultipartUpload,
-# UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source authorize the copy's read.
+# Staging (infra/lambdas/trigger/staging.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes
+# CreateMultipartUpload, UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source
+# authorize the copy's read.
 STAGING_WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 SOURCE_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 
@@ -164,9 +166,10 @@ class ProcessingTrigger(Construct):
             )
         )
         # The event source grants consume rights, incl. sqs:ChangeMessageVisibility used by the handler to back off.
-        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by s3:prefix)
-        # is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as "no baseline"
-        # (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS, bucket policy).
+        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by
+        # s3:prefix) is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as
+        # "no baseline" (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS,
+        # bucket policy).
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="CheckBaseline",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnElement, CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -16,8 +16,8 @@ from infra.dashboard import DashboardProps, PipelineDashboard
 from infra.data_bucket import DataBucket, DataBucketProps
 from infra.image import SklearnImage
 from infra.job_metrics import METRICS_NAMESPACE, JobMetrics, JobMetricsProps
-from infra.nag import acknowledge_findings, acknowledgements, nag_arn_parts
 from infra.lambda_asset import LambdaAsset, LambdaAssetProps
+from infra.nag import acknowledge_findings, acknowledgements, nag_arn_parts
 from infra.processing_job import ProcessingJob, ProcessingJobProps
 from infra.processing_trigger import ProcessingTrigger, ProcessingTriggerProps
 from infra.quality_alarms import MonitoredFunction, QualityAlarms, QualityAlarmsProps
@@ -168,10 +168,12 @@ class DataQualityStack(Stack):
 
         outputs = {
             "DataBucketName": (self.data.bucket.bucket_name, "Data bucket: upload to <input_prefix><dataset>/<file>"),
-            "AlertTopicArn": (self.alarms.topic.topic_arn, "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
+            "AlertTopicArn": (self.alarms.topic.topic_arn,
+                              "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
             "TriggerQueueUrl": (self.trigger.queue.queue_url, "Queue buffering upload events for the trigger Lambda"),
             "TriggerDlqUrl": (self.trigger.dlq.queue_url, "Upload events that kept failing"),
-            "MetricsDlqUrl": (self.metrics.dlq.queue_url, "Job state-change events whose metrics could not be published"),
+            "MetricsDlqUrl": (self.metrics.dlq.queue_url,
+                              "Job state-change events whose metrics could not be published"),
             "DashboardName": (self.dashboard.dashboard.dashboard_name, "CloudWatch dashboard"),
             "JobRoleArn": (self.job.role.role_arn, "Execution role of the processing jobs"),
             "TriggerFunctionName": (self.trigger.function.function_name, "Trigger Lambda"),
@@ -189,7 +191,7 @@ class DataQualityStack(Stack):
             quarantine_prefix=settings.quarantine_prefix,
             staging_prefix=settings.staging_prefix,
             job_prefix=settings.job_prefix,
-            data_bucket_ref=self.get_logical_id(self.data.bucket.node.default_child),
+            data_bucket_ref=self.get_logical_id(cast(CfnElement, self.data.bucket.node.default_child)),  # the CfnBucket
             **nag_arn_parts(self),
         )
         acknowledge_findings(self, self.nag_acknowledgements)

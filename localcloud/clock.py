@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 
 class SimClock:
@@ -53,7 +53,7 @@ class SimClock:
 
     def datetime(self) -> datetime:
         """Simulated time as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
     def utcnow_naive(self) -> datetime:
         """Simulated time as a naive UTC datetime (moto's ``utcnow()`` convention)."""
@@ -99,7 +99,7 @@ CLOCK = SimClock()
 
 def _unix_time(dt: datetime | None = None) -> float:
     if dt is not None:  # moto's helper converts a given naive-UTC datetime
-        return (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt).timestamp()
+        return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).timestamp()
     return CLOCK.now()
 
 

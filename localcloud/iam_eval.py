@@ -81,7 +81,7 @@ def _arn_match(pattern: str, value: str, *, like: bool) -> bool:
     p, v = pattern.split(":", 5), value.split(":", 5)
     if len(p) != 6 or len(v) != 6:
         return pattern == value if not like else _glob(pattern, value)
-    return all((_glob(a, b) if like else a == b) for a, b in zip(p, v))
+    return all((_glob(a, b) if like else a == b) for a, b in zip(p, v, strict=True))
 
 
 def _principal_matches(principal: Any, request: Request) -> bool:
@@ -98,7 +98,7 @@ def _principal_matches(principal: Any, request: Request) -> bool:
             if kind == "AWS" and "AWS" in request.principal:
                 arn = request.principal["AWS"]
                 account = arn.split(":")[4] if arn.startswith("arn:") else arn
-                if value == arn or value == account or re.fullmatch(rf"arn:[^:]+:iam::{account}:root", value):
+                if value in (arn, account) or re.fullmatch(rf"arn:[^:]+:iam::{account}:root", value):
                     return True
             if kind not in ("AWS", "Service"):
                 raise UnsupportedPolicy(f"Principal type {kind!r}")
@@ -216,9 +216,9 @@ def authorize_delivery(*, account: str, region: str, service: str, action: str, 
     `source_arn`? Evaluates the destination's resource policy and, if it is encrypted, its KMS key policy.
 
     Request context (what our templates condition on): ``aws:SourceArn``, ``aws:SourceAccount``,
-    ``aws:SourceOwner`` (SNS's older name for the source account; CloudWatch only), ``aws:SecureTransport`` = true (services call
-    over TLS); for the key also ``kms:ViaService`` = ``<destination service>.<region>.amazonaws.com`` and the
-    destination's encryption context key. Which keys AWS puts in the KMS request made while delivering for a
+    ``aws:SourceOwner`` (SNS's older name for the source account; CloudWatch only), ``aws:SecureTransport`` = true
+    (services call over TLS); for the key also ``kms:ViaService`` = ``<destination service>.<region>.amazonaws.com``
+    and the destination's encryption context key. Which keys AWS puts in the KMS request made while delivering for a
     service is not documented in full: this is our reading, written down in localcloud/README.md.
     """
     source_account = source_account or source_arn.split(":")[4]

@@ -46,6 +46,7 @@ Choices where the local run has to differ from, or could not confirm, AWS behavi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,10 +56,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 OPT_ML = "/opt/ml"
 DEFAULT_MAX_RUNTIME = 86400  # the API's documented default when StoppingCondition is omitted
@@ -173,8 +175,7 @@ def _download_input(s3, inp: dict, root: Path) -> list[str]:
         if not manifest or not isinstance(manifest[0], dict) or "prefix" not in manifest[0]:
             raise JobSetupError(f"ClientError: manifest {s3in['S3Uri']} has no leading {{\"prefix\": ...}} entry")
         mbucket, mprefix = _split_s3(manifest[0]["prefix"])
-        for rel in manifest[1:]:
-            pairs.append((mbucket, mprefix + rel, rel))
+        pairs.extend((mbucket, mprefix + rel, rel) for rel in manifest[1:])
     else:
         base = prefix[: prefix.rfind("/") + 1]
         for key in _list_keys(s3, bucket, prefix):
@@ -276,10 +277,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
     try:
         proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
@@ -359,7 +358,8 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     except JobSetupError as exc:
         log_path.write_text(f"[local executor] {exc}\n")
         return finish("Failed", str(exc))
-    except Exception as exc:  # S3 errors while downloading, bad manifest JSON ...
+    # Any failure setting up the inputs ends the job as Failed with its reason, as SageMaker does.
+    except Exception as exc:  # noqa: BLE001 - S3 errors while downloading, bad manifest JSON ...
         log_path.write_text(f"[local executor] input set-up failed: {exc!r}\n")
         return finish("Failed", f"ClientError: {type(exc).__name__}: {exc}")
     result.command = cmd
@@ -420,7 +420,7 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     # --- EndOfJob upload (Completed jobs only) -------------------------------------------------------------
     try:
         result.uploaded_keys = _upload_outputs(s3, request, root)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any upload failure fails the job with its reason, as SageMaker does
         with open(log_path, "a") as log:
             log.write(f"[local executor] output upload failed: {exc!r}\n")
         return finish("Failed", f"ClientError: uploading outputs failed: {exc}")
@@ -428,7 +428,7 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def job_detail(request: dict, result: JobResult, *, region: str, account: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://localhost:{self.port}"
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         if self._server is not None:
             return self
         # moto builds callback URLs (custom resources) from MOTO_PORT; account id
@@ -122,7 +122,7 @@ class MotoServer:
                 os.environ[key] = value
         self._saved_env.clear()
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

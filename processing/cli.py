@@ -11,9 +11,10 @@ import logging
 import os
 import sys
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import contract
 from processing import config as config_mod
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     root = opt_ml_root()
     parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
     parser.add_argument("--input", type=Path, default=root / "processing" / "input" / "data",
-                        help="input file or folder (CSV, gzip CSV, Parquet); default $OPT_ML_ROOT/processing/input/data")
+                        help="input file or folder (CSV, gzip CSV, Parquet); "
+                             "default $OPT_ML_ROOT/processing/input/data")
     parser.add_argument("--output", type=Path, default=root / "processing" / "output",
                         help="output folder; default $OPT_ML_ROOT/processing/output")
     parser.add_argument("--config", type=Path, default=None,
@@ -105,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
     parser.add_argument("--mode", choices=contract.PROCESSING_MODES, default=contract.DEFAULT_PROCESSING_MODE,
-                        help="memory, streaming (block by block, bounded memory) or auto (streaming from 64 MiB of input, "
-                             "or sooner when memory is short); memory or streaming here wins over env PROCESSING_MODE, "
+                        help="memory, streaming (block by block, bounded memory) or auto "
+                             "(streaming from 64 MiB of input, or sooner when memory is short); memory or streaming "
+                             "here wins over env PROCESSING_MODE, "
                              "auto defers to it; see docs/processing.md")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
@@ -147,7 +150,7 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "input": str(input_path),
         "dataset": dataset,
         "code_version": os.environ.get("CODE_VERSION") or None,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         io.write_json(report, output / "quality" / "error.json")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from contract import DATASET_PATTERN
-from processing.errors import ConfigError
 from processing.drift_config import DriftSettings, parse_drift
+from processing.errors import ConfigError
 from processing.gate import GateSettings, parse_gate
 
 COLUMN_TYPES = ("integer", "float", "string", "category", "json")

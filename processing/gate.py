@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from contract import DATA_FOLDERS, PROFILE_FILE, QUARANTINE, SUMMARY_KEYS_GATE
 from processing.drift_config import DriftSettings
@@ -46,7 +47,8 @@ def _fail(path: str, message: str) -> ConfigError:
 
 
 def parse_gate(doc: Any) -> GateSettings:
-    """Validate the optional ``gate`` section: ``{"thresholds"|"drift_alarm"|"drift_warn"|"drift_unavailable": action}``."""
+    """Validate the optional ``gate`` section:
+    ``{"thresholds"|"drift_alarm"|"drift_warn"|"drift_unavailable": action}``."""
     if doc is None:
         return GateSettings()
     if not isinstance(doc, dict):
@@ -92,7 +94,7 @@ def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateS
             if level not in ("warn", "alarm"):
                 continue
             action = gate.drift_alarm if level == "alarm" else gate.drift_warn
-            broken = [b for b in col.get("broken", [])] or [{"rule": f"drift.{level}", "measured": None,
+            broken = list(col.get("broken", [])) or [{"rule": f"drift.{level}", "measured": None,
                                                             "threshold": None}]
             for b in broken:
                 add(action, rule=b["rule"], column=name, level=level, measured=b.get("measured"),

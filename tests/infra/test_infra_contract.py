@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_contract_imports_only_the_standard_library() -> None:
     # GIVEN a fresh interpreter WHEN the contract is imported THEN it loaded nothing outside the standard library
-    code = ("import sys; before = set(sys.modules); import contract; base = set(sys.stdlib_module_names) | {'contract'}; "
+    code = ("import sys; before = set(sys.modules); import contract; "
+            "base = set(sys.stdlib_module_names) | {'contract'}; "
             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - base))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

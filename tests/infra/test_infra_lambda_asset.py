@@ -46,8 +46,9 @@ def test_each_handler_imports_from_the_zip_with_stdlib_and_boto3_only(tmp_path: 
                 f"m = importlib.import_module({module!r}); assert callable(getattr(m, {name!r})); "
                 "print(json.dumps(sorted({k.split('.')[0] for k in set(sys.modules) - before})))")
         # WHEN the handler module is imported the way the runtime does (its handler string)
+        env = {"PYTHONPATH": str(archive), "PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-west-1"}
         done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                              env={"PYTHONPATH": str(archive), "PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-west-1"})
+                              env=env)
         assert done.returncode == 0, done.stderr
         # THEN it loaded only the standard library, boto3's packages and the asset's own packages
         loaded = set(json.loads(done.stdout))

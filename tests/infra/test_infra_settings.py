@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_testlib import DEFAULT_PSI_ALARM, DEFAULT_THRESHOLDS, ORDERS_PSI_ALARM, ORDERS_THRESHOLDS, ROOT, write_configs
+from infra_testlib import (
+    DEFAULT_PSI_ALARM,
+    DEFAULT_THRESHOLDS,
+    ORDERS_PSI_ALARM,
+    ORDERS_THRESHOLDS,
+    ROOT,
+    write_configs,
+)
 
 from infra.config import (
     DEFAULTS,
@@ -153,12 +160,16 @@ def test_numbers_given_as_strings_on_the_command_line(tmp_path: Path) -> None:
         ("max_rows_in_memory", "1.5", {}),
         ("sklearn_image_version", "9.9-9", {}),
         # issue 11 item 10: only a digest-pinned scikit-learn image URI
-        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3", {}),
+        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3",
+         {}),
         ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:abc", {}),
         ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/my-image@sha256:" + "a" * 64, {}),
-        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "A" * 64, {}),
-        ("sklearn_image_uri", "1415026676.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "a" * 64, {}),
-        ("sklearn_image_uri", "450853457545.dkr.ecr.cn-north-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "a" * 64, {}),
+        ("sklearn_image_uri", "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "A" * 64,
+         {}),
+        ("sklearn_image_uri", "1415026676.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "a" * 64,
+         {}),
+        ("sklearn_image_uri", "450853457545.dkr.ecr.cn-north-1.amazonaws.com/sagemaker-scikit-learn@sha256:" + "a" * 64,
+         {}),
         ("sklearn_image_uri", 42, {}),
         ("alert_email", "not-an-email", {}),
         ("asset_kms_key_arn", "alias/cdk-assets", {}),
@@ -262,7 +273,7 @@ def test_nvme_and_instance_count_messages_say_why(tmp_path: Path) -> None:
 def test_bad_dataset_config_file_is_named(tmp_path: Path) -> None:
     configs = write_configs(tmp_path / "configs")
     (configs / "broken.json").write_text("{")
-    with pytest.raises(SettingsError, match="broken.json"):
+    with pytest.raises(SettingsError, match=r"broken\.json"):
         load_dataset_thresholds(configs)
 
 

@@ -122,7 +122,8 @@ def test_run_options_from_the_environment() -> None:
     assert run_options("auto", {}) == RunOptions()
     assert run_options("auto", {"PROCESSING_MAX_ROWS_IN_MEMORY": "", "PROCESSING_STREAMING_THRESHOLD_BYTES": "",
                                 "PROCESSING_WORK_DIR": "", "CODE_VERSION": ""}) == RunOptions()
-    assert run_options("memory", {"PROCESSING_MAX_ROWS_IN_MEMORY": " 2500 ", "PROCESSING_STREAMING_THRESHOLD_BYTES": "100",
+    assert run_options("memory", {"PROCESSING_MAX_ROWS_IN_MEMORY": " 2500 ",
+                                  "PROCESSING_STREAMING_THRESHOLD_BYTES": "100",
                                   "PROCESSING_WORK_DIR": "/scratch", "CODE_VERSION": "abc"}) == RunOptions(
         mode="memory", streaming_threshold=100, max_rows=2500, work_dir=Path("/scratch"), code_version="abc")
     with pytest.raises(ValueError):  # as before: not a number is an unexpected failure (exit 1)
@@ -252,7 +253,7 @@ def test_bad_config_is_reported(tmp_path: Path) -> None:
 
 
 def test_job_runs_against_the_pinned_library_versions() -> None:
-    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "processing" / "requirements.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^([a-z]+)==(\S+)$", (ROOT / "processing" / "requirements.txt").read_text(), re.MULTILINE))
     assert pins == {"pandas": pandas.__version__, "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
 
 
@@ -260,7 +261,7 @@ def test_job_code_imports_only_allowed_modules() -> None:
     allowed = {"pandas", "numpy", "pyarrow", "processing", "contract"}  # contract/: bundled beside processing/
     stdlib = set(sys.stdlib_module_names)
     for f in (ROOT / "processing").rglob("*.py"):
-        for mod in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", f.read_text(), re.M):
+        for mod in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_][\w]*)", f.read_text(), re.MULTILINE):
             assert mod in allowed or mod in stdlib or mod == "__future__", f"{f.name} imports {mod}"
 
 
