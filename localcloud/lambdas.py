@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localcloud.clock import CLOCK
-from localcloud.server import ACCOUNT_ID, REGION, client_env
+from localcloud.endpoints import ACCOUNT_ID, REGION, client_env
 
 #: seconds allowed on top of the function's Timeout for interpreter start-up
 STARTUP_ALLOWANCE = 5.0
