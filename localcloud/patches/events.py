@@ -80,7 +80,7 @@ def patch_eventbridge_targets() -> None:
             else:
                 payload = copy.deepcopy(event0)
             body = payload if isinstance(payload, str) else json.dumps(payload)
-            if arn.service in ("sqs", "sns") and not _eventbridge_may_deliver(self, target, arn, event0):
+            if not _eventbridge_may_deliver(self, target, arn, event0):
                 continue
             if arn.service == "lambda":
                 ASYNC_INVOCATIONS.append((target["Arn"], payload, target, CLOCK.now()))
@@ -111,8 +111,25 @@ def patch_eventbridge_targets() -> None:
     replace(Rule, "send_to_targets", send_to_targets)
 
 
+def _function_policy(target_arn: str) -> tuple[bool, str | None]:
+    """(the function exists, its resource-based policy JSON or None) for a Lambda target. moto keeps
+    ``AWS::Lambda::Permission`` / AddPermission as statements (Principal Service, ``ArnLike AWS:SourceArn``)."""
+    from moto.awslambda.utils import get_backend
+    from moto.utilities.arns import parse_arn
+
+    arn = parse_arn(target_arn)
+    try:
+        fn = get_backend(arn.account, arn.region).get_function(target_arn)
+    except Exception:  # noqa: BLE001 - missing function: a delivery failure LocalCloud records (RESOURCE_NOT_FOUND)
+        return False, None
+    statements = list(getattr(fn.policy, "statements", []) or [])
+    return True, (json.dumps({"Version": "2012-10-17", "Statement": statements}) if statements else None)
+
+
 def _queue_or_topic_policy(arn, target_arn: str) -> tuple[str | None, str | None, str]:
     """(resource policy, KMS key id, action) of the SQS queue / SNS topic `arn` names (None, None when missing)."""
+    if arn.service == "lambda":  # a function's resource-based policy; no key on the invocation path
+        return _function_policy(target_arn)[1], None, "lambda:InvokeFunction"
     if arn.service == "sqs":
         from moto.sqs.models import sqs_backends
 
@@ -139,13 +156,18 @@ def _events_authorized(rule, target_arn: str):
 
 
 def _eventbridge_may_deliver(rule, target: dict, arn, event: dict) -> bool:
-    """Does the target queue's / topic's resource policy and KMS key policy let events.amazonaws.com deliver for this
-    rule (aws:SourceArn = the rule's ARN)? If not, record a FailedInvocations datapoint and the refusal, and send the
-    event to the target's dead-letter queue if it has one (and that queue lets EventBridge in), as AWS does
+    """Does the target's resource policy (queue / topic policy, or the function's resource-based policy: Lambda DG
+    "Using resource-based policies in Lambda", EventBridge User Guide "Amazon EventBridge permissions" for Lambda
+    targets: AWS::Lambda::Permission / AddPermission for events.amazonaws.com) and the queue's / topic's KMS key
+    policy let events.amazonaws.com deliver for this rule (aws:SourceArn = the rule's ARN)? If not, record a
+    FailedInvocations datapoint and the refusal, and send the event to the target's dead-letter queue if it has one
+    (and that queue lets EventBridge in), as AWS does
     (EventBridge User Guide: "Monitoring Amazon EventBridge" for FailedInvocations / InvocationsSentToDlq; "Using
     resource-based policies for Amazon EventBridge": SQS and SNS targets need a resource policy; "Using dead-letter
     queues to process undelivered events": errors from missing permissions are not retried and go to the DLQ at once,
     with message attributes RULE_ARN, TARGET_ARN, ERROR_CODE, ERROR_MESSAGE)."""
+    if arn.service == "lambda" and not _function_policy(target["Arn"])[0]:
+        return True  # no such function: LocalCloud sends the event to the target's DLQ (RESOURCE_NOT_FOUND)
     check = _events_authorized(rule, target["Arn"])
     if check.allowed:
         return True

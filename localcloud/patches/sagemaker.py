@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 
 from localcloud.clock import CLOCK
+from localcloud.endpoints import access_key_of, role_of_access_key
 from localcloud.patches.registry import once, replace
+from localcloud.service_auth import pass_role_check
 
 # The CreateProcessingJob requests as sent, by job name.
 PROCESSING_JOB_REQUESTS: dict[str, dict] = {}
@@ -43,6 +45,7 @@ def patch_sagemaker_processing() -> None:
                 f"and a processing job with this name already exists ({arn})"
             )
         request = kwargs.pop("_request", None) or {}
+        _check_pass_role(self, kwargs.pop("_caller_role", None), request.get("RoleArn") or kwargs.get("role_arn"))
         _check_job_quota(self, request)
         job = original_create(self, **kwargs)
         now = CLOCK.utcnow_naive()
@@ -71,11 +74,34 @@ def patch_sagemaker_processing() -> None:
             stopping_condition=self._get_param("StoppingCondition"),
             tags=self._get_param("Tags"),
             _request=request,
+            _caller_role=role_of_access_key(access_key_of(self.headers.get("Authorization"))),
         )
         return ActionResult({"ProcessingJobArn": job.arn})
 
     replace(SageMakerModelBackend, "create_processing_job", create_processing_job)
     replace(SageMakerResponse, "create_processing_job", response_create)
+
+
+def _access_denied(message: str) -> Exception:
+    from moto.sagemaker.exceptions import SagemakerClientError
+
+    class AccessDeniedException(SagemakerClientError):
+        code = "AccessDeniedException"
+
+    return AccessDeniedException(message)
+
+
+def _check_pass_role(backend, caller_role: str | None, role_arn: str | None) -> None:
+    """CreateProcessingJob passes ``RoleArn`` to SageMaker: the caller needs ``iam:PassRole`` on it with
+    ``iam:PassedToService`` = sagemaker.amazonaws.com (IAM User Guide, "Grant a user permissions to pass a role to an
+    AWS service"; SageMaker DG, "How to use SageMaker AI execution roles"), else AccessDeniedException with IAM's
+    "User: ... is not authorized to perform: iam:PassRole on resource: ..." text. Only calls signed as a role (a
+    Lambda function's, :func:`localcloud.endpoints.role_access_key`) are checked; tests' own calls have no role."""
+    if not caller_role or not role_arn:
+        return
+    check = pass_role_check(backend.account_id, caller_role, role_arn, "sagemaker.amazonaws.com")
+    if not check.allowed:
+        raise _access_denied(check.reason)
 
 
 def _resource_limit_exceeded(message: str) -> Exception:
