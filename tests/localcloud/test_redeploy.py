@@ -71,8 +71,13 @@ def _multipart(cloud, key: str) -> None:
 
 
 def _events(cloud) -> list[dict]:
-    msgs = cloud.sqs.receive_message(QueueUrl=cloud.outputs["QueueUrl"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in msgs.get("Messages", [])]
+    """The events waiting in the probe queue, deleted once read (so none comes back after its visibility timeout,
+    however long the next deploy takes)."""
+    url = cloud.outputs["QueueUrl"]
+    msgs = cloud.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    for m in msgs:
+        cloud.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return [json.loads(m["Body"]) for m in msgs]
 
 
 def test_second_deploy_updates_the_stack(app_dir, monkeypatch):
