@@ -137,3 +137,9 @@ class ServiceMetrics:
         ts = _naive(self.clock.now() if at is None else at)
         self._put("AWS/Lambda", [{"MetricName": "Throttles", "Value": 1.0, "Timestamp": ts, "Unit": "Count",
                                   "Dimensions": [{"Name": "FunctionName", "Value": function_name}]}])
+
+    def record_count(self, function_name: str, metric: str, at: float | None = None) -> None:
+        """One AWS/Lambda count datapoint (``DeadLetterErrors``, ``DestinationDeliveryFailures``)."""
+        ts = _naive(self.clock.now() if at is None else at)
+        self._put("AWS/Lambda", [{"MetricName": metric, "Value": 1.0, "Timestamp": ts, "Unit": "Count",
+                                  "Dimensions": [{"Name": "FunctionName", "Value": function_name}]}])

@@ -45,12 +45,21 @@ def _zip(source: str) -> bytes:
     return buf.getvalue()
 
 
+# what the functions here need (the local cloud authorizes event-source polling and DLQ/destination sends with the
+# execution role, as Lambda does: localcloud/service_auth.py)
+EXECUTION_POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Resource": "*", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                  "sqs:GetQueueAttributes", "sqs:SendMessage", "sns:Publish"]}]}
+
+
 def _role(cloud) -> str:
     iam = cloud.client("iam")
     try:
         return iam.get_role(RoleName="r")["Role"]["Arn"]
     except iam.exceptions.NoSuchEntityException:
-        return iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        arn = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        iam.put_role_policy(RoleName="r", PolicyName="execution", PolicyDocument=json.dumps(EXECUTION_POLICY))
+        return arn
 
 
 def _queue(cloud, name: str, **attributes) -> tuple[str, str]:
@@ -143,8 +152,10 @@ def _async_function(cloud, name: str, **kwargs) -> str:
                                        Handler="index.handler", Code={"ZipFile": _zip(ALWAYS_FAILS)}, Timeout=10,
                                        **kwargs)
     events = cloud.events
-    events.put_rule(Name=f"to-{name}", EventPattern=json.dumps({"source": ["my.app"]}))
+    rule = events.put_rule(Name=f"to-{name}", EventPattern=json.dumps({"source": ["my.app"]}))["RuleArn"]
     events.put_targets(Rule=f"to-{name}", Targets=[{"Id": "t", "Arn": fn["FunctionArn"]}])
+    cloud.lambda_.add_permission(FunctionName=name, StatementId="events", Action="lambda:InvokeFunction",
+                                 Principal="events.amazonaws.com", SourceArn=rule)
     return fn["FunctionArn"]
 
 
