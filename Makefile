@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test test-fast test-e2e demo synth bench clean
+.PHONY: install lint test test-fast test-e2e demo synth bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -24,8 +24,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## The whole suite: unit layers, template checks (cdk-nag, cfn-lint) and end-to-end tests in the local cloud.
-test: install
+## Lint (settings and the reasons for them in pyproject.toml): ruff over the repository's Python, mypy --strict over
+## processing/ and infra/ (the files mypy checks are listed there).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+## Lint, then the whole suite: unit layers, template checks (cdk-nag, cfn-lint) and end-to-end tests in the local cloud.
+test: lint
 	$(VENV)/bin/python -m pytest
 
 ## Fast layers only (no local cloud): seconds.

@@ -27,7 +27,8 @@ def main() -> None:
     # that region; without them the stack is environment-agnostic and resolves the image per region at deploy.
     account, region = os.getenv("CDK_DEFAULT_ACCOUNT"), os.getenv("CDK_DEFAULT_REGION")
     env = cdk.Environment(account=account, region=region) if account and region else None
-    DataQualityStack(app, STACK_NAME, settings=settings, env=env, description="S3 -> SageMaker Processing data quality pipeline")
+    DataQualityStack(app, STACK_NAME, settings=settings, env=env,
+                     description="S3 -> SageMaker Processing data quality pipeline")
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,8 @@ class Approach:
 
 
 APPROACHES = (
-    Approach("ours", "(a) our job, default settings", ("-m", "processing", "--input", "{input}", "--output", "{output}")),
+    Approach("ours", "(a) our job, default settings",
+             ("-m", "processing", "--input", "{input}", "--output", "{output}")),
     Approach("memory", "(a') our job, --mode memory", ("-m", "processing", "--mode", "memory", "--input", "{input}",
                                                        "--output", "{output}")),
     Approach("streaming", "(a'') our job, --mode streaming", ("-m", "processing", "--mode", "streaming", "--input",
@@ -101,7 +102,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {cpus} cores ({model}), {mem_gib:.0f} GiB RAM, Python {platform.python_version()}"
+    return (f"{platform.system()} {platform.machine()}, {cpus} cores ({model}), {mem_gib:.0f} GiB RAM, "
+            f"Python {platform.python_version()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             for approach in chosen:
                 sample = measure(approach, path)
                 samples[approach.name].append(sample)
-                print(f"{rows:>9} {approach.name:<9} run {run + 1}: {sample.seconds:7.2f} s {sample.peak_rss_mb:8.0f} MB",
-                      flush=True)
+                print(f"{rows:>9} {approach.name:<9} run {run + 1}: {sample.seconds:7.2f} s "
+                      f"{sample.peak_rss_mb:8.0f} MB", flush=True)
         for approach in chosen:
             medians[(approach.name, rows)] = Sample(
                 seconds=statistics.median(s.seconds for s in samples[approach.name]),
@@ -161,17 +163,18 @@ def write_report(args: argparse.Namespace, chosen: list[Approach], sizes: list[i
                 + " | ".join(ratios) + " |"
             )
     table = "\n".join(rows_out) + _targets(sizes, medians)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    changed = subprocess.run(["git", "status", "--porcelain", "--", ".", f":!{args.results.resolve().relative_to(ROOT)}"]
+    changed = subprocess.run(["git", "status", "--porcelain", "--", ".",
+                              f":!{args.results.resolve().relative_to(ROOT)}"]
                              if args.results.resolve().is_relative_to(ROOT) else ["git", "status", "--porcelain"],
                              cwd=ROOT, capture_output=True, text=True)
     code = (commit.stdout.strip() + (" with uncommitted changes" if changed.stdout.strip() else "")
             if commit.returncode == 0 else "unknown (not a git checkout)")
     report = (
         f"# Benchmark results\n\nRun {stamp} with `python -m bench --rows {args.rows} --runs {args.runs}`.\n\n"
-        f"Machine: {machine()}.\n\nEach cell: median of {args.runs} runs, each in a fresh process (interpreter start and "
-        f"imports included), approaches interleaved round-robin, memory not pre-touched (cold, as a job starts). "
+        f"Machine: {machine()}.\n\nEach cell: median of {args.runs} runs, each in a fresh process (interpreter start "
+        f"and imports included), approaches interleaved round-robin, memory not pre-touched (cold, as a job starts). "
         f"Wall time is measured around the child; peak RSS is the child's own `ru_maxrss` (from `wait4`). "
         f"Input: `python -m processing.sample --rows N --seed {args.seed}` (CSV, ~256 bytes/row). "
         f"Load average when written: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared; "

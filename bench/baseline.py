@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ def run(input_path: Path, output_dir: Path) -> None:
         "missing_values": missing_before,
         "duplicate_rows": int(df.duplicated().sum()),
         "unique_departments": int(df["department"].nunique()),
-        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),
     }
     stats = df.groupby("department").agg({"salary": ["mean", "median", "std"], "age": ["mean", "median"]})
     output_dir.mkdir(parents=True, exist_ok=True)

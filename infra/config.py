@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import contract
+from contract import ContractError, JobSettings
+from processing.config import THRESHOLD_KEYS as JOB_THRESHOLD_KEYS
+from processing.config import validate as validate_dataset_config
+from processing.config import validate_thresholds
+from processing.errors import ConfigError
+
 #: Context keys and their documented defaults (docs/infra.md lists each with its validation).
 DEFAULTS: dict[str, Any] = {
     "input_prefix": "input/",
@@ -44,15 +51,14 @@ FALLBACK_THRESHOLDS: dict[str, float] = {
     "max_duplicate_rate": 0.1,
     "min_rows_out": 1,
 }
-THRESHOLD_KEYS = tuple(FALLBACK_THRESHOLDS)
+THRESHOLD_KEYS = JOB_THRESHOLD_KEYS  # the job's (processing/config.py); FALLBACK_THRESHOLDS sets each
 #: The job's default ``drift.psi_alarm`` (processing/gate.py); a dataset config without one gets this value (the job
 #: does not merge a dataset's config with default.json, so neither does the alarm).
 DEFAULT_PSI_ALARM = 0.25
-RATE_THRESHOLD_KEYS = tuple(k for k in THRESHOLD_KEYS if k.startswith("max_"))
 
-MAX_RUNTIME_LIMIT = 777_600  # seconds: SageMaker's MaxRuntimeInSeconds upper bound (9 days)
-MAX_VOLUME_SIZE_GB = 16_384  # GB: SageMaker's VolumeSizeInGB upper bound
-MAX_INSTANCE_COUNT = 100
+MAX_RUNTIME_LIMIT = contract.MAX_RUNTIME_LIMIT
+MAX_VOLUME_SIZE_GB = contract.MAX_VOLUME_SIZE_GB
+MAX_INSTANCE_COUNT = contract.MAX_INSTANCE_COUNT
 #: Processing instance families with local NVMe instance storage. SageMaker rejects ``VolumeKmsKeyId`` for them (their
 #: storage is the instance store, encrypted by the hardware), and the trigger always sends it. Source: the SageMaker API
 #: reference of ``ProcessingClusterConfig.VolumeKmsKeyId`` / ``ResourceConfig.VolumeKmsKeyId`` ("certain Nitro-based
@@ -62,17 +68,14 @@ MAX_INSTANCE_COUNT = 100
 #: whose names don't show it. Newer families (e.g. ml.g7/ml.g7e) are not known here: check before using them.
 NVME_INSTANCE_FAMILIES = frozenset({"ml.g5", "ml.g6", "ml.g6e", "ml.p5", "ml.p5e", "ml.p5en"})
 _NVME_FAMILY_RE = re.compile(r"^ml\.[a-z]+\d+[a-z]*d[a-z]*$")
-#: Values of the job's ``PROCESSING_MODE`` (processing/pipeline.py: ``choose_mode``; docs/processing.md "Modes").
-PROCESSING_MODES = ("auto", "memory", "streaming")
-#: Upper bound of ``max_rows_in_memory`` (the job's ``PROCESSING_MAX_ROWS_IN_MEMORY``, read by processing/cli.py:
-#: ``run_options``). There is no service limit: the job numbers rows with 64-bit integers (its work files'
-#: row column), and a budget at or above the row count only means every statistic is exact, so nothing larger matters.
-MAX_ROWS_IN_MEMORY_LIMIT = 2**63 - 1
-LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+#: Values of the job's ``PROCESSING_MODE`` and the row budget's bound: the contract's (contract/__init__.py).
+PROCESSING_MODES = contract.PROCESSING_MODES
+MAX_ROWS_IN_MEMORY_LIMIT = contract.MAX_ROWS_IN_MEMORY_LIMIT
+LOG_RETENTION_CHOICES = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                         3288, 3653)
 
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9!_.*'()-]+(/[a-zA-Z0-9!_.*'()-]+)*/$")
-_JOB_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
-_DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_DATASET_RE = re.compile(f"^{contract.DATASET_PATTERN}$")
 #: A KMS key ARN (not an alias: a key policy or IAM statement on an alias ARN does not cover the key's use via S3).
 _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z0-9-]{1,128}$")
 #: A scikit-learn image pinned by digest (docs/infra.md "Pinning the job image"): registry account, region, the
@@ -80,14 +83,16 @@ _KMS_KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[a-zA-Z
 IMAGE_DIGEST_URI_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
     r"/(?P<repository>sagemaker-scikit-learn)@sha256:(?P<digest>[0-9a-f]{64})$")
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 
 
 class SettingsError(ValueError):
     """A context setting is invalid; the message names the context key."""
 
     def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
+        super().__init__(
+            f"Invalid context setting '{key}': {problem} (set it with `cdk synth -c {key}=...` or in cdk.json)")
         self.key = key
 
 
@@ -135,6 +140,13 @@ class Settings:
     datasets: Mapping[str, QualityThresholds] = field(default_factory=dict)
 
     @property
+    def job(self) -> JobSettings:
+        """The job settings (validated by the contract) the trigger passes to every job."""
+        return JobSettings(instance_type=self.instance_type, instance_count=self.instance_count,
+                           volume_size_gb=self.volume_size_gb, max_runtime_seconds=self.max_runtime_seconds,
+                           processing_mode=self.processing_mode, max_rows_in_memory=self.max_rows_in_memory)
+
+    @property
     def destroy_on_delete(self) -> bool:
         """True when stateful resources are deleted with the stack."""
         return self.removal_policy == "destroy"
@@ -155,7 +167,8 @@ def _as_int(key: str, value: Any, lo: int, hi: int) -> int:
 def _as_prefix(key: str, value: Any) -> str:
     if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value):
         raise SettingsError(
-            key, f"must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), got {value!r}"
+            key, "must be an S3 key prefix of safe characters ending in '/', without a leading '/' (e.g. 'input/'), "
+            f"got {value!r}"
         )
     return value
 
@@ -167,10 +180,12 @@ def has_local_nvme(instance_type: str) -> bool:
 
 
 def _processing_instance_types() -> frozenset[str]:
+    import botocore.model
     import botocore.session  # synth-time dependency through boto3/cfn-lint; the model is local, no network
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return frozenset(model.shape_for("ProcessingInstanceType").enum)
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for("ProcessingInstanceType")
+    assert isinstance(shape, botocore.model.StringShape), shape  # an enum of strings in the service model
+    return frozenset(shape.enum)
 
 
 def _sklearn_versions() -> frozenset[str]:
@@ -179,23 +194,19 @@ def _sklearn_versions() -> frozenset[str]:
     return frozenset(sklearn_versions())
 
 
-def _as_threshold(key: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(key, f"threshold {name} must be a number, got {value!r}")
-    if name in RATE_THRESHOLD_KEYS and not 0 <= value <= 1:
-        raise SettingsError(key, f"threshold {name} is a rate and must be within [0, 1], got {value}")
-    if name == "min_rows_out" and value < 0:
-        raise SettingsError(key, f"threshold min_rows_out must be >= 0, got {value}")
-    return float(value)
+def _contract(key: str, exc: ContractError) -> SettingsError:
+    """The contract's verdict on a context value, named by its context key."""
+    shown = exc.value if isinstance(exc.value, int) and not isinstance(exc.value, bool) else repr(exc.value)
+    return SettingsError(key, f"{shown} {exc.problem}")
 
 
-def _thresholds(key: str, raw: Mapping[str, Any], base: Mapping[str, float]) -> dict[str, float]:
-    unknown = set(raw) - set(THRESHOLD_KEYS)
-    if unknown:
-        raise SettingsError(key, f"unknown quality threshold(s) {sorted(unknown)}; known: {list(THRESHOLD_KEYS)}")
-    merged = dict(base)
-    merged.update({name: _as_threshold(key, name, value) for name, value in raw.items()})
-    return merged
+def _thresholds(key: str, raw: Any, base: Mapping[str, float]) -> dict[str, float]:
+    """``raw`` validated by the job's own rule (processing/config.py: ``validate_thresholds``), over ``base``."""
+    try:
+        checked = validate_thresholds(raw)
+    except ConfigError as exc:
+        raise SettingsError(key, str(exc)) from None
+    return {**base, **checked}
 
 
 def _psi_alarm(key: str, document: Any) -> float | None:
@@ -252,13 +263,16 @@ def load_dataset_thresholds(configs_dir: Path) -> dict[str, dict[str, float]]:
                 document = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as exc:
                 raise SettingsError(key, f"cannot read dataset config: {exc}") from exc
-            thresholds = document.get("quality_thresholds", {}) if isinstance(document, dict) else None
-            if not isinstance(thresholds, dict):
-                raise SettingsError(key, "quality_thresholds must be a JSON object")
-            raw[path.stem] = thresholds
+            # the job's own validator (pandas-free): a config the job would refuse fails the synth, and the alarms use
+            # exactly the thresholds the job's gate reads
+            try:
+                config = validate_dataset_config(document, source=path.as_posix())
+            except ConfigError as exc:
+                raise SettingsError(f"dataset config {path.as_posix()}", str(exc)) from None
+            raw[path.stem] = config.quality_thresholds
     if "default" not in raw:
         return {"default": dict(FALLBACK_THRESHOLDS)}
-    return {name: _thresholds(f"quality_thresholds (from {name}.json)", thresholds, {}) for name, thresholds in raw.items()}
+    return {name: dict(thresholds) for name, thresholds in raw.items()}
 
 
 def _instance_count(raw: Any) -> int:
@@ -299,7 +313,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         if input_prefix.startswith(prefix) or prefix.startswith(input_prefix):
             raise SettingsError(
                 key,
-                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs (recursion)",
+                f"{prefix!r} overlaps input_prefix {input_prefix!r}: objects written there would trigger new jobs "
+                "(recursion)",
             )
 
     # The staging prefix is written by the trigger and read by the jobs: under the input prefix a copy would start a
@@ -314,14 +329,16 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             )
     staging_expiration_days = _as_int("staging_expiration_days", value("staging_expiration_days"), 1, 365)
 
-    job_prefix = value("job_prefix")
-    if not isinstance(job_prefix, str) or not _JOB_PREFIX_RE.fullmatch(job_prefix):
-        raise SettingsError("job_prefix", f"must match [a-z0-9]{{1,10}}, got {job_prefix!r}")
+    try:
+        job_prefix = contract.check_job_prefix(value("job_prefix"))
+    except ContractError as exc:
+        raise SettingsError("job_prefix", f"{exc.problem}, got {exc.value!r}") from None
 
     instance_type = value("instance_type")
     allowed_types = _processing_instance_types()
     if instance_type not in allowed_types:
-        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type (e.g. ml.t3.medium, ml.m5.xlarge)")
+        raise SettingsError("instance_type", f"{instance_type!r} is not a SageMaker processing instance type "
+                            "(e.g. ml.t3.medium, ml.m5.xlarge)")
     if has_local_nvme(instance_type):
         raise SettingsError(
             "instance_type",
@@ -329,22 +346,22 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             "while every job of this stack encrypts its volume with the data key (VolumeKmsKeyId): choose a type "
             "without local storage (e.g. ml.m5.xlarge instead of ml.m5d.xlarge)")
 
-    processing_mode = value("processing_mode")
-    if processing_mode not in PROCESSING_MODES:
-        raise SettingsError(
-            "processing_mode", f"must be one of {', '.join(repr(m) for m in PROCESSING_MODES)}, got {processing_mode!r}"
-        )
-
-    max_rows_in_memory = value("max_rows_in_memory")
-    if max_rows_in_memory in ("", None):
-        max_rows_in_memory = None
-    else:
-        max_rows_in_memory = _as_int("max_rows_in_memory", max_rows_in_memory, 1, MAX_ROWS_IN_MEMORY_LIMIT)
+    # The job settings: the contract validates them (the trigger and the job apply the same rules to what they read).
+    try:
+        processing_mode = contract.processing_mode(value("processing_mode"))
+    except ContractError as exc:
+        raise _contract("processing_mode", exc) from None
+    try:
+        max_rows_in_memory = contract.max_rows_in_memory(value("max_rows_in_memory"))
+    except ContractError as exc:
+        raise _contract("max_rows_in_memory", exc) from None
 
     image_version = value("sklearn_image_version")
     versions = _sklearn_versions()
     if image_version not in versions:
-        raise SettingsError("sklearn_image_version", f"{image_version!r} is not in sagemaker-core's sklearn image config; known: {sorted(versions)}")
+        raise SettingsError("sklearn_image_version",
+                            f"{image_version!r} is not in sagemaker-core's sklearn image config; "
+                            f"known: {sorted(versions)}")
 
     asset_kms_key_arn = value("asset_kms_key_arn")
     if asset_kms_key_arn in ("", None):
@@ -361,11 +378,13 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         raise SettingsError(
             "sklearn_image_uri",
             f"must be a scikit-learn image pinned by digest, "
-            f"<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got {image_uri!r} "
-            "(a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
+            "<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-scikit-learn@sha256:<64 hex digits>, got "
+            f"{image_uri!r} (a tag is not accepted: tags are rebuilt; see docs/infra.md for how to find the digest)")
     else:
         image_uri = image_uri.strip()
-        china = IMAGE_DIGEST_URI_RE.fullmatch(image_uri).group("region").startswith("cn-")
+        match = IMAGE_DIGEST_URI_RE.fullmatch(image_uri)
+        assert match is not None  # checked above
+        china = match.group("region").startswith("cn-")
         if china != image_uri.split("/", 1)[0].endswith(".amazonaws.com.cn"):
             raise SettingsError(
                 "sklearn_image_uri", f"{image_uri!r}: China regions (cn-*) use the domain amazonaws.com.cn, the "
@@ -383,7 +402,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
 
     log_retention_days = _as_int("log_retention_days", value("log_retention_days"), 1, 3653)
     if log_retention_days not in LOG_RETENTION_CHOICES:
-        raise SettingsError("log_retention_days", f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
+        raise SettingsError("log_retention_days",
+                            f"must be one of CloudWatch Logs' retention values {LOG_RETENTION_CHOICES}")
 
     datasets = load_dataset_thresholds(configs_dir)
     psi_alarms = load_dataset_psi_alarms(configs_dir)

@@ -127,10 +127,13 @@ class PipelineDashboard(Construct):
             cw.GraphWidget(
                 title="Trigger queue backlog",
                 left=[
-                    props.queue.metric_approximate_number_of_messages_visible(period=Duration.seconds(PERIOD), statistic="Maximum"),
-                    props.queue.metric_approximate_number_of_messages_not_visible(period=Duration.seconds(PERIOD), statistic="Maximum"),
+                    props.queue.metric_approximate_number_of_messages_visible(
+                        period=Duration.seconds(PERIOD), statistic="Maximum"),
+                    props.queue.metric_approximate_number_of_messages_not_visible(
+                        period=Duration.seconds(PERIOD), statistic="Maximum"),
                 ],
-                right=[props.queue.metric_approximate_age_of_oldest_message(period=Duration.seconds(PERIOD), statistic="Maximum")],
+                right=[props.queue.metric_approximate_age_of_oldest_message(
+                    period=Duration.seconds(PERIOD), statistic="Maximum")],
                 width=HALF,
             ),
             cw.GraphWidget(
@@ -151,8 +154,10 @@ class PipelineDashboard(Construct):
                     m
                     for f in props.functions
                     for m in (
-                        f.function.metric_errors(period=Duration.seconds(PERIOD), statistic="Sum", label=f"{f.label} errors"),
-                        f.function.metric_throttles(period=Duration.seconds(PERIOD), statistic="Sum", label=f"{f.label} throttles"),
+                        f.function.metric_errors(period=Duration.seconds(PERIOD), statistic="Sum",
+                                                 label=f"{f.label} errors"),
+                        f.function.metric_throttles(period=Duration.seconds(PERIOD), statistic="Sum",
+                                                    label=f"{f.label} throttles"),
                     )
                 ],
                 width=HALF,

@@ -95,7 +95,8 @@ class DataBucket(Construct):
             removal_policy=props.removal_policy,
         )
         # EventBridge notifications set on the bucket resource itself: `event_bridge_enabled=True` would add the
-        # Custom::S3BucketNotifications Lambda (an AWS-managed-policy role, and a custom resource local emulators can't run).
+        # Custom::S3BucketNotifications Lambda (an AWS-managed-policy role, and a custom resource local emulators
+        # can't run).
         cfn_bucket = self.bucket.node.default_child
         assert isinstance(cfn_bucket, s3.CfnBucket)
         cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(

@@ -24,7 +24,8 @@ def _sklearn_config() -> dict[str, Any]:
     import sagemaker.core
 
     path = Path(sagemaker.core.__file__).parent / "image_uri_config" / f"{FRAMEWORK}.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return config
 
 
 def sklearn_versions() -> list[str]:
@@ -36,7 +37,8 @@ def registries(version: str) -> dict[str, str]:
     """Region -> ECR registry account of the scikit-learn image ``version`` (from sagemaker-core's JSON)."""
     versions = _sklearn_config()[IMAGE_SCOPE]["versions"]
     if version not in versions:
-        raise ImageResolutionError(f"scikit-learn image version {version!r} is not in sagemaker-core's config; known: {sorted(versions)}")
+        raise ImageResolutionError(
+            f"scikit-learn image version {version!r} is not in sagemaker-core's config; known: {sorted(versions)}")
     return dict(sorted(versions[version]["registries"].items()))
 
 

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+import contract
+from infra.lambda_asset import handler_string
 from infra.python_function import python_function
 
-METRICS_NAMESPACE = "DataQualityPipeline"
+METRICS_NAMESPACE = contract.METRICS_NAMESPACE
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 METRICS_TIMEOUT = 60  # seconds
 MEMORY_SIZE = 256  # MB
 RETRY_ATTEMPTS = 2  # async-invoke retries (Lambda's maximum) before the event goes to the DLQ
 MAX_EVENT_AGE = 6  # hours (Lambda's maximum for async events)
 DLQ_RETENTION = 14  # days
-QUALITY_FOLDER = "quality"
-QUALITY_FILES_READ = ("metrics.json", "profile.json")  # design.md Contracts 3 and 4
-BASELINE_FILE = "baseline.json"  # <baseline_prefix><dataset>/baseline.json
-PUBLISHED_MARKER = "_metrics_published"  # <output>/quality/_metrics_published: publish-once marker (HeadObject + put)
-SUCCESS_MARKER = "_SUCCESS"
-SUCCESS_FOLDERS = ("cleaned", "transformed")  # design.md Contract 4: written by the Lambda after the job finished
+# The files and markers the function reads and writes (contract/__init__.py; design.md Contracts 3 and 4).
+QUALITY_FOLDER = contract.QUALITY
+QUALITY_FILES_READ = (contract.METRICS_FILE, contract.PROFILE_FILE)
+BASELINE_FILE = contract.BASELINE_FILE
+PUBLISHED_MARKER = contract.PUBLISHED_MARKER
+SUCCESS_MARKER = contract.SUCCESS_MARKER
+SUCCESS_FOLDERS = contract.SUCCESS_FOLDERS
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class JobMetricsProps:
     Attributes:
         bucket: the data bucket (the function reads ``<output_prefix>.../quality/metrics.json``).
         key: the bucket's KMS key.
-        handler_dir: the metrics handler's folder (``infra/lambdas/metrics``).
+        code: the Lambda asset (infra/lambda_asset.py); the function runs ``metrics.handler.handler``.
         output_prefix / baseline_prefix / job_prefix: see :class:`infra.config.Settings`; the function promotes a
             batch's ``quality/profile.json`` to ``<baseline_prefix><dataset>/baseline.json`` (design.md Contract 4).
         namespace: CloudWatch namespace (design.md Contract 3).
@@ -49,7 +52,7 @@ class JobMetricsProps:
 
     bucket: s3.IBucket
     key: kms.IKey
-    handler_dir: Path
+    code: lambda_.Code
     output_prefix: str
     baseline_prefix: str
     job_prefix: str
@@ -81,7 +84,8 @@ class JobMetrics(Construct):
         )
         created = python_function(
             self,
-            handler_dir=props.handler_dir,
+            code=props.code,
+            handler=handler_string("metrics"),
             role_description="Metrics Lambda: publishes data quality metrics of finished processing jobs",
             description="Publishes quality/metrics.json of finished processing jobs as CloudWatch metrics",
             timeout=Duration.seconds(METRICS_TIMEOUT),

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from aws_cdk import Acknowledgment, Stack, Token, Validations
 
+import contract
+
 
 @dataclass(frozen=True)
 class Ack:
@@ -21,7 +23,8 @@ _IAM5 = "AwsSolutions-IAM5"
 
 def acknowledgements(
     *, input_prefix: str, output_prefix: str, baseline_prefix: str, quarantine_prefix: str, job_prefix: str,
-    data_bucket_ref: str, staging_prefix: str = "staging/", partition: str = "<AWS::Partition>", region: str = "<AWS::Region>",
+    data_bucket_ref: str, staging_prefix: str = "staging/", partition: str = "<AWS::Partition>",
+    region: str = "<AWS::Region>",
     account: str = "<AWS::AccountId>",
 ) -> tuple[Ack, ...]:
     """The acknowledged findings for the given settings (finding ids embed the prefixes and CFN references).
@@ -40,14 +43,14 @@ def acknowledgements(
             "ProcessingJob/Role",
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{staging_prefix}*]",
             f"The job reads its staged copy <staging_prefix><dataset>/<job-name>/<file> of the uploaded object version "
-            f"(design.md Contract 1), whose name is known only at run time; s3:GetObject is scoped to '{staging_prefix}' "
-            "and never reaches the input prefix.",
+            "(design.md Contract 1), whose name is known only at run time; s3:GetObject is scoped to "
+            f"'{staging_prefix}' and never reaches the input prefix.",
         ),
         Ack(
             "ProcessingJob/Role",
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*]",
-            f"The job writes <output_prefix><dataset>/<job-name>/... whose names are generated per run; s3:PutObject is "
-            f"limited to '{output_prefix}', which never overlaps the trigger's input prefix.",
+            "The job writes <output_prefix><dataset>/<job-name>/... whose names are generated per run; s3:PutObject "
+            f"is limited to '{output_prefix}', which never overlaps the trigger's input prefix.",
         ),
         Ack(
             "ProcessingJob/Role",
@@ -64,8 +67,9 @@ def acknowledgements(
         Ack(
             "ProcessingJob/Role",
             f"{_IAM5}[Resource::{logs_group}:*]",
-            "SageMaker writes job logs to the fixed log group /aws/sagemaker/ProcessingJobs; the ':*' form of the group "
-            "ARN is what logs:CreateLogGroup/DescribeLogStreams authorize against. No other log group is reachable.",
+            "SageMaker writes job logs to the fixed log group /aws/sagemaker/ProcessingJobs; the ':*' form of the "
+            "group ARN is what logs:CreateLogGroup/DescribeLogStreams authorize against. No other log group is "
+            "reachable.",
         ),
         Ack(
             "ProcessingJob/Role",
@@ -88,7 +92,7 @@ def acknowledgements(
                 f"finished (dataset and job name are known only at run time); s3:GetObject only, on that file name "
                 f"under '{output_prefix}'.",
             )
-            for name in ("metrics.json", "profile.json")
+            for name in (contract.METRICS_FILE, contract.PROFILE_FILE)
         ),
         Ack(
             "Metrics/Role",
@@ -101,8 +105,9 @@ def acknowledgements(
             Ack(
                 "Metrics/Role",
                 f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{output_prefix}*/{folder}/_SUCCESS]",
-                f"The metrics Lambda writes the empty _SUCCESS marker into <output_prefix><dataset>/<job-name>/{folder}/ "
-                f"after a passed/warned job finished (design.md Contract 4); s3:PutObject only, on that file name "
+                "The metrics Lambda writes the empty _SUCCESS marker into "
+                f"<output_prefix><dataset>/<job-name>/{folder}/ after a passed/warned job finished "
+                "(design.md Contract 4); s3:PutObject only, on that file name "
                 f"under '{output_prefix}'.",
             )
             for folder in ("cleaned", "transformed")
@@ -117,27 +122,28 @@ def acknowledgements(
         Ack(
             "Trigger/Role",
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{baseline_prefix}*/baseline.json]",
-            f"The trigger checks (HeadObject) whether <baseline_prefix><dataset>/baseline.json exists before starting a "
-            f"job; read-only s3:GetObject on baseline.json keys under '{baseline_prefix}'.",
+            "The trigger checks (HeadObject) whether <baseline_prefix><dataset>/baseline.json exists before starting "
+            f"a job; read-only s3:GetObject on baseline.json keys under '{baseline_prefix}'.",
         ),
         Ack(
             "Trigger/Role",
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{input_prefix}*]",
-            f"The trigger asks S3 which key an event names (HeadObject of the event's version) and copies that version: "
-            f"s3:GetObject and s3:GetObjectVersion on uploads under '{input_prefix}', whose keys are known only at run "
-            "time; read only.",
+            "The trigger asks S3 which key an event names (HeadObject of the event's version) and copies that "
+            f"version: s3:GetObject and s3:GetObjectVersion on uploads under '{input_prefix}', whose keys are known "
+            "only at run time; read only.",
         ),
         Ack(
             "Trigger/Role",
             f"{_IAM5}[Resource::<{data_bucket_ref}.Arn>/{staging_prefix}*]",
-            f"The trigger writes each job's copy <staging_prefix><dataset>/<job-name>/<file> (CopyObject or a multipart "
-            f"copy): s3:PutObject and s3:AbortMultipartUpload on '{staging_prefix}' only, which overlaps no other prefix.",
+            "The trigger writes each job's copy <staging_prefix><dataset>/<job-name>/<file> (CopyObject or a "
+            f"multipart copy): s3:PutObject and s3:AbortMultipartUpload on '{staging_prefix}' only, which overlaps "
+            "no other prefix.",
         ),
         Ack(
             "Trigger/Role",
             f"{_IAM5}[Resource::*]",
-            "cloudwatch:PutMetricData (the KeyRefused count) has no resource-level permissions; the cloudwatch:namespace "
-            "condition limits it to the stack's DataQualityPipeline namespace.",
+            "cloudwatch:PutMetricData (the KeyRefused count) has no resource-level permissions; the "
+            "cloudwatch:namespace condition limits it to the stack's DataQualityPipeline namespace.",
         ),
         Ack(
             "Metrics/Role",

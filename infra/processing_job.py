@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
@@ -10,6 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from contract import JobSettings
 from infra.code_bundle import CodeBundle
 from infra.image import SklearnImage
 
@@ -34,10 +35,8 @@ class ProcessingJobProps:
         job_prefix: job names start with ``<job_prefix>-``.
         image: the scikit-learn image.
         code: the processing code bundle.
-        instance_type / instance_count / volume_size_gb / max_runtime_seconds: the job's resources.
-        processing_mode: the job's ``PROCESSING_MODE`` (``auto``, ``memory`` or ``streaming``; docs/infra.md).
-        max_rows_in_memory: the job's ``PROCESSING_MAX_ROWS_IN_MEMORY`` (streaming's row budget); ``None`` = not set,
-            the job derives it from the instance's memory (docs/infra.md).
+        settings: the job's resources, ``PROCESSING_MODE`` and row budget (``contract.JobSettings``, validated
+            there; the trigger passes them on with ``to_env()``).
         asset_kms_key_arn: the bootstrap assets bucket's KMS key when it is the user's own key
             (``cdk bootstrap --bootstrap-kms-key-id``): the role may decrypt the code bundle with it, through S3 only.
             ``None``: the AWS-managed S3 key (default bootstrap) or the key ``--bootstrap-customer-key`` creates,
@@ -54,12 +53,7 @@ class ProcessingJobProps:
     image: SklearnImage
     code: CodeBundle
     staging_prefix: str = "staging/"
-    instance_type: str = "ml.t3.medium"
-    instance_count: int = 1
-    volume_size_gb: int = 30  # GB
-    max_runtime_seconds: int = 3600  # seconds
-    processing_mode: str = "auto"
-    max_rows_in_memory: int | None = None
+    settings: JobSettings = field(default_factory=JobSettings)
     asset_kms_key_arn: str | None = None
 
 
@@ -168,7 +162,8 @@ class ProcessingJob(Construct):
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             )
         )
-        log_group_arn = stack.format_arn(service="logs", resource="log-group", resource_name=PROCESSING_LOG_GROUP, arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        log_group_arn = stack.format_arn(service="logs", resource="log-group", resource_name=PROCESSING_LOG_GROUP,
+                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ProcessingJobLogGroup",

@@ -1,9 +1,9 @@
-"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda -> CreateProcessingJob."""
+"""The upload trigger: S3 Object Created (input prefix) -> EventBridge -> SQS (+DLQ) -> trigger Lambda ->
+CreateProcessingJob."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cw
@@ -11,6 +11,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -18,7 +19,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+import contract
 from infra.job_metrics import METRICS_NAMESPACE
+from infra.lambda_asset import handler_string
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
 from infra.python_function import python_function
 
@@ -36,11 +39,12 @@ QUEUE_RETENTION = 4  # days
 BATCH_SIZE = 5  # messages per invocation
 MAX_CONCURRENCY = 2  # concurrent invocations (SQS minimum); CreateProcessingJob is rate limited per region
 MEMORY_SIZE = 256  # MB
-BASELINE_FILE = "baseline.json"  # the trigger heads <baseline_prefix><dataset>/baseline.json (design.md Contract 4)
-REFUSED_METRIC = "KeyRefused"  # handler.py: REFUSED_METRIC; published with dimension Reason and without dimensions
+BASELINE_FILE = contract.BASELINE_FILE  # the trigger heads <baseline_prefix><dataset>/baseline.json (Contract 4)
+REFUSED_METRIC = contract.KEY_REFUSED  # published with dimension Reason and without dimensions
 REFUSED_PERIOD = 300  # seconds
-# Staging (handler.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes CreateMultipartUpload,
-# UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source authorize the copy's read.
+# Staging (infra/lambdas/trigger/staging.py: stage_source): CopyObject / multipart copy. s3:PutObject authorizes
+# CreateMultipartUpload, UploadPartCopy and CompleteMultipartUpload; GetObject/GetObjectVersion on the source
+# authorize the copy's read.
 STAGING_WRITE_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
 SOURCE_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 
@@ -53,7 +57,7 @@ class ProcessingTriggerProps:
         bucket: the data bucket (EventBridge notifications on).
         key: the KMS key for the queues (and the job's outputs/volume).
         job: the processing job (role and settings passed to the handler).
-        handler_dir: the trigger handler's folder (``infra/lambdas/trigger``, stdlib + boto3 only).
+        code: the Lambda asset (infra/lambda_asset.py); the function runs ``trigger.handler.handler``.
         input_prefix / output_prefix / job_prefix / staging_prefix: see :class:`infra.config.Settings`.
         namespace: CloudWatch namespace of the ``KeyRefused`` metric (the stack's metrics namespace).
         log_retention: retention of the function's log group.
@@ -63,7 +67,7 @@ class ProcessingTriggerProps:
     bucket: s3.IBucket
     key: kms.IKey
     job: ProcessingJob
-    handler_dir: Path
+    code: lambda_.Code
     input_prefix: str
     output_prefix: str
     baseline_prefix: str
@@ -125,7 +129,8 @@ class ProcessingTrigger(Construct):
 
         created = python_function(
             self,
-            handler_dir=props.handler_dir,
+            code=props.code,
+            handler=handler_string("trigger"),
             role_description="Trigger Lambda: starts data quality processing jobs",
             description="Starts one SageMaker Processing job per uploaded object version",
             timeout=Duration.seconds(TRIGGER_TIMEOUT),
@@ -145,14 +150,9 @@ class ProcessingTrigger(Construct):
                 "IMAGE_URI": job.image.image_uri,
                 "CODE_S3_URI": job.code.s3_uri,
                 "CODE_VERSION": job.code.code_version,
-                "INSTANCE_TYPE": job.instance_type,
-                "INSTANCE_COUNT": str(job.instance_count),
-                "VOLUME_SIZE_GB": str(job.volume_size_gb),
-                "MAX_RUNTIME_SECONDS": str(job.max_runtime_seconds),
-                "PROCESSING_MODE": job.processing_mode,
-                # unset: no variable, so the job derives its row budget from the instance's memory
-                **({} if job.max_rows_in_memory is None
-                   else {"PROCESSING_MAX_ROWS_IN_MEMORY": str(job.max_rows_in_memory)}),
+                # INSTANCE_*, VOLUME_SIZE_GB, MAX_RUNTIME_SECONDS, PROCESSING_MODE and (when set) the row budget:
+                # the contract writes them and the trigger reads them back (contract.JobSettings.from_env)
+                **job.settings.to_env(),
                 "KMS_KEY_ARN": props.key.key_arn,
             },
         )
@@ -166,9 +166,10 @@ class ProcessingTrigger(Construct):
             )
         )
         # The event source grants consume rights, incl. sqs:ChangeMessageVisibility used by the handler to back off.
-        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by s3:prefix)
-        # is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as "no baseline"
-        # (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS, bucket policy).
+        # design.md Contract 4: HeadObject on <baseline_prefix><dataset>/baseline.json. ListBucket (limited by
+        # s3:prefix) is meant to make a missing baseline a 404 instead of a 403; the handler still treats 403 as
+        # "no baseline" (logged at ERROR as baseline-unreadable) because a 403 can also be a real denial (IAM, KMS,
+        # bucket policy).
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="CheckBaseline",

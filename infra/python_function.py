@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
@@ -13,7 +12,6 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
-HANDLER = "handler.handler"  # infra/lambdas/<name>/handler.py: def handler(event, context)
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,8 @@ class PythonFunction:
 def python_function(
     scope: Construct,
     *,
-    handler_dir: Path,
+    code: lambda_.Code,
+    handler: str,
     role_description: str,
     description: str,
     timeout: Duration,
@@ -45,7 +44,8 @@ def python_function(
 
     Args:
         scope: the owning construct (e.g. ``Trigger``, ``Metrics``).
-        handler_dir: folder holding ``handler.py`` (packaged as the function's code asset).
+        code: the function's code (the shared Lambda asset: infra/lambda_asset.py).
+        handler: the handler string (``trigger.handler.handler``).
         role_description / description: of the role and the function.
         timeout / memory_size / environment: of the function.
         log_retention / removal_policy: of the log group.
@@ -63,8 +63,8 @@ def python_function(
         scope,
         "Function",
         runtime=LAMBDA_RUNTIME,
-        handler=HANDLER,
-        code=lambda_.Code.from_asset(str(handler_dir)),
+        handler=handler,
+        code=code,
         role=role,
         timeout=timeout,
         memory_size=memory_size,

@@ -22,8 +22,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces import aws_events as events_refs
 from constructs import Construct
 
+import contract
 from infra.config import QualityThresholds
 
 DIMENSION = "Dataset"
@@ -34,7 +36,8 @@ OPS_PERIOD = 300  # seconds
 #: Metrics Insights SELECT functions the all-dataset alarms may use (and localcloud.alarms evaluates)
 OTHER_DATASETS_LABEL = "OtherDatasets"
 #: The per-dataset signals also watched, through a Metrics Insights query, for datasets without a config.
-OTHER_DATASET_METRICS: tuple[str, ...] = ("JobFailed", "QualityGateFailed", "MetricsUnavailable")
+OTHER_DATASET_METRICS: tuple[str, ...] = (
+    contract.JOB_FAILED, contract.QUALITY_GATE_FAILED, contract.METRICS_UNAVAILABLE)
 #: CloudWatch's limit on a metric data query's Expression (botocore model: MetricDataQuery.Expression max 2048)
 MAX_EXPRESSION_LENGTH = 2048
 
@@ -128,12 +131,13 @@ class _TopicTarget:
     def __init__(self, topic: sns.ITopic) -> None:
         self._topic = topic
 
-    def bind(self, _rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+    def bind(self, _rule: events_refs.IRuleRef, _id: str | None = None) -> events.RuleTargetConfig:
         return events.RuleTargetConfig(arn=self._topic.topic_arn)
 
 
 def other_datasets_query(namespace: str, metric: str, configured: Sequence[str]) -> str:
-    """The Metrics Insights query over every ``Dataset`` value except the configured ones (the form localcloud evaluates).
+    """The Metrics Insights query over every ``Dataset`` value except the configured ones (the form localcloud
+    evaluates).
 
     ``SELECT MAX(<metric>) FROM SCHEMA("<namespace>", Dataset) WHERE Dataset != 'a' AND Dataset != 'b'``: one
     aggregated series, the maximum over the matching datasets (metrics with exactly the one dimension ``Dataset``).
@@ -335,6 +339,7 @@ class QualityAlarms(Construct):
     def _other_datasets_alarm(self, namespace: str, configured: Sequence[str], metric: str) -> cw.Alarm:
         spec = next(s for s in DATASET_ALARMS if s.metric_name == metric)
         expression = other_datasets_query(namespace, metric, configured)
+        assert spec.fixed_threshold is not None  # OTHER_DATASET_METRICS all have fixed thresholds
         return self._alarm(
             f"{OTHER_DATASETS_LABEL}{metric}",
             cw.MathExpression(expression=expression, using_metrics={}, period=Duration.seconds(spec.period),
@@ -349,6 +354,7 @@ class QualityAlarms(Construct):
         self, namespace: str, dataset: str, thresholds: QualityThresholds, spec: QualityMetricAlarm
     ) -> cw.Alarm:
         threshold = spec.fixed_threshold if spec.threshold_key is None else getattr(thresholds, spec.threshold_key)
+        assert threshold is not None, spec  # a fixed threshold or a key (QualityMetricAlarm's invariant)
         metric = cw.Metric(
             namespace=namespace,
             metric_name=spec.metric_name,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnElement, CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -16,6 +16,7 @@ from infra.dashboard import DashboardProps, PipelineDashboard
 from infra.data_bucket import DataBucket, DataBucketProps
 from infra.image import SklearnImage
 from infra.job_metrics import METRICS_NAMESPACE, JobMetrics, JobMetricsProps
+from infra.lambda_asset import LambdaAsset, LambdaAssetProps
 from infra.nag import acknowledge_findings, acknowledgements, nag_arn_parts
 from infra.processing_job import ProcessingJob, ProcessingJobProps
 from infra.processing_trigger import ProcessingTrigger, ProcessingTriggerProps
@@ -29,9 +30,10 @@ class SourcePaths:
     """Where the stack finds code that it packages (defaults: this repository)."""
 
     processing_dir: Path = PROJECT_ROOT / "processing"
-    trigger_handler_dir: Path = PROJECT_ROOT / "infra" / "lambdas" / "trigger"
-    metrics_handler_dir: Path = PROJECT_ROOT / "infra" / "lambdas" / "metrics"
+    contract_dir: Path = PROJECT_ROOT / "contract"  # the cross-part contract: in the job bundle and the Lambda asset
+    lambdas_dir: Path = PROJECT_ROOT / "infra" / "lambdas"  # lambda_shared/, trigger/, metrics/: one asset
     bundle_staging_dir: Path | None = None
+    lambda_staging_dir: Path | None = None
 
 
 class DataQualityStack(Stack):
@@ -66,7 +68,14 @@ class DataQualityStack(Stack):
         self.code = CodeBundle(
             self,
             "ProcessingCode",
-            props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir),
+            props=CodeBundleProps(source_dir=paths.processing_dir, staging_dir=paths.bundle_staging_dir,
+                                  packages=(paths.contract_dir,)),
+        )
+        self.lambda_asset = LambdaAsset(
+            self,
+            "LambdaAsset",
+            props=LambdaAssetProps(lambdas_dir=paths.lambdas_dir, contract_dir=paths.contract_dir,
+                                   staging_dir=paths.lambda_staging_dir),
         )
         self.image = SklearnImage(self, "SklearnImage", version=settings.sklearn_image_version,
                                   pinned_uri=settings.sklearn_image_uri)
@@ -84,12 +93,7 @@ class DataQualityStack(Stack):
                 job_prefix=settings.job_prefix,
                 image=self.image,
                 code=self.code,
-                instance_type=settings.instance_type,
-                instance_count=settings.instance_count,
-                volume_size_gb=settings.volume_size_gb,
-                max_runtime_seconds=settings.max_runtime_seconds,
-                processing_mode=settings.processing_mode,
-                max_rows_in_memory=settings.max_rows_in_memory,
+                settings=settings.job,
                 asset_kms_key_arn=settings.asset_kms_key_arn,
             ),
         )
@@ -100,7 +104,7 @@ class DataQualityStack(Stack):
                 bucket=self.data.bucket,
                 key=self.data.key,
                 job=self.job,
-                handler_dir=paths.trigger_handler_dir,
+                code=self.lambda_asset.code,
                 input_prefix=settings.input_prefix,
                 output_prefix=settings.output_prefix,
                 baseline_prefix=settings.baseline_prefix,
@@ -118,7 +122,7 @@ class DataQualityStack(Stack):
             props=JobMetricsProps(
                 bucket=self.data.bucket,
                 key=self.data.key,
-                handler_dir=paths.metrics_handler_dir,
+                code=self.lambda_asset.code,
                 output_prefix=settings.output_prefix,
                 baseline_prefix=settings.baseline_prefix,
                 job_prefix=settings.job_prefix,
@@ -164,10 +168,12 @@ class DataQualityStack(Stack):
 
         outputs = {
             "DataBucketName": (self.data.bucket.bucket_name, "Data bucket: upload to <input_prefix><dataset>/<file>"),
-            "AlertTopicArn": (self.alarms.topic.topic_arn, "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
+            "AlertTopicArn": (self.alarms.topic.topic_arn,
+                              "SNS topic: alarm/OK notifications and one message per failed job or quarantined batch"),
             "TriggerQueueUrl": (self.trigger.queue.queue_url, "Queue buffering upload events for the trigger Lambda"),
             "TriggerDlqUrl": (self.trigger.dlq.queue_url, "Upload events that kept failing"),
-            "MetricsDlqUrl": (self.metrics.dlq.queue_url, "Job state-change events whose metrics could not be published"),
+            "MetricsDlqUrl": (self.metrics.dlq.queue_url,
+                              "Job state-change events whose metrics could not be published"),
             "DashboardName": (self.dashboard.dashboard.dashboard_name, "CloudWatch dashboard"),
             "JobRoleArn": (self.job.role.role_arn, "Execution role of the processing jobs"),
             "TriggerFunctionName": (self.trigger.function.function_name, "Trigger Lambda"),
@@ -185,7 +191,7 @@ class DataQualityStack(Stack):
             quarantine_prefix=settings.quarantine_prefix,
             staging_prefix=settings.staging_prefix,
             job_prefix=settings.job_prefix,
-            data_bucket_ref=self.get_logical_id(self.data.bucket.node.default_child),
+            data_bucket_ref=self.get_logical_id(cast(CfnElement, self.data.bucket.node.default_child)),  # the CfnBucket
             **nag_arn_parts(self),
         )
         acknowledge_findings(self, self.nag_acknowledgements)

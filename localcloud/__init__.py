@@ -1,1 +1,2 @@
-"""Local cloud: moto server + emulation layer, local job executor, alarm evaluator, demo (never imported by product code)."""
+"""Local cloud: moto server + emulation layer, local job executor, alarm evaluator, demo (never imported by product
+code)."""

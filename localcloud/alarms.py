@@ -58,9 +58,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from localcloud import metrics_insights
 
@@ -136,7 +137,8 @@ def parse_insights_query(expression: str, period: int) -> InsightsQuery:
         raise UnsupportedQuery(f"Metrics Insights function {query.function} is not evaluated locally (MAX, MIN, SUM): "
                                f"{expression!r}")
     if len(query.dimensions) != 1 or query.group_by:
-        raise UnsupportedQuery(f"an alarm query is evaluated over one SCHEMA dimension without GROUP BY: {expression!r}")
+        raise UnsupportedQuery(
+            f"an alarm query is evaluated over one SCHEMA dimension without GROUP BY: {expression!r}")
     for dim, op, value in query.where:
         if op != "!=" or dim != query.dimensions[0]:
             raise UnsupportedQuery(f"WHERE clause {dim} {op} '{value}' is not \"{query.dimensions[0]} != '<value>'\": "
@@ -187,13 +189,13 @@ class AlarmTransition:
 def _epoch(ts: Any) -> float:
     if isinstance(ts, datetime):
         if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
+            ts = ts.replace(tzinfo=UTC)
         return ts.timestamp()
     return float(ts)
 
 
 def _fmt_ts(epoch: float) -> str:  # CloudWatch reason format: dd/MM/yy HH:mm:ss
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%d/%m/%y %H:%M:%S")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%d/%m/%y %H:%M:%S")
 
 
 def _check_supported(alarm: dict) -> None:
@@ -246,7 +248,7 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
     breaches, words = _OPS[alarm["ComparisonOperator"]]
     treat = alarm.get("TreatMissingData") or "missing"
     current = current_state or alarm.get("StateValue") or INSUFFICIENT
-    real = [(s, v) for s, v in zip(starts, buckets) if v is not None]
+    real = [(s, v) for s, v in zip(starts, buckets, strict=True) if v is not None]
     ev = Evaluation(state=current, reason="", buckets=list(buckets), bucket_starts=list(starts))
     thr = f"the threshold ({threshold:g})"
 
@@ -256,8 +258,8 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
         total = len(points) + filled
         shown = ", ".join(f"{v:g} ({_fmt_ts(s)})" for s, v in sorted(points, key=lambda p: -p[0]))
         if filled:
-            shown = ", ".join(x for x in (shown, f"{filled} missing treated as "
-                                          f"{'breaching' if filled_breaching else 'not breaching'}") if x)
+            shown = ", ".join(x for x in (shown, (f"{filled} missing treated as "
+                                                  f"{'breaching' if filled_breaching else 'not breaching'}")) if x)
         if bad >= m:
             ev.state = ALARM
             ev.reason = (f"Threshold Crossed: {bad} out of the last {_plural(total, 'datapoint')} [{shown}] "
@@ -289,7 +291,7 @@ def evaluate_buckets(alarm: dict, buckets: Sequence[float | None], starts: Seque
         ev.reason = (f"Insufficient Data: {_plural(len(buckets), 'datapoint')} "
                      f"{'was' if len(buckets) == 1 else 'were'} unknown.")
         return ev
-    window = list(zip(starts, buckets))[-n:]  # the last N periods, oldest first
+    window = list(zip(starts, buckets, strict=True))[-n:]  # the last N periods, oldest first
     oldest_bad = next((i for i, (_, v) in enumerate(window) if v is not None and breaches(v, threshold)), None)
     any_good = any(not breaches(v, threshold) for _, v in real)
     if not any_good and oldest_bad is not None and len(window) - oldest_bad >= m and all(
@@ -363,8 +365,8 @@ def fetch_buckets(cloudwatch, alarm: dict, now: float) -> tuple[list[float | Non
         resp = cloudwatch.get_metric_statistics(
             Namespace=alarm["Namespace"], MetricName=alarm["MetricName"],
             Dimensions=alarm.get("Dimensions") or [],
-            StartTime=datetime.fromtimestamp(start, tz=timezone.utc),
-            EndTime=datetime.fromtimestamp(end, tz=timezone.utc),
+            StartTime=datetime.fromtimestamp(start, tz=UTC),
+            EndTime=datetime.fromtimestamp(end, tz=UTC),
             Period=int(alarm["Period"]), Statistics=[stat])
         points = resp.get("Datapoints") or []
         if not points:
@@ -394,7 +396,7 @@ def fetch_query_buckets(cloudwatch, alarm: dict, query: InsightsQuery,
 
 def _iso_ms(dt: datetime) -> str:
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
+        dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+0000"
 
 
@@ -495,7 +497,7 @@ def evaluate_all(cloudwatch, sns, now: Any = None, *, publish: bool = True) -> l
     `publish=False` sets states without publishing (when another layer already forwards state changes to SNS).
     """
     now_s = time.time() if now is None else _epoch(now)
-    when = datetime.fromtimestamp(now_s, tz=timezone.utc)
+    when = datetime.fromtimestamp(now_s, tz=UTC)
     region = cloudwatch.meta.region_name
     alarms: list[dict] = []
     for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm"]):
@@ -520,7 +522,7 @@ def evaluate_all(cloudwatch, sns, now: Any = None, *, publish: bool = True) -> l
             "version": "1.0", "queryDate": _iso_ms(when), "statistic": alarm["Statistic"],
             "period": int(alarm["Period"]), "threshold": float(alarm["Threshold"]),
             "recentDatapoints": [v for v in ev.buckets if v is not None][-int(alarm["EvaluationPeriods"]):],
-            "evaluatedDatapoints": [{"timestamp": _iso_ms(datetime.fromtimestamp(s, tz=timezone.utc)), "value": v}
+            "evaluatedDatapoints": [{"timestamp": _iso_ms(datetime.fromtimestamp(s, tz=UTC)), "value": v}
                                     for s, v in ev.evaluated],
         })
         if ev.state == old:

@@ -7,8 +7,8 @@ Why an offset rather than a frozen clock: everything the emulator does not simul
 process, botocore) keeps running in real time, and their timestamps stay close to the simulated ones; the simulated
 time only ever moves *forward*, by real time passing and by ``advance``.
 
-Who reads it (the patches are installed by :func:`patch_moto_time`, recorded by ``moto_patches._replace`` so
-``moto_patches.suspended()`` gives plain moto back):
+Who reads it (the patches are installed by :func:`patch_moto_time`, recorded by ``patches.registry.replace`` so
+``patches.registry.suspended()`` gives plain moto back):
 
 * moto's SQS backend (``moto.sqs.models.unix_time`` / ``unix_time_millis``): message visibility (``ReceiveMessage``'s
   visibility timeout, ``ChangeMessageVisibility``, ``DelaySeconds``), sent/first-receive timestamps, retention. So a
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 
 class SimClock:
@@ -53,7 +53,7 @@ class SimClock:
 
     def datetime(self) -> datetime:
         """Simulated time as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.now(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
     def utcnow_naive(self) -> datetime:
         """Simulated time as a naive UTC datetime (moto's ``utcnow()`` convention)."""
@@ -99,7 +99,7 @@ CLOCK = SimClock()
 
 def _unix_time(dt: datetime | None = None) -> float:
     if dt is not None:  # moto's helper converts a given naive-UTC datetime
-        return (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt).timestamp()
+        return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt).timestamp()
     return CLOCK.now()
 
 
@@ -117,15 +117,15 @@ def patch_moto_time() -> None:
     moto 5.2.5 imports ``unix_time``/``unix_time_millis``/``utcnow`` from ``moto.core.utils`` into each service's
     ``models`` module, so replacing the names there changes only those services.
     """
-    from localcloud import moto_patches
+    from localcloud.patches import registry
 
-    if not moto_patches._once("sim_clock"):
+    if not registry.once("sim_clock"):
         return
     import moto.cloudwatch.models as cw_models
     import moto.sagemaker.models as sm_models
     import moto.sqs.models as sqs_models
 
-    moto_patches._replace(sqs_models, "unix_time", _unix_time)
-    moto_patches._replace(sqs_models, "unix_time_millis", _unix_time_millis)
-    moto_patches._replace(cw_models, "utcnow", _utcnow)
-    moto_patches._replace(sm_models, "utcnow", _utcnow)
+    registry.replace(sqs_models, "unix_time", _unix_time)
+    registry.replace(sqs_models, "unix_time_millis", _unix_time_millis)
+    registry.replace(cw_models, "utcnow", _utcnow)
+    registry.replace(sm_models, "utcnow", _utcnow)

@@ -48,6 +48,7 @@ from localcloud import alarms, job_executor, lambdas, moto_patches
 from localcloud.clock import CLOCK
 from localcloud.faults import FaultInjector, signing_name
 from localcloud.server import ACCOUNT_ID, REGION, MotoServer, client_env
+from localcloud.service_auth import destination_check, event_source_mapping_check, s3_object_check
 from localcloud.service_metrics import ServiceMetrics
 
 log = logging.getLogger("localcloud")
@@ -111,6 +112,10 @@ class LocalCloud:
         self.job_results: dict[str, Any] = {}
         self.alarm_transitions: list[Any] = []
         self.async_failures: list[lambdas.Invocation] = []
+        #: service actions refused by the role's policies (localcloud/service_auth.py): dicts with "path"
+        #: ("event-source-mapping" | "dead-letter-queue" | "destination" | "processing-job"), "role", "resource",
+        #: "reason"
+        self.authorization_refusals: list[dict[str, str]] = []
         self._jobs_started: set[str] = set()
         self._clients: dict[str, Any] = {}
         self._procs: set[subprocess.Popen] = set()
@@ -158,6 +163,7 @@ class LocalCloud:
         moto_patches.ASYNC_INVOCATIONS.clear()
         moto_patches.ALARM_HISTORY.clear()
         moto_patches.EVENTBRIDGE_FAILED_INVOCATIONS.clear()
+        self.authorization_refusals.clear()
         self.server.stop()
         self._clients.clear()
         if self._own_workdir and not self.keep_workdir:
@@ -434,7 +440,7 @@ class LocalCloud:
             ev.attempts += 1
             ev.last = inv
             if inv.ok:
-                if settings["on_success"]:
+                if settings["on_success"] and self._function_may_send(fn, settings["on_success"], "destination"):
                     self._deliver(settings["on_success"], json.dumps(self._invocation_record(fn, ev, "Success")))
                 continue
             if ev.attempts <= settings["retries"]:
@@ -472,14 +478,34 @@ class LocalCloud:
         self.async_failures.append(failure)
         log.warning("async invoke of %s discarded (%s after %d attempts): %s", fn.function_name, condition,
                     ev.attempts, failure.error)
-        if settings["on_failure"]:
+        if settings["on_failure"] and self._function_may_send(fn, settings["on_failure"], "destination"):
             self._deliver(settings["on_failure"], json.dumps(self._invocation_record(fn, ev, condition)))
-        if settings["dlq"]:
+        if settings["dlq"] and self._function_may_send(fn, settings["dlq"], "dead-letter-queue"):
             message = str((failure.error or {}).get("errorMessage", ""))
             self._deliver(settings["dlq"], json.dumps(ev.payload),
                           {"RequestID": ev.request_id, "ErrorCode": "200" if inv is not None else "429",
                            "ErrorMessage": message[:1024]},
                           numeric=("ErrorCode",))
+
+    def _role_allows(self, path: str, role: str, resource: str, check: Any) -> bool:
+        """Record a refusal (once per path, role, resource and reason) and say whether the action may go on."""
+        if check.allowed:
+            return True
+        entry = {"path": path, "role": role, "resource": resource, "reason": check.reason}
+        if entry not in self.authorization_refusals:
+            log.warning("%s: %s refused on %s: %s", path, role, resource, check.reason)
+            self.authorization_refusals.append(entry)
+        return False
+
+    def _function_may_send(self, fn, arn: str, path: str) -> bool:
+        """May the function's execution role send to its DLQ / destination (localcloud/service_auth.py)? If not,
+        the record is dropped and counted as Lambda does (Lambda DG "Monitoring functions": AWS/Lambda
+        ``DeadLetterErrors`` for a DLQ, ``DestinationDeliveryFailures`` for a destination)."""
+        if self._role_allows(path, fn.role, arn, destination_check(self.account, self.region, fn.role, arn)):
+            return True
+        metric = "DeadLetterErrors" if path == "dead-letter-queue" else "DestinationDeliveryFailures"
+        self.metrics.record_count(fn.function_name, metric, at=self.clock.now())
+        return False
 
     def _deliver(self, arn: str, body: str, attributes: dict[str, str] | None = None,
                  numeric: tuple[str, ...] = ()) -> bool:
@@ -523,12 +549,15 @@ class LocalCloud:
             queue = queues_by_arn.get(esm.event_source_arn)
             if queue is None or not esm.enabled:
                 continue
+            fn = lambda_backend.get_function(esm.function_arn)
+            if not self._role_allows("event-source-mapping", fn.role, queue.queue_arn,
+                                     event_source_mapping_check(self.account, self.region, fn.role, queue)):
+                continue  # Lambda's poller cannot read the queue: the messages stay (and age) in it
             messages = sqs.receive_message(queue.name, int(esm.batch_size or 10), 0,
                                            int(queue.visibility_timeout), ["All"])
             if not messages:
                 continue
             batches += 1
-            fn = lambda_backend.get_function(esm.function_arn)
             records = [self._sqs_record(m, queue) for m in messages]
             inv = self._invoke(fn, {"Records": records})
             if inv is None:  # throttled: the batch is left as it is and comes back after its visibility timeout
@@ -591,8 +620,16 @@ class LocalCloud:
         created = moto_patches.describe_processing_job(self.account, self.region, name).get("CreationTime")
         created_ms = int(created.timestamp() * 1000) if hasattr(created, "timestamp") else None
         stop = self._job_stops.setdefault(name, threading.Event())
+        role = request.get("RoleArn") or ""
+
+        def authorize(action: str, bucket: str, key: str, kms_key_id: str | None) -> str | None:
+            check = s3_object_check(self.account, self.region, role, action, bucket, key, kms_key_id)
+            self._role_allows("processing-job", role, f"arn:aws:s3:::{bucket}/{key}", check)
+            return None if check.allowed else check.reason
+
         return job_executor.run_job(request, s3=self.s3, workdir=self.workdir / "jobs", region=self.region,
-                                    account=self.account, created_ms=created_ms, now_ms=self.clock.now_ms, stop=stop)
+                                    account=self.account, created_ms=created_ms, now_ms=self.clock.now_ms, stop=stop,
+                                    authorize=authorize)
 
     def _collect_finished_jobs(self) -> int:
         count = 0

@@ -146,7 +146,7 @@ def panels(body: dict[str, Any], *, samples: list[Sample], alarm_states: dict[st
 
 
 def _svg(panel: Panel, width: int = 560, height: int = 180) -> str:
-    points = [(t, v) for line in panel.lines for t, v in zip(line.series.timestamps, line.series.values)]
+    points = [(t, v) for line in panel.lines for t, v in zip(line.series.timestamps, line.series.values, strict=True)]
     if not points:
         return f'<svg width="{width}" height="40"><text x="8" y="24" fill="#a00">no data</text></svg>'
     t0 = min(t for t, _ in points).timestamp()
@@ -166,7 +166,7 @@ def _svg(panel: Panel, width: int = 560, height: int = 180) -> str:
              f'<text x="2" y="{height - pad}" font-size="10">{lo:g}</text>']
     for i, line in enumerate(panel.lines):
         colour = LINE_COLOURS[i % len(LINE_COLOURS)]
-        coords = [xy(t, v) for t, v in zip(line.series.timestamps, line.series.values)]
+        coords = [xy(t, v) for t, v in zip(line.series.timestamps, line.series.values, strict=True)]
         if len(coords) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>')
@@ -190,7 +190,8 @@ def to_html(name: str, panel_list: list[Panel], now: datetime) -> str:
             content = _svg(panel) + f"<ul>{legend}</ul>"
         elif panel.kind == "alarm":
             content = "<table>" + "".join(
-                f'<tr><td>{html.escape(name)}</td><td style="color:{STATE_COLOURS.get(state, "#000")}">{state}</td></tr>'
+                f'<tr><td>{html.escape(name)}</td><td '
+                f'style="color:{STATE_COLOURS.get(state, "#000")}">{state}</td></tr>'
                 for name, state in panel.alarms
             ) + "</table>"
         else:
@@ -205,8 +206,8 @@ def to_html(name: str, panel_list: list[Panel], now: datetime) -> str:
         "h3{font-size:14px;margin:0 0 6px}ul{font-size:12px;padding-left:16px}td{padding:2px 8px;font-size:12px}"
         "</style></head><body>"
         f"<h1>CloudWatch dashboard {html.escape(name)}</h1>"
-        f"<p>Rendered offline from the deployed dashboard body and the local cloud's metric data, {now:%Y-%m-%d %H:%M:%S} UTC.</p>"
-        f"<main>{''.join(cards)}</main></body></html>"
+        "<p>Rendered offline from the deployed dashboard body and the local cloud's metric data, "
+        f"{now:%Y-%m-%d %H:%M:%S} UTC.</p><main>{''.join(cards)}</main></body></html>"
     )
 
 
@@ -215,7 +216,8 @@ def render(cloud: Any, out: Path, *, dashboard_name: str | None = None, now: dat
     name = dashboard_name or cloud.outputs["DashboardName"]
     body = json.loads(cloud.cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
     states = {}
-    for page in cloud.cloudwatch.get_paginator("describe_alarms").paginate(AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
+    for page in cloud.cloudwatch.get_paginator("describe_alarms").paginate(
+            AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
         for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
             states[alarm["AlarmArn"]] = (alarm["AlarmName"], alarm["StateValue"])
     now = now or cloud.clock.datetime()  # the local cloud's simulated time (localcloud/clock.py)

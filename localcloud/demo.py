@@ -25,6 +25,7 @@ Everything is started and stopped here; nothing is left running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -116,10 +117,8 @@ def make_drifted(source: Path, dest: Path) -> None:
         for row in reader:
             if row.get("department") == DROPPED_DEPARTMENT:
                 continue
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 row["salary"] = f"{float(row['salary']) * SALARY_SHIFT:.2f}"
-            except (KeyError, ValueError):
-                pass
             writer.writerow(row)
 
 
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("[6/6] summary")
         _say(f"  -- batch 1 (reference): s3://{bucket}/{INPUT_KEY}")
         _print_run(first)
-        _say(f"  baseline       " + (f"s3://{bucket}/{BASELINE_KEY}: this batch's quality/profile.json "
+        _say("  baseline       " + (f"s3://{bucket}/{BASELINE_KEY}: this batch's quality/profile.json "
                                      f"({_fmt((baseline or {}).get('rows'))} rows), promoted by the metrics Lambda "
                                      "(first batch wins)" if baseline else "NOT promoted  <-- unexpected"))
         _say(f"  outputs        {len(first.files)} files copied to {first.local}")

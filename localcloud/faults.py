@@ -40,9 +40,10 @@ import random
 import re
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Callable, Iterator
+from functools import cache
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 
@@ -65,18 +66,18 @@ class Fault:
         return self.times is not None and self.times <= 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def signing_name(service: str) -> str:
     """The SigV4 signing name of a botocore client name (``cloudwatch`` -> ``monitoring``)."""
     import botocore.session
 
     try:
         return botocore.session.get_session().get_service_model(service).signing_name
-    except Exception:  # an unknown name: take it as a signing name
+    except Exception:  # noqa: BLE001 - an unknown name (whatever botocore raises): take it as a signing name
         return service
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rest_operations(signing: str) -> list[tuple[str, re.Pattern, list[tuple[str, str | None]], int, str]]:
     """(method, path regex, required query items, specificity, operation) for a REST service's operations."""
     import botocore.session
@@ -86,7 +87,7 @@ def _rest_operations(signing: str) -> list[tuple[str, re.Pattern, list[tuple[str
     service = names.get(signing, signing)
     try:
         model = session.get_service_model(service)
-    except Exception:
+    except Exception:  # noqa: BLE001 - no model for the name (whatever botocore raises): no REST operations
         return []
     out = []
     for op_name in model.operation_names:
@@ -189,7 +190,7 @@ def identify(environ: dict[str, Any], body: bytes) -> RequestInfo:
         action = (form.get("Action") or query.get("Action") or [None])[0]
         if action:
             return RequestInfo(service, action, "query", method, content_type)
-    if "Action" in query and service not in ("s3",):
+    if "Action" in query and service != "s3":
         return RequestInfo(service, query["Action"][0], "query", method, content_type)
     if service == "s3":
         host = headers.get("host", "")

@@ -81,7 +81,7 @@ def _arn_match(pattern: str, value: str, *, like: bool) -> bool:
     p, v = pattern.split(":", 5), value.split(":", 5)
     if len(p) != 6 or len(v) != 6:
         return pattern == value if not like else _glob(pattern, value)
-    return all((_glob(a, b) if like else a == b) for a, b in zip(p, v))
+    return all((_glob(a, b) if like else a == b) for a, b in zip(p, v, strict=True))
 
 
 def _principal_matches(principal: Any, request: Request) -> bool:
@@ -98,7 +98,7 @@ def _principal_matches(principal: Any, request: Request) -> bool:
             if kind == "AWS" and "AWS" in request.principal:
                 arn = request.principal["AWS"]
                 account = arn.split(":")[4] if arn.startswith("arn:") else arn
-                if value == arn or value == account or re.fullmatch(rf"arn:[^:]+:iam::{account}:root", value):
+                if value in (arn, account) or re.fullmatch(rf"arn:[^:]+:iam::{account}:root", value):
                     return True
             if kind not in ("AWS", "Service"):
                 raise UnsupportedPolicy(f"Principal type {kind!r}")
@@ -216,9 +216,9 @@ def authorize_delivery(*, account: str, region: str, service: str, action: str, 
     `source_arn`? Evaluates the destination's resource policy and, if it is encrypted, its KMS key policy.
 
     Request context (what our templates condition on): ``aws:SourceArn``, ``aws:SourceAccount``,
-    ``aws:SourceOwner`` (SNS's older name for the source account; CloudWatch only), ``aws:SecureTransport`` = true (services call
-    over TLS); for the key also ``kms:ViaService`` = ``<destination service>.<region>.amazonaws.com`` and the
-    destination's encryption context key. Which keys AWS puts in the KMS request made while delivering for a
+    ``aws:SourceOwner`` (SNS's older name for the source account; CloudWatch only), ``aws:SecureTransport`` = true
+    (services call over TLS); for the key also ``kms:ViaService`` = ``<destination service>.<region>.amazonaws.com``
+    and the destination's encryption context key. Which keys AWS puts in the KMS request made while delivering for a
     service is not documented in full: this is our reading, written down in localcloud/README.md.
     """
     source_account = source_account or source_arn.split(":")[4]
@@ -230,11 +230,12 @@ def authorize_delivery(*, account: str, region: str, service: str, action: str, 
     principal = {"Service": service}
     decision = evaluate([resource_policy], Request(principal, action, resource_arn, context))
     if not decision.allowed:
+        prefix, name = action.split(":", 1)
+        shown = f"{prefix.upper() if prefix in ('sns', 'sqs') else prefix}:{name}"  # as each service writes it
         why = ("an explicit deny in the resource-based policy" if decision.result == EXPLICIT_DENY
-               else "no resource-based policy allows the " + action.split(":")[0].upper() + ":"
-               + action.split(":")[1] + " action")
-        return DeliveryCheck(False, f"User: {service} is not authorized to perform: {action.split(':')[0].upper()}:"
-                                    f"{action.split(':')[1]} on resource: {resource_arn} because {why}")
+               else f"no resource-based policy allows the {shown} action")
+        return DeliveryCheck(False, f"User: {service} is not authorized to perform: {shown} on resource: "
+                                    f"{resource_arn} because {why}")
     if kms_key_id:
         key_arn, policy = _key_policy(account, region, kms_key_id)
         if key_arn is None:
@@ -255,4 +256,75 @@ def authorize_delivery(*, account: str, region: str, service: str, action: str, 
                                             f"{'an explicit deny in' if d.result == EXPLICIT_DENY else 'no'} "
                                             f"key policy {'' if d.result == EXPLICIT_DENY else 'allows it'}"
                                             .rstrip() + " (KMS.AccessDeniedException)")
+    return DeliveryCheck(True, "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Requests made with a role (a Lambda execution role, a processing job's role, the caller of an API)
+
+
+def role_policies(account: str, role_arn: str) -> list[str] | None:
+    """The identity-based policies of the IAM role `role_arn` as moto stores them: inline policies (CloudFormation
+    ``AWS::IAM::Policy`` and ``Policies`` become role inline policies in moto) and the default versions of the
+    attached managed policies. None when the role does not exist."""
+    from moto.iam.models import iam_backends
+
+    backend = iam_backends[account]["global"]
+    try:
+        role = backend.get_role_by_arn(role_arn)
+    except Exception:  # noqa: BLE001 - moto's NotFoundException
+        return None
+    docs = [doc if isinstance(doc, str) else json.dumps(doc) for doc in role.policies.values()]
+    for managed in role.managed_policies.values():
+        docs.extend(v.document for v in managed.versions if v.is_default)
+    return docs
+
+
+def _denied(principal: str, action: str, resource: str, result: str, kind: str) -> str:
+    why = f"an explicit deny in a {kind}" if result == EXPLICIT_DENY else f"no {kind} allows the {action} action"
+    return f"User: {principal} is not authorized to perform: {action} on resource: {resource} because {why}"
+
+
+def authorize_role(*, account: str, role_arn: str, action: str, resource: str,
+                   context: Mapping[str, Any] | None = None, resource_policy: str | None = None) -> DeliveryCheck:
+    """May a session of the role `role_arn` (same account as the resource) perform `action` on `resource`?
+
+    IAM User Guide, "Policy evaluation logic" (same-account requests): an explicit deny in the identity-based or the
+    resource-based policy refuses; otherwise the identity-based policies must allow. (A same-account resource policy
+    that names the role itself would also allow; our templates' resource policies only deny or name services, so
+    the resource policy is evaluated for explicit denies only.) `context` gets ``aws:SecureTransport`` = true."""
+    ctx = {"aws:SecureTransport": True, **(context or {})}
+    policies = role_policies(account, role_arn)
+    if policies is None:
+        return DeliveryCheck(False, f"role {role_arn} does not exist (NoSuchEntity)")
+    request = Request({"AWS": role_arn}, action, resource, ctx)
+    if resource_policy and evaluate([resource_policy], request).result == EXPLICIT_DENY:
+        return DeliveryCheck(False, _denied(role_arn, action, resource, EXPLICIT_DENY, "resource-based policy"))
+    decision = evaluate(policies, request)
+    if not decision.allowed:
+        return DeliveryCheck(False, _denied(role_arn, action, resource, decision.result, "identity-based policy"))
+    return DeliveryCheck(True, "")
+
+
+def authorize_key_use(*, account: str, region: str, role_arn: str, key_id: str, actions: Iterable[str],
+                      via_service: str, context: Mapping[str, Any] | None = None) -> DeliveryCheck:
+    """May the role use the KMS key `key_id` for `actions` through `via_service` (``kms:ViaService`` =
+    ``<service>.<region>.amazonaws.com``)? KMS Developer Guide, "Key policies in AWS KMS" / "Default key policy":
+    the key policy must allow the request, directly or by the statement that gives the account (``:root``) access,
+    which lets IAM policies grant it; then the role's identity-based policies must allow it too; an explicit deny in
+    either refuses. Unknown keys refuse (KMS.NotFoundException). Our templates use the root-delegation form only."""
+    key_arn, key_policy = _key_policy(account, region, key_id)
+    if key_arn is None:
+        return DeliveryCheck(False, f"KMS key {key_id} not found (KMS.NotFoundException)")
+    ctx = {"aws:SecureTransport": True, "kms:ViaService": f"{via_service}.{region}.amazonaws.com",
+           **(context or {})}
+    policies = role_policies(account, role_arn) or []
+    for action in actions:
+        request = Request({"AWS": role_arn}, action, key_arn, ctx)
+        by_key = evaluate([key_policy], request)
+        by_identity = evaluate(policies, request)
+        for decision, kind in ((by_key, "key policy"), (by_identity, "identity-based policy")):
+            if not decision.allowed:
+                return DeliveryCheck(False, _denied(role_arn, action, key_arn, decision.result, kind)
+                                     + " (KMS.AccessDeniedException)")
     return DeliveryCheck(True, "")

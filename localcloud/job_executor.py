@@ -46,6 +46,7 @@ Choices where the local run has to differ from, or could not confirm, AWS behavi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,10 +56,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 OPT_ML = "/opt/ml"
 DEFAULT_MAX_RUNTIME = 86400  # the API's documented default when StoppingCondition is omitted
@@ -154,7 +156,23 @@ def _list_keys(s3, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def _download_input(s3, inp: dict, root: Path) -> list[str]:
+#: a role check for the job's S3 requests: (action, bucket, key, KMS key or None) -> None if allowed, else the reason
+Authorize = Callable[[str, str, str, "str | None"], "str | None"]
+
+
+def access_denied_download(bucket: str, key: str, reason: str) -> str:
+    """FailureReason of a job whose role may not read an input object. The "ClientError: Failed to download data."
+    opening is SageMaker's (seen in real failures, e.g. aws-samples/sagemaker-run-notebook issue 32); the rest of the
+    sentence is ours (AWS does not document it)."""
+    return f"ClientError: Failed to download data. Access denied for s3://{bucket}/{key}: {reason}"
+
+
+def access_denied_upload(bucket: str, key: str, reason: str) -> str:
+    """FailureReason of a job whose role may not write an output object: ours (SageMaker's text is not documented)."""
+    return f"ClientError: Failed to upload data. Access denied for s3://{bucket}/{key}: {reason}"
+
+
+def _download_input(s3, inp: dict, root: Path, authorize: Authorize | None = None) -> list[str]:
     name = inp.get("InputName", "?")
     if "S3Input" not in inp:
         raise JobSetupError(f"ClientError: input {name!r}: only S3Input is emulated locally")
@@ -173,8 +191,7 @@ def _download_input(s3, inp: dict, root: Path) -> list[str]:
         if not manifest or not isinstance(manifest[0], dict) or "prefix" not in manifest[0]:
             raise JobSetupError(f"ClientError: manifest {s3in['S3Uri']} has no leading {{\"prefix\": ...}} entry")
         mbucket, mprefix = _split_s3(manifest[0]["prefix"])
-        for rel in manifest[1:]:
-            pairs.append((mbucket, mprefix + rel, rel))
+        pairs.extend((mbucket, mprefix + rel, rel) for rel in manifest[1:])
     else:
         base = prefix[: prefix.rfind("/") + 1]
         for key in _list_keys(s3, bucket, prefix):
@@ -185,6 +202,9 @@ def _download_input(s3, inp: dict, root: Path) -> list[str]:
         raise JobSetupError(no_objects)
     done = []
     for b, key, rel in pairs:
+        denied = authorize("s3:GetObject", b, key, None) if authorize else None
+        if denied:
+            raise JobSetupError(access_denied_download(b, key, denied))
         target = (dest / rel).resolve()
         if dest.resolve() not in target.parents:
             raise JobSetupError(f"ClientError: object key {key!r} escapes LocalPath")
@@ -194,10 +214,11 @@ def _download_input(s3, inp: dict, root: Path) -> list[str]:
     return done
 
 
-def _upload_outputs(s3, request: dict, root: Path) -> list[str]:
+def _output_files(request: dict, root: Path) -> list[tuple[Path, str, str, str | None]]:
+    """(local file, bucket, key, KMS key) of every file the job's outputs upload at EndOfJob."""
     cfg = request.get("ProcessingOutputConfig") or {}
     kms = cfg.get("KmsKeyId")
-    uploaded: list[str] = []
+    files: list[tuple[Path, str, str, str | None]] = []
     for out in cfg.get("Outputs", []):
         if "S3Output" not in out:
             raise JobSetupError(f"ClientError: output {out.get('OutputName')!r}: only S3Output is emulated")
@@ -211,10 +232,23 @@ def _upload_outputs(s3, request: dict, root: Path) -> list[str]:
             if path.is_symlink() or not path.is_file():
                 continue
             rel = path.relative_to(src).as_posix()
-            key = f"{prefix}/{rel}" if prefix else rel
-            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms} if kms else None
-            s3.upload_file(str(path), bucket, key, ExtraArgs=extra)
-            uploaded.append(f"s3://{bucket}/{key}")
+            files.append((path, bucket, f"{prefix}/{rel}" if prefix else rel, kms))
+    return files
+
+
+def _upload_outputs(s3, request: dict, root: Path, authorize: Authorize | None = None) -> list[str]:
+    """Upload every output file; with `authorize`, every object is checked first and nothing is uploaded when one is
+    refused (whether SageMaker uploads the other outputs then is not documented)."""
+    files = _output_files(request, root)
+    for _path, bucket, key, kms in files if authorize else []:
+        denied = authorize("s3:PutObject", bucket, key, kms)
+        if denied:
+            raise JobSetupError(access_denied_upload(bucket, key, denied))
+    uploaded: list[str] = []
+    for path, bucket, key, kms in files:
+        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms} if kms else None
+        s3.upload_file(str(path), bucket, key, ExtraArgs=extra)
+        uploaded.append(f"s3://{bucket}/{key}")
     return uploaded
 
 
@@ -276,10 +310,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
     try:
         proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
@@ -306,7 +338,8 @@ def _wait(proc: subprocess.Popen, limit: float, stop: threading.Event | None) ->
 
 def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, timeout: float | None = None,
             region: str | None = None, account: str | None = None, created_ms: int | None = None,
-            now_ms: Callable[[], int] | None = None, stop: threading.Event | None = None) -> JobResult:
+            now_ms: Callable[[], int] | None = None, stop: threading.Event | None = None,
+            authorize: Authorize | None = None) -> JobResult:
     """Run the processing job a CreateProcessingJob `request` describes, locally; see the module docstring.
 
     `s3` is a boto3 S3 client for the (emulated) account; `region`/`account` default to the client's region and
@@ -343,7 +376,7 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     # --- set-up: inputs, config files, output folders -------------------------------------------------------
     try:
         for inp in request.get("ProcessingInputs") or []:
-            result.downloaded.extend(_download_input(s3, inp, root))
+            result.downloaded.extend(_download_input(s3, inp, root, authorize))
         (root / "config").mkdir(exist_ok=True)
         config = dict(request)
         config["ProcessingJobArn"] = arn
@@ -359,7 +392,8 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     except JobSetupError as exc:
         log_path.write_text(f"[local executor] {exc}\n")
         return finish("Failed", str(exc))
-    except Exception as exc:  # S3 errors while downloading, bad manifest JSON ...
+    # Any failure setting up the inputs ends the job as Failed with its reason, as SageMaker does.
+    except Exception as exc:  # noqa: BLE001 - S3 errors while downloading, bad manifest JSON ...
         log_path.write_text(f"[local executor] input set-up failed: {exc!r}\n")
         return finish("Failed", f"ClientError: {type(exc).__name__}: {exc}")
     result.command = cmd
@@ -419,8 +453,12 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
 
     # --- EndOfJob upload (Completed jobs only) -------------------------------------------------------------
     try:
-        result.uploaded_keys = _upload_outputs(s3, request, root)
-    except Exception as exc:
+        result.uploaded_keys = _upload_outputs(s3, request, root, authorize)
+    except JobSetupError as exc:
+        with open(log_path, "a") as log:
+            log.write(f"[local executor] {exc}\n")
+        return finish("Failed", str(exc))
+    except Exception as exc:  # noqa: BLE001 - any upload failure fails the job with its reason, as SageMaker does
         with open(log_path, "a") as log:
             log.write(f"[local executor] output upload failed: {exc!r}\n")
         return finish("Failed", f"ClientError: uploading outputs failed: {exc}")
@@ -428,7 +466,7 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def job_detail(request: dict, result: JobResult, *, region: str, account: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localcloud.clock import CLOCK
-from localcloud.server import ACCOUNT_ID, REGION, client_env
+from localcloud.endpoints import ACCOUNT_ID, REGION, client_env, role_access_key
 
 #: seconds allowed on top of the function's Timeout for interpreter start-up
 STARTUP_ALLOWANCE = 5.0
@@ -212,6 +212,7 @@ def run(
     memory_size: int = 128,
     function_arn: str | None = None,
     endpoint: str | None = None,
+    role_arn: str | None = None,
 ) -> Invocation:
     """Run ``handler`` from ``code_bytes`` (a zip) with ``event``; never raises for handler errors."""
     endpoint = endpoint or _state["endpoint"]
@@ -228,6 +229,8 @@ def run(
         env = _base_env()
         env.update({k: str(v) for k, v in (environment or {}).items()})
         env.update(client_env(endpoint))
+        if role_arn:  # the function's calls are signed as its execution role (localcloud.endpoints.role_access_key)
+            env["AWS_ACCESS_KEY_ID"] = role_access_key(role_arn)
         env.update(
             {
                 "AWS_LAMBDA_FUNCTION_NAME": function_name,
@@ -310,4 +313,5 @@ def run_moto_function(fn: Any, event: Any) -> Invocation:
         timeout=float(fn.timeout or 3),
         memory_size=int(fn.memory_size or 128),
         function_arn=fn.function_arn,
+        role_arn=getattr(fn, "role", None),
     )

@@ -23,7 +23,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FUNCTIONS = ("AVG", "COUNT", "MAX", "MIN", "SUM")
 _IDENT = r'"[^"]+"|[A-Za-z_][A-Za-z0-9_./-]*'
@@ -142,7 +142,8 @@ def combine(function: str, samples: Iterable[Sample]) -> float:
     return math.fsum(s.total for s in samples) / count if count else 0.0
 
 
-def evaluate(samples: Iterable[Sample], expression: str, *, start: datetime, end: datetime, period: int) -> list[Series]:
+def evaluate(samples: Iterable[Sample], expression: str, *, start: datetime, end: datetime,
+             period: int) -> list[Series]:
     """Run a query over stored samples; periods are aligned to multiples of ``period`` since the epoch (as
     CloudWatch aligns them), ``start`` <= timestamp < ``end``."""
     return evaluate_query(samples, parse(expression), start=start, end=end, period=period)
@@ -164,7 +165,7 @@ def evaluate_query(samples: Iterable[Sample], query: Query, *, start: datetime, 
         buckets = sorted(by_bucket)
         series.append(Series(
             label=" ".join(key) if key else query.metric,
-            timestamps=tuple(datetime.fromtimestamp(b, tz=timezone.utc) for b in buckets),
+            timestamps=tuple(datetime.fromtimestamp(b, tz=UTC) for b in buckets),
             values=tuple(combine(query.function, by_bucket[b]) for b in buckets),
         ))
     return series
@@ -178,7 +179,7 @@ def moto_samples(account_id: str, region: str) -> list[Sample]:
     out = []
     for datum in cloudwatch_backends[account_id][region].get_all_metrics():
         dims = {d.name: d.value for d in datum.dimensions}
-        when = datum.timestamp if datum.timestamp.tzinfo else datum.timestamp.replace(tzinfo=timezone.utc)
+        when = datum.timestamp if datum.timestamp.tzinfo else datum.timestamp.replace(tzinfo=UTC)
         if hasattr(datum, "value"):
             out.append(Sample.of(datum.namespace, datum.name, dims, when, float(datum.value)))
         else:  # a statistic set

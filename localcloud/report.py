@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,8 @@ text-align:left;vertical-align:top} th{background:#f0f2f5} td.num{text-align:rig
 min-width:120px;background:#fbfcfd} .card b{display:block;font-size:1.3em} .card span{color:#5b6270;font-size:.8em}
 .badge{display:inline-block;border-radius:10px;padding:1px 9px;color:#fff;font-size:.8em;font-weight:600}
 .grid{display:flex;flex-wrap:wrap;gap:14px} .grid figure{margin:0} figcaption{font-size:.85em;color:#3d4452}
-svg text{font-family:inherit} .muted{color:#8a8f98} .reason{font-size:.8em;color:#5b6270;max-width:520px;display:inline-block;min-width:240px}
+svg text{font-family:inherit} .muted{color:#8a8f98}
+.reason{font-size:.8em;color:#5b6270;max-width:520px;display:inline-block;min-width:240px}
 td code{word-break:break-all;display:inline-block;min-width:200px} section{overflow-x:auto}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 """
@@ -165,7 +167,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequen
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
     body = []
     for row in rows:
-        cells = "".join(f'<td class="num">{c}</td>' if n else f"<td>{c}</td>" for c, n in zip(row, numeric))
+        cells = "".join(f'<td class="num">{c}</td>' if n else f"<td>{c}</td>"
+                        for c, n in zip(row, numeric, strict=True))
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -216,9 +219,10 @@ def _summary_section(metrics: Mapping, job: Mapping, gate_doc: Mapping | None = 
     if isinstance(gate, Mapping):
         passed = gate.get("passed")
         rows = [(_esc(k), _num(c.get("value")), _num(c.get("threshold")),
-                 f'<span class="badge" style="background:{GREEN if c.get("passed") else RED}">'
-                 f'{"pass" if c.get("passed") else "fail"}</span>') for k, c in (gate.get("checks") or {}).items()]
-        gate_html = (f"<h3>Threshold checks (metrics.json): {'passed' if passed else 'failed' if passed is False else NA}</h3>"
+                 (f'<span class="badge" style="background:{GREEN if c.get("passed") else RED}">'
+                  f'{"pass" if c.get("passed") else "fail"}</span>')) for k, c in (gate.get("checks") or {}).items()]
+        verdict = "passed" if passed else "failed" if passed is False else NA
+        gate_html = (f"<h3>Threshold checks (metrics.json): {verdict}</h3>"
                      + _table(["check", "value", "threshold", ""], rows, [False, True, True, False]))
     return ("<section><h2>Run summary</h2>" + _table(["", ""], details) + f'<div class="cards">{card_html}</div>'
             + _gate_html(gate_doc) + gate_html + "</section>")
@@ -234,7 +238,7 @@ def _missing_section(metrics: Mapping) -> str:
     invalid = [_get(cols, c, "invalid") for c in labels]
     chart = hbar_chart(labels, [("before cleaning", before, ORANGE), ("after cleaning", after, BLUE)])
     rows = [(_esc(c), _esc(_get(cols, c, "type") or NA), _num(b), _num(a), _num(i))
-            for c, b, a, i in zip(labels, before, after, invalid)]
+            for c, b, a, i in zip(labels, before, after, invalid, strict=True)]
     return ("<section><h2>Missing values per column (before / after cleaning)</h2>" + chart
             + _table(["column", "type", "missing before", "missing after", "invalid"], rows,
                      [False, False, True, True, True]) + "</section>")
@@ -292,7 +296,7 @@ def _group_section(statistics: Any, metrics: Mapping | None = None) -> str:
         labels = [" / ".join(NA if pd.isna(v) else str(v) for v in row) for row in frame[key_cols].itertuples(
             index=False)]
         rows = [[_esc(NA if pd.isna(v) else v) if c in key_cols else _num(None if pd.isna(v) else v)
-                 for c, v in zip(frame.columns, row)] for row in frame.itertuples(index=False)]
+                 for c, v in zip(frame.columns, row, strict=True)] for row in frame.itertuples(index=False)]
         parts.append(f"<h3>{_esc(name)}</h3>")
         parts.append(_table(list(map(str, frame.columns)), rows, [c not in key_cols for c in frame.columns]))
         charts = []
@@ -465,7 +469,7 @@ def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: p
     metrics = metrics or {}
     job = job or {}
     name = job.get("ProcessingJobName") or job.get("name") or "run"
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = "".join([
         _summary_section(metrics, job, gate), _missing_section(metrics),
         _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics, metrics),

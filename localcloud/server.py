@@ -15,8 +15,9 @@ import socket
 import time
 import urllib.request
 
-ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
+from localcloud.endpoints import ACCOUNT_ID, REGION, client_env
+
+__all__ = ["ACCOUNT_ID", "REGION", "MotoServer", "client_env", "free_port"]
 
 
 def free_port() -> int:
@@ -24,24 +25,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def client_env(endpoint: str) -> dict[str, str]:
-    """Environment variables that point AWS SDKs and the CDK CLI at the emulator."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "CDK_DEFAULT_ACCOUNT": ACCOUNT_ID,
-        "CDK_DEFAULT_REGION": REGION,
-        "CDK_DISABLE_CLI_TELEMETRY": "true",
-        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
-        # moto: never try Docker, never call out
-        "MOTO_DOCKER_NETWORK_MODE": "",
-    }
 
 
 class MotoServer:
@@ -61,7 +44,7 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://localhost:{self.port}"
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         if self._server is not None:
             return self
         # moto builds callback URLs (custom resources) from MOTO_PORT; account id
@@ -122,7 +105,7 @@ class MotoServer:
                 os.environ[key] = value
         self._saved_env.clear()
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

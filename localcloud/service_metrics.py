@@ -12,9 +12,9 @@ each message's visibility/delay evaluated *at that boundary* (so a message that 
 one. Not emulated: AWS stops publishing for a queue inactive for about six hours; here every queue is sampled.
 
 **AWS/Lambda** (dimension ``FunctionName``), per invocation, stamped at the simulated time it ran (Lambda DG
-"Types of metrics for Lambda functions"): ``Invocations`` 1, ``Errors`` 1 on a function error (0 otherwise), ``Duration``
-(ms), and ``Throttles`` 1 for an invocation request refused for concurrency (``record_throttle``: an injected 429 on
-``lambda`` ``Invoke``, see LocalCloud._invoke). Lambda documents
+"Types of metrics for Lambda functions"): ``Invocations`` 1, ``Errors`` 1 on a function error (0 otherwise),
+``Duration`` (ms), and ``Throttles`` 1 for an invocation request refused for concurrency (``record_throttle``: an
+injected 429 on ``lambda`` ``Invoke``, see LocalCloud._invoke). Lambda documents
 ``Invocations``/``Errors``/``Throttles`` as counts to read with ``Sum``; it does not document whether zero values are
 published, so ``Throttles`` is only written when a throttle happens (the deployed alarms treat missing data as not
 breaching, so either way evaluates the same).
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from localcloud.clock import CLOCK, SimClock
@@ -33,7 +33,7 @@ SQS_PERIOD = 60  # seconds between AWS/SQS samples
 
 
 def _naive(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None)
 
 
 class ServiceMetrics:
@@ -136,4 +136,10 @@ class ServiceMetrics:
     def record_throttle(self, function_name: str, at: float | None = None) -> None:
         ts = _naive(self.clock.now() if at is None else at)
         self._put("AWS/Lambda", [{"MetricName": "Throttles", "Value": 1.0, "Timestamp": ts, "Unit": "Count",
+                                  "Dimensions": [{"Name": "FunctionName", "Value": function_name}]}])
+
+    def record_count(self, function_name: str, metric: str, at: float | None = None) -> None:
+        """One AWS/Lambda count datapoint (``DeadLetterErrors``, ``DestinationDeliveryFailures``)."""
+        ts = _naive(self.clock.now() if at is None else at)
+        self._put("AWS/Lambda", [{"MetricName": metric, "Value": 1.0, "Timestamp": ts, "Unit": "Count",
                                   "Dimensions": [{"Name": "FunctionName", "Value": function_name}]}])

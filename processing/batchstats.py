@@ -24,9 +24,11 @@ Memory: the sample, plus one row per group (and one per distinct value for ``nun
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from processing import transform
@@ -128,7 +130,10 @@ class GroupStats:
                 elif fn == "mean":
                     out[name] = state[f"{col}:mean"].astype("float64")
                 elif fn == "std":
-                    out[name] = np.sqrt(state[f"{col}:m2"].astype("float64") / (n - 1)).where(n > 1)
+                    assert n is not None  # "std" needs "n"
+                    # np.sqrt of a Series is a Series (numpy's ufunc protocol; the stubs say ndarray)
+                    std = cast(pd.Series, np.sqrt(state[f"{col}:m2"].astype("float64") / (n - 1)))
+                    out[name] = std.where(n > 1)
                 elif fn == "nunique":
                     distinct = self.pairs[col].groupby(self.keys, dropna=False, observed=True).size()
                     out[name] = (out[self.keys].merge(distinct.rename(name).reset_index(), how="left", on=self.keys)
@@ -150,9 +155,10 @@ class GroupStats:
         merged = state[[*self.keys, "rows"]].merge(counts, how="left", on=self.keys)
         out = []
         for row in merged.itertuples(index=False):
-            k = 0 if pd.isna(row.sampled) else int(row.sampled)
-            key = {c: (None if pd.isna(v) else str(v)) for c, v in zip(self.keys, row[:len(self.keys)])}
-            out.append({"group": key, "rows": int(row.rows), "sampled": k, "rank_error": rank_error(k)})
+            sampled, rows = cast(float, row.sampled), cast(int, row.rows)  # itertuples' fields are untyped
+            k = 0 if pd.isna(sampled) else int(sampled)
+            key = {c: (None if pd.isna(v) else str(v)) for c, v in zip(self.keys, row[:len(self.keys)], strict=True)}
+            out.append({"group": key, "rows": int(rows), "sampled": k, "rank_error": rank_error(k)})
         return out
 
 
@@ -178,7 +184,7 @@ class Summary:
 
 
 def imputation_of(batches: Callable[[], Iterator[pd.Series]], rule: Any, kind: str, max_rows: int,
-                  sampler: Callable[[int, int, float], np.ndarray]) -> dict[str, Any]:
+                  sampler: Callable[[int, int, float], npt.NDArray[Any]]) -> dict[str, Any]:
     """``transform.impute_value`` (plus ``filled``) over a column read batch by batch (``batches()`` starts a new
     read): the missing count, ``mean`` (up to rounding) and ``most_frequent`` exact. ``median`` is exact when the
     present values fit ``max_rows`` (a second read collects them all); otherwise it is the median of a uniform

@@ -11,10 +11,12 @@ import logging
 import os
 import sys
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+import contract
 from processing import config as config_mod
 from processing.errors import ProcessingError
 from processing.options import RunOptions
@@ -62,7 +64,8 @@ def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) ->
     - ``PROCESSING_STREAMING_THRESHOLD_BYTES``: ``auto``'s input-size threshold, an integer (unset or empty:
       derived from the memory available; not a number: ``ValueError``, an unexpected failure, exit 1).
     - ``PROCESSING_MAX_ROWS_IN_MEMORY``: streaming's row budget, a positive whole number, spaces around it ignored
-      (unset or empty: derived from the memory available; anything else: ``ProcessingError``, exit 2).
+      (unset or empty: derived from the memory available; anything else: ``ProcessingError``, exit 2). The rule is
+      the contract's (``contract.max_rows_in_memory``), the one the CDK app and the trigger apply.
     - ``PROCESSING_WORK_DIR``: streaming's work folder (unset or empty: the output folder's parent).
     - ``CODE_VERSION``: recorded in metrics.json.
 
@@ -71,14 +74,15 @@ def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) ->
     """
     env = os.environ if environ is None else environ
     if mode == "auto":
-        mode = env.get("PROCESSING_MODE", "")
+        mode = env.get(contract.ENV_PROCESSING_MODE, "")
     threshold = env.get("PROCESSING_STREAMING_THRESHOLD_BYTES")
-    budget = env.get("PROCESSING_MAX_ROWS_IN_MEMORY", "").strip()
-    if budget and (not budget.isdigit() or int(budget) < 1):
-        raise ProcessingError(f"PROCESSING_MAX_ROWS_IN_MEMORY must be a positive whole number, got {budget!r}")
-    return RunOptions(mode=mode if mode in ("memory", "streaming") else "auto",
+    try:  # the contract's one rule, also applied by the CDK app and the trigger
+        budget = contract.max_rows_in_memory(env.get(contract.ENV_MAX_ROWS_IN_MEMORY))
+    except contract.ContractError as exc:
+        raise ProcessingError(str(exc)) from None
+    return RunOptions(mode=mode if mode in contract.PROCESSING_MODES else contract.DEFAULT_PROCESSING_MODE,
                       streaming_threshold=int(threshold) if threshold else None,
-                      max_rows=int(budget) if budget else None,
+                      max_rows=budget,
                       work_dir=Path(env["PROCESSING_WORK_DIR"]) if env.get("PROCESSING_WORK_DIR") else None,
                       code_version=env.get("CODE_VERSION") or None)
 
@@ -91,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     root = opt_ml_root()
     parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
     parser.add_argument("--input", type=Path, default=root / "processing" / "input" / "data",
-                        help="input file or folder (CSV, gzip CSV, Parquet); default $OPT_ML_ROOT/processing/input/data")
+                        help="input file or folder (CSV, gzip CSV, Parquet); "
+                             "default $OPT_ML_ROOT/processing/input/data")
     parser.add_argument("--output", type=Path, default=root / "processing" / "output",
                         help="output folder; default $OPT_ML_ROOT/processing/output")
     parser.add_argument("--config", type=Path, default=None,
@@ -100,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset name (selects the bundled config); default $DATASET or 'default'")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
-    parser.add_argument("--mode", choices=("auto", "memory", "streaming"), default="auto",
-                        help="memory, streaming (block by block, bounded memory) or auto (streaming from 64 MiB of input, "
-                             "or sooner when memory is short); memory or streaming here wins over env PROCESSING_MODE, "
+    parser.add_argument("--mode", choices=contract.PROCESSING_MODES, default=contract.DEFAULT_PROCESSING_MODE,
+                        help="memory, streaming (block by block, bounded memory) or auto "
+                             "(streaming from 64 MiB of input, or sooner when memory is short); memory or streaming "
+                             "here wins over env PROCESSING_MODE, "
                              "auto defers to it; see docs/processing.md")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
@@ -146,7 +152,7 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "input": str(input_path),
         "dataset": dataset,
         "code_version": os.environ.get("CODE_VERSION") or None,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
         path = output / "quality" / "error.json"  # standard library only: the Spark image has no pyarrow

@@ -11,8 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from processing.errors import ConfigError
+from contract import DATASET_PATTERN
 from processing.drift_config import DriftSettings, parse_drift
+from processing.errors import ConfigError
 from processing.gate import GateSettings, parse_gate
 
 COLUMN_TYPES = ("integer", "float", "string", "category", "json")
@@ -27,7 +28,7 @@ THRESHOLD_KEYS = (
     "max_duplicate_rate",
     "min_rows_out",
 )
-DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+DATASET_NAME = re.compile(f"^{DATASET_PATTERN}$")
 # pandas' default na_values: the reference tutorial reads its CSV with pandas defaults.
 DEFAULT_MISSING_VALUES = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -227,6 +228,27 @@ def _bins(spec: Any, path: str) -> Bins:
     return Bins(edges, labels, closed, include_lowest, outside)
 
 
+def validate_thresholds(raw: Any, path: str = "quality_thresholds") -> dict[str, float]:
+    """The ``quality_thresholds`` object of a dataset config, validated: the job's gate and the CDK app's alarms
+    (infra/config.py) both use this one rule.
+
+    Every value is a finite number >= 0; the ``max_*`` thresholds are rates, at most 1 (``max_missing_rate_after``
+    included: a rate above 1 can never be crossed). ``min_rows_out`` is a row count.
+
+    Raises:
+        ConfigError: naming the key path, e.g. ``quality_thresholds.max_missing_rate_after: out of range: 1.5``.
+    """
+    thr_raw = _expect(raw, dict, path, "an object")
+    _known(thr_raw, THRESHOLD_KEYS, path)
+    thresholds = {}
+    for key, value in thr_raw.items():
+        v = _number(value, f"{path}.{key}")
+        if not math.isfinite(v) or v < 0 or (key.startswith("max_") and v > 1):
+            raise _fail(f"{path}.{key}", f"out of range: {value!r}")
+        thresholds[key] = v
+    return thresholds
+
+
 def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     """Validate a parsed config document.
 
@@ -357,14 +379,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     if drop == "key" and not key_columns:
         raise _fail("duplicates.drop", '"key" needs duplicates.key_columns')
 
-    thr_raw = _expect(doc.get("quality_thresholds", {}), dict, "quality_thresholds", "an object")
-    _known(thr_raw, THRESHOLD_KEYS, "quality_thresholds")
-    thresholds = {}
-    for key, value in thr_raw.items():
-        v = _number(value, f"quality_thresholds.{key}")
-        if v < 0 or (key.endswith("_rate") and v > 1):
-            raise _fail(f"quality_thresholds.{key}", f"out of range: {value!r}")
-        thresholds[key] = v
+    thresholds = validate_thresholds(doc.get("quality_thresholds", {}))
 
     drift = parse_drift(doc.get("drift"), columns, {jc.column: tuple(f.name for f in jc.fields) for jc in json_columns})
     gate = parse_gate(doc.get("gate"))

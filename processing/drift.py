@@ -12,20 +12,32 @@ baseline and batch always give the same scores. Definitions: docs/processing.md 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from contract import PROFILE_SCHEMA_VERSION
 from processing.drift_config import DriftSettings
 
-__all__ = ["DriftSettings", "build_profile", "compare", "evaluate", "load_baseline", "psi", "jensen_shannon",
-           "normalised_wasserstein", "BaselineError"]
+__all__ = [
+    "BaselineError",
+    "DriftSettings",
+    "build_profile",
+    "compare",
+    "evaluate",
+    "jensen_shannon",
+    "load_baseline",
+    "normalised_wasserstein",
+    "psi",
+]
 
-PROFILE_SCHEMA_VERSION = 1
 MISSING = "__missing__"
 OTHER = "__other__"
 # Proportions of 0 make PSI infinite; the usual remedy is a small floor on every bin's share.
@@ -46,11 +58,11 @@ class BaselineError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def _floats(values: pd.Series) -> np.ndarray:
+def _floats(values: pd.Series) -> npt.NDArray[Any]:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _quantiles(present: np.ndarray) -> list[float]:
+def _quantiles(present: npt.NDArray[Any]) -> list[float]:
     if len(present) == 0:
         return []
     return [float(q) for q in np.quantile(present, np.linspace(0, 1, QUANTILE_POINTS))]
@@ -75,7 +87,7 @@ def _numeric_profile(values: pd.Series) -> dict[str, Any]:
     }
 
 
-def numeric_fractions(x: np.ndarray, edges: np.ndarray | list[float]) -> list[float]:
+def numeric_fractions(x: npt.NDArray[Any], edges: npt.NDArray[Any] | list[float]) -> list[float]:
     """Shares of the bins (-inf, e1], (e1, e2], ..., (ek, inf) and, last, of missing values, over all rows."""
     n = len(x)
     if n == 0:
@@ -88,7 +100,8 @@ def numeric_fractions(x: np.ndarray, edges: np.ndarray | list[float]) -> list[fl
 
 def _value_counts(values: pd.Series) -> pd.Series:
     """Count per present value, as text (index: the values, order unspecified)."""
-    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+    # (getattr: pandas-stubs 2.3 do not declare StringDtype.storage, which pandas has had since 1.3)
+    if isinstance(values.dtype, pd.StringDtype) and getattr(values.dtype, "storage", None) == "pyarrow":
         # Already Arrow strings: count in Arrow (the astype below would make a Python object per row). Imported
         # here: the Spark engine builds profiles with this module in an image without pyarrow (no Arrow strings).
         import pyarrow as pa
@@ -96,8 +109,9 @@ def _value_counts(values: pd.Series) -> pd.Series:
 
         counts = pc.value_counts(pa.array(values.array))
         counts = counts.filter(pc.is_valid(counts.field("values")))
-        return pd.Series(counts.field("counts").to_numpy(zero_copy_only=False).astype("int64"),
-                         index=pd.Index(counts.field("values").to_pylist(), dtype=object))
+        found: pd.Series = pd.Series(counts.field("counts").to_numpy(zero_copy_only=False).astype("int64"),
+                                     index=pd.Index(counts.field("values").to_pylist(), dtype=object))
+        return found
     return values.astype("string").value_counts(dropna=True)
 
 
@@ -124,7 +138,7 @@ def categorical_fractions(counts: pd.Series, n: int, missing: int, categories: l
         return [0.0] * (len(categories) + 2)
     known = [float(counts.get(c, 0) / n) for c in categories]
     other = float(counts[~counts.index.isin(categories)].sum() / n)
-    return known + [other, float(missing / n)]
+    return [*known, other, float(missing / n)]
 
 
 def build_profile(df: pd.DataFrame, settings: DriftSettings, *, presence: Mapping[str, float] | None = None,
@@ -149,7 +163,7 @@ def build_profile(df: pd.DataFrame, settings: DriftSettings, *, presence: Mappin
             columns[name] = _categorical_profile(df[name])
     return {
         "schema_version": PROFILE_SCHEMA_VERSION,
-        "rows": int(len(df)),
+        "rows": len(df),
         "columns": columns,
         "json_field_presence": {k: float(v) for k, v in sorted((presence or {}).items())},
         "binning": {"numeric_bins": NUMERIC_BINS, "quantile_points": QUANTILE_POINTS,
@@ -178,7 +192,7 @@ def jensen_shannon(expected: list[float], actual: list[float]) -> float:
     q = q / q.sum() if q.sum() > 0 else q
     m = (p + q) / 2
 
-    def kl(x: np.ndarray) -> float:
+    def kl(x: npt.NDArray[Any]) -> float:
         mask = x > 0
         return float(np.sum(x[mask] * np.log2(x[mask] / m[mask])))
 
@@ -232,7 +246,7 @@ def _thresholds(settings: DriftSettings, name: str, *, distance: bool) -> dict[s
 def _numeric_labels(edges: list[float]) -> list[str]:
     if not edges:
         return ["all", MISSING]
-    return ([f"<= {edges[0]:g}"] + [f"({lo:g}, {hi:g}]" for lo, hi in zip(edges, edges[1:])]
+    return ([f"<= {edges[0]:g}"] + [f"({lo:g}, {hi:g}]" for lo, hi in itertools.pairwise(edges)]
             + [f"> {edges[-1]:g}", MISSING])
 
 
@@ -277,7 +291,7 @@ def _compare_categorical(name: str, base: Mapping[str, Any], values: pd.Series, 
         "level": level, "broken": broken,
         "new_categories": [k for k, _ in new_sorted[:LISTED_CATEGORIES]] if base.get("other", 0.0) == 0 else [],
         "vanished_categories": vanished[:LISTED_CATEGORIES],
-        "bins": categories + [OTHER, MISSING],
+        "bins": [*categories, OTHER, MISSING],
         "baseline": [round(v, 6) for v in expected], "batch": [round(v, 6) for v in actual],
         "thresholds": thresholds,
     }
@@ -297,11 +311,12 @@ def compare(baseline: Mapping[str, Any], df: pd.DataFrame, settings: DriftSettin
     for name in (*settings.numeric, *settings.categorical):
         base = baseline["columns"][name]
         if name not in df.columns:
-            columns[name] = {"kind": base["kind"], "level": "alarm", "psi": None, "reason": "column missing from the batch",
+            columns[name] = {"kind": base["kind"], "level": "alarm", "psi": None,
+                             "reason": "column missing from the batch",
                              "broken": [{"rule": "drift.column_missing", "measured": None, "threshold": None}]}
         elif rows == 0:
-            columns[name] = {"kind": base["kind"], "level": "unavailable", "psi": None, "reason": "the batch has no rows",
-                             "broken": []}
+            columns[name] = {"kind": base["kind"], "level": "unavailable", "psi": None,
+                             "reason": "the batch has no rows", "broken": []}
         elif base["kind"] == "numeric":
             columns[name] = _compare_numeric(name, base, df[name], settings)
         else:
@@ -347,7 +362,7 @@ def _finite_list(value: Any, path: str, *, length: int | None = None, increasing
         raise BaselineError(f"{path}: expected a list of finite numbers")
     if length is not None and len(value) != length:
         raise BaselineError(f"{path}: expected {length} numbers, got {len(value)}")
-    if increasing and any(b <= a for a, b in zip(value, value[1:])):
+    if increasing and any(b <= a for a, b in itertools.pairwise(value)):
         raise BaselineError(f"{path}: must be strictly increasing")
     return [float(v) for v in value]
 
@@ -379,7 +394,8 @@ def validate_baseline(doc: Any, settings: DriftSettings) -> dict[str, Any]:
         col = columns[name]
         path = f"columns.{name}"
         if not isinstance(col, dict) or col.get("kind") != kind:
-            raise BaselineError(f"{path}: expected kind {kind!r}, got {col.get('kind') if isinstance(col, dict) else col!r}")
+            got = col.get("kind") if isinstance(col, dict) else col
+            raise BaselineError(f"{path}: expected kind {kind!r}, got {got!r}")
         _check_share(col.get("missing_rate"), f"{path}.missing_rate")
         if kind == "numeric":
             edges = _finite_list(col.get("edges"), f"{path}.edges", increasing=True)
@@ -390,7 +406,8 @@ def validate_baseline(doc: Any, settings: DriftSettings) -> dict[str, Any]:
             if quantiles:
                 _finite_list(quantiles, f"{path}.quantiles", length=QUANTILE_POINTS)
             std = col.get("std")
-            if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or not math.isfinite(std)):
+            if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float))
+                                    or not math.isfinite(std)):
                 raise BaselineError(f"{path}.std: expected a finite number or null")
         else:
             freqs = col.get("frequencies")

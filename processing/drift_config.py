@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from processing.errors import ConfigError
 
@@ -18,7 +19,8 @@ THRESHOLD_NAMES = ("psi_warn", "psi_alarm", "distance_warn", "distance_alarm")
 DEFAULT_THRESHOLDS = {"psi_warn": 0.1, "psi_alarm": 0.25, "distance_warn": 0.1, "distance_alarm": 0.25}
 DRIFT_KEYS = ("numeric", "categorical", "json_fields", *THRESHOLD_NAMES, "columns")
 # Columns that identify rows rather than describe them are left out of the default drift columns.
-ID_LIKE = re.compile(r"(?i)^(id|uuid|guid|key|pk)$|(_|-)(id|uuid|guid|key|pk)$|^(id|uuid|guid)(_|-)|[a-z0-9](Id|ID|Uuid|UUID)$")
+ID_LIKE = re.compile(r"(?i)^(id|uuid|guid|key|pk)$|(_|-)(id|uuid|guid|key|pk)$|^(id|uuid|guid)(_|-)"
+                     r"|[a-z0-9](Id|ID|Uuid|UUID)$")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
+from contract import DATA_FOLDERS, PROFILE_FILE, QUARANTINE, SUMMARY_KEYS_GATE
 from processing.drift_config import DriftSettings
 from processing.errors import ConfigError
 
@@ -22,9 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("processing")
 
 # Summary keys added by the gate (design.md Contract 3), after the pipeline's own.
-SUMMARY_KEYS = ("drift_max_psi", "drifted_columns", "drift_unavailable", "quality_gate_failed", "quality_gate_warned")
-DATA_FOLDERS = ("cleaned", "transformed", "statistics", "rejected")
-QUARANTINE = "quarantine"
+SUMMARY_KEYS = SUMMARY_KEYS_GATE
 # No _SUCCESS marker here: SageMaker uploads a job's output files in no guaranteed order, so a marker written by the
 # job could appear before the data. The metrics Lambda writes it after the job finished (design.md Contract 4).
 ACTIONS = ("fail", "warn", "ignore")
@@ -47,7 +47,8 @@ def _fail(path: str, message: str) -> ConfigError:
 
 
 def parse_gate(doc: Any) -> GateSettings:
-    """Validate the optional ``gate`` section: ``{"thresholds"|"drift_alarm"|"drift_warn"|"drift_unavailable": action}``."""
+    """Validate the optional ``gate`` section:
+    ``{"thresholds"|"drift_alarm"|"drift_warn"|"drift_unavailable": action}``."""
     if doc is None:
         return GateSettings()
     if not isinstance(doc, dict):
@@ -93,7 +94,7 @@ def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateS
             if level not in ("warn", "alarm"):
                 continue
             action = gate.drift_alarm if level == "alarm" else gate.drift_warn
-            broken = [b for b in col.get("broken", [])] or [{"rule": f"drift.{level}", "measured": None,
+            broken = list(col.get("broken", [])) or [{"rule": f"drift.{level}", "measured": None,
                                                             "threshold": None}]
             for b in broken:
                 add(action, rule=b["rule"], column=name, level=level, measured=b.get("measured"),
@@ -146,7 +147,7 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
                              "rank_error": sampling["rank_error"], "delta": sampling["delta"]}
     profile = drift.build_profile(batch, settings, presence=presence, source=source)
     quality = output_dir / "quality"
-    _write_json(profile, quality / "profile.json")
+    _write_json(profile, quality / PROFILE_FILE)
     drift_doc = drift.evaluate(baseline, batch, settings, presence=presence)
     if "sampled" in source:  # scores (and batch_rows) are of the sample
         drift_doc["sampled"] = source["sampled"]
@@ -179,7 +180,7 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
     else:
         log.info("quality gate %s (%d finding(s))", result["status"], len(result["violations"]))
     outputs.setdefault("quality", [])
-    for name in ("profile.json", "drift.json", "gate.json"):
+    for name in (PROFILE_FILE, "drift.json", "gate.json"):
         if f"quality/{name}" not in outputs["quality"]:
             outputs["quality"].append(f"quality/{name}")
 

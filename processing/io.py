@@ -11,10 +11,11 @@ import io
 import json
 import sys
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,7 +54,8 @@ class FileRead:
 
     @property
     def rows_in(self) -> int:
-        return self.table.num_rows + len(self.parse_errors)
+        rows: int = self.table.num_rows  # (pyarrow is untyped)
+        return rows + len(self.parse_errors)
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -209,7 +211,7 @@ def _read_parquet(path: Path) -> FileRead:
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path.name}: cannot read Parquet ({exc})") from exc
     columns = []
-    for name, col in zip(table.column_names, table.columns):
+    for name, col in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -242,6 +244,7 @@ def read_file(path: Path) -> FileRead:
         raise InputError(f"{path.name}: cannot open ({exc.strerror or exc})") from exc
     if not magic and path.stat().st_size == 0:
         raise EmptyInputError(f"{path.name}: empty file (0 bytes)")
+    result: FileRead | None
     if magic == PARQUET_MAGIC:
         result = _read_parquet(path)
         result.sha256, _ = file_digest(path)
@@ -252,7 +255,7 @@ def read_file(path: Path) -> FileRead:
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(file_digest, path, check_utf8=True, compressed=compressed)
             try:
-                result: FileRead | None = _read_csv(path, compressed, True)
+                result = _read_csv(path, compressed, True)
                 failure: Exception | None = None
             except Exception as exc:  # noqa: BLE001 - re-raised below unless the file is not UTF-8
                 result, failure = None, exc
@@ -263,6 +266,7 @@ def read_file(path: Path) -> FileRead:
             raise failure
         assert result is not None
         result.sha256 = sha
+    assert result is not None
     result.size = path.stat().st_size
     return result
 
@@ -311,10 +315,9 @@ def parquet_options(table: pa.Table) -> dict[str, Any]:
     for nothing; the data are the same either way."""
     head = table.slice(0, DICTIONARY_SAMPLE_ROWS)
     dictionary = []
-    for name, col in zip(head.column_names, head.columns):
-        if pa.types.is_dictionary(col.type):
-            dictionary.append(name)
-        elif len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10):
+    for name, col in zip(head.column_names, head.columns, strict=True):
+        if pa.types.is_dictionary(col.type) or (
+                len(col) and pc.count_distinct(col, mode="all").as_py() <= max(1, len(col) // 10)):
             dictionary.append(name)
     return {"compression": "snappy", "use_dictionary": dictionary}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -126,7 +127,7 @@ def _arrow_path(buf: pa.Buffer, rows: int, fields: tuple[JsonField, ...], schema
     return result
 
 
-def _candidate_lines(column: pa.Array, candidate: pa.Array) -> tuple[pa.Buffer, np.ndarray] | None:
+def _candidate_lines(column: pa.Array, candidate: pa.Array) -> tuple[pa.Buffer, npt.NDArray[Any]] | None:
     """Every candidate cell followed by a newline, in row order, in one buffer (one pass, no gather of the cells
     first): the cell joined with "\n" where it is a candidate and with null elsewhere, which Arrow emits as an
     empty null slot. Returns the data buffer and the row offsets into it (None if the layout is not that)."""
@@ -141,7 +142,7 @@ def _candidate_lines(column: pa.Array, candidate: pa.Array) -> tuple[pa.Buffer, 
 
 
 def _extract_candidates(
-    column: pa.Array, cand_idx: np.ndarray, candidate: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schema
+    column: pa.Array, cand_idx: npt.NDArray[Any], candidate: pa.Array, fields: tuple[JsonField, ...], schema: pa.Schema
 ) -> tuple[list[pa.Array], int, int]:
     """Extract from the candidate cells (rows ``cand_idx`` of ``column``), window by window of CHUNK_ROWS rows (so
     the newline-joined copy is one window at a time); windows pyarrow refuses are split until they are small
@@ -205,7 +206,8 @@ def extract(column: pa.Array | pa.ChunkedArray, fields: tuple[JsonField, ...]) -
         candidate = pa.array(np.zeros(n, dtype=bool))
     else:
         half = n // 2
-        with ThreadPoolExecutor(max_workers=2) as pool:  # each half of the column on its own core (Arrow releases the GIL)
+        # each half of the column on its own core (Arrow releases the GIL)
+        with ThreadPoolExecutor(max_workers=2) as pool:
             candidate = pa.concat_arrays(list(pool.map(_candidates, (column.slice(0, half), column.slice(half)))))
     others = pc.and_(present, pc.invert(candidate))
     cand_idx = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))

@@ -11,16 +11,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract import OUTPUT_FOLDERS
 from processing import io, transform
 from processing.config import DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
-from processing.rows import (FILE_COL, OUTPUT_FOLDERS, ROW_COL, Parts, derived_metrics_of, group_column_metrics,
-                             json_metrics_of, reject_reasons, rejected_rows, summarised_columns, to_arrow,
-                             transform_rows, type_and_reject, unparsed_rows, write_statistics)
+from processing.rows import (
+    FILE_COL,
+    ROW_COL,
+    Parts,
+    derived_metrics_of,
+    group_column_metrics,
+    json_metrics_of,
+    reject_reasons,
+    rejected_rows,
+    summarised_columns,
+    to_arrow,
+    transform_rows,
+    type_and_reject,
+    unparsed_rows,
+    write_statistics,
+)
 
 
 def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str, context: dict[str, Any],
@@ -115,13 +130,13 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         statistics=statistics)
 
 
-def _count(mask: pa.Array | np.ndarray) -> int:
+def _count(mask: pa.Array | npt.NDArray[Any]) -> int:
     if isinstance(mask, np.ndarray):
         return int(mask.sum())
     return int(pc.sum(mask).as_py() or 0)
 
 
-def _combine(reads: list[io.FileRead], config: DatasetConfig) -> tuple[pa.Table, list[str], np.ndarray]:
+def _combine(reads: list[io.FileRead], config: DatasetConfig) -> tuple[pa.Table, list[str], npt.NDArray[Any]]:
     names: list[str] = []
     for r in reads:
         names.extend(n for n in r.table.column_names if n not in names)
@@ -140,7 +155,7 @@ def _combine(reads: list[io.FileRead], config: DatasetConfig) -> tuple[pa.Table,
     return table, names, np.concatenate(utf8) if utf8 else np.zeros(0, dtype=bool)
 
 
-def _rejected_table(raw: pa.Table, names: list[str], rejected: np.ndarray, reasons: np.ndarray,
+def _rejected_table(raw: pa.Table, names: list[str], rejected: npt.NDArray[Any], reasons: npt.NDArray[Any],
                     reads: list[io.FileRead]) -> pa.Table:
     """The rejected rows as rejected/ holds them: parsed rows in input order (file, then row); when some lines could
     not be parsed, files in name order instead (a stable sort), each file's rows before its unparsable lines."""
@@ -155,12 +170,12 @@ def _rejected_table(raw: pa.Table, names: list[str], rejected: np.ndarray, reaso
     return table
 
 
-def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: np.ndarray) -> list[dict[str, Any]]:
+def _per_file(reads: list[io.FileRead], raw: pa.Table, rejected: npt.NDArray[Any]) -> list[dict[str, Any]]:
     file_idx = raw.column(FILE_COL).to_numpy()
     out_counts = np.bincount(file_idx[~rejected], minlength=len(reads))
     rows = []
     for i, r in enumerate(reads):
-        entry = {"file": r.path.name, "path": str(r.path), "format": r.kind, "size_bytes": r.size,
+        entry: dict[str, Any] = {"file": r.path.name, "path": str(r.path), "format": r.kind, "size_bytes": r.size,
                  "sha256": r.sha256, "rows_in": r.rows_in, "rows_out": int(out_counts[i]),
                  "rows_rejected": r.rows_in - int(out_counts[i]), "parse_errors": len(r.parse_errors)}
         if entry["rows_out"] + entry["rows_rejected"] != entry["rows_in"]:  # pragma: no cover - invariant

@@ -6,8 +6,10 @@ the streaming path. An in-process caller gets the defaults below."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -44,11 +46,8 @@ def available_memory() -> int:
             continue
         if text.isdigit() and int(text) < 1 << 60:
             limits.append(int(text))
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                limits.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        limits.extend(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemAvailable:"))
     return min(limits) if limits else 1 << 62
 

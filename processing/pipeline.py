@@ -10,7 +10,7 @@ import platform
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 import processing
+from contract import METRICS_FILE, QUALITY, SUMMARY_METRICS
 from processing import gate, io, memory, streaming
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.options import RunOptions, available_memory
@@ -28,11 +29,8 @@ from processing.rows import rate as _rate
 
 log = logging.getLogger("processing")
 
-SUMMARY_KEYS = (
-    "rows_in", "rows_out", "rows_rejected", "missing_values_before", "missing_values_after", "missing_rate_after",
-    "rejected_rate", "duplicate_rows_exact", "duplicate_rows_key", "duplicate_rate", "malformed_json",
-    "malformed_json_rate", "invalid_values", "processing_seconds",
-)
+# The pipeline's summary keys, in order (design.md Contract 3: each is a metric of the metrics Lambda).
+SUMMARY_KEYS = tuple(SUMMARY_METRICS)
 
 
 @dataclass
@@ -100,7 +98,7 @@ def library_drift(loaded: dict[str, str] | None = None, pins: dict[str, str] | N
     for library, expected in sorted((pins or {}).items()):
         found = loaded.get(library) or (_installed_version(library) if installed else None)
         if found != expected:
-            drift.append({"library": library, "expected": expected, "loaded": found if found else "not loaded"})
+            drift.append({"library": library, "expected": expected, "loaded": found or "not loaded"})
     return drift
 
 
@@ -145,9 +143,11 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
 
 def _finish(p: Parts, code_version: str | None = None) -> Result:
     """Assemble and write quality/metrics.json (plus the drift/gate outputs) from the run's parts."""
-    started, context, output_dir, config, fmt, baseline = p.started, p.context, p.output_dir, p.config, p.fmt, p.baseline
+    started, context, output_dir, config = p.started, p.context, p.output_dir, p.config
+    fmt, baseline = p.fmt, p.baseline
     rows_in, rows_out, names, col_metrics, json_metrics = p.rows_in, p.rows_out, p.names, p.col_metrics, p.json_metrics
-    rejected_table, per_file, dup_exact, dup_key, key_cols = p.rejected_table, p.per_file, p.dup_exact, p.dup_key, p.key_cols
+    rejected_table, per_file = p.rejected_table, p.per_file
+    dup_exact, dup_key, key_cols = p.dup_exact, p.dup_key, p.key_cols
     dropped, imputation, derived_metrics, group_metrics = p.dropped, p.imputation, p.derived_metrics, p.group_metrics
     numeric, outputs, drift_batch, cleaned, transformed = p.numeric, p.outputs, p.drift_batch, p.cleaned, p.transformed
     statistics = p.statistics
@@ -174,7 +174,7 @@ def _finish(p: Parts, code_version: str | None = None) -> Result:
         "summary": summary,
         "status": "succeeded",
         "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "processing_seconds": seconds,
         "code_version": code_version or None,
         "package_version": processing.__version__,
@@ -204,7 +204,7 @@ def _finish(p: Parts, code_version: str | None = None) -> Result:
     presence = {f"{c}.{name}": _rate(field["extracted"], rows_out)
                 for c, m in json_metrics.items() for name, field in m["fields"].items()}
     gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)  # profile, drift, gate, layout
-    io.write_json(_json_safe(metrics), output_dir / "quality" / "metrics.json")
+    io.write_json(_json_safe(metrics), output_dir / QUALITY / METRICS_FILE)
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
 
 

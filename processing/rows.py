@@ -6,12 +6,14 @@ the per-feature metrics, the statistics files, and ``Parts``, what either path h
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +21,6 @@ import pyarrow.compute as pc
 from processing import io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 
-OUTPUT_FOLDERS = ("cleaned", "transformed", "statistics", "quality", "rejected")
 # rejected/'s own columns, before the input columns (``rejected_rows``, ``unparsed_rows``).
 FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
 
@@ -28,7 +29,7 @@ def rate(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
-def reject_reasons(n: int, rules: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, np.ndarray]:
+def reject_reasons(n: int, rules: list[tuple[npt.NDArray[Any], str]]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     rejected = np.zeros(n, dtype=bool)
     reasons = np.full(n, "", dtype=object)
     for mask, reason in rules:
@@ -45,24 +46,26 @@ class TypedRows:
     """Rows after missing markers, typing and the rejection rules (``type_and_reject``)."""
 
     typed: dict[str, pa.Array]  # per column: typed values (numeric) or the text after missing markers
-    invalid: dict[str, np.ndarray]  # per numeric column: present but not a valid number
-    rejected: np.ndarray  # per row: rejected by a rule
-    reasons: np.ndarray  # per row: the rules that rejected it, ";"-joined ("" when kept)
+    invalid: dict[str, npt.NDArray[Any]]  # per numeric column: present but not a valid number
+    rejected: npt.NDArray[Any]  # per row: rejected by a rule
+    reasons: npt.NDArray[Any]  # per row: the rules that rejected it, ";"-joined ("" when kept)
 
 
 def type_and_reject(column: Callable[[str], pa.Array], n: int, names: list[str], kinds: dict[str, str],
-                    config: DatasetConfig, rules: list[tuple[np.ndarray, str]] | None = None,
+                    config: DatasetConfig, rules: list[tuple[npt.NDArray[Any], str]] | None = None,
                     pool: ThreadPoolExecutor | None = None) -> TypedRows:
     """Missing markers, typing and rejection of ``n`` rows, the same steps for both paths: ``column(c)`` gives column
     ``c``'s input text; numeric columns are coerced (``transform.coerce``); a row is rejected by ``rules`` (checked
     first) and, per ``config.reject_rows_missing`` column, by a missing value and by an invalid value. With ``pool``
     the columns are marked and coerced on its threads (Arrow kernels release the GIL)."""
     each = pool.map if pool is not None else map
-    marked = dict(zip(names, each(lambda c: transform.mark_missing(column(c), config.missing_values), names)))
+    marked = dict(zip(names, each(lambda c: transform.mark_missing(column(c), config.missing_values), names),
+                      strict=True))
     numeric_names = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names)))
+    coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names),
+                       strict=True))
     typed: dict[str, pa.Array] = {}
-    invalid: dict[str, np.ndarray] = {}
+    invalid: dict[str, npt.NDArray[Any]] = {}
     for c in names:
         if kinds[c] in NUMERIC_TYPES:
             typed[c], inv = coerced[c]
@@ -154,7 +157,7 @@ def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str
             labels = transformed[d.name].value_counts(dropna=False, sort=False)
             counts["derived"][d.name] = {
                 "outside_bins": outside, "missing": int(transformed[d.name].isna().sum()),
-                "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(k)}}
+                "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(cast(Any, k))}}
     return transformed, counts
 
 

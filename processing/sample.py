@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -32,7 +34,7 @@ def _pick(rng: np.random.Generator, choices: list[str], n: int) -> pa.Array:
     return pa.DictionaryArray.from_arrays(idx, pa.array(choices)).cast(pa.string())
 
 
-def _text(values: np.ndarray) -> pa.Array:
+def _text(values: npt.NDArray[Any]) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 

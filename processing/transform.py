@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -104,7 +105,7 @@ def most_frequent(counts: pd.Series) -> Any:
     """The most frequent value of a value -> count Series; ties go to the smallest value, so the choice is
     deterministic."""
     top = counts[counts == counts.max()].index
-    value = sorted(top)[0]
+    value = min(top)
     return value.item() if hasattr(value, "item") else value
 
 
@@ -112,7 +113,7 @@ def imputation_info(rule: Imputation, kind: str, computed: Any) -> dict[str, Any
     """``impute_value``'s result for a computed statistic: integer columns get it rounded half to even."""
     value = computed
     if kind == "integer" and isinstance(computed, float):
-        value = int(round(computed))  # round half to even
+        value = round(computed)  # an int, rounded half to even
     return {"strategy": rule.strategy, "value": value, "computed": computed, "source": "statistic"}
 
 
@@ -155,11 +156,13 @@ def bin_values(values: pd.Series, bins: Bins) -> tuple[pd.Series, int]:
     if bins.outside is not None:
         codes[outside_mask] = len(labels)
         labels.append(bins.outside)
-    cut = pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object), ordered=True)
+    # pandas-stubs 2.3 declare codes as Sequence[int]; pandas documents (and we pass) an integer array.
+    cut = pd.Categorical.from_codes(codes, categories=pd.Index(labels, dtype=object),  # type: ignore[arg-type]
+                                    ordered=True)
     return pd.Series(cut, index=values.index), int(outside_mask.sum())
 
 
-def duplicate_count(frame: pd.DataFrame, columns: list[str]) -> tuple[int, np.ndarray]:
+def duplicate_count(frame: pd.DataFrame, columns: list[str]) -> tuple[int, npt.NDArray[Any]]:
     """Rows that repeat an earlier row on ``columns`` (rows minus distinct rows; nulls compare equal)."""
     if not columns or frame.empty:
         return 0, np.zeros(len(frame), dtype=bool)
@@ -167,7 +170,7 @@ def duplicate_count(frame: pd.DataFrame, columns: list[str]) -> tuple[int, np.nd
     return int(mask.sum()), mask
 
 
-def _codes(arr: pa.Array) -> tuple[np.ndarray, int]:
+def _codes(arr: pa.Array) -> tuple[npt.NDArray[Any], int]:
     if pa.types.is_floating(arr.type):
         arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 + 0.0 == +0.0 (Arrow hashes the bits)
     enc = pc.dictionary_encode(arr, null_encoding="encode")  # nulls get a code of their own: they compare equal
@@ -181,12 +184,12 @@ def _row_bytes(arr: pa.Array) -> float:
     if len(arr) == 0:
         return 0.0
     if pa.types.is_string(arr.type) or pa.types.is_binary(arr.type):
-        return arr.nbytes / len(arr)
+        return float(arr.nbytes) / len(arr)
     return 8.0
 
 
 def _dup_mask(columns: dict[str, pa.Array], names: list[str], n: int,
-              cache: dict[str, tuple[np.ndarray, int]]) -> np.ndarray:
+              cache: dict[str, tuple[npt.NDArray[Any], int]]) -> npt.NDArray[Any]:
     """pandas ``duplicated(subset=names, keep="first")`` over Arrow columns (nulls equal, ``-0.0 == 0.0``).
 
     Columns are taken cheapest first; after each one, rows whose partial key is unique are dropped from further
@@ -194,8 +197,8 @@ def _dup_mask(columns: dict[str, pa.Array], names: list[str], n: int,
     JSON text) are only encoded for the few rows that could still be duplicates. Within the remaining rows order is
     kept, so "first occurrence" is the same as over all rows.
     """
-    rows: np.ndarray | None = None  # indices of the rows still in play (None: all)
-    key: np.ndarray | None = None
+    rows: npt.NDArray[Any] | None = None  # indices of the rows still in play (None: all)
+    key: npt.NDArray[Any] | None = None
     space = 1
     for c in sorted(names, key=lambda c: _row_bytes(columns[c])):
         if rows is None:
@@ -228,7 +231,8 @@ def _dup_mask(columns: dict[str, pa.Array], names: list[str], n: int,
     return mask
 
 
-def duplicate_masks(columns: dict[str, pa.Array], groups: list[list[str]], n: int) -> list[tuple[int, np.ndarray]]:
+def duplicate_masks(columns: dict[str, pa.Array], groups: list[list[str]],
+                    n: int) -> list[tuple[int, npt.NDArray[Any]]]:
     """Fast version of :func:`duplicate_count` for several column sets (same result: pandas
     ``duplicated(keep="first")``, rows minus distinct rows, nulls equal, ``-0.0 == 0.0``).
 
@@ -238,7 +242,7 @@ def duplicate_masks(columns: dict[str, pa.Array], groups: list[list[str]], n: in
     column (:func:`_dup_mask`). Arrow's multi-column ``group_by`` was tried first: in pyarrow 17 it grows
     super-linearly with the number of distinct rows (89 s for 5M rows).
     """
-    cache: dict[str, tuple[np.ndarray, int]] = {}
+    cache: dict[str, tuple[npt.NDArray[Any], int]] = {}
     results = []
     for names in groups:
         if not names or n == 0:

@@ -43,8 +43,15 @@ end-of-run statistics), ``passes`` (``process``: the checks, pass A, duplicates,
 
 from __future__ import annotations
 
-from processing.streaming.passes import (BLOCK_SIZE, MIN_MAX_ROWS, ROW_STATE_BYTES, StreamingUnsupported,
-                                         default_max_rows, process, unsupported)
+from processing.streaming.passes import (
+                                         BLOCK_SIZE,
+                                         MIN_MAX_ROWS,
+                                         ROW_STATE_BYTES,
+                                         StreamingUnsupported,
+                                         default_max_rows,
+                                         process,
+                                         unsupported,
+)
 from processing.streaming.reader import READ_AHEAD
 from processing.streaming.signature import row_signature, sample_mask
 

@@ -3,31 +3,43 @@ duplicates and fill values between the passes, pass B (clean, transform, write).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from contract import OUTPUT_FOLDERS
 from processing import batchstats, io, jsonx, options, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions
-from processing.rows import (OUTPUT_FOLDERS, Parts, add_counts, derived_metrics_of, json_metrics_of, summarised_columns,
-                             transform_rows, type_and_reject, write_statistics)
+from processing.rows import (
+    Parts,
+    add_counts,
+    derived_metrics_of,
+    json_metrics_of,
+    summarised_columns,
+    transform_rows,
+    type_and_reject,
+    write_statistics,
+)
 from processing.streaming.reader import SourceFile, open_blocks
 from processing.streaming.signature import row_signature, sample_mask
 from processing.streaming.statistics import Statistics
 from processing.streaming.workfiles import Rejects, Spill, Writers, read_columns, rejected_part, scan
-
 
 log = logging.getLogger("processing")
 
@@ -166,7 +178,7 @@ class _Run:
                 info = transform.impute_value(series, rule, kind)
                 info["filled"] = int(series.isna().sum()) if info["value"] is not None else 0
             else:  # more rows than max_rows: batch by batch (batchstats; a median from a sample if it must)
-                info = batchstats.imputation_of(lambda: self._column_batches(name, kind, drop), rule, kind,
+                info = batchstats.imputation_of(functools.partial(self._column_batches, name, kind, drop), rule, kind,
                                                 self.max_rows, sample_mask)
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
@@ -186,7 +198,7 @@ class _Run:
         computed as in memory) while they fit ``max_rows``; above, about ``max_rows`` rows (batchstats)."""
         return min(1.0, self.max_rows / rows) if rows else 1.0
 
-    def _column_batches(self, name: str, kind: str, drop: np.ndarray) -> Iterator[pd.Series]:
+    def _column_batches(self, name: str, kind: str, drop: npt.NDArray[Any]) -> Iterator[pd.Series]:
         """Work-file column ``name`` batch by batch, without the dropped duplicates (``drop``: sorted usable-row
         positions)."""
         usable = 0
@@ -216,11 +228,11 @@ class _Run:
                             blocks.close()
                         self._flush_unparsed(fi, f)
             except InputError:
-                for f, fut in zip(self.files, futures):
+                for f, fut in zip(self.files, futures, strict=True):
                     if not fut.result()[1]:
                         raise self._not_utf8(f) from None
                 raise
-            for f, fut in zip(self.files, futures):
+            for f, fut in zip(self.files, futures, strict=True):
                 f.sha256, utf8_ok = fut.result()
                 if not utf8_ok:
                     raise self._not_utf8(f)
@@ -253,7 +265,7 @@ class _Run:
             return a if all_usable else a.take(usable)
 
         typed = {c: pick(b.typed[c]) for c in self.names}
-        column_sigs: dict[int, np.ndarray] = {}  # the key check reuses the exact check's column signatures
+        column_sigs: dict[int, npt.NDArray[Any]] = {}  # the key check reuses the exact check's column signatures
         sigs = [pa.array(row_signature([typed[c] for c in cols], len(usable_idx), column_sigs), pa.uint64())
                 for cols in self.checks.values()]
         markers = []
@@ -273,10 +285,10 @@ class _Run:
         self.n_usable += len(usable_idx)
         f.rows += b.n
 
-    def _typed(self, batch: pa.RecordBatch | pa.Table) -> tuple[dict[str, pa.Array], dict[str, np.ndarray]]:
+    def _typed(self, batch: pa.RecordBatch | pa.Table) -> tuple[dict[str, pa.Array], dict[str, npt.NDArray[Any]]]:
         """Typed values (as ``_Block`` made them) and invalid-value masks of work-file rows."""
         typed: dict[str, pa.Array] = {}
-        invalid: dict[str, np.ndarray] = {}
+        invalid: dict[str, npt.NDArray[Any]] = {}
         for c in self.names:
             if c in self.numeric:
                 typed[c] = transform.to_array(batch.column(TYPED + c))
@@ -291,7 +303,7 @@ class _Run:
             return transform.to_array(rows.column(c))
         return pc.coalesce(transform.to_array(rows.column(MARKER + c)), transform.to_array(rows.column(c)))
 
-    def _duplicates(self) -> dict[str, tuple[int, np.ndarray]]:
+    def _duplicates(self) -> dict[str, tuple[int, npt.NDArray[Any]]]:
         """``duplicated(keep="first")`` over the usable rows for the exact and the key check: per check the number of
         duplicates and their usable-row positions (sorted int64), not a mask, so memory follows the duplicates.
 
@@ -308,10 +320,10 @@ class _Run:
         if not self.checks or not self.n_usable:
             return result
         n_parts = -(-self.n_usable // self.max_rows)
-        found: dict[str, list[np.ndarray]] = {kind: [] for kind in self.checks}
+        found: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in self.checks}
         n_candidates = dict.fromkeys(self.checks, 0)
         for part in range(n_parts):
-            candidates: dict[str, np.ndarray] = {}
+            candidates: dict[str, npt.NDArray[Any]] = {}
             signatures = self._partition(part, n_parts)
             for kind in self.checks:
                 pos, sig = signatures.pop(kind)  # freed once this check's candidates are known
@@ -341,12 +353,12 @@ class _Run:
                      kind, len(cols), n_parts, n_candidates[kind], len(positions))
         return result
 
-    def _partition(self, part: int, n_parts: int) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+    def _partition(self, part: int, n_parts: int) -> dict[str, tuple[npt.NDArray[Any] | None, npt.NDArray[Any]]]:
         """Per duplicate check, the usable-row positions (ascending; None when ``n_parts`` is 1: all rows) and the
         signatures of the rows whose signature is in partition ``part`` (``sig % n_parts == part``). Reads only the
         signature columns of the work file, batch by batch (``scan``)."""
-        pos_parts: dict[str, list[np.ndarray]] = {kind: [] for kind in self.checks}
-        sig_parts: dict[str, list[np.ndarray]] = {kind: [] for kind in self.checks}
+        pos_parts: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in self.checks}
+        sig_parts: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in self.checks}
         modulus = np.uint64(n_parts)
         start = 0
         for batch in scan(self.work_file, [SIG + kind for kind in self.checks]):
@@ -359,7 +371,7 @@ class _Run:
                     pos_parts[kind].append(hit + start)
                     sig_parts[kind].append(sig[hit])
             start += batch.num_rows
-        out: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+        out: dict[str, tuple[npt.NDArray[Any] | None, npt.NDArray[Any]]] = {}
         for kind in self.checks:
             sig = np.concatenate(sig_parts.pop(kind)) if sig_parts[kind] else np.zeros(0, dtype=np.uint64)
             pos = None if n_parts == 1 else (np.concatenate(pos_parts.pop(kind)) if pos_parts[kind]
@@ -367,7 +379,7 @@ class _Run:
             out[kind] = (pos, sig)
         return out
 
-    def _read_rows(self, idx: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    def _read_rows(self, idx: npt.NDArray[Any], columns: list[str] | None = None) -> pa.Table:
         """Work-file rows at usable-row positions ``idx`` (sorted), in that order, with ``columns`` (default: all).
         Batch by batch, each read whole (only ``columns``) and the wanted rows taken: memory is one batch plus the
         rows taken; the batches after the last wanted row are not read."""
@@ -385,7 +397,7 @@ class _Run:
         return (pa.concat_tables(parts).combine_chunks() if parts
                 else pa.schema([self.schema.field(c) for c in names]).empty_table())
 
-    def _prepare(self, batches: Iterator[pa.RecordBatch], drop: np.ndarray, file_out: np.ndarray,
+    def _prepare(self, batches: Iterator[pa.RecordBatch], drop: npt.NDArray[Any], file_out: npt.NDArray[Any],
                  json_pool: ThreadPoolExecutor) -> Iterator[tuple[Any, ...]]:
         """Pass B's input, batch by batch: duplicates to drop (``drop``: sorted usable-row positions) moved to the
         rejected rows, typed values, and the JSON extraction of columns that imputation does not touch started on
@@ -410,13 +422,13 @@ class _Run:
                      for jc in config.json_columns if jc.column not in imputed}
             yield batch, typed, invalid, early
 
-    def _pass_b(self, drop: np.ndarray, imputation: dict[str, Any]) -> dict[str, Any]:
+    def _pass_b(self, drop: npt.NDArray[Any], imputation: dict[str, Any]) -> dict[str, Any]:
         """Clean, transform and write the work-file rows batch by batch; sum counts, keep statistics columns."""
         config, names, kinds, output_dir = self.config, self.names, self.kinds, self.output_dir
         for folder in OUTPUT_FOLDERS:
             (output_dir / folder).mkdir(parents=True, exist_ok=True)
-        col_metrics = {c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0}
-                       for c in names}
+        col_metrics: dict[str, dict[str, Any]] = {
+            c: {"type": kinds[c], "declared": c in config.columns, "missing_before": 0, "invalid": 0} for c in names}
         totals: dict[str, Any] = {}  # transform_rows counts, summed over the batches
         group_cols, numeric_cols = summarised_columns(config, names, kinds)
         keep_cols = list(dict.fromkeys([*group_cols, *(c for g in config.group_statistics for c, _ in g.aggregations),
@@ -437,7 +449,7 @@ class _Run:
                 batches: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
                 if reader.num_record_batches == 0:  # every row rejected: one empty batch gives the outputs their schema
                     batches = iter([pa.RecordBatch.from_pylist([], schema=self.schema)])
-                for batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop, file_out,
+                for _batch, typed, invalid, early_json in _one_ahead(self._prepare(batches, drop, file_out,
                                                                                   json_pool)):
                     pre = pd.DataFrame({c: transform.to_series(typed[c], kinds[c]) for c in names})
                     for c in names:
@@ -465,8 +477,10 @@ class _Run:
 
         # The last batch's frames are still bound to the loop's names: drop them, then give the pages back before
         # the statistics allocate.
-        batch = typed = invalid = early_json = pre = cleaned = transformed = extractions = last_empty = None  # noqa: F841
-        spill_now = None  # noqa: F841
+        # (rebinding the typed names to None is the point: their assignment-type check is off here)
+        typed = invalid = pre = None  # type: ignore[assignment]
+        _batch = early_json = cleaned = transformed = extractions = last_empty = None  # type: ignore[assignment]
+        spill_now = None  # type: ignore[assignment]
         spill.close()
         _release_unused_memory()
         rows_in = sum(f.rows + f.unparsed for f in self.files)
@@ -503,7 +517,7 @@ class _Run:
                 "outputs": outputs, "drift_batch": drift_batch, "statistics": statistics, "sampling": sampling}
 
 
-def _kept(drop: np.ndarray, start: int, n: int) -> np.ndarray:
+def _kept(drop: npt.NDArray[Any], start: int, n: int) -> npt.NDArray[Any]:
     """Which of the usable rows ``start .. start + n - 1`` stay: not in ``drop`` (sorted usable-row positions)."""
     keep = np.ones(n, dtype=bool)
     lo, hi = np.searchsorted(drop, [start, start + n])
@@ -519,10 +533,8 @@ def _release_unused_memory() -> None:
     """Return freed memory to the OS (Arrow's pool and glibc's heap keep it for reuse otherwise), so peak RSS is
     what is live, not what was once used."""
     pa.default_memory_pool().release_unused()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from processing.errors import InputError
-
 
 READ_AHEAD = 3  # CSV blocks the reader thread may read beyond the one being processed
 
@@ -58,7 +58,8 @@ class Paced:
                 return b""
             self.reads += 1
             self.invalid_at_read = self.invalid
-        return self.raw.read(n)
+        data: bytes = self.raw.read(n)
+        return data
 
     def invalid_row(self, size: int) -> None:
         with self.cv:
@@ -95,7 +96,7 @@ class Paced:
         self.raw.close()
 
 
-def open_blocks(f: SourceFile, block_size: int) -> Iterator[pa.Table]:
+def open_blocks(f: SourceFile, block_size: int) -> Generator[pa.Table, None, None]:
     """The file's parsed records, block by block (all columns as strings, names as the in-memory reader has them)."""
     f.parse_errors.clear()
 

@@ -4,40 +4,45 @@ collision only adds a candidate that is checked exactly) and the deterministic r
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 _NULL_SIG = np.uint64(0x5851F42D4C957F2D)
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
+def _mix(h: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """splitmix64 finaliser: spreads every input bit over the output (uint64 in, uint64 out, wraps)."""
     with np.errstate(over="ignore"):
         h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+        out: npt.NDArray[Any] = h ^ (h >> np.uint64(31))
+        return out
 
 
-def _words(data: np.ndarray) -> np.ndarray:
+def _words(data: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Every 8-byte little-endian word of ``data`` by start byte (an overlapping view; 8 zero bytes appended)."""
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
     return np.ndarray(shape=(len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
 
 
-def _window(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray, at: np.ndarray) -> np.ndarray:
+def _window(words: npt.NDArray[Any], starts: npt.NDArray[Any], lengths: npt.NDArray[Any],
+            at: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """The 8 bytes of each string from offset ``at`` (0 <= at <= length) as a uint64, bytes past the string's end
     zeroed, so the value depends on the string alone."""
     remaining = np.minimum(lengths - at, 8).astype(np.uint64)
     keep = np.where(remaining >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
                     (np.uint64(1) << (np.uint64(8) * np.minimum(remaining, np.uint64(7)))) - np.uint64(1))
-    return words[starts + at] & keep
+    out: npt.NDArray[Any] = words[starts + at] & keep
+    return out
 
 
-def _column_signature(arr: pa.Array) -> np.ndarray:
+def _column_signature(arr: pa.Array) -> npt.NDArray[Any]:
     """A 64-bit value per row that equal values (and nulls) share: fixed-width values themselves; strings their
     byte length and four 8-byte windows (start, one third, two thirds, end)."""
     n = len(arr)
@@ -60,7 +65,8 @@ def _column_signature(arr: pa.Array) -> np.ndarray:
     return np.where(valid, sig, _NULL_SIG)
 
 
-def row_signature(columns: list[pa.Array], n: int, cache: dict[int, np.ndarray] | None = None) -> np.ndarray:
+def row_signature(columns: list[pa.Array], n: int,
+                  cache: dict[int, npt.NDArray[Any]] | None = None) -> npt.NDArray[Any]:
     """Signature of each row over ``columns`` (equal rows, nulls equal, have equal signatures); ``cache`` keeps
     column signatures by array identity for the next call on the same block."""
     cache = {} if cache is None else cache
@@ -73,7 +79,7 @@ def row_signature(columns: list[pa.Array], n: int, cache: dict[int, np.ndarray] 
     return sig
 
 
-def sample_mask(start: int, n: int, rate: float) -> np.ndarray:
+def sample_mask(start: int, n: int, rate: float) -> npt.NDArray[Any]:
     """Rows ``start .. start + n - 1`` of a uniform Bernoulli sample at ``rate``, chosen by a hash of the row's
     position (so the same input gives the same sample)."""
     if rate >= 1:

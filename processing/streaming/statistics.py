@@ -14,7 +14,6 @@ from processing.rows import group_column_metrics
 from processing.streaming.signature import sample_mask
 from processing.streaming.workfiles import Spill
 
-
 log = logging.getLogger("processing")
 
 

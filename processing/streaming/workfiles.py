@@ -5,11 +5,13 @@ cleaned/ and transformed/ (``Writers``)."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,7 +19,6 @@ import pyarrow.compute as pc
 from processing import io, transform
 from processing.rows import FILE_COL, RAW_LINE_COL, ROW_COL, count_reasons, rejected_rows, to_arrow, unparsed_rows
 from processing.streaming.reader import SourceFile
-
 
 WRITES_IN_FLIGHT = 2  # output blocks queued for the writer thread
 
@@ -68,7 +69,7 @@ class Spill:
             self.schema = pa.schema([pa.field(c, a.type) for c, a in arrays.items()])
             self.sink = pa.OSFile(str(self.path), "wb")
             self.writer = pa.ipc.new_file(self.sink, self.schema)
-        batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema)]
+        batch = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays.values(), self.schema, strict=True)]
         self.writer.write_batch(pa.RecordBatch.from_arrays(batch, schema=self.schema))
 
     def close(self) -> None:
@@ -98,11 +99,12 @@ class Spill:
             return pd.Series(pd.array(arr, dtype=dtype))
         if isinstance(dtype, pd.api.extensions.ExtensionDtype):
             return pd.Series(arr.to_pandas(types_mapper={arr.type: dtype}.get), dtype=dtype)
-        return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+        series: pd.Series = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+        return series
 
 
-def rejected_part(raw: dict[str, Any], names: list[str], idx: np.ndarray, file_idx: Any, rows: Any,
-                   reasons: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+def rejected_part(raw: dict[str, Any], names: list[str], idx: npt.NDArray[Any], file_idx: Any, rows: Any,
+                   reasons: npt.NDArray[Any]) -> tuple[pa.Table, npt.NDArray[Any]]:
     take = pa.array(idx, pa.int64())
     n = len(idx)
     if isinstance(file_idx, int):
@@ -134,7 +136,7 @@ class Rejects:
         self.writers: dict[str, Any] = {}
         self.rows = 0
 
-    def add(self, run: str, part: tuple[pa.Table, np.ndarray]) -> None:
+    def add(self, run: str, part: tuple[pa.Table, npt.NDArray[Any]]) -> None:
         """Rejected parsed rows (``rejected_part``) to run ``a`` or ``b``."""
         table, reasons = part
         self._append(run, table.append_column(self.REASON, pa.array(list(reasons), pa.string())))
@@ -208,7 +210,7 @@ def merge_by_row(streams: list[Iterator[pa.Table]], key: str) -> Iterator[pa.Tab
     """Tables from ``streams``, each stream sorted by ``key`` (keys distinct across streams), merged into ``key``
     order a part at a time: each step emits every buffered row up to the smallest last key of the streams that may
     still yield rows."""
-    buffers: list[pa.Table | None] = [None] * len(streams)
+    buffers: list[Any] = [None] * len(streams)  # pa.Table or None (pyarrow is untyped: mypy cannot narrow)
     done = [False] * len(streams)
     while True:
         for i, stream in enumerate(streams):

@@ -16,6 +16,7 @@ Input objects are never modified (same bytes, one version each). No timing asser
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -59,10 +60,8 @@ def _shift(body: bytes) -> bytes:
     for row in rows:
         if row["department"] == DROPPED_DEPARTMENT:
             continue
-        try:
+        with contextlib.suppress(ValueError):
             row["salary"] = f"{float(row['salary']) * SALARY_FACTOR:.2f}"
-        except ValueError:
-            pass
         writer.writerow(row)
     return buf.getvalue().encode("utf-8")
 
@@ -233,7 +232,8 @@ def test_shifted_batch_raises_drift_and_gate_alarms_with_sns(drift_run):
         messages = drift_run.sns_after_shifted if drift_run.states_before_shifted.get(metric) != "ALARM" \
             else drift_run.sns_all
         bodies = [json.loads(m["Message"]) for m in messages]
-        assert any(b.get("AlarmName") == alarm["AlarmName"] and b.get("NewStateValue") == "ALARM" for b in bodies), metric
+        assert any(b.get("AlarmName") == alarm["AlarmName"] and b.get("NewStateValue") == "ALARM"
+                   for b in bodies), metric
     # and exactly one notification from the metrics Lambda for the quarantined batch, naming the rules and the place
     shifted = drift_run.batches["shifted"]
     own = [json.loads(m["Message"]) for m in drift_run.sns_after_shifted]

@@ -5,8 +5,8 @@
   the MetricsDlqNotEmpty alarm (AWS/SQS ApproximateNumberOfMessagesVisible) and the metrics function's Errors alarm
   (AWS/Lambda Errors) notify the alert topic;
 * a ResourceLimitExceeded storm longer than the trigger's retry budget (the processing-instance quota set to 0) ends
-  in the trigger DLQ after exactly the visibility timeouts the trigger chose (handler.backoff_seconds) for each of the
-  queue's maxReceiveCount receives; the TriggerDlqNotEmpty alarm notifies.
+  in the trigger DLQ after exactly the visibility timeouts the trigger chose (trigger.batch.backoff_seconds) for each
+  of the queue's maxReceiveCount receives; the TriggerDlqNotEmpty alarm notifies.
 
 Both use the session cloud and restore what they change (fault, quota, DLQ contents). No timed assertions: simulated
 durations are checked against the schedule, bounded by the wall time the test took.
@@ -14,7 +14,8 @@ durations are checked against the schedule, bounded by the wall time the test to
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import itertools
 import json
 import sys
 import time
@@ -30,11 +31,11 @@ SMALL_CSV = (b"id,name,age,salary,profile,department\n"
 
 
 def _trigger_handler():
-    spec = importlib.util.spec_from_file_location("trigger_handler_for_e2e", REPO / "infra/lambdas/trigger/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """The trigger's batch logic (``trigger.batch``: ``backoff_seconds``), imported as the Lambda asset lays it out."""
+    for path in (str(REPO), str(REPO / "infra" / "lambdas")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    return importlib.import_module("trigger.batch")
 
 
 def _queue_name(url: str) -> str:
@@ -101,7 +102,7 @@ def test_metrics_event_that_always_fails_lands_in_the_function_dlq_and_alarms(cl
         # Lambda's asynchronous invocation: the first attempt and MaximumRetryAttempts (2) retries, all refused
         assert len(runs) == 3 and all(not r.ok for r in runs) and fault.hits >= 3
         assert all(r.event["detail"]["ProcessingJobName"] == job["ProcessingJobName"] for r in runs)
-        gaps = [b.started_at - (a.started_at + a.duration) for a, b in zip(runs, runs[1:])]
+        gaps = [b.started_at - (a.started_at + a.duration) for a, b in itertools.pairwise(runs)]
         assert 60 <= gaps[0] <= 60 + wall and 120 <= gaps[1] <= 120 + wall  # 1 min, then 2 min
         [dead] = _receive_all(cloud, dlq_url)
         event = json.loads(dead["Body"])  # the event itself, as EventBridge delivered it
@@ -116,7 +117,8 @@ def test_metrics_event_that_always_fails_lands_in_the_function_dlq_and_alarms(cl
         states = cloud.alarm_states()
         assert states[dlq_alarm["AlarmName"]] == "ALARM"
         assert states[errors_alarm["AlarmName"]] == "ALARM"
-        [note] = [b for b in _alarm_notifications(cloud, dlq_alarm["AlarmName"], n_sns) if b["NewStateValue"] == "ALARM"]
+        [note] = [b for b in _alarm_notifications(cloud, dlq_alarm["AlarmName"], n_sns)
+                  if b["NewStateValue"] == "ALARM"]
         assert note["Trigger"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
         assert note["Trigger"]["Namespace"] == "AWS/SQS"
         assert any(b["NewStateValue"] == "ALARM" for b in _alarm_notifications(cloud, errors_alarm["AlarmName"], n_sns))

@@ -19,8 +19,8 @@ def _jobs(cloud) -> dict[str, dict]:
 def _csv(variant: int, rows: int = 60) -> bytes:
     """A valid batch whose bytes depend on ``variant`` (0..9) while its size does not."""
     lines = ['"id","name","age","salary","profile","department"']
-    for i in range(1, rows + 1):
-        lines.append(f'"{i}","Name {i:03d}","{30 + i % 30}","5{variant}{i:03d}.50","{{""k"": {i}}}","Sales"')
+    lines += [f'"{i}","Name {i:03d}","{30 + i % 30}","5{variant}{i:03d}.50","{{""k"": {i}}}","Sales"'
+              for i in range(1, rows + 1)]
     return ("\n".join(lines) + "\n").encode()
 
 

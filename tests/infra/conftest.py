@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from infra_testlib import Synth, cdk_json_context, source_paths, write_configs
 
 import aws_cdk as cdk
+import pytest
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
+from infra_testlib import Synth, cdk_json_context, source_paths, write_configs
 
 from infra.config import settings_from_context
 from infra.stack import DataQualityStack

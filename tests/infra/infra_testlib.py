@@ -67,22 +67,10 @@ def cdk_json_context() -> dict[str, Any]:
     return dict(json.loads((ROOT / "cdk.json").read_text())["context"])
 
 
-def handler_dir(name: str, fallback_root: Path) -> Path:
-    """The real handler folder, or a stub in a temp dir while the other engineer has not created it yet."""
-    real = LAMBDAS / name
-    if (real / "handler.py").is_file():
-        return real
-    stub = fallback_root / name
-    stub.mkdir(parents=True, exist_ok=True)
-    (stub / "handler.py").write_text("def handler(event, context):\n    return {}\n")
-    return stub
-
-
 def source_paths(root: Path) -> SourcePaths:
     return SourcePaths(
         processing_dir=write_processing_package(root / "processing"),
-        trigger_handler_dir=handler_dir("trigger", root / "lambdas"),
-        metrics_handler_dir=handler_dir("metrics", root / "lambdas"),
+        lambda_staging_dir=root / "lambda-asset",
         bundle_staging_dir=root / "bundle",
     )
 

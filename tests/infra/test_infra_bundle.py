@@ -58,7 +58,8 @@ def test_zipped_bundle_runs_the_package(tmp_path: Path) -> None:
     source = write_processing_package(tmp_path / "processing")
     build_bundle_dir(source, tmp_path / "bundle")
     archive = zip_dir(tmp_path / "bundle", tmp_path / "bundle.zip")
-    done = subprocess.run([sys.executable, str(archive), "--input", "x.csv"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(archive), "--input", "x.csv"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "bundle-ran ['--input', 'x.csv']" in done.stdout
 

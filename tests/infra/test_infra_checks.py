@@ -10,9 +10,9 @@ from aws_cdk.assertions import Template
 from cfnlint.api import lint
 from infra_testlib import Synth, cdk_json_context
 
+from infra.config import QualityThresholds
 from infra.nag import acknowledgements
 from infra.quality_alarms import MonitoredFunction, QualityAlarms, QualityAlarmsProps
-from infra.config import QualityThresholds
 
 
 def test_cdk_nag_has_no_unacknowledged_findings(synth: Synth) -> None:

@@ -22,7 +22,8 @@ def test_agnostic_stack_maps_regions_to_registry_accounts(synth: Synth) -> None:
 
 
 def test_agnostic_image_uri_is_resolved_per_region_at_deploy(synth: Synth) -> None:
-    (fn,) = [r for k, r in synth.template_json["Resources"].items() if k.startswith("TriggerFunction") and r["Type"] == "AWS::Lambda::Function"]
+    (fn,) = [r for k, r in synth.template_json["Resources"].items() if k.startswith("TriggerFunction")
+             and r["Type"] == "AWS::Lambda::Function"]
     uri = fn["Properties"]["Environment"]["Variables"]["IMAGE_URI"]
     template, params = uri["Fn::Sub"]
     assert template == "${Account}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/sagemaker-scikit-learn:1.4-2-py312-cpu-py3"
@@ -40,7 +41,8 @@ def test_agnostic_uri_matches_the_sdk_for_each_region() -> None:
 
 
 def test_concrete_region_gets_the_sdk_uri() -> None:
-    stack = cdk.Stack(cdk.App(context=cdk_json_context()), "S", env=cdk.Environment(account="111111111111", region="eu-west-1"))
+    stack = cdk.Stack(cdk.App(context=cdk_json_context()), "S",
+                      env=cdk.Environment(account="111111111111", region="eu-west-1"))
     image = SklearnImage(stack, "Image", version="1.4-2-py312")
     assert image.image_uri == "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-py312-cpu-py3"
     assert image.region_mapping is None
@@ -50,7 +52,8 @@ def test_concrete_region_gets_the_sdk_uri() -> None:
 def test_unknown_concrete_region_fails_clearly(tmp_path: Path) -> None:
     # GIVEN a stack pinned to a region with no scikit-learn image  WHEN it is built  THEN synth stops, naming it
     app = cdk.App(outdir=str(tmp_path / "out"), context=cdk_json_context())
-    with pytest.raises(ImageResolutionError, match=r"No SageMaker scikit-learn image '1.4-2-py312' for region 'xx-nowhere-1'"):
+    with pytest.raises(ImageResolutionError,
+                       match=r"No SageMaker scikit-learn image '1.4-2-py312' for region 'xx-nowhere-1'"):
         DataQualityStack(
             app, "Nowhere", settings=Settings(), paths=source_paths(tmp_path),
             env=cdk.Environment(account="111111111111", region="xx-nowhere-1"),
@@ -64,8 +67,9 @@ PINNED = f"141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@s
 
 
 def _stack_with_pinned_image(tmp_path: Path, region: str | None, uri: str = PINNED) -> dict:
-    from infra.config import settings_from_context
     from infra_testlib import write_configs
+
+    from infra.config import settings_from_context
 
     context = {**cdk_json_context(), "sklearn_image_uri": uri}
     app = cdk.App(outdir=str(tmp_path / "out"), context=context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -23,7 +24,8 @@ from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 
 TRIGGER_ENV = (
     "DATA_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX", "JOB_PREFIX", "ROLE_ARN", "IMAGE_URI", "CODE_S3_URI",
-    "CODE_VERSION", "BASELINE_PREFIX", "QUARANTINE_PREFIX", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB", "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
+    "CODE_VERSION", "BASELINE_PREFIX", "QUARANTINE_PREFIX", "INSTANCE_TYPE", "INSTANCE_COUNT", "VOLUME_SIZE_GB",
+    "MAX_RUNTIME_SECONDS", "KMS_KEY_ARN",
     "PROCESSING_MODE", "STAGING_PREFIX", "METRICS_NAMESPACE", "ALERT_TOPIC_ARN",
 )
 
@@ -46,7 +48,8 @@ def ids(synth: Synth) -> dict[str, str]:
 
 
 def trigger_env(synth: Synth) -> dict[str, Any]:
-    return only(synth.template_json, "AWS::Lambda::Function", "TriggerFunction")[1]["Properties"]["Environment"]["Variables"]
+    fn = only(synth.template_json, "AWS::Lambda::Function", "TriggerFunction")[1]
+    return fn["Properties"]["Environment"]["Variables"]
 
 
 def s3_rule_pattern(synth: Synth) -> dict[str, Any]:
@@ -72,13 +75,16 @@ def test_data_bucket_is_kms_encrypted_versioned_private_logged(synth: Synth) -> 
             "Properties": Match.object_like({
                 "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
                     "BucketKeyEnabled": True,
-                    "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Fn::GetAtt": [i["key"], "Arn"]}},
+                    "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
+                                                      "KMSMasterKeyID": {"Fn::GetAtt": [i["key"], "Arn"]}},
                 }]},
                 "VersioningConfiguration": {"Status": "Enabled"},
                 "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+                    "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
                 },
-                "LoggingConfiguration": {"DestinationBucketName": {"Ref": i["log_bucket"]}, "LogFilePrefix": "data-bucket/"},
+                "LoggingConfiguration": {"DestinationBucketName": {"Ref": i["log_bucket"]},
+                                         "LogFilePrefix": "data-bucket/"},
                 "NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": True}},
                 "LifecycleConfiguration": {"Rules": Match.array_with([Match.object_like({
                     "Status": "Enabled", "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
@@ -88,13 +94,16 @@ def test_data_bucket_is_kms_encrypted_versioned_private_logged(synth: Synth) -> 
             "UpdateReplacePolicy": "Retain",
         },
     )
-    synth.template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True, "Description": Match.string_like_regexp("data bucket")})
+    synth.template.has_resource_properties("AWS::KMS::Key",
+                                           {"EnableKeyRotation": True,
+                                            "Description": Match.string_like_regexp("data bucket")})
     synth.template.has_resource("AWS::KMS::Key", {"DeletionPolicy": "Retain"})
 
 
 def test_access_log_bucket_uses_s3_managed_encryption(synth: Synth) -> None:
     log_bucket = synth.template_json["Resources"][ids(synth)["log_bucket"]]
-    assert log_bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    (rule,) = log_bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
     assert log_bucket["DeletionPolicy"] == "Retain"
 
 
@@ -104,7 +113,8 @@ def test_every_bucket_denies_plain_http(synth: Synth) -> None:
     assert buckets == {ids(synth)["bucket"], ids(synth)["log_bucket"]}
     for policy in policies.values():
         assert any(
-            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and s["Action"] == "s3:*"
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            and s["Action"] == "s3:*"
             for s in policy["Properties"]["PolicyDocument"]["Statement"]
         )
 
@@ -133,7 +143,8 @@ def test_queue_and_dlq(synth: Synth) -> None:
     dlq = synth.template_json["Resources"][i["dlq"]]["Properties"]
     assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": [i["key"], "Arn"]}
     assert dlq["KmsMasterKeyId"] == {"Fn::GetAtt": [i["key"], "Arn"]}
-    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [i["dlq"], "Arn"]}, "maxReceiveCount": MAX_RECEIVE_COUNT}
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [i["dlq"], "Arn"]},
+                                      "maxReceiveCount": MAX_RECEIVE_COUNT}
     assert MAX_RECEIVE_COUNT == 10  # about an hour of backoff on quota errors (infra/lambdas/README.md)
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
     timeout = synth.template_json["Resources"][i["trigger_fn"]]["Properties"]["Timeout"]
@@ -144,7 +155,8 @@ def test_every_queue_is_tls_only(synth: Synth) -> None:
     policies = resources(synth.template_json, "AWS::SQS::QueuePolicy").values()
     covered = set()
     for p in policies:
-        if any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in p["Properties"]["PolicyDocument"]["Statement"]):
+        if any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in p["Properties"]["PolicyDocument"]["Statement"]):
             covered |= {q["Ref"] for q in p["Properties"]["Queues"]}
     assert covered == set(resources(synth.template_json, "AWS::SQS::Queue"))
 
@@ -164,7 +176,7 @@ def test_event_source_reports_batch_item_failures(synth: Synth) -> None:
 
 def test_trigger_function(synth: Synth) -> None:
     fn = synth.template_json["Resources"][ids(synth)["trigger_fn"]]["Properties"]
-    assert fn["Runtime"] == "python3.14" and fn["Handler"] == "handler.handler"
+    assert fn["Runtime"] == "python3.14" and fn["Handler"] == "trigger.handler.handler"
     env = fn["Environment"]["Variables"]
     # exactly what the handler reads (it derives the queue URL from each record's eventSourceARN: no QUEUE_URL)
     assert set(env) == set(TRIGGER_ENV)
@@ -264,7 +276,8 @@ def test_trigger_iam_is_exact(synth: Synth) -> None:
     assert by_sid["PublishRefusals"] == {"Sid": "PublishRefusals", "Action": "sns:Publish", "Effect": "Allow",
                                          "Resource": {"Ref": i["topic"]}}
     assert by_sid["EncryptRefusals"]["Resource"] == {"Fn::GetAtt": [i["topic_key"], "Arn"]}
-    assert any("sqs:ChangeMessageVisibility" in as_list(s["Action"]) and s["Resource"] == {"Fn::GetAtt": [i["queue"], "Arn"]} for s in all_statements)
+    assert any("sqs:ChangeMessageVisibility" in as_list(s["Action"])
+               and s["Resource"] == {"Fn::GetAtt": [i["queue"], "Arn"]} for s in all_statements)
     # PassRole appears exactly once, and only for the job role
     passes = [s for s in all_statements if "iam:PassRole" in as_list(s["Action"])]
     assert len(passes) == 1
@@ -304,22 +317,27 @@ def test_job_role(synth: Synth) -> None:
     # the job reads its staged copy and the baselines, never the input prefix (issue 11 item 3: its current version
     # may be a newer upload than the job's)
     assert by_sid["ReadInputObjects"]["Action"] == "s3:GetObject"
-    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["ReadInputObjects"]["Resource"]) == ["baselines/*", "staging/*"]
+    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["ReadInputObjects"]["Resource"]) == [
+        "baselines/*", "staging/*"]
     assert sorted(by_sid["ListInputPrefix"]["Condition"]["StringLike"]["s3:prefix"]) == ["baselines/*", "staging/*"]
     job_reads = {object_suffix(r, i["bucket"]) for st in statements(synth.template_json, "ProcessingJobRole")
                  for r in as_list(st["Resource"]) if "s3:GetObject" in as_list(st["Action"])}
     assert not any(r and r.startswith("input/") for r in job_reads), job_reads
-    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["WriteOutputObjects"]["Resource"]) == ["output/*", "quarantine/*"]
+    assert sorted(object_suffix(r, i["bucket"]) for r in by_sid["WriteOutputObjects"]["Resource"]) == [
+        "output/*", "quarantine/*"]
     assert by_sid["ReadCodeBundle"]["Action"] == "s3:GetObject"
     assert by_sid["ReadCodeBundle"]["Resource"]["Fn::Join"][1][-1].endswith(".zip")
     assert by_sid["PullImage"]["Resource"]["Fn::Join"][1][-1] == ":repository/sagemaker-scikit-learn"
-    assert by_sid["ProcessingJobLogStreams"]["Resource"]["Fn::Join"][1][-1].endswith(":log-group:/aws/sagemaker/ProcessingJobs:log-stream:dq-*")
-    assert by_sid["ProcessingJobInstanceMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}}
+    assert by_sid["ProcessingJobLogStreams"]["Resource"]["Fn::Join"][1][-1].endswith(
+        ":log-group:/aws/sagemaker/ProcessingJobs:log-stream:dq-*")
+    assert by_sid["ProcessingJobInstanceMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/ProcessingJobs"}}
     assert by_sid["UseDataKey"]["Resource"] == {"Fn::GetAtt": [i["key"], "Arn"]}
 
 
 def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None:
-    """From the template: the rule's key prefix, the jobs' output prefix and every S3 write of the stack are disjoint."""
+    """From the template: the rule's key prefix, the jobs' output prefix and every S3 write of the stack are
+    disjoint."""
     i = ids(synth)
     (rule_prefix,) = [p["prefix"] for p in s3_rule_pattern(synth)["detail"]["object"]["key"]]
     output_prefix = trigger_env(synth)["OUTPUT_PREFIX"]
@@ -332,7 +350,7 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
         for s in policy["Properties"]["PolicyDocument"]["Statement"]:
             if s["Effect"] == "Allow" and write_actions & set(as_list(s["Action"])):
                 for resource in as_list(s["Resource"]):
-                    if "*" == resource or (json.dumps(resource).find(i["bucket"]) >= 0):
+                    if resource == "*" or (json.dumps(resource).find(i["bucket"]) >= 0):
                         writes.append(object_suffix(resource, i["bucket"]))
     assert sorted(writes) == ["baselines/*/baseline.json", "output/*", "output/*/cleaned/_SUCCESS",
                               "output/*/quality/_metrics_published", "output/*/transformed/_SUCCESS",
@@ -340,11 +358,13 @@ def test_no_recursion_outputs_never_under_the_input_prefix(synth: Synth) -> None
     for prefix in writes:
         assert not prefix.startswith(rule_prefix) and not rule_prefix.startswith(prefix.rstrip("*"))
     # and the job role in particular cannot write under the input prefix
-    job_writes = [s for s in statements(synth.template_json, "ProcessingJobRole") if write_actions & set(as_list(s["Action"]))]
+    job_writes = [s for s in statements(synth.template_json, "ProcessingJobRole")
+                  if write_actions & set(as_list(s["Action"]))]
     for s in job_writes:
         for resource in as_list(s["Resource"]):
             suffix = object_suffix(resource, i["bucket"])
-            assert suffix is not None and not suffix.startswith(rule_prefix) and not rule_prefix.startswith(suffix.rstrip("*"))
+            assert suffix is not None and not suffix.startswith(rule_prefix)
+            assert not rule_prefix.startswith(suffix.rstrip("*"))
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
@@ -366,7 +386,8 @@ def test_metrics_rule_and_function(synth: Synth) -> None:
     assert fn["Environment"]["Variables"]["NAMESPACE"] == "DataQualityPipeline"
     assert fn["Environment"]["Variables"]["JOB_PREFIX"] == "dq"
     assert fn["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": [i["metrics_dlq"], "Arn"]}}
-    synth.template.has_resource_properties("AWS::Lambda::EventInvokeConfig", {"FunctionName": {"Ref": i["metrics_fn"]}, "MaximumRetryAttempts": 2})
+    synth.template.has_resource_properties("AWS::Lambda::EventInvokeConfig",
+                                           {"FunctionName": {"Ref": i["metrics_fn"]}, "MaximumRetryAttempts": 2})
     assert fn["Environment"]["Variables"]["BASELINE_PREFIX"] == "baselines/"
     assert fn["Environment"]["Variables"]["OUTPUT_PREFIX"] == "output/"
     assert fn["Environment"]["Variables"]["DATA_BUCKET"] == {"Ref": i["bucket"]}
@@ -386,13 +407,17 @@ def test_metrics_iam_is_exact_for_metrics_and_baseline_promotion(synth: Synth) -
         "output/*/quality/metrics.json", "output/*/quality/profile.json"]
     assert by_sid["PromoteBaseline"]["Action"] == "s3:PutObject"
     assert object_suffix(by_sid["PromoteBaseline"]["Resource"], i["bucket"]) == "baselines/*/baseline.json"
-    assert by_sid["DecryptJobOutputs"] == {"Sid": "DecryptJobOutputs", "Action": "kms:Decrypt", "Effect": "Allow", "Resource": key}
-    assert by_sid["EncryptBaselines"] == {"Sid": "EncryptBaselines", "Action": "kms:GenerateDataKey", "Effect": "Allow", "Resource": key}
-    assert by_sid["PublishQualityMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
+    assert by_sid["DecryptJobOutputs"] == {"Sid": "DecryptJobOutputs", "Action": "kms:Decrypt", "Effect": "Allow",
+                                           "Resource": key}
+    assert by_sid["EncryptBaselines"] == {"Sid": "EncryptBaselines", "Action": "kms:GenerateDataKey", "Effect": "Allow",
+                                          "Resource": key}
+    assert by_sid["PublishQualityMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "DataQualityPipeline"}}
     s3_grants = sorted((a, object_suffix(r, i["bucket"])) for s in all_statements for a in as_list(s["Action"])
                        if a.startswith("s3:") for r in as_list(s["Resource"]))
     assert s3_grants == [("s3:GetObject", "output/*/quality/_metrics_published"),
-                         ("s3:GetObject", "output/*/quality/metrics.json"), ("s3:GetObject", "output/*/quality/profile.json"),
+                         ("s3:GetObject", "output/*/quality/metrics.json"),
+                         ("s3:GetObject", "output/*/quality/profile.json"),
                          ("s3:PutObject", "baselines/*/baseline.json"), ("s3:PutObject", "output/*/cleaned/_SUCCESS"),
                          ("s3:PutObject", "output/*/quality/_metrics_published"),
                          ("s3:PutObject", "output/*/transformed/_SUCCESS")]
@@ -401,7 +426,8 @@ def test_metrics_iam_is_exact_for_metrics_and_baseline_promotion(synth: Synth) -
                         if a.startswith("kms:"))
     topic_key = {"Fn::GetAtt": [i["topic_key"], "Arn"]}
     assert kms_grants == sorted([("kms:Decrypt", json.dumps(key)), ("kms:GenerateDataKey", json.dumps(key)),
-                                 ("kms:Decrypt", json.dumps(topic_key)), ("kms:GenerateDataKey", json.dumps(topic_key))])
+                                 ("kms:Decrypt", json.dumps(topic_key)),
+                                 ("kms:GenerateDataKey", json.dumps(topic_key))])
     assert by_sid["PublishAlerts"] == {"Sid": "PublishAlerts", "Action": "sns:Publish", "Effect": "Allow",
                                        "Resource": {"Ref": i["topic"]}}
     assert by_sid["EncryptAlerts"]["Resource"] == topic_key
@@ -412,8 +438,10 @@ def test_metrics_iam_is_exact_for_metrics_and_baseline_promotion(synth: Synth) -
 def test_job_role_reads_baselines_and_writes_quarantine(synth: Synth) -> None:
     i = ids(synth)
     all_statements = statements(synth.template_json, "ProcessingJobRole")
-    reads = {object_suffix(r, i["bucket"]) for s in all_statements if "s3:GetObject" in as_list(s["Action"]) for r in as_list(s["Resource"])}
-    writes = {object_suffix(r, i["bucket"]) for s in all_statements if "s3:PutObject" in as_list(s["Action"]) for r in as_list(s["Resource"])}
+    reads = {object_suffix(r, i["bucket"]) for s in all_statements if "s3:GetObject" in as_list(s["Action"])
+             for r in as_list(s["Resource"])}
+    writes = {object_suffix(r, i["bucket"]) for s in all_statements if "s3:PutObject" in as_list(s["Action"])
+              for r in as_list(s["Resource"])}
     assert "baselines/*" in reads and "baselines/*" not in writes
     assert writes == {"output/*", "quarantine/*"}
     (use_key,) = [s for s in all_statements if s.get("Sid") == "UseDataKey"]
@@ -431,15 +459,19 @@ def test_lambda_logical_ids_are_stable(synth: Synth) -> None:
     }
     found = {k: v["Type"] for k, v in synth.template_json["Resources"].items() if k in expected}
     assert found == expected
+    codes = []
     for fn_id, role_id, log_id in (("TriggerFunctionAD2A6013", "TriggerRoleC1CF476C", "TriggerLogGroupF6CAAB54"),
                                    ("MetricsFunctionB5D3CECE", "MetricsRole0C3E22AD", "MetricsLogGroup39EF0C8F")):
         fn = synth.template_json["Resources"][fn_id]["Properties"]
+        codes.append(fn["Code"])
         assert fn["Role"] == {"Fn::GetAtt": [role_id, "Arn"]}
         assert fn["LoggingConfig"]["LogGroup"] == {"Ref": log_id}
-        assert (fn["Runtime"], fn["Handler"]) == ("python3.14", "handler.handler")
+        assert (fn["Runtime"], fn["Handler"]) == ("python3.14", f"{fn_id.split('Function')[0].lower()}.handler.handler")
         role = synth.template_json["Resources"][role_id]["Properties"]
         assert "ManagedPolicyArns" not in role
         assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    # one asset for both functions (infra/lambda_asset.py): the same code, different handler strings
+    assert codes[0] == codes[1]
 
 
 # --- alarms, topic, dashboard --------------------------------------------------------------------------------------
@@ -447,7 +479,8 @@ def test_lambda_logical_ids_are_stable(synth: Synth) -> None:
 def alarms_named(synth: Synth, dataset: str, metric: str) -> list[dict[str, Any]]:
     return [
         r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()
-        if r["Properties"].get("MetricName") == metric and r["Properties"].get("Dimensions") == [{"Name": "Dataset", "Value": dataset}]
+        if r["Properties"].get("MetricName") == metric
+        and r["Properties"].get("Dimensions") == [{"Name": "Dataset", "Value": dataset}]
     ]
 
 
@@ -481,7 +514,8 @@ def test_dataset_alarms_take_thresholds_from_configs(synth: Synth) -> None:
         for metric in ("JobFailed", "MetricsUnavailable", "QualityGateFailed", "DriftedColumns"):
             a = alarm(synth, dataset, metric)
             assert (a["Threshold"], a["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
-            assert (a["Statistic"], a["Period"], a["EvaluationPeriods"], a["DatapointsToAlarm"]) == ("Maximum", 300, 1, 1)
+            assert (a["Statistic"], a["Period"], a["EvaluationPeriods"], a["DatapointsToAlarm"]) == (
+                "Maximum", 300, 1, 1)
             assert a["AlarmActions"] == [topic] and "OKActions" not in a
 
 
@@ -491,12 +525,14 @@ def test_drift_alarms(synth: Synth) -> None:
         # DriftMaxPsi >= the dataset config's drift.psi_alarm, one batch is enough
         a = alarm(synth, dataset, "DriftMaxPsi")
         assert a["Threshold"] == psi_alarm, dataset
-        assert (a["ComparisonOperator"], a["Statistic"], a["Period"]) == ("GreaterThanOrEqualToThreshold", "Maximum", 300)
+        assert (a["ComparisonOperator"], a["Statistic"], a["Period"]) == (
+            "GreaterThanOrEqualToThreshold", "Maximum", 300)
         assert (a["EvaluationPeriods"], a["DatapointsToAlarm"], a["TreatMissingData"]) == (1, 1, "notBreaching")
         assert a["AlarmActions"] == [topic] and "OKActions" not in a
         # DriftUnavailable >= 1 in 3 of 3 hourly periods: the first batch of a dataset (no baseline yet) never pages
         a = alarm(synth, dataset, "DriftUnavailable")
-        assert (a["Threshold"], a["ComparisonOperator"], a["Statistic"]) == (1, "GreaterThanOrEqualToThreshold", "Maximum")
+        assert (a["Threshold"], a["ComparisonOperator"], a["Statistic"]) == (
+            1, "GreaterThanOrEqualToThreshold", "Maximum")
         assert (a["Period"], a["EvaluationPeriods"], a["DatapointsToAlarm"]) == (3600, 3, 3)
         assert a["TreatMissingData"] == "notBreaching"
         assert "first batch" in a["AlarmDescription"]
@@ -512,7 +548,8 @@ def test_psi_alarm_null_turns_the_psi_alarm_off(tmp_path) -> None:
     from infra.quality_alarms import QualityAlarms, QualityAlarmsProps
 
     stack = cdk.Stack(cdk.App(), "AlarmsOnly")
-    base = {k: 0.1 for k in ("max_missing_rate_after", "max_rejected_rate", "max_malformed_json_rate", "max_duplicate_rate")}
+    base = dict.fromkeys(("max_missing_rate_after", "max_rejected_rate", "max_malformed_json_rate",
+                          "max_duplicate_rate"), 0.1)
     alarms = QualityAlarms(stack, "Alarms", props=QualityAlarmsProps(
         namespace="DataQualityPipeline", dead_letter_queues={}, functions=[],
         datasets={"views": QualityThresholds(**base, min_rows_out=1, psi_alarm=None),
@@ -544,7 +581,8 @@ def test_operational_alarms(synth: Synth) -> None:
         assert a["AlarmActions"] == [topic] and "OKActions" not in a
     for fn in (i["trigger_fn"], i["metrics_fn"]):
         for metric in ("Errors", "Throttles"):
-            (a,) = [a for a in alarms if a.get("MetricName") == metric and a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": fn}}]]
+            (a,) = [a for a in alarms if a.get("MetricName") == metric
+                    and a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": fn}}]]
             assert a["Namespace"] == "AWS/Lambda" and a["Threshold"] == 1
             assert a["AlarmActions"] == [topic] and "OKActions" not in a
     assert all(a["TreatMissingData"] == "notBreaching" for a in alarms)
@@ -555,7 +593,8 @@ def test_topic_is_kms_encrypted_and_tls_only(synth: Synth) -> None:
     topic = synth.template_json["Resources"][i["topic"]]["Properties"]
     assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": [i["topic_key"], "Arn"]}
     (policy,) = resources(synth.template_json, "AWS::SNS::TopicPolicy").values()
-    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in policy["Properties"]["PolicyDocument"]["Statement"])
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in policy["Properties"]["PolicyDocument"]["Statement"])
     key = synth.template_json["Resources"][i["topic_key"]]["Properties"]
     assert key["EnableKeyRotation"] is True
     assert any(s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"} for s in key["KeyPolicy"]["Statement"])
@@ -584,7 +623,8 @@ def test_topic_policy_lets_this_stacks_alarms_publish(synth: Synth) -> None:
     assert set(allow["Condition"]) == {"StringEquals", "ArnLike"}
     assert set(allow["Condition"]["StringEquals"]) == {"aws:SourceAccount"}
     source_arn = _joined(allow["Condition"]["ArnLike"]["aws:SourceArn"])
-    assert source_arn == f"arn:${{AWS::Partition}}:cloudwatch:${{AWS::Region}}:${{AWS::AccountId}}:alarm:{synth.stack.stack_name}_*"
+    assert source_arn == (f"arn:${{AWS::Partition}}:cloudwatch:${{AWS::Region}}:${{AWS::AccountId}}:alarm:"
+                          f"{synth.stack.stack_name}_*")
     # and every alarm's name falls under that ARN pattern
     for a in resources(synth.template_json, "AWS::CloudWatch::Alarm").values():
         assert a["Properties"]["AlarmName"].startswith(f"{synth.stack.stack_name}_"), a["Properties"]["AlarmName"]
@@ -601,7 +641,7 @@ def test_no_ok_actions_and_a_recovery_rule_for_alarm_to_ok(synth: Synth) -> None
     i = ids(synth)
     for a in resources(synth.template_json, "AWS::CloudWatch::Alarm").values():
         assert "OKActions" not in a["Properties"] and "InsufficientDataActions" not in a["Properties"]
-    (rule_id, rule) = only(synth.template_json, "AWS::Events::Rule", "AlarmsRecoveryRule")
+    (_rule_id, rule) = only(synth.template_json, "AWS::Events::Rule", "AlarmsRecoveryRule")
     props = rule["Properties"]
     assert props["EventPattern"] == {
         "source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
@@ -642,7 +682,8 @@ def test_datasets_without_a_config_are_covered_by_metrics_insights_alarms(synth:
 def test_dashboard_shows_metrics_and_alarms(synth: Synth) -> None:
     (dashboard,) = resources(synth.template_json, "AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for name in ("MissingRateAfter", "RejectedRate", "RowsOut", "JobFailed", "ProcessingSeconds", "ApproximateNumberOfMessagesVisible", "Errors",
+    for name in ("MissingRateAfter", "RejectedRate", "RowsOut", "JobFailed", "ProcessingSeconds",
+                 "ApproximateNumberOfMessagesVisible", "Errors",
                  "DriftMaxPsi", "DriftedColumns", "DriftUnavailable", "QualityGateFailed", "QualityGateWarned"):
         assert name in body
     for alarm_id in resources(synth.template_json, "AWS::CloudWatch::Alarm"):
@@ -739,7 +780,8 @@ def test_own_bootstrap_key_lets_the_job_decrypt_only_the_code_bundle_through_s3(
     grant = by_sid["DecryptCodeBundle"]
     assert grant["Action"] == "kms:Decrypt" and grant["Resource"] == KEY_ARN and grant["Effect"] == "Allow"
     equals = grant["Condition"]["StringEquals"]
-    assert equals["kms:ViaService"] == {"Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]}
+    assert equals["kms:ViaService"] == {
+        "Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]}
     bucket_ctx, object_ctx = (json.dumps(v) for v in equals["kms:EncryptionContext:aws:s3:arn"])
     assert "cdk-hnb659fds-assets-" in bucket_ctx and object_ctx.rstrip('"]}').endswith(".zip")
     assert object_ctx.startswith(bucket_ctx[:-3])  # the object ARN is under the bucket ARN
@@ -753,7 +795,8 @@ def test_bootstrap_customer_key_policy_lets_account_principals_decrypt_through_s
 
     template_path = next((ROOT / "node_modules" / "aws-cdk").rglob("bootstrap-template.yaml"))
     loader = type("CfnLoader", (yaml.SafeLoader,), {})
-    loader.add_multi_constructor("!", lambda _l, tag, node: {tag: _l.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else _l.construct_sequence(node)})
+    loader.add_multi_constructor("!", lambda _l, tag, node: {
+        tag: _l.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else _l.construct_sequence(node)})
     key = yaml.load(template_path.read_text(), Loader=loader)["Resources"]["FileAssetsBucketEncryptionKey"]
     assert key["Condition"] == "CreateNewKey"
     [account_via_s3] = [
@@ -790,7 +833,8 @@ def test_dashboard_charts_every_dataset_with_one_metrics_insights_query_per_widg
     queries = {}
     for widget in dashboard_widgets(synth):
         for row in widget.get("properties", {}).get("metrics", []):
-            expression = next((item["expression"] for item in row if isinstance(item, dict) and "expression" in item), "")
+            expression = next(
+                (item["expression"] for item in row if isinstance(item, dict) and "expression" in item), "")
             if expression.startswith("SELECT"):
                 assert len(widget["properties"]["metrics"]) == 1, widget["properties"]["title"]
                 queries[expression] = widget["properties"]["title"]
@@ -804,7 +848,7 @@ def test_dashboard_charts_every_dataset_with_one_metrics_insights_query_per_widg
 def test_every_dashboard_widget_can_be_rendered_offline(synth: Synth) -> None:
     # The local cloud renders the deployed dashboard widget by widget (localcloud/dashboard_render.py) and refuses
     # what it cannot show: every widget of the synthesized body must be of a kind it renders.
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from localcloud.dashboard_render import panels
 
@@ -813,5 +857,5 @@ def test_every_dashboard_widget_can_be_rendered_offline(synth: Synth) -> None:
     body = json.loads("".join(p if isinstance(p, str) else f"X{i}" for i, p in enumerate(parts)))
     alarm_arns = [arn for w in body["widgets"] if w["type"] == "alarm" for arn in w["properties"]["alarms"]]
     rendered = panels(body, samples=[], alarm_states={arn: (arn, "OK") for arn in alarm_arns},
-                      now=datetime.now(timezone.utc))
+                      now=datetime.now(UTC))
     assert len(rendered) == len(body["widgets"]) and {p.kind for p in rendered} == {"metric", "alarm"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -17,17 +17,51 @@ REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 
 
-def load_handler(name: str) -> ModuleType:
-    """Import ``infra/lambdas/<name>/handler.py`` as module ``lambda_<name>_handler`` (handler dirs are not packages)."""
-    module_name = f"lambda_{name}_handler"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, LAMBDAS_DIR / name / "handler.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+ROOT = LAMBDAS_DIR.parents[1]
+for _path in (str(ROOT), str(LAMBDAS_DIR)):  # the Lambda asset's layout: contract/, lambda_shared/, trigger/, metrics/
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+
+class FunctionModules:
+    """The modules of one function package (``trigger`` / ``metrics``) seen as one namespace, for the tests.
+
+    Reading a name finds it in the package's modules (the handler entry first); assigning one (monkeypatch) sets it
+    in the module that defines it: the one whose function or class it is, else the first module holding it.
+    """
+
+    __slots__ = ("_modules",)
+
+    def __init__(self, modules: list[ModuleType]) -> None:
+        object.__setattr__(self, "_modules", modules)
+
+    @property
+    def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+        """Every name the namespace resolves (pytest's monkeypatch reads the old value here)."""
+        names = {n for m in self._modules for n in vars(m)}
+        return {n: getattr(self, n) for n in names}
+
+    def _owner(self, name: str) -> ModuleType:
+        holders = [m for m in self._modules if name in vars(m)]
+        if not holders:
+            raise AttributeError(name)
+        value = vars(holders[0])[name]
+        defined = getattr(value, "__module__", None)
+        return next((m for m in holders if m.__name__ == defined), holders[0])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._owner(name), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._owner(name), name, value)
+
+
+def load_handler(name: str) -> Any:
+    """The function package ``infra/lambdas/<name>/`` as one namespace (:class:`FunctionModules`), entry first."""
+    package = importlib.import_module(name)
+    entry = importlib.import_module(f"{name}.handler")
+    others = sorted(p.stem for p in (LAMBDAS_DIR / name).glob("*.py") if p.stem not in ("__init__", "handler"))
+    return FunctionModules([entry, *(importlib.import_module(f"{name}.{m}") for m in others), package])
 
 
 @dataclass

@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from localcloud import moto_patches
-from localcloud.alarms import (ALARM, INSUFFICIENT, OK, UnsupportedAlarm, aggregate, evaluate_alarm,
-                               evaluate_all, evaluate_buckets)
+from localcloud.alarms import (
+    ALARM,
+    INSUFFICIENT,
+    OK,
+    UnsupportedAlarm,
+    aggregate,
+    evaluate_alarm,
+    evaluate_all,
+    evaluate_buckets,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +70,7 @@ MODES = ("missing", "ignore", "breaching", "notBreaching")
 
 def cases(table, m):
     for row in table:
-        for mode, expected in zip(MODES, row[1:]):
+        for mode, expected in zip(MODES, row[1:], strict=True):
             yield pytest.param(row[0], m, mode, expected, id=f"{m}of3-{mode}-{row[0].replace(' ', '')}")
 
 
@@ -123,7 +131,7 @@ def test_m_of_n_from_raw_samples_and_period_buckets():
     state, reason = evaluate_alarm(a, pts, NOW)
     assert state == ALARM and "2 out of the last 3 datapoints" in reason
     # the newest period now averages 5 (not > 5) -> 1 of 3 -> OK
-    state, _ = evaluate_alarm(a, pts + [(LAST + 2, 3.0)], NOW)
+    state, _ = evaluate_alarm(a, [*pts, (LAST + 2, 3.0)], NOW)
     assert state == OK
 
 
@@ -132,7 +140,7 @@ def test_samples_outside_the_range_are_ignored():
     too_old = (LAST - 3 * P - 1, 9.0)  # before the 3-period range
     future = (NOW + 5, 9.0)
     assert evaluate_alarm(a, [too_old, future], NOW)[0] == INSUFFICIENT
-    assert evaluate_alarm(a, [too_old, future, (datetime.fromtimestamp(LAST, tz=timezone.utc), 9.0)], NOW)[0] \
+    assert evaluate_alarm(a, [too_old, future, (datetime.fromtimestamp(LAST, tz=UTC), 9.0)], NOW)[0] \
         == ALARM
 
 
@@ -160,7 +168,7 @@ def test_evaluate_all_against_moto_sets_state_and_notifies_sns():
                         ComparisonOperator="GreaterThanThreshold", AlarmDescription="too many rejects", **common)
     cw.put_metric_alarm(AlarmName="default-JobFailed", MetricName="JobFailed", Threshold=1,
                         ComparisonOperator="GreaterThanOrEqualToThreshold", **common)
-    ts = datetime.fromtimestamp(NOW - 5, tz=timezone.utc)
+    ts = datetime.fromtimestamp(NOW - 5, tz=UTC)
     cw.put_metric_data(Namespace="DataQualityPipeline", MetricData=[
         {"MetricName": "RejectedRate", "Dimensions": dims, "Value": 0.2, "Timestamp": ts},
         {"MetricName": "RejectedRate", "Dimensions": [{"Name": "Dataset", "Value": "other"}], "Value": 0.0,
@@ -292,7 +300,7 @@ def test_evaluate_all_evaluates_query_alarms_against_moto():
     cw.put_metric_alarm(AlarmName="others-JobFailed", EvaluationPeriods=1, DatapointsToAlarm=1, Threshold=1,
                         ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching",
                         Metrics=[{"Id": "q", "Expression": QUERY, "Period": P, "ReturnData": True}])
-    ts = datetime.fromtimestamp(NOW - 5, tz=timezone.utc)
+    ts = datetime.fromtimestamp(NOW - 5, tz=UTC)
     cw.put_metric_data(Namespace="DataQualityPipeline", MetricData=[
         {"MetricName": "JobFailed", "Dimensions": [{"Name": "Dataset", "Value": "default"}], "Value": 1.0,
          "Timestamp": ts}])

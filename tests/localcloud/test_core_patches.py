@@ -141,7 +141,8 @@ def test_s3_object_created_event_shape_and_rule_routing(aws):
     s3, sqs, events = aws("s3"), aws("sqs"), aws("events")
     s3.create_bucket(Bucket="eb-bucket")
     s3.put_bucket_versioning(Bucket="eb-bucket", VersioningConfiguration={"Status": "Enabled"})
-    s3.put_bucket_notification_configuration(Bucket="eb-bucket", NotificationConfiguration={"EventBridgeConfiguration": {}})
+    s3.put_bucket_notification_configuration(Bucket="eb-bucket",
+                                             NotificationConfiguration={"EventBridgeConfiguration": {}})
     url = sqs.create_queue(QueueName="in")["QueueUrl"]
     qarn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name="r", EventPattern=json.dumps({"source": ["aws.s3"], "detail-type": ["Object Created"],
@@ -168,7 +169,8 @@ def test_s3_object_created_event_shape_and_rule_routing(aws):
 def test_multipart_upload_sends_complete_multipart_event(aws):
     s3, sqs, events = aws("s3"), aws("sqs"), aws("events")
     s3.create_bucket(Bucket="mp-bucket")
-    s3.put_bucket_notification_configuration(Bucket="mp-bucket", NotificationConfiguration={"EventBridgeConfiguration": {}})
+    s3.put_bucket_notification_configuration(Bucket="mp-bucket",
+                                             NotificationConfiguration={"EventBridgeConfiguration": {}})
     url = sqs.create_queue(QueueName="mpq")["QueueUrl"]
     qarn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name="r", EventPattern=json.dumps({"source": ["aws.s3"]}))
@@ -261,7 +263,8 @@ def test_lambda_invoke_runs_deployed_code_with_environment(aws):
            "def handler(event, context):\n"
            "    print('hello from', context.function_name)\n"
            "    boto3.client('s3').create_bucket(Bucket='made-by-lambda')\n"
-           "    return {'got': event['x'], 'env': os.environ['MY_VAR'], 'left': context.get_remaining_time_in_millis() > 0}\n")
+           "    return "
+           "{'got': event['x'], 'env': os.environ['MY_VAR'], 'left': context.get_remaining_time_in_millis() > 0}\n")
     lam.create_function(FunctionName="f", Runtime="python3.12", Role=role, Handler="index.handler",
                         Code={"ZipFile": _zip(src)}, Environment={"Variables": {"MY_VAR": "v"}}, Timeout=10)
     out = lam.invoke(FunctionName="f", Payload=json.dumps({"x": 1}))
@@ -273,7 +276,8 @@ def test_lambda_invoke_runs_deployed_code_with_environment(aws):
 def test_lambda_errors_and_timeouts_are_reported(aws):
     lam = aws("lambda")
     role = aws("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    src = "import time\ndef boom(event, context):\n    raise ValueError('bad input')\ndef slow(event, context):\n    time.sleep(60)\n"
+    src = ("import time\ndef boom(event, context):\n    raise ValueError('bad input')\n"
+           "def slow(event, context):\n    time.sleep(60)\n")
     lam.create_function(FunctionName="boom", Runtime="python3.12", Role=role, Handler="index.boom",
                         Code={"ZipFile": _zip(src)})
     out = lam.invoke(FunctionName="boom", Payload=b"{}")

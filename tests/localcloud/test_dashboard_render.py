@@ -1,7 +1,7 @@
 """The offline dashboard renderer: widget by widget, hand-checked numbers; refuses what it cannot show."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,7 +9,7 @@ from localcloud.dashboard_render import UnsupportedWidget, panels, parse_duratio
 from localcloud.metrics_insights import Sample
 
 NS = "DataQualityPipeline"
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 ARN = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:a"
 
 
@@ -39,8 +39,8 @@ def test_metric_rows_and_queries_are_aggregated_per_aligned_period() -> None:
         {"type": "metric", "width": 6, "properties": {"title": "all", "metrics": [
             [{"expression": f'SELECT SUM(RowsOut) FROM SCHEMA("{NS}", Dataset) GROUP BY Dataset'}]]}},
     ), samples=SAMPLES, alarm_states={}, now=NOW)
-    assert [(line.label, line.series.values) for line in plain.lines] == [("default rows", (15.0,)),
-                                                                          ("ApproximateNumberOfMessagesVisible", (0.0,))]
+    assert [(line.label, line.series.values) for line in plain.lines] == [
+        ("default rows", (15.0,)), ("ApproximateNumberOfMessagesVisible", (0.0,))]
     assert [(line.label, line.series.values) for line in query.lines] == [("default", (15.0,)), ("orders", (7.0,))]
     assert plain.has_data and query.has_data and plain.width == 12
 
@@ -66,7 +66,8 @@ def test_alarm_widget_shows_states_and_refuses_unknown_alarms() -> None:
     ({"type": "metric", "properties": {"metrics": [[NS, "RowsOut", {"stat": "p90"}]]}}, "p90"),
     ({"type": "metric", "properties": {"metrics": [["...", "RowsOut"]]}}, "expected"),
     ({"type": "metric", "properties": {"metrics": [[{"expression": "m1 * 2"}]]}}, "only Metrics Insights"),
-    ({"type": "metric", "properties": {"metrics": [[{"expression": f'SELECT MAX(A) FROM "{NS}"'}]]}}, "not a supported"),
+    ({"type": "metric", "properties": {"metrics": [[{"expression": f'SELECT MAX(A) FROM "{NS}"'}]]}},
+     "not a supported"),
 ])
 def test_what_cannot_be_rendered_is_refused_by_name(widget: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

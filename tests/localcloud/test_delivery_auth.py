@@ -106,7 +106,8 @@ def test_the_allow_is_scoped_to_the_stacks_alarms(aws):
 @pytest.mark.parametrize("key_allows,delivered", [(False, False), (True, True)])
 def test_the_topic_key_policy_must_let_cloudwatch_use_the_key(aws, key_allows, delivered):
     arn = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:alerts"
-    key_statements = [_root()] + ([_cloudwatch_allow("*", ["kms:Decrypt", "kms:GenerateDataKey*"])] if key_allows else [])
+    key_statements = [_root()] + ([_cloudwatch_allow("*", ["kms:Decrypt", "kms:GenerateDataKey*"])] if key_allows
+                                  else [])
     topic = _topic(aws, [_tls_deny(arn), _cloudwatch_allow(arn)], key_statements)
     _alarm(aws, topic)
     assert bool(_sent(topic)) is delivered
@@ -195,9 +196,10 @@ def test_a_refused_eventbridge_delivery_goes_to_the_targets_dead_letter_queue(aw
     target = sqs.get_queue_attributes(QueueUrl=target_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     dlq_url = sqs.create_queue(QueueName="rule-dlq")["QueueUrl"]
     dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
-        "Resource": dlq, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]})})
+    sqs.set_queue_attributes(QueueUrl=dlq_url, Attributes={"Policy": json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+            "Resource": dlq, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]})})
     events.put_rule(Name="r", EventPattern=json.dumps({"source": ["my.app"]}))
     events.put_targets(Rule="r", Targets=[{"Id": "1", "Arn": target, "DeadLetterConfig": {"Arn": dlq}}])
     events.put_events(Entries=[{"Source": "my.app", "DetailType": "x", "Detail": json.dumps({"k": 1})}])

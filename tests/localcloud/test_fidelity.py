@@ -4,6 +4,7 @@ concurrency (issue 12 items 2-6). A LocalCloud without a CDK deploy: resources a
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 import time
@@ -44,12 +45,21 @@ def _zip(source: str) -> bytes:
     return buf.getvalue()
 
 
+# what the functions here need (the local cloud authorizes event-source polling and DLQ/destination sends with the
+# execution role, as Lambda does: localcloud/service_auth.py)
+EXECUTION_POLICY = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Resource": "*", "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                                  "sqs:GetQueueAttributes", "sqs:SendMessage", "sns:Publish"]}]}
+
+
 def _role(cloud) -> str:
     iam = cloud.client("iam")
     try:
         return iam.get_role(RoleName="r")["Role"]["Arn"]
     except iam.exceptions.NoSuchEntityException:
-        return iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        arn = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        iam.put_role_policy(RoleName="r", PolicyName="execution", PolicyDocument=json.dumps(EXECUTION_POLICY))
+        return arn
 
 
 def _queue(cloud, name: str, **attributes) -> tuple[str, str]:
@@ -78,7 +88,7 @@ def _metric_sum(cloud, namespace: str, name: str, dims: dict[str, str], stat: st
 def test_visibility_timeouts_run_on_the_simulated_clock(cloud):
     url, _ = _queue(cloud, "q", VisibilityTimeout=30)
     cloud.sqs.send_message(QueueUrl=url, MessageBody="m")
-    [msg] = cloud.sqs.receive_message(QueueUrl=url)["Messages"]
+    [_msg] = cloud.sqs.receive_message(QueueUrl=url)["Messages"]
     assert cloud.sqs.receive_message(QueueUrl=url).get("Messages") is None  # in flight for 30 s
     cloud.clock.advance(31)
     [again] = cloud.sqs.receive_message(QueueUrl=url)["Messages"]
@@ -142,8 +152,10 @@ def _async_function(cloud, name: str, **kwargs) -> str:
                                        Handler="index.handler", Code={"ZipFile": _zip(ALWAYS_FAILS)}, Timeout=10,
                                        **kwargs)
     events = cloud.events
-    events.put_rule(Name=f"to-{name}", EventPattern=json.dumps({"source": ["my.app"]}))
+    rule = events.put_rule(Name=f"to-{name}", EventPattern=json.dumps({"source": ["my.app"]}))["RuleArn"]
     events.put_targets(Rule=f"to-{name}", Targets=[{"Id": "t", "Arn": fn["FunctionArn"]}])
+    cloud.lambda_.add_permission(FunctionName=name, StatementId="events", Action="lambda:InvokeFunction",
+                                 Principal="events.amazonaws.com", SourceArn=rule)
     return fn["FunctionArn"]
 
 
@@ -166,7 +178,7 @@ def test_async_failure_retries_twice_then_lands_in_the_function_dlq(cloud):
     runs = cloud.invocations("metricsish")[n_before:]
     assert len(runs) == 3  # first attempt + MaximumRetryAttempts 2 (the default)
     # Lambda waits 1 minute after the first failure, 2 minutes after the second (simulated clock)
-    gaps = [b.started_at - (a.started_at + a.duration) for a, b in zip(runs, runs[1:])]
+    gaps = [b.started_at - (a.started_at + a.duration) for a, b in itertools.pairwise(runs)]
     assert 60 <= gaps[0] <= 60 + wall and 120 <= gaps[1] <= 120 + wall
     [dead] = _all_messages(cloud, dlq_url)
     assert json.loads(dead["Body"])["detail"] == {"job": "job-1"}  # the event itself
@@ -233,14 +245,14 @@ def test_faults_reach_every_protocol_as_real_errors(cloud):
         ("cloudwatch", "PutMetricData", "AccessDenied", 403,
          lambda: cloud.cloudwatch.put_metric_data(Namespace="N", MetricData=[{"MetricName": "m", "Value": 1}])),
         ("s3", "GetObject", "SlowDown", 503, lambda: cloud.s3.get_object(Bucket="fault-bucket", Key="k")),
-        ("s3", "PutObject", "AccessDenied", 403, lambda: cloud.s3.put_object(Bucket="fault-bucket", Key="k2", Body=b"y")),
+        ("s3", "PutObject", "AccessDenied", 403,
+         lambda: cloud.s3.put_object(Bucket="fault-bucket", Key="k2", Body=b"y")),
         ("lambda", "ListFunctions", "TooManyRequestsException", 429, lambda: cloud.lambda_.list_functions()),
     ]
     for service, operation, code, status, call in cases:
         with cloud.faults.injected(service=service, operation=operation, error_code=code, http_status=status,
-                                   message=f"injected {code}") as fault:
-            with pytest.raises(ClientError) as err:
-                call()
+                                   message=f"injected {code}") as fault, pytest.raises(ClientError) as err:
+            call()
         assert err.value.response["Error"]["Code"] == code, (service, operation)
         assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
         assert err.value.response["Error"]["Message"] == f"injected {code}"

@@ -13,8 +13,9 @@ CW = {"Service": "cloudwatch.amazonaws.com"}
 TLS_DENY = {"Sid": "AllowPublishThroughSSLOnly", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish",
             "Resource": TOPIC, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
 CW_ALLOW = {"Sid": "AllowCloudWatchAlarmsToPublish", "Effect": "Allow", "Principal": CW, "Action": "sns:Publish",
-            "Resource": TOPIC, "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT},
-                                             "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:Stack_*"}}}
+            "Resource": TOPIC, "Condition": {
+                "StringEquals": {"aws:SourceAccount": ACCOUNT},
+                "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:Stack_*"}}}
 
 
 def policy(*statements):
@@ -102,7 +103,8 @@ def test_arn_like_matches_part_by_part():
 
     assert like("arn:aws:cloudwatch:*:123456789012:alarm:*", ALARM)
     assert not like("arn:aws:cloudwatch:*:123456789012:alarm:*", "arn:aws:cloudwatch:eu-west-1:1234:alarm:x")
-    assert like("arn:aws:events:eu-west-1:123456789012:rule/Stack-*", "arn:aws:events:eu-west-1:123456789012:rule/Stack-R")
+    assert like("arn:aws:events:eu-west-1:123456789012:rule/Stack-*",
+                "arn:aws:events:eu-west-1:123456789012:rule/Stack-R")
     s = {"Effect": "Allow", "Principal": CW, "Action": "*", "Resource": "*",
          "Condition": {"ArnEquals": {"aws:SourceArn": ALARM}}}
     assert evaluate([policy(s)], Request(CW, "sns:Publish", TOPIC, {"aws:SourceArn": ALARM})).allowed

@@ -86,8 +86,9 @@ def make_request(entrypoint, *, code_uri=f"s3://{BUCKET}/code/job.py", mode="ok"
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge",
                                                   "VolumeSizeInGB": 30}},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
-        "AppSpecification": {"ImageUri": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-                             "ContainerEntrypoint": entrypoint, "ContainerArguments": args},
+        "AppSpecification": {
+            "ImageUri": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+            "ContainerEntrypoint": entrypoint, "ContainerArguments": args},
         "Environment": env,
         "NetworkConfig": {"EnableNetworkIsolation": isolation},
     }

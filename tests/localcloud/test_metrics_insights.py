@@ -1,7 +1,7 @@
 """Metrics Insights queries over the local cloud's metric data: the subset the stack deploys, hand-checked numbers."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -11,7 +11,7 @@ from localcloud import moto_patches
 from localcloud.metrics_insights import Query, Sample, UnsupportedQuery, combine, evaluate, matches, moto_samples, parse
 
 NS = "DataQualityPipeline"
-T0 = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +21,8 @@ def plain_moto():
 
 
 def test_parse_the_deployed_forms() -> None:
-    q = parse(f'SELECT MAX(JobFailed) FROM SCHEMA("{NS}", Dataset) WHERE Dataset != \'default\' AND Dataset != \'orders\' '
-              "GROUP BY Dataset")
+    q = parse(f'SELECT MAX(JobFailed) FROM SCHEMA("{NS}", Dataset) WHERE Dataset != \'default\' '
+              "AND Dataset != 'orders' GROUP BY Dataset")
     assert q == Query("MAX", "JobFailed", NS, ("Dataset",), (("Dataset", "!=", "default"), ("Dataset", "!=", "orders")),
                       ("Dataset",))
     assert parse(f'select sum(RowsOut) from schema("{NS}", Dataset)') == Query("SUM", "RowsOut", NS, ("Dataset",))

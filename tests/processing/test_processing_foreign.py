@@ -26,7 +26,7 @@ def test_foreign_dataset(write, run) -> None:
                               "US,a2,,100,\n"
                               ",a3,4,,{}\n"
                               "EU,,1,1,{}\n"
-                              "EU,a1,3,9.99,\"{\"\"look\"\": {\"\"colour\"\": \"\"red\"\"}, \"\"tags\"\": [\"\"x\"\"]}\"\n")
+                              'EU,a1,3,9.99,"{""look"": {""colour"": ""red""}, ""tags"": [""x""]}"\n')
     res = run(path, FOREIGN)
     m = res.metrics
     assert m["summary"]["rows_in"] == 5 and m["summary"]["rows_out"] == 3

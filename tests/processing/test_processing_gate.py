@@ -32,7 +32,7 @@ def employees(path: Path, n: int, seed: int, *, depts: list[str] = DEPTS, salary
     lines = ["id,name,age,salary,profile,department"]
     for i in range(n):
         ident = "" if i < bad_ids else str(i + 1)
-        profile = '"{""address"": ""%d Main St"", ""phone"": ""555"", ""email"": ""e%d@x.org""}"' % (i, i)
+        profile = f'"{{""address"": ""{i} Main St"", ""phone"": ""555"", ""email"": ""e{i}@x.org""}}"'
         lines.append(f"{ident},Name{i},{ages[i]},{salaries[i]},{profile},{dept[i]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -95,7 +95,8 @@ def test_drift_warn_level_warns_and_keeps_outputs_in_place(tmp_path: Path, base_
     [v] = res.metrics["gate"]["violations"]
     assert v["rule"] == "drift.distance_warn" and v["column"] == "salary" and v["action"] == "warn"
     assert v["threshold"] == 0.1 and 0.1 <= v["measured"] < 0.25
-    assert data_files(out, "cleaned") == ["cleaned.parquet"] and data_files(out, "transformed") == ["transformed.parquet"]
+    assert data_files(out, "cleaned") == ["cleaned.parquet"]
+    assert data_files(out, "transformed") == ["transformed.parquet"]
     assert not any((out / "quarantine").iterdir())
 
 

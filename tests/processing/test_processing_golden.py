@@ -98,7 +98,7 @@ def test_golden_reference(reference: Path, run) -> None:
 
 
 def res_path(res, folder: str, suffix: str = "") -> Path:
-    rel = [p for p in res.metrics["outputs"][folder] if p.endswith(suffix)][0]
+    rel = next(p for p in res.metrics["outputs"][folder] if p.endswith(suffix))
     return res.output_dir / rel
 
 

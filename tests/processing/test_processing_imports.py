@@ -63,7 +63,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -135,3 +135,32 @@ def test_the_walk_sees_imports_inside_functions_and_would_report_a_cycle(tmp_pat
     # and the private-name check sees both spellings
     (pkg / "e.py").write_text("from processing import c\nfrom processing.c import _hidden\nc._other()\nc.__name__\n")
     assert private_uses(tmp_path) == ["processing.e: processing.c._hidden", "processing.e: processing.c._other"]
+
+
+# The job's package and the top-level folders of this repository the oracle must not reach.
+_LIVE = ("processing", "infra", "localcloud", "bench")
+
+
+def oracle_imports(oracle: Path) -> list[str]:
+    """Every absolute import (module level or inside functions) in the oracle's files, as ``file: module``."""
+    found = []
+    for path in sorted(oracle.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                found += [f"{path.name}: {a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.append(f"{path.name}: {node.module}")
+    return found
+
+
+def test_the_frozen_oracle_imports_nothing_of_the_live_code() -> None:
+    """``tests/processing/reference_impl/`` (the oracle of test_processing_perf_equivalence.py) is frozen: a change
+    to the job cannot change what it computes (docs/processing.md "Tests")."""
+    live = [i for i in oracle_imports(ROOT / "tests" / "processing" / "reference_impl")
+            if i.split(": ")[1].split(".")[0] in _LIVE]
+    assert live == []
+
+
+def test_the_oracle_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text("import numpy\n\ndef f():\n    from processing.config import JsonField\n")
+    assert oracle_imports(tmp_path) == ["m.py: numpy", "m.py: processing.config"]

@@ -26,7 +26,7 @@ def _accounting(result) -> None:
 
 
 def test_empty_file_is_a_clear_error(write, run) -> None:
-    with pytest.raises(EmptyInputError, match="a.csv: empty file"):
+    with pytest.raises(EmptyInputError, match=r"a\.csv: empty file"):
         run(write("a.csv", b""))
     with pytest.raises(EmptyInputError, match="empty file"):
         run(write("b.csv", "\n\n  \n"))
@@ -157,4 +157,4 @@ def test_duplicates_counted_and_optionally_dropped(write, run, default_doc) -> N
 
 def test_csv_output_format(write, run) -> None:
     res = run(write("a.csv", HEADER + ROW1 + ROW2), fmt="csv")
-    assert all(p.endswith(".csv") or p.endswith(".json") for v in res.metrics["outputs"].values() for p in v)
+    assert all(p.endswith((".csv", ".json")) for v in res.metrics["outputs"].values() for p in v)

@@ -36,7 +36,7 @@ def test_duplicate_masks_equal_pandas(seed: int) -> None:
     frame.loc[i_mask, "i"] = pd.NA
     groups = [["s", "f", "i", "u"], ["s", "f", "i"], ["f"], ["i", "s"], []]
     got = transform.duplicate_masks(cols, groups, n)
-    for names, (count, mask) in zip(groups, got):
+    for names, (count, mask) in zip(groups, got, strict=True):
         want_count, want = transform.duplicate_count(frame, names)
         assert count == want_count, names
         np.testing.assert_array_equal(mask, want)

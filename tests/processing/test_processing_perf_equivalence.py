@@ -1,9 +1,10 @@
 """The fast path (and the streaming path) give exactly the outputs and metrics of the straightforward one.
 
-The reference is the job as it was before the performance work, kept verbatim in ``reference_impl/``
-(pandas ``duplicated``, single-block JSON, sequential writes). Compared on small reference and messy datasets,
-with several configs: every metric except the timing/timestamp fields, every output table cell by cell, and the
-statistics files byte for byte.
+The reference is the job as it was before the performance work, frozen in ``reference_impl/`` (pandas
+``duplicated``, single-block JSON, sequential writes): it imports nothing of the job (test_processing_imports.py), so
+a change to the job cannot change the oracle; see docs/processing.md "Tests". Compared on small reference and messy
+datasets, with several configs: every metric except the timing/timestamp fields, every output table cell by cell,
+and the statistics files byte for byte.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 import reference_impl.pipeline as reference
 from processing import config as config_mod
-from processing import io, pipeline
+from processing import pipeline
 from processing.sample import generate
 
 # Read here, not imported from conftest: several test folders have a conftest.py, and `import conftest` would
 # pick whichever was imported first.
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 VOLATILE = {"timestamp", "processing_seconds", "mode"}
+# Facts about the installed code, not about the data: the frozen oracle does not report them.
+INSTALLED = {"package_version", "library_drift"}
 
 
 def messy_csv() -> bytes:
@@ -99,6 +102,8 @@ def _strip(metrics: dict[str, Any], out: Path) -> dict[str, Any]:
     for key in VOLATILE:
         m.pop(key, None)
         m["summary"].pop(key, None)
+    for key in INSTALLED:
+        m.pop(key, None)
     return json.loads(json.dumps(m).replace(str(out), "<out>"))
 
 
@@ -132,7 +137,8 @@ def assert_same(got: Path, expected: Path) -> None:
         if isinstance(ta[name], bytes):
             assert ta[name] == tb[name], name
         else:
-            assert ta[name].schema.equals(tb[name].schema, check_metadata=False), (name, ta[name].schema, tb[name].schema)
+            assert ta[name].schema.equals(tb[name].schema, check_metadata=False), (
+                name, ta[name].schema, tb[name].schema)
             assert ta[name].equals(tb[name]), name
 
 
@@ -202,8 +208,10 @@ def test_auto_mode_streams_above_the_threshold(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_bytes(_utf8_messy())
     cfg = config_mod.validate(copy.deepcopy(DEFAULT_DOC))
     # (cli.py sets streaming_threshold from env PROCESSING_STREAMING_THRESHOLD_BYTES: test_processing_cli.py)
-    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg, streaming_threshold=100).metrics["mode"] == "streaming"
-    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg, streaming_threshold=1 << 40).metrics["mode"] == "memory"
+    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "a", cfg,
+                        streaming_threshold=100).metrics["mode"] == "streaming"
+    assert pipeline.run([tmp_path / "m.csv"], tmp_path / "b", cfg,
+                        streaming_threshold=1 << 40).metrics["mode"] == "memory"
 
 
 def test_auto_mode_falls_back_to_memory_for_non_utf8_and_explicit_streaming_fails(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ cell = st.one_of(
                      'a,"b"', "line\nbreak", "HR", "  ", "é"]),
     st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8),
 )
-row = st.fixed_dictionaries({c: cell for c in COLUMNS})
+row = st.fixed_dictionaries(dict.fromkeys(COLUMNS, cell))
 
 
 def _csv(rows: list[dict[str, str]]) -> bytes:

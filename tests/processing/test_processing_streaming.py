@@ -14,8 +14,8 @@ import pytest
 
 from processing import config as config_mod
 from processing import io, pipeline, streaming
-from processing.streaming import reader
 from processing.sample import generate
+from processing.streaming import reader
 
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 

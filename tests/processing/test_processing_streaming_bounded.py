@@ -4,6 +4,7 @@ within the documented rank-error bound (processing/batchstats.py), and exactness
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from processing import batchstats, options, pipeline, streaming
-from processing.streaming import workfiles
 from processing import config as config_mod
 from processing.config import GroupStatistics
+from processing.streaming import workfiles
 
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())
 ROWS = 40_000
@@ -152,7 +153,7 @@ def test_group_stats_merged_over_batches_equal_one_pass(keys: list[str]) -> None
                                               ("k", ("nunique", "sum", "count"))))
     stats = batchstats.GroupStats(spec)
     cuts = [0, *np.sort(rng.choice(np.arange(1, n), 30, replace=False)).tolist(), n]
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         stats.add(frame.iloc[a:b])
     from processing import transform
 
@@ -212,7 +213,7 @@ def test_merge_by_row_interleaves_sorted_streams() -> None:
 
     def chunks(values: np.ndarray) -> Any:
         cuts = [0, *np.sort(rng.choice(np.arange(1, len(values)), 25, replace=False)).tolist(), len(values)]
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in itertools.pairwise(cuts):
             yield pa.table({"k": values[a:b], "v": values[a:b] * 2})
 
     merged = pa.concat_tables(workfiles.merge_by_row([chunks(r) for r in runs], "k"))
@@ -241,4 +242,5 @@ def test_a_file_of_unparsable_lines_is_written_to_rejected_not_held(tmp_path: Pa
     assert stream.metrics["rows"] == memory.metrics["rows"] and stream.metrics["inputs"] == memory.metrics["inputs"]
     assert stream.rejected is None
     on_disk = _read_back(tmp_path / "s" / stream.metrics["outputs"]["rejected"][0])
-    assert on_disk.equals(memory.rejected) and on_disk.column("_raw_line")[2_999].as_py() == "2999;n2999;30;50000;{};Sales"
+    assert on_disk.equals(memory.rejected)
+    assert on_disk.column("_raw_line")[2_999].as_py() == "2999;n2999;30;50000;{};Sales"

@@ -17,8 +17,8 @@ import pytest
 
 from processing import config as config_mod
 from processing import pipeline, streaming
-from processing.streaming import passes
 from processing.sample import generate
+from processing.streaming import passes
 from test_processing_perf_equivalence import assert_same
 
 DEFAULT_DOC = json.loads((Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text())

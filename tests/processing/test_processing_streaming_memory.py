@@ -2,7 +2,8 @@
 configured budget (``max_rows``; the job's env ``PROCESSING_MAX_ROWS_IN_MEMORY``, read by cli.py).
 
 Runs the job in subprocesses (fresh interpreters) on a small and a large file and compares their peak RSS (the
-child's ``VmHWM``; not ``ru_maxrss``, which Linux carries over from the forking pytest process across exec). The large file has 10x the rows of the budget. With the budget, duplicates are found
+child's ``VmHWM``; not ``ru_maxrss``, which Linux carries over from the forking pytest process across exec). The
+large file has 10x the rows of the budget. With the budget, duplicates are found
 partition by partition and the statistics are merged batch by batch plus a sample (processing/batchstats.py), so
 what remains per row is a 1-byte mask at most; the peak may grow by a tenth of the extra input at most. The same
 files with a budget above their row count (every statistic exact, the columns read back whole) must break that

@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-import processing
 from . import io, jsonx, transform
-from processing.config import NUMERIC_TYPES, DatasetConfig
-from processing.errors import EmptyInputError, MissingColumnsError
-from processing.pipeline import library_drift
+from .errors import EmptyInputError, MissingColumnsError
+
+# Frozen: the oracle imports nothing of the job's code (tests/processing/test_processing_imports.py checks it).
+# Config objects arrive as input, built by the job's validator from the same document (the config format is an
+# input like the CSV files); the oracle reads their attributes and nothing else.
+# The job's package version and its library-drift check are facts about the installed code, not about the data:
+# the comparison (test_processing_perf_equivalence.py) leaves them out.
+DatasetConfig = Any
+NUMERIC_TYPES = ("integer", "float")
 
 log = logging.getLogger("processing")
 
@@ -250,12 +255,10 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
         "summary": summary,
         "status": "succeeded",
         "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "processing_seconds": seconds,
         "code_version": os.environ.get("CODE_VERSION") or None,
-        "package_version": processing.__version__,
         "libraries": library_versions(),
-        "library_drift": library_drift(),  # issue 11 item 10: the same comparison as processing/pipeline.py
         "config": {"source": config.source, "sha256": config.sha256},
         "format": fmt,
         "inputs": per_file,

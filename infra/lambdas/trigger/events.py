@@ -1,0 +1,93 @@
+"""The message: an S3 "Object Created" EventBridge event in an SQS body, and which keys it may name."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from trigger.settings import API_STRING_MAX, Settings
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One dropped object version as the event names it: ``key`` is ``detail.object.key`` exactly as it arrived."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int | None
+    etag: str = ""
+
+
+def decode_event_key(raw_key: str) -> str:
+    """The form-URL-decoded reading of ``detail.object.key`` (``+`` -> space, ``%2B`` -> ``+``).
+
+    AWS does not document whether S3's EventBridge events URL-encode the key (the classic S3 notification format
+    does; evidence for EventBridge conflicts: docs/design.md Contract 2). So this is only a candidate: the trigger
+    asks S3 which of the raw key and this one exists at the event's version (:func:`key_candidates`).
+    """
+    return unquote_plus(raw_key, encoding="utf-8", errors="strict")
+
+
+def key_candidates(raw_key: str) -> list[str]:
+    """The keys an event's ``detail.object.key`` may stand for, in the order they are tried: raw, then decoded.
+
+    A raw key that is no valid percent-encoding of UTF-8 (e.g. a literal ``%FF``) has only its raw reading.
+    """
+    try:
+        decoded = decode_event_key(raw_key)
+    except UnicodeDecodeError:
+        return [raw_key]
+    return [raw_key] if decoded == raw_key else [raw_key, decoded]
+
+
+def parse_object_created(body: str) -> ObjectRef:
+    """Extract the object reference from an SQS message body holding an S3 "Object Created" event.
+
+    Raises:
+        ValueError: the body is not such an event (never retried: it would never parse).
+    """
+    event = json.loads(body)
+    if not isinstance(event, dict):
+        raise ValueError("message body is not a JSON object")
+    if event.get("source") != "aws.s3" or event.get("detail-type") != "Object Created":
+        raise ValueError(
+            f"not an S3 'Object Created' event (source={event.get('source')!r}, detail-type={event.get('detail-type')!r})"
+        )
+    detail = event.get("detail") or {}
+    bucket = (detail.get("bucket") or {}).get("name")
+    obj = detail.get("object") or {}
+    raw_key = obj.get("key")
+    if not isinstance(bucket, str) or not bucket or not isinstance(raw_key, str) or not raw_key:
+        raise ValueError("event has no detail.bucket.name or detail.object.key")
+    size = obj.get("size")
+    version_id = obj.get("version-id")
+    etag = obj.get("etag")
+    return ObjectRef(
+        bucket=bucket,
+        key=raw_key,
+        version_id=version_id if isinstance(version_id, str) and version_id != "null" else "",
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        etag=etag.strip('"')[:API_STRING_MAX] if isinstance(etag, str) else "",
+    )
+
+
+def ignore_reason(obj: ObjectRef, settings: Settings) -> str | None:
+    """Why this object is not ours to process, or None if it is: the documented quiet skips (logged, not told).
+
+    Folder markers (key ending in ``/``) and zero-byte objects hold no data; the other cases cannot happen through
+    the stack's EventBridge rule (bucket and input prefix are in its pattern). Checked on the event's key: URL
+    encoding keeps ``/`` and never changes the input prefix (safe characters only, infra/config.py).
+    """
+    if obj.bucket != settings.data_bucket:
+        return "bucket is not the data bucket"
+    if obj.key.endswith("/"):
+        return "folder marker"
+    if obj.size == 0:
+        return "zero-byte object"
+    if obj.key.startswith(settings.output_prefix):
+        return "key is under the output prefix"
+    if not obj.key.startswith(settings.input_prefix):
+        return "key is outside the input prefix"
+    return None
