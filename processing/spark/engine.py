@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,8 @@ def unsupported(config: DatasetConfig) -> str | None:
 
 
 def list_inputs(path: Path) -> list[Path]:
-    """The default engine's rule (processing/io.py ``list_inputs``): ``path``, or every non-hidden file below it, sorted."""
+    """The default engine's rule (processing/io.py ``list_inputs``): ``path``, or every non-hidden file below it,
+    sorted."""
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -396,8 +397,8 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     imputation: dict[str, Any] = {}
     present = {r.column: int(rows_out - col_metrics[r.column]["missing_before"] - col_metrics[r.column]["invalid"])
                for r in config.imputations}
-    stats = [(median_of(F.col(r.column).cast("double")) if r.strategy == "median" else F.avg(F.col(r.column).cast("double"))
-              ).alias(f"stat_{j}") for j, r in enumerate(config.imputations)
+    stats = [(median_of(F.col(r.column).cast("double")) if r.strategy == "median"
+              else F.avg(F.col(r.column).cast("double"))).alias(f"stat_{j}") for j, r in enumerate(config.imputations)
              if r.strategy in ("median", "mean") and present[r.column]]
     stat_values = pre.agg(*stats).collect()[0].asDict() if stats else {}
     for j, rule in enumerate(config.imputations):
@@ -417,8 +418,8 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
                 top = (pre.filter(F.col(c).isNotNull()).groupBy(c).count()
                        .orderBy(F.col("count").desc(), F.col(c).asc()).limit(1).collect()[0])
                 computed = top[c]
-            value = int(round(computed)) if kind == "integer" and isinstance(computed, float) else computed
-            info = {"strategy": rule.strategy, "value": value, "computed": computed, "source": "statistic"}
+            fill_value = round(computed) if kind == "integer" and isinstance(computed, float) else computed
+            info = {"strategy": rule.strategy, "value": fill_value, "computed": computed, "source": "statistic"}
         missing = col_metrics[c]["missing_before"] + col_metrics[c]["invalid"]
         info["filled"] = missing if info["value"] is not None else 0
         imputation[c] = info
@@ -434,7 +435,6 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
 
     # --- JSON fields and derived features ------------------------------------------------------------------------
     transformed = cleaned
-    json_exprs: dict[str, dict[str, Any]] = {}
     for jc in config.json_columns:
         text = F.col(jc.column)
         wrapped = F.concat(F.lit('{"v":'), text, F.lit(f',"{END_KEY}":1}}'))
@@ -444,15 +444,13 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         transformed = (transformed.withColumn(f"_json_valid_{jc.column}", valid)
                        .withColumn(f"_json_object_{jc.column}", is_object))
         for field in jc.fields:
-            value: Any = F.when(F.col(f"_json_object_{jc.column}"), text)
+            found = F.when(F.col(f"_json_object_{jc.column}"), text)
             for key in field.path:
-                value = F.from_json(value, T.StructType([T.StructField(key, T.StringType())]),
+                found = F.from_json(found, T.StructType([T.StructField(key, T.StringType())]),
                                     {"allowSingleQuotes": "false"})[key]
             # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
-            value = F.when(value.isin(*NON_FINITE),
-                           F.regexp_replace(value, '^"|"$', "")).otherwise(value)
-            transformed = transformed.withColumn(field.name, value)
-        json_exprs[jc.column] = {"fields": [f.name for f in jc.fields]}
+            found = F.when(found.isin(*NON_FINITE), F.regexp_replace(found, '^"|"$', "")).otherwise(found)
+            transformed = transformed.withColumn(field.name, found)
     for d in config.derived:
         if d.kind == "string_length":
             transformed = transformed.withColumn(d.name, F.length(F.col(d.source)).cast("long"))
@@ -509,10 +507,10 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
             derived_metrics[d.name] = {"kind": d.kind, "source": d.source, "missing": n(f"dm_{d.name}")}
         else:
             assert d.bins is not None
-            order = [*d.bins.labels, *([d.bins.outside] if d.bins.outside is not None else [])]
+            label_order = [*d.bins.labels, *([d.bins.outside] if d.bins.outside is not None else [])]
             derived_metrics[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": n(f"do_{d.name}"),
                                        "missing": n(f"dm_{d.name}"),
-                                       "counts": {lab: n(f"dl_{d.name}_{k}") for k, lab in enumerate(order)}}
+                                       "counts": {lab: n(f"dl_{d.name}_{k}") for k, lab in enumerate(label_order)}}
     group_metrics = {c: {"distinct": n(f"gd_{c}"), "missing": n(f"gm_{c}")} for c in group_cols}
     numeric: dict[str, Any] = {}
     for c in numeric_cols:
@@ -778,7 +776,8 @@ def library_versions() -> dict[str, str]:
 def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, context: dict[str, Any],
             baseline: Path | None, opts: RunOptions, started: float, rows_in: int, rows_out: int, names: list[str],
             col_metrics: dict[str, Any], json_metrics: dict[str, Any], per_file: list[dict[str, Any]], dup_exact: int,
-            dup_key: int, key_cols: list[str], dropped: int, imputation: dict[str, Any], derived_metrics: dict[str, Any],
+            dup_key: int, key_cols: list[str], dropped: int, imputation: dict[str, Any],
+            derived_metrics: dict[str, Any],
             group_metrics: dict[str, Any], numeric: dict[str, Any], outputs: dict[str, list[str]], drift_batch: Any,
             reason_counts: dict[str, int], sampling: dict[str, Any] | None) -> dict[str, Any]:
     """metrics.json as ``pipeline._finish`` assembles it (same keys), then ``gate.finish``."""
@@ -804,7 +803,7 @@ def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, conte
         "summary": summary,
         "status": "succeeded",
         "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "processing_seconds": seconds,
         "code_version": opts.code_version or None,
         "package_version": processing.__version__,

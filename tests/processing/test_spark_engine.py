@@ -26,7 +26,7 @@ from processing import io, pipeline
 
 pytest.importorskip("pyspark")
 
-from processing import spark as spark_engine  # noqa: E402 - after the importorskip
+from processing import spark as spark_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = json.loads((ROOT / "processing" / "configs" / "default.json").read_text(encoding="utf-8"))
@@ -73,7 +73,7 @@ def assert_same(a: Any, b: Any, path: str = "", rel: float = REL) -> None:
                 assert_same(a[k], b[k], f"{path}.{k}", rel)
     elif isinstance(a, list) and isinstance(b, list):
         assert len(a) == len(b), f"{path}: {len(a)} items != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             assert_same(x, y, f"{path}[{i}]", rel)
     elif isinstance(a, float) or isinstance(b, float):
         assert a is not None and b is not None, f"{path}: {a!r} != {b!r}"
@@ -85,7 +85,7 @@ def assert_same(a: Any, b: Any, path: str = "", rel: float = REL) -> None:
 def _rows(path: Path) -> list[dict[str, Any]]:
     table = pq.read_table(path)
     # The default engine writes bins as Arrow dictionaries (ordered categories), Spark as strings: compare values.
-    return [{k: v for k, v in row.items()} for row in table.to_pylist()]
+    return [dict(row.items()) for row in table.to_pylist()]
 
 
 def _data_file(out: Path, folder: str) -> Path:
@@ -122,8 +122,8 @@ def assert_same_outputs(out: Path) -> None:
     for stats in sorted(stats_a.glob("*.csv")):  # same text but for the last digits of means and deviations
         text_a, text_b = stats.read_text().splitlines(), (stats_b / stats.name).read_text().splitlines()
         assert text_a[0] == text_b[0] and len(text_a) == len(text_b), stats.name
-        for line_a, line_b in zip(text_a[1:], text_b[1:]):
-            cells = [(x, y) for x, y in zip(line_a.split(","), line_b.split(",")) if x != y]
+        for line_a, line_b in zip(text_a[1:], text_b[1:], strict=False):
+            cells = [(x, y) for x, y in zip(line_a.split(","), line_b.split(","), strict=False) if x != y]
             assert all(math.isclose(float(x), float(y), rel_tol=REL) for x, y in cells), (line_a, line_b)
     for stats in sorted(stats_a.glob("*.json")):
         assert_same(json.loads(stats.read_text()), json.loads((stats_b / stats.name).read_text()))
@@ -135,7 +135,7 @@ def test_reference_data(spark: Any, tmp_path: Path) -> None:
     data = tmp_path / "ref.csv"
     subprocess.run([sys.executable, "-m", "processing.sample", "--rows", "3000", "--seed", "42", "--out", str(data),
                     "--invalid-rate", "0.01"], check=True, cwd=ROOT)
-    default, other = _run_both(spark, [data], tmp_path / "first")
+    default, _ = _run_both(spark, [data], tmp_path / "first")
     assert default["summary"]["rows_in"] == 3000 and default["summary"]["duplicate_rows_key"] > 0
     assert default["json"]["profile"]["malformed"] > 0 and default["summary"]["invalid_values"] > 0
     assert_same_outputs(tmp_path / "first")
@@ -144,7 +144,7 @@ def test_reference_data(spark: Any, tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "processing.sample", "--rows", "2000", "--seed", "5", "--out",
                     str(other_data)], check=True, cwd=ROOT)
     baseline = tmp_path / "first" / "default" / "quality" / "profile.json"
-    default, other = _run_both(spark, [other_data], tmp_path / "drift", baseline=baseline)
+    default, _other = _run_both(spark, [other_data], tmp_path / "drift", baseline=baseline)
     assert default["drift"]["status"] == "computed"
     assert_same_outputs(tmp_path / "drift")
 
@@ -169,9 +169,9 @@ MESSY_A = ("\ufeff" + HEADER + "\n"
            + '14,Max,1,2,"{""address"": NaN, ""email"": ""\\u00e9""}",n/a\n'
            + "15,Ned,60,1,{\"address\": 1},HR\n").replace("\n", "\r\n").replace(" \r\nJohn", " \nJohn")
 MESSY_B = ("department,profile,salary,age,name,id\n"
-           + "IT,,50000,30,Ann,abc\n"
-           + "IT,{bad json,60000,abc,Ann,20\n"
-           + "HR,{},,,Zed,21\n")
+            "IT,,50000,30,Ann,abc\n"
+            "IT,{bad json,60000,abc,Ann,20\n"
+            "HR,{},,,Zed,21\n")
 
 
 def test_messy_files(spark: Any, tmp_path: Path) -> None:
