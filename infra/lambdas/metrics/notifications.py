@@ -45,7 +45,8 @@ def quarantine_notification(outcome: JobOutcome, document: Any) -> dict[str, Any
     """SNS Publish arguments for a batch that failed the quality gate: violations summary, quarantine location."""
     gate = document.get("gate") if isinstance(document, dict) else None
     raw = gate.get("violations") if isinstance(gate, dict) else None
-    failing = [v for v in raw if isinstance(v, dict) and v.get("action", "fail") == "fail"] if isinstance(raw, list) else []
+    failing = [v for v in raw if isinstance(v, dict) and v.get("action", "fail") == "fail"] if isinstance(raw,
+                                                                                                          list) else []
     shown = [{k: v[k] for k in ("rule", "column", "measured", "threshold") if k in v}
              for v in failing[:MAX_NOTIFIED_VIOLATIONS]]
     quarantine = outcome.outputs.get(QUARANTINE_OUTPUT_NAME)

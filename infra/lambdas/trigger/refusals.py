@@ -63,7 +63,8 @@ def refusal_notification(bucket: str, key: str, version_id: str, reason_code: st
                else "no job was started")
     body = {
         "event": "key-refused",
-        "summary": f"Upload {where} (version {version_id or 'none'}) refused, {reason_code}: {reason}; {outcome}"[:1000],
+        "summary": (f"Upload {where} (version {version_id or 'none'}) refused, {reason_code}: {reason}; "
+                    f"{outcome}")[:1000],
         "bucket": bucket or None,
         "key": key or None,
         "event_key": event_key if event_key is not None and event_key != key else None,

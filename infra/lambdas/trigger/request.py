@@ -10,8 +10,14 @@ from typing import Any
 
 import contract
 from trigger.refusals import REASON_INVALID_DATASET, RefusedKeyError
-from trigger.settings import (API_STRING_MAX, BASELINE_LOCAL_PATH, CODE_LOCAL_PATH, DATA_LOCAL_PATH,
-                              OUTPUT_LOCAL_PATH, Settings)
+from trigger.settings import (
+    API_STRING_MAX,
+    BASELINE_LOCAL_PATH,
+    CODE_LOCAL_PATH,
+    DATA_LOCAL_PATH,
+    OUTPUT_LOCAL_PATH,
+    Settings,
+)
 
 DATASET_RE = contract.DATASET_RE
 JOB_NAME_MAX = contract.JOB_NAME_MAX

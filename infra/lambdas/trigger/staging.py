@@ -13,8 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from lambda_shared.logs import decision_log
 from lambda_shared.s3errors import S3ErrorKind, classify, status_and_code
 from trigger.events import ObjectRef, key_candidates
-from trigger.refusals import (REASON_ACCESS_DENIED, REASON_OBJECT_NOT_FOUND, REASON_VERSION_MISMATCH,
-                              RefusedKeyError)
+from trigger.refusals import REASON_ACCESS_DENIED, REASON_OBJECT_NOT_FOUND, REASON_VERSION_MISMATCH, RefusedKeyError
 from trigger.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
