@@ -10,6 +10,7 @@ from trigger.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
     from mypy_boto3_sns import SNSClient
 
 SNS_SUBJECT_MAX = 99  # SNS: fewer than 100 characters
@@ -41,7 +42,7 @@ class RefusedKeyError(ValueError):
         self.retry = retry
 
 
-def refusal_metric_data(reason_code: str) -> list[dict[str, Any]]:
+def refusal_metric_data(reason_code: str) -> list[MetricDatumTypeDef]:
     """``KeyRefused`` = 1 with dimension ``Reason`` (for the dashboard and diagnosis) and without (the alarm's)."""
     return [
         {"MetricName": REFUSED_METRIC, "Dimensions": [{"Name": REASON_DIMENSION, "Value": reason_code}],
