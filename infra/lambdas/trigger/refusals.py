@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import contract
 from trigger.settings import Settings
@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
     from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sns.type_defs import PublishInputTypeDef
 
 SNS_SUBJECT_MAX = 99  # SNS: fewer than 100 characters
 REFUSED_METRIC = contract.KEY_REFUSED
@@ -52,7 +53,7 @@ def refusal_metric_data(reason_code: str) -> list[MetricDatumTypeDef]:
 
 
 def refusal_notification(bucket: str, key: str, version_id: str, reason_code: str, reason: str, *,
-                         event_key: str | None = None, retried: bool = False) -> dict[str, Any]:
+                         event_key: str | None = None, retried: bool = False) -> PublishInputTypeDef:
     """SNS Publish arguments (without ``TopicArn``) telling that an upload will not be processed, and why.
 
     JSON body like the metrics Lambda's messages; ``event`` = ``key-refused`` and ``reason`` are also message
@@ -94,6 +95,7 @@ def tell_refusal(cloudwatch: CloudWatchClient, sns: SNSClient, settings: Setting
     """
     cloudwatch.put_metric_data(Namespace=settings.metrics_namespace, MetricData=refusal_metric_data(reason_code))
     if settings.alert_topic_arn:
-        sns.publish(TopicArn=settings.alert_topic_arn,
-                            **refusal_notification(bucket, key, version_id, reason_code, reason, event_key=event_key,
-                                                   retried=retried))
+        message: PublishInputTypeDef = {
+            **refusal_notification(bucket, key, version_id, reason_code, reason, event_key=event_key, retried=retried),
+            "TopicArn": settings.alert_topic_arn}
+        sns.publish(**message)
