@@ -153,7 +153,7 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
-        io.write_json(report, output / "quality" / "error.json")
+        io.write_json(report, output / contract.QUALITY / "error.json")
     except OSError as err:
         log.error("could not write error.json: %s", err)
     root = opt_ml_root()
