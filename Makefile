@@ -25,7 +25,8 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 ## Lint (settings and the reasons for them in pyproject.toml): ruff over the repository's Python, mypy --strict over
-## processing/ and infra/ (the files mypy checks are listed there).
+## processing/, contract/ and infra/ in one run, the Lambda asset's packages (infra/lambdas/: trigger, metrics,
+## lambda_shared) included under the module names the zip gives them (pyproject.toml's mypy_path).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 # --------------------------------------------------------------------------------------------
 # Names: datasets and jobs (design.md Contracts 1 and 2)
@@ -130,9 +130,13 @@ KEY_REFUSED: Final = "KeyRefused"
 QUALITY_GATE_FAILED: Final = "QualityGateFailed"
 REASON_DIMENSION: Final = "Reason"
 
+#: The CloudWatch units (PutMetricData ``Unit``) the contract's metrics use: a subset of CloudWatch's StandardUnit, so
+#: the Lambdas' datapoints type-check against the boto3 stubs' ``MetricDatumTypeDef``.
+MetricUnit = Literal["Count", "None", "Seconds"]
+
 #: metrics.json ``summary`` key -> (metric name, unit). Rates are ratios, published with unit ``None``. Every key is
 #: required: a metrics.json lacking one is MetricsUnavailable.
-SUMMARY_METRICS: Final[Mapping[str, tuple[str, str]]] = {
+SUMMARY_METRICS: Final[Mapping[str, tuple[str, MetricUnit]]] = {
     "rows_in": ("RowsIn", "Count"),
     "rows_out": ("RowsOut", "Count"),
     "rows_rejected": ("RowsRejected", "Count"),
@@ -150,7 +154,7 @@ SUMMARY_METRICS: Final[Mapping[str, tuple[str, str]]] = {
 }
 #: Drift and gate keys (design.md Contract 4): published when present; metrics files written before they existed
 #: lack them, which is not a reason for MetricsUnavailable.
-OPTIONAL_SUMMARY_METRICS: Final[Mapping[str, tuple[str, str]]] = {
+OPTIONAL_SUMMARY_METRICS: Final[Mapping[str, tuple[str, MetricUnit]]] = {
     "drift_max_psi": ("DriftMaxPsi", "None"),
     "drifted_columns": ("DriftedColumns", "Count"),
     "drift_unavailable": ("DriftUnavailable", "Count"),

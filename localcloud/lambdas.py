@@ -17,6 +17,7 @@ the demo can show what a function printed.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import io
 import json
@@ -41,7 +42,7 @@ STARTUP_ALLOWANCE = 5.0
 
 _state: dict[str, Any] = {"endpoint": None, "workdir": None}
 _lock = threading.Lock()
-_invocations: list["Invocation"] = []
+_invocations: list[Invocation] = []
 _running: set[subprocess.Popen] = set()
 
 
@@ -104,14 +105,10 @@ atexit.register(cleanup)
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except Exception:
-        pass
 
 
 def unpack_code(code_bytes: bytes) -> str:

@@ -155,9 +155,9 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
-        path = output / "quality" / "error.json"  # standard library only: the Spark image has no pyarrow
+        path = output / contract.QUALITY / "error.json"  # standard library only: the Spark image has no pyarrow
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
     except OSError as err:
         log.error("could not write error.json: %s", err)
     root = opt_ml_root()

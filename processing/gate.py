@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contract import DATA_FOLDERS, PROFILE_FILE, QUARANTINE, SUMMARY_KEYS_GATE
+from contract import DATA_FOLDERS, PROFILE_FILE, QUALITY, QUARANTINE, SUMMARY_KEYS_GATE
 from processing.drift_config import DriftSettings
 from processing.errors import ConfigError
 
@@ -146,7 +146,7 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
         source["sampled"] = {"rows": sampling["rows"], "sample_rows": sampling["sample_rows"],
                              "rank_error": sampling["rank_error"], "delta": sampling["delta"]}
     profile = drift.build_profile(batch, settings, presence=presence, source=source)
-    quality = output_dir / "quality"
+    quality = output_dir / QUALITY
     _write_json(profile, quality / PROFILE_FILE)
     drift_doc = drift.evaluate(baseline, batch, settings, presence=presence)
     if "sampled" in source:  # scores (and batch_rows) are of the sample
@@ -179,10 +179,10 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
                     sum(v["action"] == "fail" for v in result["violations"]), quarantine)
     else:
         log.info("quality gate %s (%d finding(s))", result["status"], len(result["violations"]))
-    outputs.setdefault("quality", [])
+    outputs.setdefault(QUALITY, [])
     for name in (PROFILE_FILE, "drift.json", "gate.json"):
-        if f"quality/{name}" not in outputs["quality"]:
-            outputs["quality"].append(f"quality/{name}")
+        if f"{QUALITY}/{name}" not in outputs[QUALITY]:
+            outputs[QUALITY].append(f"{QUALITY}/{name}")
 
     computed = drift_doc.get("status") == "computed"
     metrics["summary"].update({

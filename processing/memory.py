@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contract import OUTPUT_FOLDERS
+from contract import METRICS_FILE, OUTPUT_FOLDERS, QUALITY
 from processing import io, transform
 from processing.config import DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
@@ -198,5 +198,5 @@ def _write(output_dir: Path, fmt: str, cleaned: pd.DataFrame, transformed: pd.Da
         }
         written = {k: [futures[k].result()] for k in ("cleaned", "transformed", "rejected")}
     written["statistics"] = write_statistics(output_dir, statistics)
-    written["quality"] = [output_dir / "quality" / "metrics.json"]
+    written[QUALITY] = [output_dir / QUALITY / METRICS_FILE]
     return {k: [str(p.relative_to(output_dir)) for p in v] for k, v in written.items()}

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contract import OUTPUT_FOLDERS
+from contract import CLEANED, METRICS_FILE, OUTPUT_FOLDERS, QUALITY, REJECTED, STATISTICS, TRANSFORMED
 from processing import batchstats, io, jsonx, options, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
@@ -507,9 +507,9 @@ class _Run:
             statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate, rows_out)
             sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
                                       if "sampled_values" in info}
-        outputs["statistics"] = [str(p.relative_to(output_dir)) for p in write_statistics(output_dir, statistics)]
-        outputs["quality"] = ["quality/metrics.json"]
-        outputs = {k: outputs[k] for k in ("cleaned", "transformed", "rejected", "statistics", "quality")}
+        outputs[STATISTICS] = [str(p.relative_to(output_dir)) for p in write_statistics(output_dir, statistics)]
+        outputs[QUALITY] = [f"{QUALITY}/{METRICS_FILE}"]
+        outputs = {k: outputs[k] for k in (CLEANED, TRANSFORMED, REJECTED, STATISTICS, QUALITY)}  # metrics.json order
         return {"rows_in": rows_in, "rows_out": rows_out, "col_metrics": col_metrics,
                 "json_metrics": json_metrics, "rejected_table": rejected_table,
                 "reason_counts": reason_counts, "per_file": per_file,

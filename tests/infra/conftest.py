@@ -9,10 +9,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
-from infra_testlib import Synth, cdk_json_context, source_paths, write_configs
 
 from infra.config import settings_from_context
 from infra.stack import DataQualityStack
+from infra_testlib import Synth, cdk_json_context, source_paths, write_configs
 
 
 @pytest.fixture(scope="session")

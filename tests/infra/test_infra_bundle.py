@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from aws_cdk import FileSystem
-from infra_testlib import ROOT, Synth, write_processing_package
 
 from infra.code_bundle import MAIN_PY, build_bundle_dir
+from infra_testlib import ROOT, Synth, write_processing_package
 
 
 def files(directory: Path) -> set[str]:

@@ -8,11 +8,11 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk.assertions import Template
 from cfnlint.api import lint
-from infra_testlib import Synth, cdk_json_context
 
 from infra.config import QualityThresholds
 from infra.nag import acknowledgements
 from infra.quality_alarms import MonitoredFunction, QualityAlarms, QualityAlarmsProps
+from infra_testlib import Synth, cdk_json_context
 
 
 def test_cdk_nag_has_no_unacknowledged_findings(synth: Synth) -> None:
@@ -84,10 +84,10 @@ def test_cdk_nag_passes_for_a_stack_with_a_concrete_environment(tmp_path: Path) 
     # GIVEN the stack as `cdk deploy` into a real account builds it: the CLI sets CDK_DEFAULT_ACCOUNT/REGION, so ARNs
     # in policies are literals instead of pseudo parameters (and finding ids change with them)
     from cdk_nag import AwsSolutionsChecks
-    from infra_testlib import source_paths, write_configs
 
     from infra.config import settings_from_context
     from infra.stack import DataQualityStack
+    from infra_testlib import source_paths, write_configs
 
     app = cdk.App(outdir=str(tmp_path / "cdk.out"), context=cdk_json_context())
     settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))

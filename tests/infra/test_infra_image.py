@@ -6,11 +6,11 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
-from infra_testlib import Synth, cdk_json_context, source_paths
 
 from infra.config import Settings
 from infra.image import ImageResolutionError, SklearnImage, registries, retrieve
 from infra.stack import DataQualityStack
+from infra_testlib import Synth, cdk_json_context, source_paths
 
 
 def test_agnostic_stack_maps_regions_to_registry_accounts(synth: Synth) -> None:
@@ -67,9 +67,8 @@ PINNED = f"141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn@s
 
 
 def _stack_with_pinned_image(tmp_path: Path, region: str | None, uri: str = PINNED) -> dict:
-    from infra_testlib import write_configs
-
     from infra.config import settings_from_context
+    from infra_testlib import write_configs
 
     context = {**cdk_json_context(), "sklearn_image_uri": uri}
     app = cdk.App(outdir=str(tmp_path / "out"), context=context)

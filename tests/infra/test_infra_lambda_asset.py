@@ -8,9 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from infra_testlib import Synth
-
 from infra.lambda_asset import FUNCTION_PACKAGES, build_lambda_asset_dir, handler_string
+from infra_testlib import Synth
 
 ROOT = Path(__file__).resolve().parents[2]
 # boto3 and what it brings (the Lambda Python runtime ships them)

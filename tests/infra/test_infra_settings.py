@@ -10,14 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_testlib import (
-    DEFAULT_PSI_ALARM,
-    DEFAULT_THRESHOLDS,
-    ORDERS_PSI_ALARM,
-    ORDERS_THRESHOLDS,
-    ROOT,
-    write_configs,
-)
 
 from infra.config import (
     DEFAULTS,
@@ -30,6 +22,14 @@ from infra.config import (
     load_dataset_psi_alarms,
     load_dataset_thresholds,
     settings_from_context,
+)
+from infra_testlib import (
+    DEFAULT_PSI_ALARM,
+    DEFAULT_THRESHOLDS,
+    ORDERS_PSI_ALARM,
+    ORDERS_THRESHOLDS,
+    ROOT,
+    write_configs,
 )
 
 

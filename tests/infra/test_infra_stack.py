@@ -7,6 +7,8 @@ from datetime import UTC
 from typing import Any
 
 from aws_cdk.assertions import Match
+
+from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 from infra_testlib import (
     DEFAULT_PSI_ALARM,
     DEFAULT_THRESHOLDS,
@@ -19,8 +21,6 @@ from infra_testlib import (
     resources,
     statements,
 )
-
-from infra.processing_trigger import MAX_RECEIVE_COUNT, TRIGGER_TIMEOUT
 
 TRIGGER_ENV = (
     "DATA_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX", "JOB_PREFIX", "ROLE_ARN", "IMAGE_URI", "CODE_S3_URI",
@@ -200,10 +200,10 @@ def trigger_env_with_context(tmp_path, **context: Any) -> dict[str, Any]:
     cdk-nag; the session template has the defaults)."""
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
-    from infra_testlib import cdk_json_context, source_paths, write_configs
 
     from infra.config import settings_from_context
     from infra.stack import DataQualityStack
+    from infra_testlib import cdk_json_context, source_paths, write_configs
 
     app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), **context})
     settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))
@@ -714,10 +714,10 @@ def test_staged_copies_expire(synth: Synth) -> None:
 def test_staging_settings_reach_bucket_trigger_and_job_role(tmp_path) -> None:
     # GIVEN -c staging_prefix=copies/ -c staging_expiration_days=3
     import aws_cdk as cdk
-    from infra_testlib import cdk_json_context, source_paths, write_configs
 
     from infra.config import settings_from_context
     from infra.stack import DataQualityStack
+    from infra_testlib import cdk_json_context, source_paths, write_configs
 
     context = {**cdk_json_context(), "staging_prefix": "copies/", "staging_expiration_days": "3"}
     app = cdk.App(outdir=str(tmp_path / "cdk.out"), context=context)
@@ -738,9 +738,8 @@ def test_refused_metric_name_is_the_handlers() -> None:
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "lambdas"))
-    from lambda_helpers import load_handler
-
     from infra.processing_trigger import REFUSED_METRIC
+    from lambda_helpers import load_handler
 
     assert load_handler("trigger").REFUSED_METRIC == REFUSED_METRIC
 
@@ -754,10 +753,10 @@ def job_role_statements_with_context(tmp_path, **context: Any) -> dict[str | Non
     """The job role's policy statements, by Sid, of a second synthesis with ``context`` (no cdk-nag)."""
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
-    from infra_testlib import cdk_json_context, source_paths, write_configs
 
     from infra.config import settings_from_context
     from infra.stack import DataQualityStack
+    from infra_testlib import cdk_json_context, source_paths, write_configs
 
     app = cdk.App(outdir=str(tmp_path / "cdk.out"), context={**cdk_json_context(), **context})
     settings = settings_from_context(app.node.try_get_context, configs_dir=write_configs(tmp_path / "configs"))

@@ -106,7 +106,8 @@ QUEUE_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT}:dq-trigger-queue"
 QUEUE_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/dq-trigger-queue"
 
 
-def s3_event_body(raw_key: str, size: int = EVENT_SIZE, version_id: str | None = "v1", bucket: str = ENV["DATA_BUCKET"]) -> str:
+def s3_event_body(raw_key: str, size: int = EVENT_SIZE, version_id: str | None = "v1",
+                  bucket: str = ENV["DATA_BUCKET"]) -> str:
     obj: dict = {"key": raw_key, "size": size, "etag": EVENT_ETAG, "sequencer": "617f08299329d189"}
     if version_id is not None:
         obj["version-id"] = version_id

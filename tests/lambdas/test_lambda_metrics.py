@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from botocore.response import StreamingBody
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from lambda_helpers import client, load_handler
@@ -21,9 +21,9 @@ JOB = "dq-sales-0123456789abcdef"
 BUCKET = "dq-data-bucket"
 QUALITY_URI = f"s3://{BUCKET}/output/sales/{JOB}/quality/"
 END_MS = 1_700_000_123_456
-END = datetime.fromtimestamp(END_MS / 1000, tz=timezone.utc)
+END = datetime.fromtimestamp(END_MS / 1000, tz=UTC)
 # The handler's clock (metrics.now) in these tests: the datapoints' Timestamp is the publication time, not END.
-PUBLISHED = datetime(2023, 11, 14, 22, 20, 0, tzinfo=timezone.utc)
+PUBLISHED = datetime(2023, 11, 14, 22, 20, 0, tzinfo=UTC)
 EXIT_MESSAGE = "MissingColumnsError: required column(s) missing: id, name"
 SUMMARY = {
     "rows_in": 1000, "rows_out": 950, "rows_rejected": 50, "missing_values_before": 120, "missing_values_after": 3,
@@ -135,7 +135,7 @@ def test_completed_job_publishes_every_summary_metric(stubs, lambda_context, dec
 
 
 def test_units_follow_contract_3() -> None:
-    units = {name: unit for name, unit in metrics.SUMMARY_METRICS.values()}
+    units = dict(metrics.SUMMARY_METRICS.values())
     assert units["ProcessingSeconds"] == "Seconds"
     assert {n for n, u in units.items() if u == "None"} == {
         "MissingRateAfter", "RejectedRate", "DuplicateRate", "MalformedJsonRate"}
@@ -177,7 +177,8 @@ def test_failed_or_stopped_job_counts_as_failed(stubs, lambda_context, decision_
         (json.dumps({"summary": []}).encode(), "no 'summary' object"),
     ],
 )
-def test_corrupt_metrics_json_becomes_metrics_unavailable(stubs, lambda_context, decision_log, payload, problem) -> None:
+def test_corrupt_metrics_json_becomes_metrics_unavailable(stubs, lambda_context, decision_log, payload,
+                                                          problem) -> None:
     # GIVEN a completed job whose metrics.json is corrupt
     cw, s3 = stubs
     expect_metrics_json(s3, payload)
@@ -189,7 +190,8 @@ def test_corrupt_metrics_json_becomes_metrics_unavailable(stubs, lambda_context,
     assert problem in decision_log.records[0]["problems"][0]
 
 
-@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("AccessDenied", 403), ("KMS.DisabledException", 400)])
+@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("AccessDenied", 403), ("KMS.DisabledException",
+                                                                                          400)])
 def test_missing_or_unreadable_metrics_json_becomes_metrics_unavailable(stubs, lambda_context, decision_log,
                                                                          code, status) -> None:
     # GIVEN metrics.json is missing or cannot be read
@@ -302,9 +304,9 @@ def test_parse_time_accepts_epoch_ms_and_iso(value: Any, expected: datetime | No
 
 def test_end_time_falls_back_to_last_modified_then_event_time() -> None:
     outcome = metrics.parse_outcome(state_change(ProcessingEndTime=None), SETTINGS)
-    assert outcome.end_time == datetime.fromtimestamp((END_MS + 5000) / 1000, tz=timezone.utc)
+    assert outcome.end_time == datetime.fromtimestamp((END_MS + 5000) / 1000, tz=UTC)
     outcome = metrics.parse_outcome(state_change(ProcessingEndTime=None, LastModifiedTime=None), SETTINGS)
-    assert outcome.end_time == datetime(2023, 11, 14, 22, 15, 30, tzinfo=timezone.utc)
+    assert outcome.end_time == datetime(2023, 11, 14, 22, 15, 30, tzinfo=UTC)
 
 
 def test_metric_data_is_chunked_to_the_api_limit(monkeypatch, stubs, lambda_context) -> None:
@@ -323,8 +325,10 @@ def test_metric_data_is_chunked_to_the_api_limit(monkeypatch, stubs, lambda_cont
 
 def test_metrics_location() -> None:
     assert metrics.metrics_location("s3://b/output/x/quality/") == ("b", "output/x/quality/metrics.json")
-    assert metrics.metrics_location("s3://b/output/x/quality") == ("b", "output/x/quality/metrics.json")
-    with pytest.raises(metrics.MetricsUnavailableError, match=r"^quality output URI 'https://b/x' is not an s3:// URI$"):
+    assert metrics.metrics_location("s3://b/output/x/quality") == ("b",
+                                                                   "output/x/quality/metrics.json")
+    with pytest.raises(metrics.MetricsUnavailableError,
+                       match=r"^quality output URI 'https://b/x' is not an s3:// URI$"):
         metrics.metrics_location("https://b/x")
     with pytest.raises(metrics.MetricsUnavailableError, match=r"^quality output URI 's3:///x' has no bucket$"):
         metrics.metrics_location("s3:///x")
@@ -441,9 +445,11 @@ def test_first_good_batch_becomes_the_baseline(promoting, lambda_context, decisi
     expect_good_batch_promoted(cw, s3)
     # WHEN handled / THEN metrics are published, the _SUCCESS markers written, then profile.json is put
     # conditionally to the baseline key, and last the publish-once marker
-    result = metrics.handler(state_change(), lambda_context)
+    result = metrics.handler(state_change(),
+                             lambda_context)
     assert result["baseline"] == "promoted" and result["marker"] == "written"
-    assert result["success_markers"] == [f"s3://{BUCKET}/output/sales/{JOB}/{f}/_SUCCESS" for f in ("cleaned", "transformed")]
+    assert result["success_markers"] == [f"s3://{BUCKET}/output/sales/{JOB}/{f}/_SUCCESS" for f in ("cleaned",
+                                                                                                    "transformed")]
     assert decision_log.decisions() == ["published", "success-written", "baseline-promoted"]
 
 
@@ -485,10 +491,12 @@ def test_missing_or_bad_profile_is_not_promoted(promoting, lambda_context, decis
     cw, s3 = promoting
     expect_marker_absent(s3)
     expect_metrics_json(s3, json.dumps({"summary": GATE_SUMMARY}).encode())
-    expect_publish(cw, GATE_SUMMARY)
+    expect_publish(cw,
+                   GATE_SUMMARY)
     expect_success_markers(s3)
     if payload is None:
-        s3.add_client_error("get_object", "NoSuchKey", "gone", 404, expected_params={"Bucket": BUCKET, "Key": PROFILE_KEY})
+        s3.add_client_error("get_object", "NoSuchKey", "gone", 404, expected_params={"Bucket": BUCKET,
+                                                                                     "Key": PROFILE_KEY})
     else:
         s3.add_response("get_object", object_body(payload), {"Bucket": BUCKET, "Key": PROFILE_KEY})
     expect_marker_put(s3)
@@ -602,7 +610,8 @@ def notifying(promoting, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stub
 def with_quarantine(**overrides: Any) -> dict[str, Any]:
     event = state_change(**overrides)
     event["detail"]["ProcessingOutputConfig"]["Outputs"].append(
-        {"OutputName": "quarantine", "S3Output": {"S3Uri": QUARANTINE_URI, "LocalPath": "/opt/ml/processing/output/quarantine",
+        {"OutputName": "quarantine", "S3Output": {"S3Uri": QUARANTINE_URI,
+                                                  "LocalPath": "/opt/ml/processing/output/quarantine",
                                                   "S3UploadMode": "EndOfJob"}, "AppManaged": False})
     event["detail"]["Environment"]["SOURCE_VERSION_ID"] = "v7"
     return event
@@ -736,7 +745,7 @@ def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, 
 
     # GIVEN the real clock, and an event redelivered 5 hours after the job ended (async retries, a DLQ redrive)
     cw, s3 = stubs
-    real_now = datetime.now(timezone.utc)
+    real_now = datetime.now(UTC)
     end_ms = int((real_now.timestamp() - 5 * 3600) * 1000)
     captured: list[dict[str, Any]] = []
     cw.client.meta.events.register("provide-client-params.cloudwatch.PutMetricData",
@@ -744,10 +753,10 @@ def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, 
     expect_metrics_json(s3, json.dumps({"summary": {**SUMMARY, "rejected_rate": 0.9}}).encode())
     cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": ANY})
     # WHEN handled with the handler's own clock
-    monkeypatch.setattr(metrics, "now", lambda: datetime.now(timezone.utc))
-    before = datetime.now(timezone.utc)
+    monkeypatch.setattr(metrics, "now", lambda: datetime.now(UTC))
+    before = datetime.now(UTC)
     metrics.handler(state_change(ProcessingEndTime=end_ms), lambda_context)
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     # THEN every datapoint carries the publication time, so each alarm evaluating now (its most recent
     # evaluation_periods x period seconds) sees the bad batch; the job end time would be 5 hours outside all of them
     stamps = {d["Timestamp"] for d in captured[0]["MetricData"]}
@@ -757,7 +766,7 @@ def test_late_redelivery_lands_in_every_alarms_current_evaluation_window(stubs, 
     for alarm in DATASET_ALARMS:
         window = alarm.period * alarm.evaluation_periods
         assert (after - stamp).total_seconds() < window, alarm.metric_name
-        assert (after - datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc)).total_seconds() > window
+        assert (after - datetime.fromtimestamp(end_ms / 1000, tz=UTC)).total_seconds() > window
 
 
 # --- issue 11 item 4: failure messages a person can act on -------------------------------------------------------

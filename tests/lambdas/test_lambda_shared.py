@@ -7,11 +7,12 @@ import logging
 
 import pytest
 from botocore.exceptions import ClientError
-from lambda_helpers import ENV, load_handler
 
+from lambda_helpers import ENV, load_handler
 from lambda_shared.env import Environment, SettingsError
 from lambda_shared.logs import decision_log
 from lambda_shared.s3errors import UNREADABLE, S3ErrorKind, classify, error_code
+
 
 def s3_error(code: str, status: int) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
@@ -19,7 +20,8 @@ def s3_error(code: str, status: int) -> ClientError:
 
 
 @pytest.mark.parametrize(("code", "status", "kind"), [
-    ("404", 404, S3ErrorKind.ABSENT), ("NoSuchKey", 404, S3ErrorKind.ABSENT), ("NoSuchVersion", 404, S3ErrorKind.ABSENT),
+    ("404", 404, S3ErrorKind.ABSENT), ("NoSuchKey", 404, S3ErrorKind.ABSENT), ("NoSuchVersion", 404,
+                                                                               S3ErrorKind.ABSENT),
     ("NoSuchBucket", 404, S3ErrorKind.ABSENT), ("405", 405, S3ErrorKind.ABSENT),  # a delete marker
     ("MethodNotAllowed", 405, S3ErrorKind.ABSENT), ("NotFound", 0, S3ErrorKind.ABSENT),
     ("403", 403, S3ErrorKind.DENIED), ("AccessDenied", 403, S3ErrorKind.DENIED), ("Forbidden", 0, S3ErrorKind.DENIED),
@@ -35,7 +37,7 @@ def test_one_classification_of_s3_errors(code: str, status: int, kind: S3ErrorKi
 
 
 def test_unreadable_is_everything_but_conflicts_and_transient_errors() -> None:
-    assert UNREADABLE == {S3ErrorKind.ABSENT, S3ErrorKind.DENIED, S3ErrorKind.KEY, S3ErrorKind.ARCHIVED}
+    assert {S3ErrorKind.ABSENT, S3ErrorKind.DENIED, S3ErrorKind.KEY, S3ErrorKind.ARCHIVED} == UNREADABLE
     assert error_code(s3_error("SlowDown", 503)) == "SlowDown"
     assert error_code(TimeoutError("t")) == "TimeoutError"
 
@@ -75,10 +77,10 @@ def test_job_prefix_is_one_rule_for_the_cdk_app_and_both_lambdas(tmp_path) -> No
             outcomes.append(True)
         except ContextError:
             outcomes.append(False)
-        for parse in (lambda: trigger.Settings.from_env({**ENV, "JOB_PREFIX": prefix}),
-                      lambda: metrics.Settings.from_env({"NAMESPACE": "DataQualityPipeline", "JOB_PREFIX": prefix})):
+        for parse, env in ((trigger.Settings.from_env, {**ENV, "JOB_PREFIX": prefix}),
+                           (metrics.Settings.from_env, {"NAMESPACE": "DataQualityPipeline", "JOB_PREFIX": prefix})):
             try:
-                parse()
+                parse(env)
                 outcomes.append(True)
             except SettingsError:
                 outcomes.append(False)
@@ -91,6 +93,7 @@ def test_job_prefix_is_one_rule_for_the_cdk_app_and_both_lambdas(tmp_path) -> No
 def test_trigger_baseline_lookup_reads_the_one_classification(code: str, status: int, found: None) -> None:
     # absent, denied or an unusable key: no baseline (the job runs, DriftUnavailable shows it); anything else raises
     from botocore.stub import Stubber
+
     from lambda_helpers import client
 
     trigger = load_handler("trigger")
@@ -109,6 +112,7 @@ def test_trigger_baseline_lookup_reads_the_one_classification(code: str, status:
 ])
 def test_metrics_marker_lookup_reads_the_one_classification(code: str, status: int, published: bool) -> None:
     from botocore.stub import Stubber
+
     from lambda_helpers import client
 
     metrics = load_handler("metrics")

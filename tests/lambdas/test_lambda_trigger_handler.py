@@ -9,6 +9,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from botocore.stub import Stubber
+
 from lambda_helpers import (
     ENV,
     EVENT_ETAG,
@@ -220,7 +221,8 @@ def test_duplicate_event_finds_the_job_and_succeeds(stubs, s3, lambda_context, d
         ("ThrottlingException", 12, 675),  # capped: ceiling 900 s -> 450 + 225
     ],
 )
-def test_throttling_and_quota_back_off_then_retry(stubs, s3, lambda_context, decision_log, code, receive_count, visibility,
+def test_throttling_and_quota_back_off_then_retry(stubs, s3, lambda_context, decision_log, code, receive_count,
+                                                  visibility,
                                                   monkeypatch) -> None:
     # GIVEN SageMaker keeps refusing (after botocore's own retries) and this is receive number N
     sm, sqs = stubs
@@ -239,7 +241,8 @@ def test_throttling_and_quota_back_off_then_retry(stubs, s3, lambda_context, dec
     assert log["decision"] == "retry" and log["error_code"] == code and log["visibility_timeout"] == visibility
 
 
-def test_visibility_change_failure_still_reports_the_retry(stubs, s3, lambda_context, decision_log, monkeypatch) -> None:
+def test_visibility_change_failure_still_reports_the_retry(stubs, s3, lambda_context, decision_log,
+                                                           monkeypatch) -> None:
     # GIVEN the receipt handle expired before we could change the visibility
     sm, sqs = stubs
     monkeypatch.setattr(trigger.random, "random", lambda: 0.0)
@@ -257,8 +260,10 @@ def test_visibility_change_failure_still_reports_the_retry(stubs, s3, lambda_con
 def test_unexpected_error_is_retried_without_backoff(stubs, s3, lambda_context, decision_log) -> None:
     # GIVEN an error that is neither a duplicate nor throttling (e.g. missing permission)
     sm, _ = stubs
-    ready(s3, "input/a.csv")
-    sm.add_client_error("create_processing_job", "AccessDeniedException", "not authorized to perform: sagemaker:AddTags",
+    ready(s3,
+          "input/a.csv")
+    sm.add_client_error("create_processing_job", "AccessDeniedException",
+                        "not authorized to perform: sagemaker:AddTags",
                         400, expected_params=request_for("input/a.csv"))
     # WHEN / THEN the record is reported for retry (ends in the DLQ if it keeps failing), nothing else is called
     result = trigger.handler({"Records": [sqs_record(s3_event_body("input/a.csv"), "m1")]}, lambda_context)
@@ -336,7 +341,8 @@ class _Raw:
 
 
 @pytest.mark.parametrize(("code", "calls"), [("ThrottlingException", 4), ("ResourceLimitExceeded", 1)])
-def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, s3, lambda_context, decision_log, code, calls) -> None:
+def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, s3, lambda_context, decision_log, code,
+                                                           calls) -> None:
     # GIVEN the real lazily created SageMaker client (standard retry mode), answering every call with `code`
     from botocore.awsrequest import AWSResponse
 
@@ -349,7 +355,7 @@ def test_botocore_retries_throttling_inside_the_invocation(monkeypatch, s3, lamb
 
     def answer(request, **_: object) -> AWSResponse:
         sent.append(json.loads(request.body))
-        body = ('{"__type": "%s", "message": "Rate exceeded"}' % code).encode()
+        body = json.dumps({"__type": code, "message": "Rate exceeded"}).encode()
         return AWSResponse(request.url, 400, {"x-amzn-requestid": "r"}, _Raw(body))
 
     sagemaker.meta.events.register("before-send.sagemaker.CreateProcessingJob", answer)

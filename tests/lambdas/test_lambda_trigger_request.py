@@ -10,7 +10,9 @@ from urllib.parse import quote_plus
 import botocore.session
 import pytest
 from botocore.validate import validate_parameters
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from lambda_helpers import ENV, load_handler, s3_event_body
 
@@ -146,7 +148,8 @@ def test_literal_plus_and_percent20_survive_the_round_trip() -> None:
     assert trigger.key_candidates(real_key)[0] == real_key
     request = trigger.build_processing_job_request(obj.bucket, real_key, obj.version_id, SETTINGS)
     assert request["Environment"]["SOURCE_URI"] == f"s3://{BUCKET}/{real_key}"
-    assert request["AppSpecification"]["ContainerArguments"][1] == "/opt/ml/processing/input/data/c++ 100%20off+more.csv"
+    arguments = request["AppSpecification"]["ContainerArguments"]
+    assert arguments[1] == "/opt/ml/processing/input/data/c++ 100%20off+more.csv"
     assert request["ProcessingInputs"][1]["S3Input"]["S3Uri"].endswith("/c++ 100%20off+more.csv")
 
 
@@ -438,7 +441,8 @@ def test_missing_processing_mode_defaults_to_auto(value: str | None) -> None:
 @pytest.mark.parametrize("value", ["+7", "1_000"])
 def test_max_rows_in_memory_is_the_jobs_plain_whole_number(value: str) -> None:
     # the contract's one rule (the job's own check never accepted a sign or '_'; the trigger used to)
-    with pytest.raises(trigger.SettingsError, match=re.escape(f"PROCESSING_MAX_ROWS_IN_MEMORY='{value}' is not a whole number")):
+    with pytest.raises(trigger.SettingsError,
+                       match=re.escape(f"PROCESSING_MAX_ROWS_IN_MEMORY='{value}' is not a whole number")):
         trigger.Settings.from_env({**ENV, "PROCESSING_MAX_ROWS_IN_MEMORY": value})
 
 

@@ -14,74 +14,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from import_walk import find_cycle, import_graph, module_name
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "processing"
 
 
-def module_name(path: Path, root: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def import_graph(root: Path, package: str = PACKAGE) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (anywhere in its source)."""
-    files = {module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
-    graph: dict[str, set[str]] = {m: set() for m in files}
-    for mod, path in files.items():
-        is_package = path.name == "__init__.py"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: from the module's package, one level up per extra dot
-                    base = mod.split(".") if is_package else mod.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    stem = ".".join([*base, node.module] if node.module else base)
-                else:
-                    stem = node.module or ""
-                # `from p import m` imports module p.m when there is one, else a name of p
-                targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in files else stem for a in node.names]
-            for target in targets:
-                # the named module, else the nearest package above it that is one of ours
-                while target and target not in files:
-                    target = target.rpartition(".")[0]
-                if target and target != mod and target.split(".")[0] == package:
-                    graph[mod].add(target)
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One cycle as a path that ends where it starts, or None."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
-
-
 def test_processing_has_no_import_cycle() -> None:
-    graph = import_graph(ROOT)
+    graph = import_graph(ROOT, PACKAGE)
     assert len(graph) > 10 and graph["processing.cli"], graph  # the walk found the package and its imports
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
@@ -127,11 +67,11 @@ def test_the_walk_sees_imports_inside_functions_and_would_report_a_cycle(tmp_pat
     (pkg / "c.py").write_text("import processing.a\nthing = 1\n")
     (pkg / "sub" / "__init__.py").write_text("from . import d\n")
     (pkg / "sub" / "d.py").write_text("class K:\n    def m(self):\n        from .. import sub\n")
-    graph = import_graph(tmp_path)
+    graph = import_graph(tmp_path, PACKAGE)
     assert graph["processing.b"] == {"processing.c"} and graph["processing.sub.d"] == {"processing.sub"}
     assert find_cycle(graph) == ["processing.a", "processing.b", "processing.c", "processing.a"]
     (pkg / "c.py").write_text("thing = 1\n")
-    assert find_cycle(import_graph(tmp_path)) == ["processing.sub", "processing.sub.d", "processing.sub"]
+    assert find_cycle(import_graph(tmp_path, PACKAGE)) == ["processing.sub", "processing.sub.d", "processing.sub"]
     # and the private-name check sees both spellings
     (pkg / "e.py").write_text("from processing import c\nfrom processing.c import _hidden\nc._other()\nc.__name__\n")
     assert private_uses(tmp_path) == ["processing.e: processing.c._hidden", "processing.e: processing.c._other"]

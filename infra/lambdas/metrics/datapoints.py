@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import contract
 from metrics.outcome import JobOutcome, split_s3_uri
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
 
 SUMMARY_METRICS = contract.SUMMARY_METRICS
 OPTIONAL_SUMMARY_METRICS = contract.OPTIONAL_SUMMARY_METRICS
@@ -58,7 +61,7 @@ def summary_values(document: Any) -> tuple[dict[str, float], list[str]]:
 
 def build_metric_data(
     outcome: JobOutcome, values: Mapping[str, float], metrics_unavailable: bool | None, timestamp: datetime
-) -> list[dict[str, Any]]:
+) -> list[MetricDatumTypeDef]:
     """All datapoints for one job, each stamped with ``timestamp`` (the publication time, design.md Contract 3).
 
     Not the job's end time: alarms evaluate only their most recent periods, so a datapoint stamped with an end time
@@ -74,7 +77,7 @@ def build_metric_data(
     """
     succeeded = outcome.status == "Completed"
 
-    def datum(name: str, value: float, unit: str) -> dict[str, Any]:
+    def datum(name: str, value: float, unit: contract.MetricUnit) -> MetricDatumTypeDef:
         return {
             "MetricName": name,
             "Dimensions": [{"Name": "Dataset", "Value": outcome.dataset}],
@@ -95,5 +98,5 @@ def build_metric_data(
     return data
 
 
-def chunks(items: Sequence[dict[str, Any]], size: int = MAX_DATUMS_PER_CALL) -> list[list[dict[str, Any]]]:
+def chunks(items: Sequence[MetricDatumTypeDef], size: int = MAX_DATUMS_PER_CALL) -> list[list[MetricDatumTypeDef]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -12,13 +12,14 @@ from metrics.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sns.type_defs import PublishInputTypeDef
 
 MAX_NOTIFIED_VIOLATIONS = 10  # keep the notification concise; violations.json has all of them
 SNS_SUBJECT_MAX = 100
 log_decision = decision_log("dq.metrics")
 
 
-def failure_notification(outcome: JobOutcome) -> dict[str, Any]:
+def failure_notification(outcome: JobOutcome) -> PublishInputTypeDef:
     """SNS Publish arguments for a Failed/Stopped job: job, dataset, input, ExitMessage and FailureReason.
 
     ExitMessage (the container's ``/opt/ml/output/message``: ``ErrorClass: one line``) says what went wrong;
@@ -41,11 +42,12 @@ def failure_notification(outcome: JobOutcome) -> dict[str, Any]:
     return _publish_args(f"Data quality job {outcome.status}: {outcome.job_name}", body, "job-failed", outcome)
 
 
-def quarantine_notification(outcome: JobOutcome, document: Any) -> dict[str, Any]:
+def quarantine_notification(outcome: JobOutcome, document: Any) -> PublishInputTypeDef:
     """SNS Publish arguments for a batch that failed the quality gate: violations summary, quarantine location."""
     gate = document.get("gate") if isinstance(document, dict) else None
     raw = gate.get("violations") if isinstance(gate, dict) else None
-    failing = [v for v in raw if isinstance(v, dict) and v.get("action", "fail") == "fail"] if isinstance(raw, list) else []
+    failing = [v for v in raw if isinstance(v, dict) and v.get("action", "fail") == "fail"] if isinstance(raw,
+                                                                                                          list) else []
     shown = [{k: v[k] for k in ("rule", "column", "measured", "threshold") if k in v}
              for v in failing[:MAX_NOTIFIED_VIOLATIONS]]
     quarantine = outcome.outputs.get(QUARANTINE_OUTPUT_NAME)
@@ -70,7 +72,7 @@ def quarantine_notification(outcome: JobOutcome, document: Any) -> dict[str, Any
     return _publish_args(f"Data quality batch quarantined: {outcome.job_name}", body, "batch-quarantined", outcome)
 
 
-def _publish_args(subject: str, body: Mapping[str, Any], event: str, outcome: JobOutcome) -> dict[str, Any]:
+def _publish_args(subject: str, body: Mapping[str, Any], event: str, outcome: JobOutcome) -> PublishInputTypeDef:
     # JSON (like the CloudWatch alarm notifications on the same topic), attributes for subscription filter policies.
     return {
         "Subject": subject[:SNS_SUBJECT_MAX],
@@ -98,6 +100,7 @@ def notify(outcome: JobOutcome, values: Mapping[str, float], document: Any, sett
     else:
         return []
     event = args["MessageAttributes"]["event"]["StringValue"]
-    response = sns.publish(TopicArn=settings.alert_topic_arn, **args)
+    message: PublishInputTypeDef = {**args, "TopicArn": settings.alert_topic_arn}
+    response = sns.publish(**message)
     log_decision("notified", **base, notification=event, message_id=response.get("MessageId"))
     return [event]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import contract
@@ -57,20 +57,20 @@ def parse_time(value: Any) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):  # DescribeProcessingJob through boto3
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc) if math.isfinite(value) else None
+        return datetime.fromtimestamp(value / 1000, tz=UTC) if math.isfinite(value) else None
     if isinstance(value, str) and value.strip():
         text = value.strip()
         try:
-            return datetime.fromtimestamp(float(text) / 1000, tz=timezone.utc)
+            return datetime.fromtimestamp(float(text) / 1000, tz=UTC)
         except ValueError:
             pass
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(text)  # Python 3.11+ reads a trailing "Z" as UTC
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 
@@ -175,7 +175,7 @@ def parse_outcome(event: Mapping[str, Any], settings: Settings, *,
         parse_time(detail.get("ProcessingEndTime"))
         or parse_time(detail.get("LastModifiedTime"))
         or parse_time(event.get("time"))
-        or datetime.now(timezone.utc)
+        or datetime.now(UTC)
     )
     uris: dict[str, str] = {}
     for output in _outputs(detail):

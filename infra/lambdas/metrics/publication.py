@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, HTTPClientError
@@ -23,8 +23,14 @@ from lambda_shared.s3errors import error_code
 from metrics.datapoints import MetricsUnavailableError, build_metric_data, chunks, summary_values
 from metrics.notifications import notify
 from metrics.outcome import _environment, complete_detail, needs_describe, parse_outcome
-from metrics.s3io import (already_published, marker_location, promote_baseline, read_metrics,
-                          write_published_marker, write_success_markers)
+from metrics.s3io import (
+    already_published,
+    marker_location,
+    promote_baseline,
+    read_metrics,
+    write_published_marker,
+    write_success_markers,
+)
 from metrics.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +44,7 @@ log_decision = decision_log("dq.metrics")
 
 def now() -> datetime:
     """The publication time of the datapoints (tests replace it with a fixed clock)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def describe_job(job_name: str, sagemaker: SageMakerClient, base: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -95,7 +95,7 @@ def write_published_marker(s3: S3Client, marker: tuple[str, str], outcome: JobOu
     (logged at ERROR, not raised: the work is done; a later duplicate may publish once more).
     """
     body = json.dumps({"job_name": outcome.job_name, "status": outcome.status, "request_id": log_decision.request_id,
-                       "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode()
+                       "published_at": datetime.now(UTC).isoformat(timespec="seconds")}).encode()
     try:
         s3.put_object(Bucket=marker[0], Key=marker[1], Body=body, ContentType="application/json", IfNoneMatch="*")
     except ClientError as exc:
@@ -144,8 +144,9 @@ def promote_baseline(outcome: JobOutcome, values: Mapping[str, float], settings:
 
     Only when the gate did not fail (``quality_gate_failed`` == 0 in the summary; files without the key are never
     promoted) and the metrics were complete (``unavailable`` false: like ``_SUCCESS``, a partial metrics.json is no
-    verdict; the redelivery after the file is fixed promotes). ``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412 PreconditionFailed when the baseline already
-    exists (or 409 ConditionalRequestConflict while another conditional write is in flight): someone else won.
+    verdict; the redelivery after the file is fixed promotes). ``PutObject`` with ``IfNoneMatch="*"``: S3 answers 412
+    PreconditionFailed when the baseline already exists (or 409 ConditionalRequestConflict while another conditional
+    write is in flight): someone else won.
 
     Returns:
         ``promoted``, ``exists``, ``skipped`` or ``unreadable``.

@@ -38,7 +38,7 @@ class Settings:
         """
         env = Environment(environ)
         namespace = env.optional(contract.ENV_NAMESPACE)
-        if not namespace or len(namespace) > 255 or namespace.startswith(":") or namespace.startswith("AWS/"):
+        if not namespace or len(namespace) > 255 or namespace.startswith((":", "AWS/")):
             raise SettingsError("environment variable NAMESPACE is missing or not a valid custom namespace")
         try:
             job_prefix = contract.check_job_prefix(env.optional(contract.ENV_JOB_PREFIX))

@@ -89,7 +89,8 @@ def _refuse(record: Mapping[str, Any], clients: Clients, settings: Settings, bas
     if error.retry and _receive_count(record) > 1:
         return True
     try:
-        tell_refusal(clients.cloudwatch, clients.sns, settings, bucket=bucket, key=key, version_id=version_id, reason_code=error.reason_code,
+        tell_refusal(clients.cloudwatch, clients.sns, settings, bucket=bucket, key=key, version_id=version_id,
+                     reason_code=error.reason_code,
                      reason=str(error), event_key=event_key, retried=error.retry)
     except (ClientError, BotoCoreError) as exc:
         log_decision("failed", logging.ERROR, **base, error_code=error_code(exc),

@@ -53,7 +53,8 @@ def parse_object_created(body: str) -> ObjectRef:
         raise ValueError("message body is not a JSON object")
     if event.get("source") != "aws.s3" or event.get("detail-type") != "Object Created":
         raise ValueError(
-            f"not an S3 'Object Created' event (source={event.get('source')!r}, detail-type={event.get('detail-type')!r})"
+            f"not an S3 'Object Created' event (source={event.get('source')!r}, "
+            f"detail-type={event.get('detail-type')!r})"
         )
     detail = event.get("detail") or {}
     bucket = (detail.get("bucket") or {}).get("name")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import contract
 from trigger.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.type_defs import MetricDatumTypeDef
     from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sns.type_defs import PublishInputTypeDef
 
 SNS_SUBJECT_MAX = 99  # SNS: fewer than 100 characters
 REFUSED_METRIC = contract.KEY_REFUSED
@@ -41,7 +43,7 @@ class RefusedKeyError(ValueError):
         self.retry = retry
 
 
-def refusal_metric_data(reason_code: str) -> list[dict[str, Any]]:
+def refusal_metric_data(reason_code: str) -> list[MetricDatumTypeDef]:
     """``KeyRefused`` = 1 with dimension ``Reason`` (for the dashboard and diagnosis) and without (the alarm's)."""
     return [
         {"MetricName": REFUSED_METRIC, "Dimensions": [{"Name": REASON_DIMENSION, "Value": reason_code}],
@@ -51,7 +53,7 @@ def refusal_metric_data(reason_code: str) -> list[dict[str, Any]]:
 
 
 def refusal_notification(bucket: str, key: str, version_id: str, reason_code: str, reason: str, *,
-                         event_key: str | None = None, retried: bool = False) -> dict[str, Any]:
+                         event_key: str | None = None, retried: bool = False) -> PublishInputTypeDef:
     """SNS Publish arguments (without ``TopicArn``) telling that an upload will not be processed, and why.
 
     JSON body like the metrics Lambda's messages; ``event`` = ``key-refused`` and ``reason`` are also message
@@ -63,7 +65,8 @@ def refusal_notification(bucket: str, key: str, version_id: str, reason_code: st
                else "no job was started")
     body = {
         "event": "key-refused",
-        "summary": f"Upload {where} (version {version_id or 'none'}) refused, {reason_code}: {reason}; {outcome}"[:1000],
+        "summary": (f"Upload {where} (version {version_id or 'none'}) refused, {reason_code}: {reason}; "
+                    f"{outcome}")[:1000],
         "bucket": bucket or None,
         "key": key or None,
         "event_key": event_key if event_key is not None and event_key != key else None,
@@ -92,6 +95,7 @@ def tell_refusal(cloudwatch: CloudWatchClient, sns: SNSClient, settings: Setting
     """
     cloudwatch.put_metric_data(Namespace=settings.metrics_namespace, MetricData=refusal_metric_data(reason_code))
     if settings.alert_topic_arn:
-        sns.publish(TopicArn=settings.alert_topic_arn,
-                            **refusal_notification(bucket, key, version_id, reason_code, reason, event_key=event_key,
-                                                   retried=retried))
+        message: PublishInputTypeDef = {
+            **refusal_notification(bucket, key, version_id, reason_code, reason, event_key=event_key, retried=retried),
+            "TopicArn": settings.alert_topic_arn}
+        sns.publish(**message)

@@ -6,12 +6,26 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import contract
 from trigger.refusals import REASON_INVALID_DATASET, RefusedKeyError
-from trigger.settings import (API_STRING_MAX, BASELINE_LOCAL_PATH, CODE_LOCAL_PATH, DATA_LOCAL_PATH,
-                              OUTPUT_LOCAL_PATH, Settings)
+from trigger.settings import (
+    API_STRING_MAX,
+    BASELINE_LOCAL_PATH,
+    CODE_LOCAL_PATH,
+    DATA_LOCAL_PATH,
+    OUTPUT_LOCAL_PATH,
+    Settings,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mypy_boto3_sagemaker.literals import ProcessingInstanceTypeType
+    from mypy_boto3_sagemaker.type_defs import (
+        CreateProcessingJobRequestTypeDef,
+        ProcessingInputTypeDef,
+        ProcessingOutputTypeDef,
+    )
 
 DATASET_RE = contract.DATASET_RE
 JOB_NAME_MAX = contract.JOB_NAME_MAX
@@ -118,7 +132,7 @@ def tag_value(value: str) -> str:
 
 def build_processing_job_request(bucket: str, key: str, version_id: str, settings: Settings, *,
                                  baseline_uri: str | None = None, size: int | None = None,
-                                 etag: str = "") -> dict[str, Any]:
+                                 etag: str = "") -> CreateProcessingJobRequestTypeDef:
     """Build the CreateProcessingJob request for one object version (design.md Contracts 1, 2 and 4).
 
     Args:
@@ -145,7 +159,7 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
     source_uri = f"s3://{bucket}/{key}"
     staged_uri = f"s3://{settings.data_bucket}/{staging_key(settings, target, job_name)}"
 
-    def s3_input(name: str, uri: str, local_path: str) -> dict[str, Any]:
+    def s3_input(name: str, uri: str, local_path: str) -> ProcessingInputTypeDef:
         return {
             "InputName": name,
             "AppManaged": False,
@@ -159,6 +173,30 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
         }
 
     output_root = f"s3://{settings.data_bucket}/{settings.output_prefix}{target.dataset}/{job_name}"
+    outputs: list[ProcessingOutputTypeDef] = [
+        {
+            "OutputName": folder,
+            "AppManaged": False,
+            "S3Output": {
+                "S3Uri": f"{output_root}/{folder}/",
+                "LocalPath": f"{OUTPUT_LOCAL_PATH}/{folder}",
+                "S3UploadMode": "EndOfJob",
+            },
+        }
+        for folder in contract.OUTPUT_FOLDERS
+    ]
+    outputs.append({
+        "OutputName": contract.QUARANTINE,
+        "AppManaged": False,
+        "S3Output": {
+            "S3Uri": f"s3://{settings.data_bucket}/{settings.quarantine_prefix}{target.dataset}/{job_name}/",
+            "LocalPath": f"{OUTPUT_LOCAL_PATH}/{contract.QUARANTINE}",
+            "S3UploadMode": "EndOfJob",
+        },
+    })
+    # The stubs type InstanceType as the service model's enum; ours is a setting (str): the CDK app checks it against
+    # that enum at synth time (infra/config.py), and SageMaker validates it on CreateProcessingJob.
+    instance_type = cast("ProcessingInstanceTypeType", settings.job.instance_type)
     tags = {
         "dq:job-name": job_name,
         "dq:dataset": target.dataset,
@@ -177,35 +215,13 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
             *([s3_input(contract.BASELINE_INPUT, baseline_uri, BASELINE_LOCAL_PATH)] if baseline_uri else []),
         ],
         "ProcessingOutputConfig": {
-            "Outputs": [
-                {
-                    "OutputName": folder,
-                    "AppManaged": False,
-                    "S3Output": {
-                        "S3Uri": f"{output_root}/{folder}/",
-                        "LocalPath": f"{OUTPUT_LOCAL_PATH}/{folder}",
-                        "S3UploadMode": "EndOfJob",
-                    },
-                }
-                for folder in contract.OUTPUT_FOLDERS
-            ]
-            + [
-                {
-                    "OutputName": contract.QUARANTINE,
-                    "AppManaged": False,
-                    "S3Output": {
-                        "S3Uri": f"s3://{settings.data_bucket}/{settings.quarantine_prefix}{target.dataset}/{job_name}/",
-                        "LocalPath": f"{OUTPUT_LOCAL_PATH}/{contract.QUARANTINE}",
-                        "S3UploadMode": "EndOfJob",
-                    },
-                }
-            ],
+            "Outputs": outputs,
             "KmsKeyId": settings.kms_key_arn,
         },
         "ProcessingResources": {
             "ClusterConfig": {
                 "InstanceCount": settings.job.instance_count,
-                "InstanceType": settings.job.instance_type,
+                "InstanceType": instance_type,
                 "VolumeSizeInGB": settings.job.volume_size_gb,
                 "VolumeKmsKeyId": settings.kms_key_arn,
             }

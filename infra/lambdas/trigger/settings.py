@@ -92,7 +92,8 @@ class Settings:
             raise SettingsError(f"environment variable ALERT_TOPIC_ARN={alert_topic_arn!r} is not an SNS topic ARN")
         metrics_namespace = env.optional(contract.ENV_METRICS_NAMESPACE) or contract.METRICS_NAMESPACE
         if len(metrics_namespace) > 255 or metrics_namespace.startswith("AWS/"):
-            raise SettingsError(f"environment variable METRICS_NAMESPACE={metrics_namespace!r} is not a custom namespace")
+            raise SettingsError(
+                f"environment variable METRICS_NAMESPACE={metrics_namespace!r} is not a custom namespace")
         try:
             job_prefix = contract.check_job_prefix(environ.get(contract.ENV_JOB_PREFIX, "").strip())
             job = JobSettings.from_env(environ)
@@ -112,7 +113,8 @@ class Settings:
         ):
             raise SettingsError(f"environment variable CODE_S3_URI={code_s3_uri!r} must look like s3://<bucket>/<key>.zip")
         if len(f"{CODE_LOCAL_PATH}/{code_s3_uri.rsplit('/', 1)[1]}") > API_STRING_MAX:
-            raise SettingsError("environment variable CODE_S3_URI has a file name too long for the container entrypoint")
+            raise SettingsError(
+                "environment variable CODE_S3_URI has a file name too long for the container entrypoint")
         kms_key_arn = env.text(contract.ENV_KMS_KEY_ARN)
         if not KMS_KEY_RE.fullmatch(kms_key_arn):
             raise SettingsError(f"environment variable KMS_KEY_ARN={kms_key_arn!r} is not a KMS key id or ARN")

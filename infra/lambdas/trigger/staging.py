@@ -13,12 +13,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from lambda_shared.logs import decision_log
 from lambda_shared.s3errors import S3ErrorKind, classify, status_and_code
 from trigger.events import ObjectRef, key_candidates
-from trigger.refusals import (REASON_ACCESS_DENIED, REASON_OBJECT_NOT_FOUND, REASON_VERSION_MISMATCH,
-                              RefusedKeyError)
+from trigger.refusals import REASON_ACCESS_DENIED, REASON_OBJECT_NOT_FOUND, REASON_VERSION_MISMATCH, RefusedKeyError
 from trigger.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        CopyObjectRequestTypeDef,
+        CopySourceTypeDef,
+        HeadObjectRequestTypeDef,
+        UploadPartCopyRequestTypeDef,
+    )
 
 log_decision = decision_log("dq.trigger")
 
@@ -103,7 +109,7 @@ def resolve_source(s3: S3Client, obj: ObjectRef, settings: Settings) -> SourceOb
     for key in key_candidates(obj.key):
         if not key.startswith(settings.input_prefix) or key.endswith("/"):
             continue
-        params: dict[str, Any] = {"Bucket": obj.bucket, "Key": key}
+        params: HeadObjectRequestTypeDef = {"Bucket": obj.bucket, "Key": key}
         if obj.version_id:
             params["VersionId"] = obj.version_id
         try:
@@ -155,12 +161,12 @@ def stage_source(s3: S3Client, source: SourceObject, bucket: str, key: str, *, w
         ClientError / BotoCoreError: the copy failed (retried like any transient failure; a 404/412 of the source
             here means it was deleted or replaced since HeadObject, and the retry's HeadObject tells).
     """
-    copy_source: dict[str, str] = {"Bucket": source.bucket, "Key": source.key}
-    condition: dict[str, str] = {}
+    copy_source: CopySourceTypeDef = {"Bucket": source.bucket, "Key": source.key}
+    if_match: str | None = None  # CopySourceIfMatch, on every copy request
     if source.version_id:
         copy_source["VersionId"] = source.version_id
     elif source.etag:
-        condition["CopySourceIfMatch"] = f'"{source.etag}"'
+        if_match = f'"{source.etag}"'
 
     def check(reported: str | None) -> None:
         if source.version_id and reported and reported != source.version_id:
@@ -171,17 +177,23 @@ def stage_source(s3: S3Client, source: SourceObject, bucket: str, key: str, *, w
     if source.size <= MULTIPART_COPY_THRESHOLD:
         # TaggingDirective REPLACE (no tags): the copy needs no s3:GetObjectTagging/PutObjectTagging, and it carries
         # no tags, like a multipart copy (UploadPartCopy copies bytes only). Metadata (Content-Type, ...) is copied.
-        response = s3.copy_object(Bucket=bucket, Key=key, CopySource=copy_source, TaggingDirective="REPLACE",
-                                  **condition)
+        request: CopyObjectRequestTypeDef = {"Bucket": bucket, "Key": key, "CopySource": copy_source,
+                                             "TaggingDirective": "REPLACE"}
+        if if_match is not None:
+            request["CopySourceIfMatch"] = if_match
+        response = s3.copy_object(**request)
         check(response.get("CopySourceVersionId"))
         return "copy-object"
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     ranges = copy_ranges(source.size, copy_part_size(source.size))
 
-    def copy_part(number: int) -> dict[str, Any]:
-        response = s3.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                       CopySource=copy_source, CopySourceRange=ranges[number - 1],
-                                       **condition)
+    def copy_part(number: int) -> CompletedPartTypeDef:
+        part_request: UploadPartCopyRequestTypeDef = {
+            "Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": number, "CopySource": copy_source,
+            "CopySourceRange": ranges[number - 1]}
+        if if_match is not None:
+            part_request["CopySourceIfMatch"] = if_match
+        response = s3.upload_part_copy(**part_request)
         check(response.get("CopySourceVersionId"))
         return {"ETag": response["CopyPartResult"]["ETag"], "PartNumber": number}
 
