@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             # the deployed dashboard (its own body from the stack), with this run's metrics and alarm states
             from localcloud.dashboard_render import render
 
+            # AWS/SQS publishes queue metrics once a minute (SQS developer guide): let two simulated minutes pass, as
+            # before looking at a real dashboard, so the queue widgets have their datapoints
+            cloud.advance(120)
             dashboard_panels = render(cloud, out / "dashboard.html")
 
         report = write_run_report(first, bucket, out / "report.html")

@@ -25,6 +25,8 @@ def test_rendered_dashboard_has_data_in_every_widget_and_shows_a_new_dataset(clo
     cloud.s3.put_object(Bucket=bucket, Key="input/default/dashboard.csv", Body=sample.read_bytes())
     cloud.s3.put_object(Bucket=bucket, Key="input/newcomer/dashboard.csv", Body=sample.read_bytes())
     cloud.run_until_idle()
+    # AWS/SQS publishes queue metrics once a minute: let two simulated minutes pass, as on a real dashboard
+    cloud.advance(120)
 
     # WHEN the deployed dashboard is rendered
     out = tmp_path / "dashboard.html"
