@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,7 @@ def exit_message(exc: BaseException) -> str:
 def main_spark(args: argparse.Namespace) -> int:
     """``--engine spark``: the same config, checks, outputs and error reports, run by ``processing.spark`` (which
     imports pyspark; the default engine never imports it). ``--mode`` does not apply."""
-    try:
+    def run() -> dict[str, Any]:
         options = run_options("auto")
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s), engine spark", cfg.source, cfg.sha256[:12])
@@ -198,9 +198,19 @@ def main_spark(args: argparse.Namespace) -> int:
 
         inputs = spark.engine.list_inputs(args.input)
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
-        metrics = spark.run(inputs, args.output, cfg, fmt=args.format,
-                            context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline,
-                            options=options)
+        metrics: dict[str, Any] = spark.run(inputs, args.output, cfg, fmt=args.format,
+                                            context={"dataset": args.dataset, **sagemaker_context()},
+                                            baseline=args.baseline, options=options)
+        return metrics
+
+    return _reported(args, run, "done (spark)")
+
+
+def _reported(args: argparse.Namespace, run: Callable[[], dict[str, Any]], done: str) -> int:
+    """Run one engine; an error is logged and reported (quality/error.json and the SageMaker message file) and
+    becomes the exit status (its own for an expected failure, 1 otherwise); success logs the summary and returns 0."""
+    try:
+        metrics = run()
     except ProcessingError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         write_error(args.output, exc, args.input, args.dataset)
@@ -211,7 +221,7 @@ def main_spark(args: argparse.Namespace) -> int:
         return 1
     s = metrics["summary"]
     log.info("drift %s, quality gate %s", metrics["drift"]["status"], metrics["gate"]["status"])
-    log.info("done (spark): rows_in=%d rows_out=%d rows_rejected=%d in %.2fs -> %s", s["rows_in"], s["rows_out"],
+    log.info("%s: rows_in=%d rows_out=%d rows_rejected=%d in %.2fs -> %s", done, s["rows_in"], s["rows_out"],
              s["rows_rejected"], s["processing_seconds"], args.output)
     return 0
 
@@ -229,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("library drift: %s %s is loaded, processing/requirements.txt pins %s; the image's libraries "
                     "changed (a rebuilt tag?): pin the image by digest (docs/infra.md) or update the pins",
                     drift["library"], drift["loaded"], drift["expected"])
-    try:
+    def run() -> dict[str, Any]:
         options = run_options(args.mode)
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])
@@ -239,16 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         result = pipeline.run(inputs, args.output, cfg, fmt=args.format,
                               context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline,
                               options=options)
-    except ProcessingError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        write_error(args.output, exc, args.input, args.dataset)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - last resort: report, then fail the job
-        log.error("unexpected failure:\n%s", traceback.format_exc())
-        write_error(args.output, exc, args.input, args.dataset)
-        return 1
-    s = result.metrics["summary"]
-    log.info("drift %s, quality gate %s", result.metrics["drift"]["status"], result.metrics["gate"]["status"])
-    log.info("done: rows_in=%d rows_out=%d rows_rejected=%d in %.2fs -> %s", s["rows_in"], s["rows_out"],
-             s["rows_rejected"], s["processing_seconds"], args.output)
-    return 0
+        return result.metrics
+
+    return _reported(args, run, "done")
