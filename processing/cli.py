@@ -18,6 +18,7 @@ from typing import Any
 
 import contract
 from processing import config as config_mod
+from processing import rawfile
 from processing.errors import ProcessingError
 from processing.options import RunOptions
 
@@ -196,7 +197,7 @@ def main_spark(args: argparse.Namespace) -> int:
         check_source(args.input)
         from processing import spark
 
-        inputs = spark.engine.list_inputs(args.input)
+        inputs = rawfile.list_inputs(args.input)
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         metrics: dict[str, Any] = spark.run(inputs, args.output, cfg, fmt=args.format,
                                             context={"dataset": args.dataset, **sagemaker_context()},
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.engine == "spark":
         return main_spark(args)
-    from processing import io, pipeline  # imported after logging is set up: pandas import takes a moment
+    from processing import pipeline  # imported after logging is set up: pandas import takes a moment
 
     log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))
     for drift in pipeline.library_drift():
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s)", cfg.source, cfg.sha256[:12])
         check_source(args.input)
-        inputs = io.list_inputs(args.input)
+        inputs = rawfile.list_inputs(args.input)
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         result = pipeline.run(inputs, args.output, cfg, fmt=args.format,
                               context={"dataset": args.dataset, **sagemaker_context()}, baseline=args.baseline,

@@ -17,11 +17,7 @@ rounding (summation order differs).
 
 from __future__ import annotations
 
-import codecs
-import csv
 import dataclasses
-import hashlib
-import io as stdio
 import json
 import logging
 import math
@@ -30,7 +26,6 @@ import platform
 import shutil
 import sys
 import time
-import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +35,7 @@ from processing import gate
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions, available_memory
+from processing.rawfile import file_digest, read_header
 
 log = logging.getLogger("processing")
 
@@ -86,20 +82,6 @@ def unsupported(config: DatasetConfig) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def list_inputs(path: Path) -> list[Path]:
-    """The default engine's rule (processing/io.py ``list_inputs``): ``path``, or every non-hidden file below it,
-    sorted."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(f"input path does not exist: {path}")
-    files = sorted(p for p in path.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    if not files:
-        raise EmptyInputError(f"no input files under {path}")
-    return files
-
-
 @dataclasses.dataclass
 class InputFile:
     path: Path
@@ -107,63 +89,6 @@ class InputFile:
     kind: str
     size: int
     sha256: str
-
-
-def _digest(path: Path, compressed: bool) -> tuple[str, bool]:
-    """sha256 and whether the (decompressed) text is valid UTF-8."""
-    h = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if compressed else None
-    ok = True
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-            if not ok:
-                continue
-            try:
-                if inflater is None:
-                    decoder.decode(chunk)
-                else:
-                    data = chunk
-                    while data:
-                        decoder.decode(inflater.decompress(data))
-                        data = inflater.unused_data
-                        if data:
-                            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            except (UnicodeDecodeError, zlib.error):
-                ok = False
-    if ok:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            ok = False
-    return h.hexdigest(), ok
-
-
-def _header(path: Path, compressed: bool) -> list[str]:
-    """The header row, with the default engine's checks (processing/io.py ``read_header``)."""
-    import gzip
-
-    opener: Any = gzip.open if compressed else open
-    try:
-        with opener(path, "rb") as f:
-            head = f.read(1 << 20)
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path.name}: cannot read ({exc})") from exc
-    text = head.decode("utf-8-sig", errors="replace")
-    if not text.strip():
-        raise EmptyInputError(f"{path.name}: empty file (no header row)")
-    try:
-        row = next(csv.reader(stdio.StringIO(text)))
-    except (StopIteration, csv.Error) as exc:
-        raise InputError(f"{path.name}: cannot parse the header row ({exc})") from exc
-    names = [n.strip() for n in row]
-    if any(not n for n in names):
-        raise InputError(f"{path.name}: empty column name in header at position {names.index('') + 1}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"{path.name}: duplicate column names in header: {', '.join(dupes)}")
-    return names
 
 
 def inspect(path: Path, config: DatasetConfig) -> InputFile:
@@ -181,12 +106,12 @@ def inspect(path: Path, config: DatasetConfig) -> InputFile:
     compressed = magic[:2] == GZIP_MAGIC
     if compressed and not path.name.endswith(".gz"):
         raise SparkUnsupported(f"{path.name}: gzip content without a .gz suffix (Spark decompresses by file name)")
-    names = _header(path, compressed)
+    names = read_header(path, compressed)
     missing = [c for c in config.required_columns if c not in names]
     if missing:
         raise MissingColumnsError(f"{path.name}: missing required column(s): {', '.join(missing)}"
                                   f" (found: {', '.join(names) or 'none'})")
-    sha, utf8_ok = _digest(path, compressed)
+    sha, utf8_ok = file_digest(path, check_utf8=True, compressed=compressed)
     if not utf8_ok:
         raise SparkUnsupported(f"{path.name}: not valid UTF-8; the default engine rejects such rows with reason "
                                f"invalid_utf8, the Spark engine does not yet")

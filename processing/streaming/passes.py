@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import CLEANED, METRICS_FILE, OUTPUT_FOLDERS, QUALITY, REJECTED, STATISTICS, TRANSFORMED
-from processing import batchstats, io, jsonx, options, transform
+from processing import batchstats, io, jsonx, options, rawfile, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions
@@ -110,7 +110,7 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         compressed = io.is_gzip(p)
         if p.stat().st_size == 0:
             raise EmptyInputError(f"{p.name}: empty file (0 bytes)")
-        header = io.read_header(p, compressed)
+        header = rawfile.read_header(p, compressed)
         clean = [n.lstrip("\ufeff").strip() for n in header]
         missing = [c for c in config.required_columns if c not in clean]
         if missing:
@@ -214,7 +214,7 @@ class _Run:
         names, config = self.names, self.config
         # sha256 + UTF-8 check of each file on a thread while pyarrow parses (hashlib and zlib release the GIL).
         with ThreadPoolExecutor(max_workers=1) as digests:
-            futures = [digests.submit(io.file_digest, f.path, check_utf8=True, compressed=f.compressed)
+            futures = [digests.submit(rawfile.file_digest, f.path, check_utf8=True, compressed=f.compressed)
                        for f in self.files]
             try:
                 with pa.OSFile(str(self.work_file), "wb") as sink, pa.ipc.new_file(sink, self.schema) as cache:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from processing import config as config_mod
-from processing import io, pipeline
+from processing import pipeline, rawfile
 
 DEFAULT_DOC = json.loads(
     (Path(__file__).resolve().parents[2] / "processing" / "configs" / "default.json").read_text(encoding="utf-8"))
@@ -31,7 +31,7 @@ def run(tmp_path: Path) -> Callable[..., pipeline.Result]:
     def _run(inputs: Path | list[Path], doc: dict[str, Any] | None = None, fmt: str = "parquet") -> pipeline.Result:
         counter["n"] += 1
         cfg = config_mod.validate(copy.deepcopy(doc if doc is not None else DEFAULT_DOC))
-        paths = io.list_inputs(inputs) if isinstance(inputs, Path) else inputs
+        paths = rawfile.list_inputs(inputs) if isinstance(inputs, Path) else inputs
         return pipeline.run(paths, tmp_path / f"out{counter['n']}", cfg, fmt=fmt)
 
     return _run

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from processing import config as config_mod
-from processing import io, pipeline, streaming
+from processing import pipeline, rawfile, streaming
 from processing.sample import generate
 from processing.streaming import reader
 
@@ -75,7 +75,7 @@ def test_reader_stays_within_its_read_ahead(tmp_path: Path, monkeypatch: pytest.
             super().consumed_one()
 
     monkeypatch.setattr(reader, "Paced", Recording)
-    f = reader.SourceFile(path, io.read_header(path, False), False, path.stat().st_size)
+    f = reader.SourceFile(path, rawfile.read_header(path, False), False, path.stat().st_size)
     rows = sum(t.num_rows for t in reader.open_blocks(f, 16 << 10))
     assert rows == 3000 and len(seen) > 20
     assert max(seen) <= reader.READ_AHEAD + 1  # the block being handed over, plus the read-ahead
@@ -103,7 +103,7 @@ def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_pa
     bad = tmp_path / "bad.csv"
     bad.write_text("id,name,age,salary,profile,department\n" + "".join(f"{i};x;1;2;{{}};S\n" for i in range(3000))
                    + "".join(f"{i},x,1,2,{{}},S\n" for i in range(10)))
-    f = reader.SourceFile(bad, io.read_header(bad, False), False, bad.stat().st_size)
+    f = reader.SourceFile(bad, rawfile.read_header(bad, False), False, bad.stat().st_size)
     assert sum(t.num_rows for t in reader.open_blocks(f, 4 << 10)) == 10 and len(f.parse_errors) == 3000
     assert sources[-1].reads > 10 and sources[-1].timeouts == 0
 
@@ -112,7 +112,7 @@ def test_unparsable_blocks_neither_stall_the_reader_nor_loosen_its_pacing(tmp_pa
     header, *rows = mixed.read_text().splitlines()
     mixed.write_text("\n".join([header, *(r + ",extra" if i % 25 == 0 else r for i, r in enumerate(rows))]) + "\n")
     seen.clear()
-    f = reader.SourceFile(mixed, io.read_header(mixed, False), False, mixed.stat().st_size)
+    f = reader.SourceFile(mixed, rawfile.read_header(mixed, False), False, mixed.stat().st_size)
     rows = sum(t.num_rows for t in reader.open_blocks(f, 16 << 10))
     assert rows + len(f.parse_errors) == 3000 and len(f.parse_errors) > 100 and len(seen) > 20
     assert max(seen) <= reader.READ_AHEAD + 1 and sources[-1].timeouts == 0

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from processing import config as config_mod
-from processing import io, pipeline
+from processing import io, pipeline, rawfile
 
 pytest.importorskip("pyspark")
 
@@ -179,7 +179,7 @@ def test_messy_files(spark: Any, tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "a.csv").write_bytes(MESSY_A.encode("utf-8"))
     (folder / "b.csv").write_bytes(MESSY_B.encode("utf-8"))
-    default, _ = _run_both(spark, io.list_inputs(folder), tmp_path / "out")
+    default, _ = _run_both(spark, rawfile.list_inputs(folder), tmp_path / "out")
     s = default["summary"]
     assert s["rows_rejected"] >= 4 and s["duplicate_rows_key"] >= 3 and s["malformed_json"] >= 4
     assert default["inputs"][0]["parse_errors"] == 1
@@ -187,7 +187,7 @@ def test_messy_files(spark: Any, tmp_path: Path) -> None:
     # Dropping key duplicates: the same rows go to rejected/ (the later copies, by file then line).
     doc = copy.deepcopy(DEFAULT_DOC)
     doc["duplicates"]["drop"] = "key"
-    default, _ = _run_both(spark, io.list_inputs(folder), tmp_path / "drop", doc)
+    default, _ = _run_both(spark, rawfile.list_inputs(folder), tmp_path / "drop", doc)
     assert default["duplicates"]["dropped"] >= 3
     assert_same_outputs(tmp_path / "drop")
 
@@ -394,10 +394,10 @@ def test_default_engine_never_imports_pyspark(tmp_path: Path) -> None:
 
 
 def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None:
-    """processing/spark imports config, drift_config, gate, errors, options (and drift through gate.finish), none of
-    the pyarrow modules; outside it only cli.py imports it, inside ``main_spark``."""
+    """processing/spark imports config, drift_config, gate, errors, options, rawfile (and drift through gate.finish),
+    none of the pyarrow modules; outside it only cli.py imports it, inside ``main_spark``."""
     allowed = {"processing", "processing.config", "processing.drift_config", "processing.gate", "processing.errors",
-               "processing.options", "processing.spark", "processing.spark.engine"}
+               "processing.options", "processing.rawfile", "processing.spark", "processing.spark.engine"}
     for path in sorted((ROOT / "processing").rglob("*.py")):
         modules = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
