@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import gzip
-import json
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from processing import metricsdoc
 from processing.errors import EmptyInputError, InputError
 from processing.rawfile import file_digest, read_header
 
@@ -243,9 +243,4 @@ def parquet_options(table: pa.Table) -> dict[str, Any]:
     return {"compression": "snappy", "use_dictionary": dictionary}
 
 
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically-enough (temp file + rename) so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+write_json = metricsdoc.write_json  # one JSON writer for both engines (processing/metricsdoc.py)

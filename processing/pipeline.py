@@ -10,7 +10,6 @@ import platform
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,17 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-import processing
-from contract import METRICS_FILE, QUALITY, SUMMARY_METRICS
-from processing import gate, io, memory, streaming
-from processing.config import NUMERIC_TYPES, DatasetConfig
+from contract import METRICS_FILE, QUALITY
+from processing import gate, io, memory, metricsdoc, streaming
+from processing.config import DatasetConfig
 from processing.options import RunOptions, available_memory
 from processing.rows import Parts, count_reasons
 from processing.rows import json_safe as _json_safe  # the names _finish uses
-from processing.rows import rate as _rate
 
 log = logging.getLogger("processing")
 
 # The pipeline's summary keys, in order (design.md Contract 3: each is a metric of the metrics Lambda).
-SUMMARY_KEYS = tuple(SUMMARY_METRICS)
+SUMMARY_KEYS = metricsdoc.SUMMARY_KEYS
 
 
 @dataclass
@@ -151,58 +148,15 @@ def _finish(p: Parts, code_version: str | None = None) -> Result:
     dropped, imputation, derived_metrics, group_metrics = p.dropped, p.imputation, p.derived_metrics, p.group_metrics
     numeric, outputs, drift_batch, cleaned, transformed = p.numeric, p.outputs, p.drift_batch, p.cleaned, p.transformed
     statistics = p.statistics
-    rows_rejected = rows_in - rows_out
-    missing_before = sum(m["missing_before"] for m in col_metrics.values())
-    missing_after = sum(m["missing_after"] for m in col_metrics.values())
-    malformed = sum(m["malformed"] for m in json_metrics.values())
-    json_cells = sum(m["non_missing"] for m in json_metrics.values())
-    invalid_total = sum(m["invalid"] for m in col_metrics.values())
     reason_counts = p.reason_counts if p.reason_counts is not None else count_reasons(rejected_table)
-    seconds = round(time.perf_counter() - started, 3)
-    summary = {
-        "rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected,
-        "missing_values_before": missing_before, "missing_values_after": missing_after,
-        "missing_rate_after": _rate(missing_after, rows_out * len(names)),
-        "rejected_rate": _rate(rows_rejected, rows_in),
-        "duplicate_rows_exact": dup_exact, "duplicate_rows_key": dup_key,
-        "duplicate_rate": _rate(dup_key, rows_in),
-        "malformed_json": malformed, "malformed_json_rate": _rate(malformed, json_cells),
-        "invalid_values": invalid_total, "processing_seconds": seconds,
-    }
-    assert tuple(summary) == SUMMARY_KEYS
-    metrics = {
-        "summary": summary,
-        "status": "succeeded",
-        "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "processing_seconds": seconds,
-        "code_version": code_version or None,
-        "package_version": processing.__version__,
-        "libraries": library_versions(),
-        "library_drift": library_drift(),
-        "config": {"source": config.source, "sha256": config.sha256},
-        "format": fmt,
-        "inputs": per_file,
-        "rows": {"in": rows_in, "out": rows_out, "rejected": rows_rejected, "rejected_by_reason": reason_counts},
-        "columns": col_metrics,
-        "missing_values": {"before": missing_before, "after": missing_after, "checked_columns": names,
-                           "cells_checked": rows_out * len(names)},
-        "invalid_values": {c: m["invalid"] for c, m in col_metrics.items() if m["type"] in NUMERIC_TYPES},
-        "duplicates": {"exact": dup_exact, "exact_columns": names, "key": dup_key, "key_columns": key_cols,
-                       "policy": config.duplicate_drop, "dropped": dropped},
-        "json": json_metrics,
-        "imputation": imputation,
-        "derived": derived_metrics,
-        "group_columns": group_metrics,
-        "numeric": numeric,
-        "quality_gate": quality_gate(summary, config.quality_thresholds),
-        "outputs": outputs,
-        "mode": p.mode,
-        "statistics_sampling": p.sampling,
-        **context,
-    }
-    presence = {f"{c}.{name}": _rate(field["extracted"], rows_out)
-                for c, m in json_metrics.items() for name, field in m["fields"].items()}
+    metrics = metricsdoc.build(
+        started=started, context=context, config=config, fmt=fmt, code_version=code_version,
+        libraries=library_versions(), library_drift=library_drift(), rows_in=rows_in, rows_out=rows_out, names=names,
+        col_metrics=col_metrics, json_metrics=json_metrics, per_file=per_file, reason_counts=reason_counts,
+        dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols, dropped=dropped, imputation=imputation,
+        derived_metrics=derived_metrics, group_metrics=group_metrics, numeric=numeric, outputs=outputs, mode=p.mode,
+        sampling=p.sampling)
+    presence = metricsdoc.json_presence(json_metrics, rows_out)
     gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)  # profile, drift, gate, layout
     io.write_json(_json_safe(metrics), output_dir / QUALITY / METRICS_FILE)
     return Result(metrics, cleaned, transformed, rejected_table, statistics, output_dir)
@@ -239,18 +193,6 @@ def choose_mode(inputs: list[Path], config: DatasetConfig, options: RunOptions) 
     return "streaming"
 
 
-def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:
-    """Compare summary figures with the config's thresholds (reported; alarms act on them, the job does not fail)."""
-    value_of = {
-        "max_missing_rate_after": summary["missing_rate_after"], "max_rejected_rate": summary["rejected_rate"],
-        "max_malformed_json_rate": summary["malformed_json_rate"], "max_duplicate_rate": summary["duplicate_rate"],
-        "min_rows_out": summary["rows_out"],
-    }
-    checks = {}
-    for key, limit in thresholds.items():
-        value = value_of[key]
-        ok = value >= limit if key.startswith("min_") else value <= limit
-        checks[key] = {"threshold": limit, "value": value, "passed": bool(ok)}
-    return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}
+quality_gate = metricsdoc.quality_gate  # the rule lives in processing/metricsdoc.py (both engines use it)
 
 

@@ -20,13 +20,10 @@ import pyarrow.compute as pc
 
 from processing import io, jsonx, transform
 from processing.config import NUMERIC_TYPES, DatasetConfig
+from processing.metricsdoc import rate
 
 # rejected/'s own columns, before the input columns (``rejected_rows``, ``unparsed_rows``).
 FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
-
-
-def rate(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
 
 
 def reject_reasons(n: int, rules: list[tuple[npt.NDArray[Any], str]]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:

@@ -18,7 +18,6 @@ rounding (summation order differs).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -26,14 +25,14 @@ import platform
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import processing
-from processing import gate
+from contract import METRICS_FILE, OUTPUT_FOLDERS, QUALITY
+from processing import gate, metricsdoc
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
+from processing.metricsdoc import rate, write_json
 from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
 
@@ -49,13 +48,7 @@ JSON_WS = r"^[ \t\n\r]*"
 APPROX_ACCURACY = 100_000  # percentile_approx: rank error <= 1/accuracy of the rows (Spark docs)
 NON_FINITE = ('"NaN"', '"Infinity"', '"-Infinity"')
 END_KEY = "__processing_spark_end__"  # closes the JSON validity wrapper (JSON fields, in _run)
-SUMMARY_KEYS = (
-    "rows_in", "rows_out", "rows_rejected", "missing_values_before", "missing_values_after", "missing_rate_after",
-    "rejected_rate", "duplicate_rows_exact", "duplicate_rows_key", "duplicate_rate", "malformed_json",
-    "malformed_json_rate", "invalid_values", "processing_seconds",
-)
 FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
-OUTPUT_FOLDERS = ("cleaned", "transformed", "statistics", "quality", "rejected")
 
 
 class SparkUnsupported(ProcessingError):
@@ -423,7 +416,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         inv, no = n(f"jinv_{jc.column}"), n(f"jno_{jc.column}")
         json_metrics[jc.column] = {
             "non_missing": n(f"jnm_{jc.column}"), "malformed": inv + no, "invalid_syntax": inv, "not_object": no,
-            "malformed_rate": _rate(inv + no, n(f"jnm_{jc.column}")),
+            "malformed_rate": rate(inv + no, n(f"jnm_{jc.column}")),
             "fields": {f.name: {"path": ".".join(f.path), "extracted": n(f"jf_{f.name}"),
                                 "missing": rows_out - n(f"jf_{f.name}")} for f in jc.fields}}
     derived_metrics: dict[str, Any] = {}
@@ -483,7 +476,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     headers = {g.name: [*g.group_by, "rows", *(f"{col}_{fn}" for col, fns in g.aggregations for fn in fns)]
                for g in config.group_statistics}
     written["statistics"] = _write_statistics(output_dir, statistics, headers)
-    written["quality"] = [output_dir / "quality" / "metrics.json"]
+    written[QUALITY] = [output_dir / QUALITY / METRICS_FILE]
     outputs = {k: [str(p.relative_to(output_dir)) for p in v] for k, v in written.items()}
 
     per_file = []
@@ -507,10 +500,6 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
 # ---------------------------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _rate(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
 
 
 def _finite(value: Any) -> Any:
@@ -705,81 +694,15 @@ def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, conte
             derived_metrics: dict[str, Any],
             group_metrics: dict[str, Any], numeric: dict[str, Any], outputs: dict[str, list[str]], drift_batch: Any,
             reason_counts: dict[str, int], sampling: dict[str, Any] | None) -> dict[str, Any]:
-    """metrics.json as ``pipeline._finish`` assembles it (same keys), then ``gate.finish``."""
-    rows_rejected = rows_in - rows_out
-    missing_before = sum(m["missing_before"] for m in col_metrics.values())
-    missing_after = sum(m["missing_after"] for m in col_metrics.values())
-    malformed = sum(m["malformed"] for m in json_metrics.values())
-    json_cells = sum(m["non_missing"] for m in json_metrics.values())
-    invalid_total = sum(m["invalid"] for m in col_metrics.values())
-    seconds = round(time.perf_counter() - started, 3)
-    summary = {
-        "rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected,
-        "missing_values_before": missing_before, "missing_values_after": missing_after,
-        "missing_rate_after": _rate(missing_after, rows_out * len(names)),
-        "rejected_rate": _rate(rows_rejected, rows_in),
-        "duplicate_rows_exact": dup_exact, "duplicate_rows_key": dup_key,
-        "duplicate_rate": _rate(dup_key, rows_in),
-        "malformed_json": malformed, "malformed_json_rate": _rate(malformed, json_cells),
-        "invalid_values": invalid_total, "processing_seconds": seconds,
-    }
-    assert tuple(summary) == SUMMARY_KEYS
-    metrics = {
-        "summary": summary,
-        "status": "succeeded",
-        "dataset": context.pop("dataset", None),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "processing_seconds": seconds,
-        "code_version": opts.code_version or None,
-        "package_version": processing.__version__,
-        "libraries": {**library_versions(), "spark": spark.version},
-        "library_drift": [],  # processing/requirements.txt pins the default engine's libraries, not Spark's
-        "config": {"source": config.source, "sha256": config.sha256},
-        "format": fmt,
-        "inputs": per_file,
-        "rows": {"in": rows_in, "out": rows_out, "rejected": rows_rejected, "rejected_by_reason": reason_counts},
-        "columns": col_metrics,
-        "missing_values": {"before": missing_before, "after": missing_after, "checked_columns": names,
-                           "cells_checked": rows_out * len(names)},
-        "invalid_values": {c: m["invalid"] for c, m in col_metrics.items() if m["type"] in NUMERIC_TYPES},
-        "duplicates": {"exact": dup_exact, "exact_columns": names, "key": dup_key, "key_columns": key_cols,
-                       "policy": config.duplicate_drop, "dropped": dropped},
-        "json": json_metrics,
-        "imputation": imputation,
-        "derived": derived_metrics,
-        "group_columns": group_metrics,
-        "numeric": numeric,
-        "quality_gate": quality_gate(summary, config.quality_thresholds),
-        "outputs": outputs,
-        "mode": "spark",
-        "statistics_sampling": sampling,
-        **context,
-    }
-    presence = {f"{c}.{name}": _rate(field["extracted"], rows_out)
-                for c, m in json_metrics.items() for name, field in m["fields"].items()}
-    gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)
-    write_json(metrics, output_dir / "quality" / "metrics.json")
+    """metrics.json built by ``processing.metricsdoc`` as for the default engine (same keys), then ``gate.finish``."""
+    metrics = metricsdoc.build(
+        started=started, context=context, config=config, fmt=fmt, code_version=opts.code_version,
+        libraries={**library_versions(), "spark": spark.version},
+        library_drift=[],  # processing/requirements.txt pins the default engine's libraries, not Spark's
+        rows_in=rows_in, rows_out=rows_out, names=names, col_metrics=col_metrics, json_metrics=json_metrics,
+        per_file=per_file, reason_counts=reason_counts, dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols,
+        dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
+        numeric=numeric, outputs=outputs, mode="spark", sampling=sampling)
+    gate.finish(metrics, output_dir, config, drift_batch, metricsdoc.json_presence(json_metrics, rows_out), baseline)
+    write_json(metrics, output_dir / QUALITY / METRICS_FILE)
     return metrics
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """processing/io.py ``write_json`` (io imports pyarrow): temp file + rename, NaN refused."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def quality_gate(summary: dict[str, Any], thresholds: dict[str, float]) -> dict[str, Any]:
-    """``pipeline.quality_gate`` (pipeline imports pyarrow; this is the same rule, tested equal)."""
-    value_of = {
-        "max_missing_rate_after": summary["missing_rate_after"], "max_rejected_rate": summary["rejected_rate"],
-        "max_malformed_json_rate": summary["malformed_json_rate"], "max_duplicate_rate": summary["duplicate_rate"],
-        "min_rows_out": summary["rows_out"],
-    }
-    checks = {}
-    for key, limit in thresholds.items():
-        value = value_of[key]
-        ok = value >= limit if key.startswith("min_") else value <= limit
-        checks[key] = {"threshold": limit, "value": value, "passed": bool(ok)}
-    return {"passed": all(c["passed"] for c in checks.values()), "checks": checks}

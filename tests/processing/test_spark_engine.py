@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from processing import config as config_mod
-from processing import io, pipeline, rawfile
+from processing import io, metricsdoc, pipeline, rawfile
 
 pytest.importorskip("pyspark")
 
@@ -375,12 +375,19 @@ def test_cli_spark_failure_writes_the_error_report(tmp_path: Path) -> None:
     assert status == 2 and report["error_type"] == "SparkUnsupported" and "columns.department" in report["message"]
 
 
-def test_quality_gate_is_the_pipeline_rule() -> None:
+def test_quality_gate_is_one_rule_for_both_engines() -> None:
     summary = {"missing_rate_after": 0.1, "rejected_rate": 0.0, "malformed_json_rate": 0.05, "duplicate_rate": 0.2,
                "rows_out": 0}
     thresholds = {"max_missing_rate_after": 0.05, "max_rejected_rate": 0.01, "max_malformed_json_rate": 0.05,
                   "max_duplicate_rate": 0.05, "min_rows_out": 1}
-    assert spark_engine.engine.quality_gate(summary, thresholds) == pipeline.quality_gate(summary, thresholds)
+    # one rule for both engines (processing/metricsdoc.py), checked by hand: missing 0.1 > 0.05, duplicates 0.2 > 0.05
+    # and 0 rows < 1 fail; 0.0 <= 0.01 and 0.05 <= 0.05 pass
+    assert pipeline.quality_gate is metricsdoc.quality_gate and spark_engine.engine.metricsdoc is metricsdoc
+    gate = pipeline.quality_gate(summary, thresholds)
+    assert {k: c["passed"] for k, c in gate["checks"].items()} == {
+        "max_missing_rate_after": False, "max_rejected_rate": True, "max_malformed_json_rate": True,
+        "max_duplicate_rate": False, "min_rows_out": False}
+    assert gate["passed"] is False
 
 
 def test_default_engine_never_imports_pyspark(tmp_path: Path) -> None:
@@ -394,10 +401,11 @@ def test_default_engine_never_imports_pyspark(tmp_path: Path) -> None:
 
 
 def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None:
-    """processing/spark imports config, drift_config, gate, errors, options, rawfile (and drift through gate.finish),
-    none of the pyarrow modules; outside it only cli.py imports it, inside ``main_spark``."""
+    """processing/spark imports config, drift_config, gate, errors, options, rawfile, metricsdoc (and drift through
+    gate.finish), none of the pyarrow modules; outside it only cli.py imports it, inside ``main_spark``."""
     allowed = {"processing", "processing.config", "processing.drift_config", "processing.gate", "processing.errors",
-               "processing.options", "processing.rawfile", "processing.spark", "processing.spark.engine"}
+               "processing.options", "processing.rawfile", "processing.metricsdoc", "processing.spark",
+               "processing.spark.engine"}
     for path in sorted((ROOT / "processing").rglob("*.py")):
         modules = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
