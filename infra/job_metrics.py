@@ -18,7 +18,7 @@ from constructs import Construct
 
 import contract
 from infra.lambda_asset import handler_string
-from infra.python_function import python_function
+from infra.python_function import allow_alert_publishing, python_function
 
 METRICS_NAMESPACE = contract.METRICS_NAMESPACE
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
@@ -193,11 +193,4 @@ class JobMetrics(Construct):
         function sends its own message per bad job. The topic is KMS-encrypted: publishing needs
         kms:GenerateDataKey and kms:Decrypt on its key (the key policy delegates to IAM).
         """
-        self.function.add_environment("ALERT_TOPIC_ARN", topic.topic_arn)
-        self.role.add_to_policy(
-            iam.PolicyStatement(sid="PublishAlerts", actions=["sns:Publish"], resources=[topic.topic_arn])
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(sid="EncryptAlerts", actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                                resources=[topic_key.key_arn])
-        )
+        allow_alert_publishing(self.function, self.role, topic, topic_key, what="Alerts")

@@ -23,7 +23,7 @@ import contract
 from infra.job_metrics import METRICS_NAMESPACE
 from infra.lambda_asset import handler_string
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
-from infra.python_function import python_function
+from infra.python_function import allow_alert_publishing, python_function
 
 # seconds: one batch of up to BATCH_SIZE records, each a HeadObject, a server-side copy of the object version to its
 # staging key (CopyObject up to 5 GB, parallel UploadPartCopy above) and CreateProcessingJob, retried by botocore.
@@ -273,11 +273,4 @@ class ProcessingTrigger(Construct):
         The topic is KMS-encrypted: publishing needs kms:GenerateDataKey and kms:Decrypt on its key (the key policy
         delegates to IAM), as for :meth:`infra.job_metrics.JobMetrics.send_alerts_to`.
         """
-        self.function.add_environment("ALERT_TOPIC_ARN", topic.topic_arn)
-        self.role.add_to_policy(
-            iam.PolicyStatement(sid="PublishRefusals", actions=["sns:Publish"], resources=[topic.topic_arn])
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(sid="EncryptRefusals", actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                                resources=[topic_key.key_arn])
-        )
+        allow_alert_publishing(self.function, self.role, topic, topic_key, what="Refusals")

@@ -7,9 +7,13 @@ from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from constructs import Construct
+
+import contract
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
 
@@ -74,3 +78,14 @@ def python_function(
         **function_options,
     )
     return PythonFunction(function=function, role=role, log_group=log_group)
+
+
+def allow_alert_publishing(function: lambda_.Function, role: iam.Role, topic: sns.ITopic, topic_key: kms.IKey, *,
+                           what: str) -> None:
+    """Let ``function`` publish to the alert ``topic``: its ARN in ``ALERT_TOPIC_ARN``, ``sns:Publish`` on it
+    (statement ``Publish<what>``) and, the topic being KMS-encrypted, ``kms:GenerateDataKey`` + ``kms:Decrypt`` on its
+    key (``Encrypt<what>``; the key policy delegates to IAM)."""
+    function.add_environment(contract.ENV_ALERT_TOPIC_ARN, topic.topic_arn)
+    role.add_to_policy(iam.PolicyStatement(sid=f"Publish{what}", actions=["sns:Publish"], resources=[topic.topic_arn]))
+    role.add_to_policy(iam.PolicyStatement(sid=f"Encrypt{what}", actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                                           resources=[topic_key.key_arn]))
