@@ -16,6 +16,7 @@ from trigger.events import ignore_reason, parse_object_created
 from trigger.refusals import REASON_UNREADABLE_EVENT, RefusedKeyError, tell_refusal
 from trigger.request import build_processing_job_request, map_key, staging_key
 from trigger.settings import Settings
+from trigger.spark import conf_body, conf_key, is_spark_request
 from trigger.staging import find_baseline, resolve_source, stage_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -148,8 +149,11 @@ def _process_record(record: Mapping[str, Any], settings: Settings, clients: Clie
     except (ClientError, BotoCoreError) as exc:
         base["dataset"] = target.dataset
         return _failed(base, exc, f"HeadObject {settings.baseline_key(target.dataset)}")
-    request = build_processing_job_request(source.bucket, source.key, source.version_id, settings,
-                                           baseline_uri=baseline_uri, size=source.size, etag=obj.etag)
+    try:
+        request = build_processing_job_request(source.bucket, source.key, source.version_id, settings,
+                                               baseline_uri=baseline_uri, size=source.size, etag=obj.etag)
+    except RefusedKeyError as exc:  # e.g. a Spark job argument a shell would change (trigger/spark.py)
+        return _refuse(record, clients, settings, base, exc, **told)
     job_name = request["ProcessingJobName"]
     staged_key = staging_key(settings, target, job_name)
     base.update(job_name=job_name, dataset=target.dataset, baseline=baseline_uri, staged_key=staged_key)
@@ -163,6 +167,14 @@ def _process_record(record: Mapping[str, Any], settings: Settings, clients: Clie
     except (ClientError, BotoCoreError) as exc:
         return _failed(base, exc, f"copying the object version to {staged_key}")
     base["staged_by"] = how
+    if is_spark_request(request):  # its configuration.json input, beside the staging prefix (same bytes every time)
+        conf = conf_key(settings.staging_prefix, target.dataset, job_name)
+        try:
+            s3.put_object(Bucket=settings.data_bucket, Key=conf, Body=conf_body(settings.spark),
+                          ContentType="application/json")
+        except (ClientError, BotoCoreError) as exc:
+            return _failed(base, exc, f"writing the Spark job's {conf}")
+        base["engine"] = "spark"
 
     try:
         response = clients.sagemaker.create_processing_job(**request)
