@@ -15,6 +15,10 @@
 7. captures stdout and stderr to one log file (``<workdir>/<job>/logs/algo-1.log``);
 8. uploads each output folder to its ``S3Output.S3Uri`` when the job Completed.
 
+An ``smspark-submit`` entrypoint (SageMaker's Spark container) runs as pyspark's ``spark-submit --master local[2]``
+with its configuration.json applied and its ``s3://`` arguments staged through the emulated S3
+(:mod:`localcloud.spark_submit`).
+
 Choices where the local run has to differ from, or could not confirm, AWS behaviour:
 
 * **Outputs on failure.** AWS documents ``EndOfJob`` as "upload ... after the job completes" and does not say

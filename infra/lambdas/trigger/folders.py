@@ -52,8 +52,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_sagemaker.type_defs import CreateProcessingJobRequestTypeDef
 
 #: Parts one marker may stage. Bounded by the trigger's timeout (300 s for a batch of up to 5 records): measured
-#: against the local cloud, staging 1,000 small parts 8 at a time took about 9 s (infra/lambdas/README.md "Folder
-#: batches"); AWS publishes no CopyObject latency, so the cap leaves a wide margin for 5 such markers in one batch.
+#: against the local cloud's S3 (bench/folder_staging.py), listing and staging 1,000 parts of 4 KB 8 at a time took
+#: 6.4 s (6.4 ms per part); AWS publishes no CopyObject latency: at an assumed 100 ms per copy, 5 such markers in one
+#: batch take about 65 s (infra/lambdas/README.md "Folder batches").
 MAX_BATCH_PARTS = 1000
 #: Concurrent CopyObject requests while staging one batch (tests set 1: Stubber answers in order).
 BATCH_COPY_WORKERS = 8
