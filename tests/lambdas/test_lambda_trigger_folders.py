@@ -3,6 +3,7 @@ Every AWS request is checked against botocore's model with Stubber."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -225,3 +226,69 @@ def test_a_failed_listing_is_retried(aws, lambda_context, decision_log) -> None:
     # THEN the record is retried (nothing lost), no job
     assert result == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
     assert decision_log.decisions() == ["failed"]
+
+
+MANIFEST = FOLDER + "_manifest.json"
+
+
+def manifest_read(aws: Clients, body: dict | bytes, vid: str = "mf1") -> bytes:
+    """HeadObject (key resolution) and GetObject of the manifest's version; returns its bytes."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    aws.s3.add_response("head_object", {"ContentLength": len(raw), "ETag": '"mf"', "VersionId": vid},
+                        {"Bucket": BUCKET, "Key": MANIFEST, "VersionId": vid})
+    aws.s3.add_response("get_object", {"Body": io.BytesIO(raw), "ContentLength": len(raw)},
+                        {"Bucket": BUCKET, "Key": MANIFEST, "VersionId": vid})
+    return raw
+
+
+def test_a_manifest_starts_one_job_over_exactly_the_files_and_versions_it_lists(aws, lambda_context,
+                                                                               decision_log) -> None:
+    # GIVEN a folder of three parts, and a _manifest.json listing two of them, one pinned to its older version
+    versions, deleted = folder_versions()
+    versions.append(version(MANIFEST, "mf1", 80, T0 + timedelta(seconds=30)))
+    body = {"files": [{"path": "part-0.csv", "version_id": "p0"}, "region=eu/part-2.csv"]}
+    raw = manifest_read(aws, body)
+    listing(aws, versions, deleted)
+    no_baseline(aws)
+    name = trigger.job_name_for("dq", "sales", BUCKET, MANIFEST, "mf1")
+    copies(aws, name, [(FOLDER + "part-0.csv", "p0"), (FOLDER + "region=eu/part-2.csv", "p2")])
+    sent: list[dict] = []
+    aws.sm.client.meta.events.register_first("before-parameter-build.sagemaker.CreateProcessingJob",
+                                             lambda params, **_: sent.append(dict(params)))
+    aws.sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + name})
+    # WHEN the manifest's event arrives (the pinned part-0 version is older than its latest, p0-new)
+    result = trigger.handler({"Records": [sqs_record(s3_event_body(MANIFEST, size=len(raw), version_id="mf1"))]},
+                             lambda_context)
+    # THEN one job over exactly those two files and versions (part-1 is in the folder but not listed)
+    assert result == {"batchItemFailures": []} and decision_log.decisions() == ["started"]
+    (request,) = sent
+    args = request["AppSpecification"]["ContainerArguments"]
+    assert args[args.index("--input") + 1] == "/opt/ml/processing/input/data"
+    assert (request["Environment"]["BATCH_PARTS"], request["Environment"]["BATCH_BYTES"]) == ("2", "400")
+
+
+@pytest.mark.parametrize("body, reason, words", [
+    ({"files": ["part-1.csv", "nope.csv"]}, "InvalidManifest", "nope.csv"),  # not in the folder
+    ({"files": [{"path": "part-1.csv", "version_id": "v-unknown"}]}, "InvalidManifest", "version v-unknown"),
+    ({"files": ["late.csv"]}, "InvalidManifest", "late.csv"),  # written after the manifest
+    ({"files": ["../other/x.csv"]}, "InvalidManifest", "not a relative path inside the folder"),
+    ({"files": ["_SUCCESS"]}, "InvalidManifest", "starting with '_' or '.'"),
+    ({"files": ["a.csv", "a.csv"]}, "InvalidManifest", "twice"),
+    ({"parts": []}, "InvalidManifest", "exactly the key 'files'"),
+    (b"\xff not json", "InvalidManifest", "not UTF-8 JSON"),
+    ({"files": []}, "EmptyBatch", "lists no file"),
+])
+def test_an_invalid_manifest_is_refused_and_told(aws, lambda_context, decision_log, body, reason, words) -> None:
+    versions, deleted = folder_versions()
+    versions.append(version(MANIFEST, "mf1", 80, T0 + timedelta(seconds=15)))
+    raw = manifest_read(aws, body)
+    parsed_ok = reason == "InvalidManifest" and isinstance(body, dict) and words in ("nope.csv", "version v-unknown",
+                                                                                     "late.csv")
+    if parsed_ok:
+        listing(aws, versions, deleted)
+    expect_told(aws, reason)
+    result = trigger.handler({"Records": [sqs_record(s3_event_body(MANIFEST, size=len(raw), version_id="mf1"))]},
+                             lambda_context)
+    assert result == {"batchItemFailures": []} and decision_log.decisions() == ["refused"]
+    told = json.loads(aws.published[0]["Message"])
+    assert told["reason_code"] == reason and words in told["reason"], told["reason"]

@@ -12,8 +12,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambda_shared.logs import decision_log
 from lambda_shared.s3errors import error_code
-from trigger.events import ignore_reason, is_marker, parse_object_created
-from trigger.folders import batch_request, check_staging_keys, list_batch, stage_batch, staging_folder
+from trigger.events import BATCH_MANIFEST, ignore_reason, is_marker, parse_object_created
+from trigger.folders import (
+    MANIFEST_MAX_BYTES,
+    batch_request,
+    check_staging_keys,
+    list_batch,
+    parse_manifest,
+    stage_batch,
+    staging_folder,
+)
 from trigger.refusals import REASON_UNREADABLE_EVENT, RefusedKeyError, tell_refusal
 from trigger.request import build_processing_job_request, map_key, staging_key
 from trigger.settings import Settings
@@ -22,6 +30,7 @@ from trigger.staging import SourceObject, find_baseline, resolve_source, stage_s
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sagemaker.type_defs import CreateProcessingJobRequestTypeDef
     from mypy_boto3_sns import SNSClient
@@ -177,12 +186,20 @@ def _process_marker(record: Mapping[str, Any], settings: Settings, clients: Clie
     s3 = clients.s3
     base["dataset"] = dataset
     try:
-        batch = list_batch(s3, marker, settings, dataset)
+        manifest = None
+        if marker.key.endswith("/" + BATCH_MANIFEST):
+            params: GetObjectRequestTypeDef = {"Bucket": marker.bucket, "Key": marker.key}
+            if marker.version_id:
+                params["VersionId"] = marker.version_id
+            else:
+                params["IfMatch"] = f'"{marker.etag}"'
+            manifest = parse_manifest(s3.get_object(**params)["Body"].read(MANIFEST_MAX_BYTES + 1))
+        batch = list_batch(s3, marker, settings, dataset, manifest=manifest)
         check_staging_keys(settings, batch)
     except RefusedKeyError as exc:
         return _refuse(record, clients, settings, base, exc, **told)
     except (ClientError, BotoCoreError) as exc:
-        return _failed(base, exc, f"ListObjectVersions of the marker's folder {marker.key.rsplit('/', 1)[0]}/")
+        return _failed(base, exc, f"reading the marker's folder {marker.key.rsplit('/', 1)[0]}/")
     base.update(folder=batch.folder, parts=len(batch.parts), total_bytes=batch.total_bytes,
                 skipped_empty=batch.skipped_empty)
     try:

@@ -12,6 +12,8 @@ from trigger.settings import API_STRING_MAX, Settings
 #: The file that completes a folder batch (design.md Contract 5; Hadoop's FileOutputCommitter writes it last; the same
 #: name as the job's own output marker, contract.SUCCESS_MARKER).
 BATCH_MARKER = contract.SUCCESS_MARKER
+#: The other marker: a JSON list of the folder's files (optionally with versions) that make the batch.
+BATCH_MANIFEST = "_manifest.json"
 PART_REASON = ("part of a folder batch: processed with its folder when the folder's _SUCCESS marker arrives "
                "(design.md Contract 5)")
 
@@ -87,8 +89,9 @@ def key_depth(key: str, settings: Settings) -> int:
 
 
 def is_marker(key: str) -> bool:
-    """True for a folder batch's ``_SUCCESS`` marker (:func:`trigger.folders.marker_folder` checks where)."""
-    return key.rsplit("/", 1)[-1] == BATCH_MARKER
+    """True for a folder batch's ``_SUCCESS`` or ``_manifest.json`` marker (:func:`trigger.folders.marker_folder`
+    checks where)."""
+    return key.rsplit("/", 1)[-1] in (BATCH_MARKER, BATCH_MANIFEST)
 
 
 def is_part(key: str, settings: Settings) -> bool:

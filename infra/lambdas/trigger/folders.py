@@ -14,13 +14,17 @@ marker (the Hadoop/Spark convention) is ONE job over all its files.
   files) and zero-byte objects are not parts. Nested folders are parts of every marked folder above them.
 - The parts are staged (the single-object copy code, :func:`trigger.staging.stage_source`, 8 at a time) under
   ``<staging_prefix><dataset>/<job-name>/<path relative to the marker's folder>``, and the job reads that folder.
+- ``<folder>/_manifest.json`` is the other marker: exactly the files it lists (:func:`parse_manifest`), each at the
+  version it names or, without one, as of the manifest version's time (the same rule).
 - Refused and told (``KeyRefused`` + the alert topic): a marker not inside a folder of a dataset (``InvalidBatch``),
   a folder without parts (``EmptyBatch``), more than :data:`MAX_BATCH_PARTS` parts (``BatchTooLarge``), a part whose
-  key cannot be staged (``InvalidKey``).
+  key cannot be staged (``InvalidKey``), a manifest that is not valid or lists what the folder does not hold
+  (``InvalidManifest``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +32,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import contract
-from trigger.events import BATCH_MARKER, key_depth
+from trigger.events import BATCH_MANIFEST, BATCH_MARKER, key_depth
 from trigger.refusals import (
     REASON_BATCH_TOO_LARGE,
     REASON_EMPTY_BATCH,
     REASON_INVALID_BATCH,
+    REASON_INVALID_MANIFEST,
     REASON_OBJECT_NOT_FOUND,
     RefusedKeyError,
 )
@@ -93,10 +98,59 @@ def marker_folder(key: str, settings: Settings) -> str:
     """
     if key_depth(key, settings) < 3:
         raise RefusedKeyError(
-            f"a {BATCH_MARKER} marker completes a folder inside a dataset: put the parts and the marker into "
+            f"a {BATCH_MARKER} or {BATCH_MANIFEST} marker completes a folder inside a dataset: put the parts and the "
+            "marker into "
             f"{settings.input_prefix}<dataset>/<folder>/ (files directly under {settings.input_prefix}<dataset>/ are "
             "each a job of their own)", REASON_INVALID_BATCH)
-    return key[: -len(BATCH_MARKER)]
+    return key[: key.rfind("/") + 1]
+
+
+#: A manifest's size limit (bytes): 1,000 entries of long paths and version ids fit easily.
+MANIFEST_MAX_BYTES = 1024 * 1024
+
+
+def parse_manifest(body: bytes) -> dict[str, str | None]:
+    """``_manifest.json``: ``{"files": [<path> | {"path": <path>, "version_id": <id>}, ...]}``, paths relative to
+    the manifest's folder; returns path -> pinned version (None: the version as of the manifest, like ``_SUCCESS``).
+
+    Raises:
+        RefusedKeyError: ``InvalidManifest`` naming what is wrong (not UTF-8 JSON, another shape, an absolute or
+            ``..`` path, a marker or hidden name, a duplicate, more than :data:`MAX_BATCH_PARTS` entries).
+    """
+    def bad(problem: str) -> RefusedKeyError:
+        return RefusedKeyError(f"{BATCH_MANIFEST} {problem}; expected {{\"files\": [\"<path in the folder>\" | "
+                               "{\"path\": ..., \"version_id\": ...}, ...]}", REASON_INVALID_MANIFEST)
+
+    if len(body) > MANIFEST_MAX_BYTES:
+        raise bad(f"is larger than {MANIFEST_MAX_BYTES} bytes")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad(f"is not UTF-8 JSON ({exc})") from None
+    if not isinstance(doc, dict) or set(doc) != {"files"} or not isinstance(doc["files"], list):
+        raise bad("must be an object with exactly the key 'files', a list")
+    if len(doc["files"]) > MAX_BATCH_PARTS:
+        raise RefusedKeyError(f"{BATCH_MANIFEST} lists {len(doc['files'])} files; one batch may have at most "
+                              f"{MAX_BATCH_PARTS}", REASON_BATCH_TOO_LARGE)
+    wanted: dict[str, str | None] = {}
+    for n, item in enumerate(doc["files"]):
+        if isinstance(item, str):
+            path, version = item, None
+        elif isinstance(item, dict) and set(item) <= {"path", "version_id"} and isinstance(item.get("path"), str) \
+                and isinstance(item.get("version_id", ""), str):
+            path, version = item["path"], item.get("version_id") or None
+        else:
+            raise bad(f"entry {n} is neither a path nor {{\"path\", \"version_id\"}}")
+        if not path or path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
+            raise bad(f"entry {n} ({path!r}) is not a relative path inside the folder")
+        if _hidden(path):
+            raise bad(f"entry {n} ({path!r}) names a file starting with '_' or '.' (markers, hidden files)")
+        if path in wanted:
+            raise bad(f"lists {path!r} twice")
+        wanted[path] = version
+    if not wanted:
+        raise RefusedKeyError(f"{BATCH_MANIFEST} lists no file: nothing to process", REASON_EMPTY_BATCH)
+    return wanted
 
 
 def _hidden(relative: str) -> bool:
@@ -108,12 +162,16 @@ def _version(entry: dict[str, Any]) -> str:
     return "" if version == "null" else version
 
 
-def list_batch(s3: S3Client, marker: SourceObject, settings: Settings, dataset: str) -> Batch:
-    """The batch a marker version completes (module docstring): its folder's files as of that version's time.
+def list_batch(s3: S3Client, marker: SourceObject, settings: Settings, dataset: str, *,
+               manifest: dict[str, str | None] | None = None) -> Batch:
+    """The batch a marker version completes (module docstring): its folder's files as of that version's time, or
+    with a ``manifest`` (:func:`parse_manifest`) exactly the files it lists, each at its pinned version or as of the
+    manifest's time.
 
     Raises:
         RefusedKeyError: ``EmptyBatch``, ``BatchTooLarge``, ``InvalidKey`` (a part's staging key would be too long or
-            its key has control characters), ``ObjectNotFound`` (the marker version is no longer listed).
+            its key has control characters), ``ObjectNotFound`` (the marker version is no longer listed),
+            ``InvalidManifest`` (a listed file or version that does not exist, or a zero-byte one).
         ClientError / BotoCoreError: the listing failed (retried).
     """
     folder = marker_folder(marker.key, settings)
@@ -130,6 +188,8 @@ def list_batch(s3: S3Client, marker: SourceObject, settings: Settings, dataset: 
     if marker_time is None:
         raise RefusedKeyError(f"the marker {marker.key!r} version {marker.version_id or '(unversioned)'} is not "
                               "listed any more (deleted since it was read)", REASON_OBJECT_NOT_FOUND)
+    if manifest is not None:
+        return _manifest_batch(marker, folder, dataset, versions, marker_time, manifest)
     parts: list[BatchPart] = []
     skipped_empty = 0
     for key in sorted(versions):
@@ -161,6 +221,35 @@ def list_batch(s3: S3Client, marker: SourceObject, settings: Settings, dataset: 
             "stages every part before the job starts, within its timeout): split it into folders with a marker each, "
             "or combine the parts into larger files", REASON_BATCH_TOO_LARGE)
     return Batch(marker=marker, folder=folder, dataset=dataset, parts=tuple(parts), skipped_empty=skipped_empty)
+
+
+def _manifest_batch(marker: SourceObject, folder: str, dataset: str, versions: dict[str, list[dict[str, Any]]],
+                    marker_time: datetime, manifest: dict[str, str | None]) -> Batch:
+    parts: list[BatchPart] = []
+    missing: list[str] = []
+    for relative, pinned in sorted(manifest.items()):
+        key = folder + relative
+        history = sorted(versions.get(key, []), key=lambda e: e["LastModified"], reverse=True)
+        if pinned is not None:
+            current = next((e for e in history if _version(e) == pinned), None)
+        else:
+            current = next((e for e in history if e["LastModified"] <= marker_time), None)
+        if current is None or current["deleted"] or int(current.get("Size", 0)) == 0:
+            missing.append(relative + (f" (version {pinned})" if pinned else ""))
+            continue
+        if CONTROL_CHARS_RE.search(key):
+            raise RefusedKeyError(f"part {key!r} of the folder {folder!r} has control characters or line breaks")
+        parts.append(BatchPart(
+            source=SourceObject(bucket=marker.bucket, key=key, version_id=_version(current),
+                                size=int(current.get("Size", 0)), etag=str(current.get("ETag", "")).strip('"')),
+            relative=relative))
+    if missing:
+        raise RefusedKeyError(
+            f"{BATCH_MANIFEST} of {folder!r} lists files that did not exist (or were empty) when it was written, or "
+            f"versions the folder does not have: {missing[:10]}" + (f" and {len(missing) - 10} more"
+                                                                     if len(missing) > 10 else ""),
+            REASON_INVALID_MANIFEST)
+    return Batch(marker=marker, folder=folder, dataset=dataset, parts=tuple(parts))
 
 
 def staging_folder(settings: Settings, batch: Batch, job_name: str) -> str:
@@ -235,7 +324,8 @@ def batch_request(batch: Batch, settings: Settings, *,
             s3_input["S3Uri"] = staged_folder
             replaced += 1
     app = request["AppSpecification"]
-    arguments, local = _replace_once(app.get("ContainerArguments", []), f"{DATA_LOCAL_PATH}/{BATCH_MARKER}",
+    marker_name = marker.key.rsplit("/", 1)[-1]
+    arguments, local = _replace_once(app.get("ContainerArguments", []), f"{DATA_LOCAL_PATH}/{marker_name}",
                                      DATA_LOCAL_PATH)
     arguments, remote = _replace_once(arguments, staged_file, staged_folder)
     if replaced != 1 or local + remote != 1:
