@@ -327,10 +327,13 @@ def batch_request(batch: Batch, settings: Settings, *,
     marker_name = marker.key.rsplit("/", 1)[-1]
     arguments, local = _replace_once(app.get("ContainerArguments", []), f"{DATA_LOCAL_PATH}/{marker_name}",
                                      DATA_LOCAL_PATH)
-    arguments, remote = _replace_once(arguments, staged_file, staged_folder)
-    if replaced != 1 or local + remote != 1:
-        raise ValueError(f"the job request's data input ({replaced}) or --input argument ({local + remote}) is not "
-                         "the marker's staged file: folders.batch_request must follow request.py")
+    arguments, _ = _replace_once(arguments, staged_file, staged_folder)
+    # The job reads the staging folder: a local copy of it (the data input, downloaded by SageMaker) or, for an engine
+    # that reads S3 itself, its s3:// URI. Anything else is a request shape this function does not know.
+    where = arguments[arguments.index("--input") + 1] if "--input" in arguments[:-1] else None
+    if not ((where == DATA_LOCAL_PATH and local == 1 and replaced == 1) or where == staged_folder):
+        raise ValueError(f"the job request reads --input {where!r} (data inputs rewritten: {replaced}), not the "
+                         "batch's staging folder: folders.batch_request must follow request.py")
     app["ContainerArguments"] = arguments
     request["Environment"] = {**request["Environment"], contract.ENV_SOURCE_SIZE: "",
                               contract.ENV_BATCH_PARTS: str(len(batch.parts)),
