@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -109,6 +110,15 @@ def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) ->
                       code_version=env.get("CODE_VERSION") or None)
 
 
+URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def path_or_uri(text: str) -> Path | str:
+    """A local path, or a URI (``s3://...``, ``file://...``, any Hadoop file system) kept as text: only the Spark
+    engine reads URIs (through Hadoop's FileSystem API); ``Path`` would fold ``s3://`` into ``s3:/``."""
+    return text if URI_RE.match(text) else Path(text)
+
+
 def opt_ml_root() -> Path:
     return Path(os.environ.get("OPT_ML_ROOT") or "/opt/ml")
 
@@ -116,10 +126,10 @@ def opt_ml_root() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     root = opt_ml_root()
     parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
-    parser.add_argument("--input", type=Path, default=root / "processing" / "input" / "data",
+    parser.add_argument("--input", type=path_or_uri, default=root / "processing" / "input" / "data",
                         help="input file or folder (CSV, gzip CSV, Parquet); "
                              "default $OPT_ML_ROOT/processing/input/data")
-    parser.add_argument("--output", type=Path, default=root / "processing" / "output",
+    parser.add_argument("--output", type=path_or_uri, default=root / "processing" / "output",
                         help="output folder; default $OPT_ML_ROOT/processing/output")
     parser.add_argument("--config", type=Path, default=None,
                         help="dataset config JSON; default processing/configs/<dataset>.json, else default.json")
@@ -132,9 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(streaming from 64 MiB of input, or sooner when memory is short); memory or streaming "
                              "here wins over env PROCESSING_MODE, "
                              "auto defers to it; see docs/processing.md")
-    parser.add_argument("--baseline", type=Path, default=None,
+    parser.add_argument("--baseline", type=path_or_uri, default=None,
                         help="baseline profile (an earlier run's quality/profile.json) to score drift against; "
                              "without it drift is reported as unavailable")
+    parser.add_argument("--quarantine", type=path_or_uri, default=None,
+                        help="where a batch failing the quality gate moves its data folders; default "
+                             "<output>/quarantine (the default engine always uses that)")
     parser.add_argument("--engine", choices=("default", "spark"), default="default",
                         help="default (pandas/pyarrow, this machine) or spark (pyspark, local[*] here; needs "
                              "pyspark); see docs/processing.md \"The Spark engine\"")
@@ -164,7 +177,7 @@ def sagemaker_context() -> dict[str, Any]:
     }
 
 
-def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str) -> None:
+def write_error(output: Path | str, exc: BaseException, input_path: Path | str, dataset: str) -> None:
     """Write quality/error.json and, when the OPT_ML_ROOT folder exists, $OPT_ML_ROOT/output/message (one line)."""
     report = {
         "status": "failed",
@@ -176,11 +189,17 @@ def write_error(output: Path, exc: BaseException, input_path: Path, dataset: str
         "code_version": os.environ.get("CODE_VERSION") or None,
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
     try:
-        path = output / contract.QUALITY / "error.json"  # standard library only: the Spark image has no pyarrow
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    except OSError as err:
+        if isinstance(output, str):  # a URI: only the Spark engine takes one, through Hadoop's FileSystem API
+            from processing.spark import hadoopfs
+
+            hadoopfs.write_text(f"{output.rstrip('/')}/{contract.QUALITY}/error.json", text)
+        else:
+            path = output / contract.QUALITY / "error.json"  # standard library only: the Spark image has no pyarrow
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    except Exception as err:  # noqa: BLE001 - the report is best effort; the exit status and message still tell
         log.error("could not write error.json: %s", err)
     root = opt_ml_root()
     if root.is_dir():
@@ -215,14 +234,18 @@ def main_spark(args: argparse.Namespace) -> int:
         options = run_options("auto")
         cfg = config_mod.load(args.config, args.dataset)
         log.info("config %s (sha256 %s), engine spark", cfg.source, cfg.sha256[:12])
-        check_source(args.input)
+        if isinstance(args.input, Path):
+            check_source(args.input)
         from processing import spark
 
-        inputs = rawfile.list_inputs(args.input)
+        # Started by spark-submit (smspark-submit on SageMaker): PySpark connects to its JVM through this variable,
+        # and the session must keep spark-submit's master and settings.
+        spark.session(submitted=bool(os.environ.get("PYSPARK_GATEWAY_PORT")))
+        inputs = spark.list_inputs(args.input)  # local paths, or URIs listed through Hadoop's FileSystem API
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         metrics: dict[str, Any] = spark.run(inputs, args.output, cfg, fmt=args.format,
                                             context={"dataset": args.dataset, **sagemaker_context()},
-                                            baseline=args.baseline, options=options)
+                                            baseline=args.baseline, options=options, quarantine=args.quarantine)
         return metrics
 
     return _reported(args, run, "done (spark)")
@@ -251,9 +274,15 @@ def _reported(args: argparse.Namespace, run: Callable[[], dict[str, Any]], done:
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit status (0 ok, 2 expected failure, 1 unexpected failure)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.engine == "spark":
         return main_spark(args)
+    uris = [f"--{k} {v}" for k, v in vars(args).items() if k in ("input", "output", "baseline", "quarantine")
+            and isinstance(v, str)]
+    if uris or args.quarantine is not None:
+        parser.error(f"{', '.join(uris) or '--quarantine'}: URIs and --quarantine are for --engine spark only; the "
+                     "default engine reads and writes local folders (SageMaker copies them from and to S3)")
     from processing import pipeline  # imported after logging is set up: pandas import takes a moment
 
     log.info("library versions: %s", " ".join(f"{k}={v}" for k, v in pipeline.library_versions().items()))

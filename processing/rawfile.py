@@ -42,7 +42,7 @@ def _check_utf8(decoder: codecs.IncrementalDecoder, data: bytes) -> None:
     decoder.decode(data)
 
 
-def file_digest(path: Path, *, check_utf8: bool = False, compressed: bool = False) -> tuple[str, bool]:
+def file_digest(path: Path | Any, *, check_utf8: bool = False, compressed: bool = False) -> tuple[str, bool]:
     """sha256 of the file and, in the same pass, whether its (decompressed) text is valid UTF-8."""
     h = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -72,10 +72,11 @@ def file_digest(path: Path, *, check_utf8: bool = False, compressed: bool = Fals
     return h.hexdigest(), ok
 
 
-def read_header(path: Path, compressed: bool) -> list[str]:
-    opener: Any = gzip.open if compressed else open
+def read_header(path: Path | Any, compressed: bool) -> list[str]:
+    """The header row of ``path`` (a ``Path``, or anything with ``name`` and ``open("rb")``, e.g. the Spark
+    engine's ``HadoopFile``)."""
     try:
-        with opener(path, "rb") as f:
+        with path.open("rb") as raw, (gzip.GzipFile(fileobj=raw) if compressed else raw) as f:
             head = f.read(1 << 20)
     except (OSError, EOFError) as exc:
         raise InputError(f"{path.name}: cannot read ({exc})") from exc

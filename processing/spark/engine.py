@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from processing.errors import EmptyInputError, InputError, MissingColumnsError, 
 from processing.metricsdoc import rate, write_json
 from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
+from processing.spark import hadoopfs
+from processing.spark.hadoopfs import HadoopFile
 
 log = logging.getLogger("processing")
 
@@ -77,14 +80,24 @@ def unsupported(config: DatasetConfig) -> str | None:
 
 @dataclasses.dataclass
 class InputFile:
-    path: Path
+    path: Path | HadoopFile
     names: list[str]
     kind: str
     size: int
     sha256: str
 
 
-def inspect(path: Path, config: DatasetConfig) -> InputFile:
+def list_inputs(source: Path | str) -> list[Path | HadoopFile]:
+    """The input files of ``--input``: a local file or folder (``rawfile.list_inputs``), or a URI (``s3://``,
+    ``file://``) listed through Hadoop's FileSystem API, with the same rules."""
+    from processing.rawfile import list_inputs as list_local
+
+    if hadoopfs.is_uri(source):
+        return list(hadoopfs.list_inputs(str(source)))
+    return list(list_local(Path(source)))
+
+
+def inspect(path: Path | HadoopFile, config: DatasetConfig) -> InputFile:
     """Check one input the way the default engine does, and refuse what the Spark engine does not read alike."""
     try:
         with path.open("rb") as f:
@@ -116,15 +129,25 @@ def inspect(path: Path, config: DatasetConfig) -> InputFile:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def session(master: str = "local[*]") -> Any:
+def session(master: str = "local[*]", *, submitted: bool = False) -> Any:
     """The active SparkSession, or a new local one whose Python workers run this interpreter (``spark.pyspark.python``,
     what ``PYSPARK_PYTHON`` sets; the engine runs no Python UDFs, but a worker started for anything gets the same
-    libraries)."""
+    libraries).
+
+    ``submitted``: this driver was started by ``spark-submit`` (``smspark-submit`` on SageMaker, which passes
+    ``--master yarn``; the command line tells, from ``PYSPARK_GATEWAY_PORT``): only the session time zone is set, so
+    the master, the Python of the executors and the partitions come from spark-submit and ``configuration.json`` (a
+    builder option would override them)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if submitted:
+        started = (SparkSession.builder.appName("processing").config("spark.sql.session.timeZone", "UTC")
+                     .getOrCreate())
+        started.sparkContext.setLogLevel("ERROR")
+        return started
     spark = (SparkSession.builder.master(master).appName("processing")
             .config("spark.ui.enabled", "false")
             .config("spark.pyspark.python", sys.executable)
@@ -140,10 +163,16 @@ def session(master: str = "local[*]") -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str = "parquet",
-        context: dict[str, Any] | None = None, baseline: Path | None = None, options: RunOptions | None = None,
-        spark: Any = None) -> dict[str, Any]:
+def run(inputs: list[Path] | list[Path | HadoopFile], output_dir: Path | str, config: DatasetConfig, *,
+        fmt: str = "parquet", context: dict[str, Any] | None = None, baseline: Path | str | None = None,
+        options: RunOptions | None = None, spark: Any = None, quarantine: Path | str | None = None) -> dict[str, Any]:
     """Process ``inputs`` with ``config`` on Spark and write every output folder under ``output_dir``.
+
+    ``output_dir``, ``baseline`` and ``quarantine`` may be URIs (``s3://``, ``file://``): then the data folders
+    (cleaned, transformed, rejected) are written there by Spark's writers, from every executor, and the small files
+    (statistics, quality) are written locally by the driver and copied there at the end, quality/ last
+    (:func:`_publish`). ``quarantine`` (default ``<output_dir>/quarantine``) receives a failed batch's data folders
+    and violations.json.
 
     Returns the metrics document (also written to quality/metrics.json).
 
@@ -156,14 +185,57 @@ def run(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt: str
     reason = unsupported(config)
     if reason:
         raise SparkUnsupported(reason)
-    files = [inspect(p, config) for p in inputs]
     own = spark is None and _no_active_session()
     spark = spark or session()
     try:
-        return _run(spark, files, Path(output_dir), config, fmt, dict(context or {}), baseline, opts, started)
+        files = [inspect(p, config) for p in inputs]
+        with tempfile.TemporaryDirectory(prefix="processing-spark-") as work:
+            remote = str(output_dir) if hadoopfs.is_uri(output_dir) else None
+            local_out = Path(work) / "output" if remote else Path(output_dir)
+            if hadoopfs.is_uri(baseline):
+                baseline = hadoopfs.download(str(baseline), Path(work) / "baseline" / "baseline.json")
+            metrics = _run(spark, files, local_out, config, fmt, dict(context or {}),
+                           Path(baseline) if baseline is not None else None, opts, started, data_root=remote)
+            _publish(local_out, remote, quarantine, failed=metrics["gate"]["status"] == "failed")
+            return metrics
     finally:
         if own:
             spark.stop()
+
+
+def _publish(local_out: Path, remote: str | None, quarantine: Path | str | None, *, failed: bool) -> None:
+    """Put the driver's local files where they belong: with a URI output, every local file to the same path below it
+    (quality/ last, so metrics.json appears once everything else is there) and, for a failed batch, the data folders
+    Spark wrote there into the quarantine; a quarantine elsewhere than ``<output>/quarantine`` receives that folder."""
+    from contract import DATA_FOLDERS, QUARANTINE
+
+    local_q = local_out / QUARANTINE
+    if remote is None:
+        if quarantine is None:
+            return
+        if hadoopfs.is_uri(quarantine):
+            hadoopfs.upload_tree(local_q, str(quarantine))
+            shutil.rmtree(local_q)
+            local_q.mkdir()
+        elif Path(quarantine).resolve() != local_q.resolve():
+            for path in sorted(p for p in local_q.rglob("*") if p.is_file()):
+                target = Path(quarantine) / path.relative_to(local_q)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, target)
+        return
+    q_root = str(quarantine) if quarantine is not None else hadoopfs.join(remote, QUARANTINE)
+    if failed:
+        for folder in DATA_FOLDERS:
+            hadoopfs.move_children(hadoopfs.join(remote, folder), hadoopfs.join(q_root, folder))
+    if hadoopfs.is_uri(q_root):
+        hadoopfs.upload_tree(local_q, q_root)
+    else:
+        for path in sorted(p for p in local_q.rglob("*") if p.is_file()):
+            target = Path(q_root) / path.relative_to(local_q)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    hadoopfs.upload_tree(local_out, remote, skip=(QUARANTINE, QUALITY))
+    hadoopfs.upload_tree(local_out / QUALITY, hadoopfs.join(remote, QUALITY))
 
 
 def _no_active_session() -> bool:
@@ -173,7 +245,8 @@ def _no_active_session() -> bool:
 
 
 def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetConfig, fmt: str,
-         context: dict[str, Any], baseline: Path | None, opts: RunOptions, started: float) -> dict[str, Any]:
+         context: dict[str, Any], baseline: Path | None, opts: RunOptions, started: float, *,
+         data_root: str | None = None) -> dict[str, Any]:
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -454,9 +527,9 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     file_name = F.element_at(F.array(*[F.lit(x) for x in file_names]), F.col("_file") + 1)
     derived_names = [f.name for jc in config.json_columns for f in jc.fields] + [d.name for d in config.derived]
     written = {
-        "cleaned": [_write(cleaned.select("_file", "_row", *names), output_dir, "cleaned", fmt)],
+        "cleaned": [_write(cleaned.select("_file", "_row", *names), output_dir, "cleaned", fmt, root=data_root)],
         "transformed": [_write(transformed.select("_file", "_row", *names, *derived_names), output_dir,
-                               "transformed", fmt)],
+                               "transformed", fmt, root=data_root)],
     }
     rejected_parsed = rows.filter(~F.col("_kept")).select(
         file_name.alias(FILE_COL), F.col("_row").alias(ROW_COL), F.col("_reason").alias(REASON_COL),
@@ -472,7 +545,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     # Input order; with unparsable lines, files by name, each file's parsed rows before its unparsable lines.
     sort = ([FILE_COL, "_file", "_unparsed", "_order"] if unparsed_per_file else ["_file", "_order"])
     written["rejected"] = [_write(rejected, output_dir, "rejected", fmt, order=sort,
-                                  drop=["_file", "_unparsed", "_order"])]
+                                  drop=["_file", "_unparsed", "_order"], root=data_root)]
     headers = {g.name: [*g.group_by, "rows", *(f"{col}_{fn}" for col, fns in g.aggregations for fn in fns)]
                for g in config.group_statistics}
     written["statistics"] = _write_statistics(output_dir, statistics, headers)
@@ -631,11 +704,27 @@ def _csv_cell(value: Any) -> str:
 
 
 def _write(frame: Any, output_dir: Path, stem: str, fmt: str, *, order: list[str] | None = None,
-           drop: list[str] | None = None) -> Path:
-    """One file ``<stem>/<stem>.<fmt>`` in input order (one partition, sorted), as the default engine writes."""
+           drop: list[str] | None = None, root: str | None = None) -> Path:
+    """One file ``<stem>/<stem>.<fmt>`` in input order (one partition, sorted), as the default engine writes.
+
+    ``root``: a URI: the file is written there (``<root>/<stem>/<stem>.<fmt>``) through Spark's writer and Hadoop's
+    FileSystem API; the returned local path (under ``output_dir``) only names it."""
     order = order or ["_file", "_row"]
     drop = drop or ["_file", "_row"]
     out = frame.repartition(1).sortWithinPartitions(*order).drop(*drop)
+    if root is not None:
+        tmp_uri = hadoopfs.join(root, stem, f"_{stem}.spark")
+        remote_writer = out.write.mode("overwrite")
+        if fmt == "csv":
+            remote_writer.option("header", "true").option("escape", '"').csv(tmp_uri)
+        else:
+            remote_writer.parquet(tmp_uri)
+        remote_parts = [u for u in hadoopfs.list_files(tmp_uri) if u.rsplit("/", 1)[-1].startswith("part-")]
+        if len(remote_parts) != 1:  # pragma: no cover - one partition writes one part
+            raise RuntimeError(f"{stem}: expected one part file, got {len(remote_parts)}")
+        hadoopfs.rename(remote_parts[0], hadoopfs.join(root, stem, f"{stem}.{fmt}"))
+        hadoopfs.delete(tmp_uri)
+        return output_dir / stem / f"{stem}.{fmt}"
     tmp = output_dir / stem / f"_{stem}.spark"
     writer = out.write.mode("overwrite")
     if fmt == "csv":

@@ -292,3 +292,46 @@ def test_an_invalid_manifest_is_refused_and_told(aws, lambda_context, decision_l
     assert result == {"batchItemFailures": []} and decision_log.decisions() == ["refused"]
     told = json.loads(aws.published[0]["Message"])
     assert told["reason_code"] == reason and words in told["reason"], told["reason"]
+
+
+def test_a_folder_batch_of_an_auto_dataset_runs_on_spark_by_its_total_bytes(aws, lambda_context, decision_log,
+                                                                            monkeypatch) -> None:
+    # GIVEN a dataset whose engine is auto (Spark from 500 input bytes): each part alone is below the threshold, the
+    # batch's total (600 bytes) is not
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    env = {**ENV, "ENGINES": json.dumps({"*": "pandas", "sales": "auto"}),
+           "SPARK_IMAGE_URI":
+               "571004829621.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-spark-processing:3.5-cpu-py312-v1.3",
+           "SPARK_ROLE_ARN": "arn:aws:iam::123456789012:role/dq-spark-job-role",
+           "SPARK_ENTRY_S3_URI": "s3://cdk-assets-bucket/fedcba9876543210.py", "SPARK_INSTANCE_TYPE": "ml.m5.xlarge",
+           "SPARK_INSTANCE_COUNT": "2", "SPARK_MIN_INPUT_BYTES": "500"}
+    settings = trigger.Settings.from_env(env)
+    monkeypatch.setattr(trigger, "_settings", settings)
+    versions, deleted = folder_versions()
+    head_marker(aws)
+    listing(aws, versions, deleted)
+    no_baseline(aws)
+    name = trigger.job_name_for("dq", "sales", BUCKET, MARKER, "m1")
+    copies(aws, name, [(FOLDER + "part-0.csv", "p0"), (FOLDER + "part-1.csv", "p1"),
+                       (FOLDER + "region=eu/part-2.csv", "p2")])
+    aws.s3.add_response("put_object", {}, {"Bucket": BUCKET, "Key": f"staging/sales/{name}.conf/configuration.json",
+                                           "Body": b"[]\n", "ContentType": "application/json"})
+    sent: list[dict] = []
+    aws.sm.client.meta.events.register_first("before-parameter-build.sagemaker.CreateProcessingJob",
+                                             lambda params, **_: sent.append(dict(params)))
+    aws.sm.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN + name})
+    # WHEN the marker's event arrives
+    result = trigger.handler(marker_event(), lambda_context)
+    # THEN one Spark job on two instances reading the batch's staging folder itself (s3://), with the batch's counts
+    assert result == {"batchItemFailures": []} and decision_log.decisions() == ["started"]
+    (request,) = sent
+    validate_parameters(request, botocore.session.get_session().get_service_model("sagemaker")
+                        .operation_model("CreateProcessingJob").input_shape)
+    assert request["AppSpecification"]["ContainerEntrypoint"][0] == "smspark-submit"
+    assert request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 2
+    args = request["AppSpecification"]["ContainerArguments"]
+    assert args[args.index("--input") + 1] == f"s3://{BUCKET}/staging/sales/{name}/"
+    assert (request["Environment"]["BATCH_PARTS"], request["Environment"]["BATCH_BYTES"]) == ("3", "600")
+    assert decision_log.records[0]["engine"] == "spark"

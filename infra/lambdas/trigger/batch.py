@@ -25,6 +25,7 @@ from trigger.folders import (
 from trigger.refusals import REASON_UNREADABLE_EVENT, RefusedKeyError, tell_refusal
 from trigger.request import build_processing_job_request, map_key, staging_key
 from trigger.settings import Settings
+from trigger.spark import conf_body, conf_key, is_spark_request
 from trigger.staging import SourceObject, find_baseline, resolve_source, stage_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,7 +177,7 @@ def _process_record(record: Mapping[str, Any], settings: Settings, clients: Clie
     except (ClientError, BotoCoreError) as exc:
         return _failed(base, exc, f"copying the object version to {staged_key}")
     base["staged_by"] = how
-    return _create_job(record, clients, rand, base, request)
+    return _create_job(record, settings, clients, rand, base, request, target.dataset)
 
 
 def _process_marker(record: Mapping[str, Any], settings: Settings, clients: Clients, rand: Callable[[], float],
@@ -222,12 +223,21 @@ def _process_marker(record: Mapping[str, Any], settings: Settings, clients: Clie
     except (ClientError, BotoCoreError) as exc:
         return _failed(base, exc, f"copying the batch's parts to {folder}")
     base["staged_by"] = f"batch ({len(batch.parts)} parts)"
-    return _create_job(record, clients, rand, base, request)
+    return _create_job(record, settings, clients, rand, base, request, dataset)
 
 
-def _create_job(record: Mapping[str, Any], clients: Clients, rand: Callable[[], float], base: dict[str, Any],
-                request: CreateProcessingJobRequestTypeDef) -> bool:
-    """CreateProcessingJob; ``already-exists`` is success, throttling/quota is retried with backoff."""
+def _create_job(record: Mapping[str, Any], settings: Settings, clients: Clients, rand: Callable[[], float],
+                base: dict[str, Any], request: CreateProcessingJobRequestTypeDef, dataset: str) -> bool:
+    """CreateProcessingJob (a Spark job's configuration.json first); ``already-exists`` is success, throttling/quota
+    is retried with backoff."""
+    if is_spark_request(request):  # its configuration.json input, beside the staging prefix (same bytes every time)
+        conf = conf_key(settings.staging_prefix, dataset, request["ProcessingJobName"])
+        try:
+            clients.s3.put_object(Bucket=settings.data_bucket, Key=conf, Body=conf_body(settings.spark),
+                                  ContentType="application/json")
+        except (ClientError, BotoCoreError) as exc:
+            return _failed(base, exc, f"writing the Spark job's {conf}")
+        base["engine"] = "spark"
     try:
         response = clients.sagemaker.create_processing_job(**request)
     except ClientError as exc:

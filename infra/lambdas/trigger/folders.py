@@ -295,8 +295,8 @@ def _replace_once(items: Sequence[str], old: str, new: str) -> tuple[list[str], 
 def batch_request(batch: Batch, settings: Settings, *,
                   baseline_uri: str | None = None) -> CreateProcessingJobRequestTypeDef:
     """The CreateProcessingJob request of a batch: the one-object request of the marker version (so the job name,
-    outputs, image, engine and settings follow the same rules; its ``size`` is the batch's total bytes) with the data
-    location turned from the marker's staged file into the batch's staging folder:
+    outputs, image and settings follow the same rules; the engine is chosen by the batch's ``total_bytes``) with the
+    data location turned from the marker's staged file into the batch's staging folder:
 
     - the ``data`` input's ``S3Uri`` ``s3://<bucket>/<staging_prefix><dataset>/<job>/_SUCCESS`` -> ``.../<job>/``;
     - the ``--input`` argument ``/opt/ml/processing/input/data/_SUCCESS`` -> ``/opt/ml/processing/input/data`` (or,
@@ -312,7 +312,7 @@ def batch_request(batch: Batch, settings: Settings, *,
     """
     marker = batch.marker
     request = build_processing_job_request(marker.bucket, marker.key, marker.version_id, settings,
-                                           baseline_uri=baseline_uri, size=batch.total_bytes, etag=marker.etag)
+                                           baseline_uri=baseline_uri, etag=marker.etag, total_bytes=batch.total_bytes)
     target = map_key(marker.bucket, marker.key, settings)
     job_name = request["ProcessingJobName"]
     staged_file = f"s3://{settings.data_bucket}/{staging_key(settings, target, job_name)}"

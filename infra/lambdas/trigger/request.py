@@ -18,6 +18,7 @@ from trigger.settings import (
     OUTPUT_LOCAL_PATH,
     Settings,
 )
+from trigger.spark import choose_engine, spark_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_sagemaker.literals import ProcessingInstanceTypeType
@@ -132,7 +133,7 @@ def tag_value(value: str) -> str:
 
 def build_processing_job_request(bucket: str, key: str, version_id: str, settings: Settings, *,
                                  baseline_uri: str | None = None, size: int | None = None,
-                                 etag: str = "") -> CreateProcessingJobRequestTypeDef:
+                                 etag: str = "", total_bytes: int | None = None) -> CreateProcessingJobRequestTypeDef:
     """Build the CreateProcessingJob request for one object version (design.md Contracts 1, 2 and 4).
 
     Args:
@@ -147,6 +148,8 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
             verification: a difference fails the job with ``SourceChangedError`` (design.md Contract 1).
         etag: the event's ``detail.object.etag``, passed as ``SOURCE_ETAG`` for the record only: with SSE-KMS
             (our bucket) or multipart uploads the ETag is not the MD5 of the content, so the job cannot verify it.
+        total_bytes: the batch's input bytes, which pick the engine (``trigger.spark.choose_engine``: the dataset's
+            ``engine`` setting, ``auto`` by ``SPARK_MIN_INPUT_BYTES``); default ``size``.
 
     Returns:
         Keyword arguments for ``sagemaker.create_processing_job``.
@@ -207,7 +210,7 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
         "dq:staged-input": staged_uri,
         "dq:code-version": settings.code_version,
     }
-    return {
+    request: CreateProcessingJobRequestTypeDef = {
         "ProcessingJobName": job_name,
         "ProcessingInputs": [
             s3_input(contract.CODE_INPUT, settings.code_s3_uri, CODE_LOCAL_PATH),
@@ -251,3 +254,12 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
         "RoleArn": settings.role_arn,
         "Tags": [{"Key": k, "Value": tag_value(v)} for k, v in tags.items()],
     }
+    if choose_engine(settings.spark, target.dataset, size if total_bytes is None else total_bytes) == "spark":
+        staged_prefix = staging_key(settings, target, job_name).rsplit("/", 1)[0]
+        return spark_request(
+            request, settings.spark, data_bucket=settings.data_bucket, staging_prefix=settings.staging_prefix,
+            dataset=target.dataset, code_s3_uri=settings.code_s3_uri,
+            input_uri=f"s3://{settings.data_bucket}/{staged_prefix}/", output_uri=f"{output_root}/",
+            quarantine_uri=f"s3://{settings.data_bucket}/{settings.quarantine_prefix}{target.dataset}/{job_name}/",
+            baseline_uri=baseline_uri)
+    return request

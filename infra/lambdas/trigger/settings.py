@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import contract
 from contract import ContractError, JobSettings
 from lambda_shared.env import Environment, SettingsError, from_contract, no_overlap
+from trigger.spark import SparkSettings
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -45,6 +46,7 @@ class Settings:
     staging_prefix: str = "staging/"  # per-job copies of the event's object version (design.md Contract 1)
     alert_topic_arn: str = ""  # "" (a function deployed before it existed): refusals are logged and counted only
     metrics_namespace: str = contract.METRICS_NAMESPACE
+    spark: SparkSettings = field(default_factory=SparkSettings)  # the Spark engine's job (off by default)
 
     @property
     def processing_mode(self) -> str:
@@ -134,4 +136,5 @@ class Settings:
             staging_prefix=staging_prefix,
             alert_topic_arn=alert_topic_arn,
             metrics_namespace=metrics_namespace,
+            spark=SparkSettings.from_env(environ),
         )
