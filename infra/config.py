@@ -40,8 +40,33 @@ DEFAULTS: dict[str, Any] = {
     "noncurrent_version_expiration_days": 30,  # days
     "log_retention_days": 30,  # days
     "quality_thresholds": None,
+    # The Spark engine (issue 13; docs/infra.md "The Spark engine"). engines: {dataset: pandas|spark|auto}, "*" for
+    # every other dataset; all pandas (the default) synthesizes nothing of Spark.
+    "engines": {},
+    "spark_instance_type": "ml.m5.xlarge",
+    "spark_instance_count": 2,
+    "spark_min_input_bytes": 10 * 2**30,  # bytes: engine auto picks Spark from here (docs/infra.md "Cross-over")
+    "spark_image_version": "3.5",
+    "spark_py_version": "py312",
+    "spark_container_version": "v1.3",
+    "spark_image_uri": None,  # None (or "") = the tag of the three above; else a digest-pinned URI
+    "spark_network": "vpc",  # vpc (the stack's own), existing (spark_subnet_ids + spark_security_group_ids), open
+    "spark_subnet_ids": [],
+    "spark_security_group_ids": [],
+    "spark_open_network_reason": None,  # required with spark_network=open: why the jobs may reach the internet
+    "spark_configuration": [{"Classification": "spark-defaults",
+                             "Properties": {"spark.sql.session.timeZone": "UTC"}}],
 }
 CONTEXT_KEYS = tuple(DEFAULTS)
+ENGINES = ("pandas", "spark", "auto")
+SPARK_NETWORKS = ("vpc", "existing", "open")
+#: Characters a shell leaves alone: smspark-submit runs its command line through a shell (trigger/spark.py).
+SHELL_SAFE_RE = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
+SPARK_IMAGE_DIGEST_URI_RE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?"
+    r"/sagemaker-spark-processing@sha256:[0-9a-f]{64}$")
+_SUBNET_ID_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SG_ID_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
 
 #: Thresholds used when processing/configs/default.json is absent (only in tests: the job needs default.json).
 FALLBACK_THRESHOLDS: dict[str, float] = {
@@ -138,6 +163,38 @@ class Settings:
     noncurrent_version_expiration_days: int = 30  # days
     log_retention_days: int = 30  # days
     datasets: Mapping[str, QualityThresholds] = field(default_factory=dict)
+    engines: Mapping[str, str] = field(default_factory=dict)  # dataset (or "*") -> pandas | spark | auto
+    spark_instance_type: str = "ml.m5.xlarge"
+    spark_instance_count: int = 2
+    spark_min_input_bytes: int = 10 * 2**30  # bytes
+    spark_image_version: str = "3.5"
+    spark_py_version: str = "py312"
+    spark_container_version: str = "v1.3"
+    spark_image_uri: str | None = None
+    spark_network: str = "vpc"
+    spark_subnet_ids: list[str] = field(default_factory=list)
+    spark_security_group_ids: list[str] = field(default_factory=list)
+    spark_open_network_reason: str | None = None
+    spark_configuration: list[dict[str, Any]] = field(
+        default_factory=lambda: [dict(c) for c in DEFAULTS["spark_configuration"]])
+
+    @property
+    def spark_enabled(self) -> bool:
+        """Some dataset can run Spark: the stack synthesizes the Spark job (image, role, network)."""
+        return any(engine != "pandas" for engine in self.engines.values())
+
+    @property
+    def spark_datasets(self) -> tuple[str, ...] | None:
+        """The datasets that can run Spark, or None for every dataset (the "*" entry is spark or auto)."""
+        if self.engines.get("*", "pandas") != "pandas":
+            return None
+        return tuple(sorted(d for d, e in self.engines.items() if e != "pandas"))
+
+    @property
+    def spark_job(self) -> JobSettings:
+        """The Spark job's resources (validated by the contract like the default job's)."""
+        return JobSettings(instance_type=self.spark_instance_type, instance_count=self.spark_instance_count,
+                           volume_size_gb=self.volume_size_gb, max_runtime_seconds=self.max_runtime_seconds)
 
     @property
     def job(self) -> JobSettings:
@@ -424,6 +481,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             base = datasets.get(dataset, datasets["default"])
             datasets[dataset] = _thresholds("quality_thresholds", thresholds, base)
 
+    spark = _spark_settings(value, {"staging_prefix": staging_prefix, **written}, allowed_types)
+
     return Settings(
         input_prefix=input_prefix,
         output_prefix=output_prefix,
@@ -451,4 +510,106 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
             name: QualityThresholds(**t, psi_alarm=psi_alarms.get(name, psi_alarms["default"]))
             for name, t in sorted(datasets.items())
         },
+        **spark,
     )
+
+
+def _spark_settings(value: Callable[[str], Any], prefixes: Mapping[str, str],
+                    instance_types: frozenset[str]) -> dict[str, Any]:
+    """The Spark settings (docs/infra.md "The Spark engine"), validated; with no dataset on Spark only ``engines``
+    is checked and the rest keeps its defaults (nothing of Spark is synthesized)."""
+    engines = value("engines")
+    if isinstance(engines, str):
+        try:
+            engines = json.loads(engines) if engines.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise SettingsError("engines", f"not valid JSON: {exc}") from exc
+    if not isinstance(engines, dict):
+        raise SettingsError("engines", 'must be an object {"<dataset>": "pandas|spark|auto", "*": <default>}')
+    for dataset, engine in engines.items():
+        if dataset != "*" and (not isinstance(dataset, str) or not _DATASET_RE.fullmatch(dataset)):
+            raise SettingsError("engines", f"dataset name {dataset!r} must match {_DATASET_RE.pattern} (or be '*')")
+        if engine not in ENGINES:
+            raise SettingsError("engines", f"engine of {dataset!r} must be one of {', '.join(ENGINES)}, got {engine!r}")
+    out: dict[str, Any] = {"engines": dict(sorted(engines.items()))}
+    if all(e == "pandas" for e in engines.values()):
+        return out
+    for key, prefix in prefixes.items():
+        if not SHELL_SAFE_RE.fullmatch(prefix):
+            raise SettingsError(key, f"{prefix!r}: with the Spark engine on, prefixes may hold only "
+                                "A-Z a-z 0-9 _ . - / (smspark-submit passes the job's S3 URIs through a shell)")
+    instance_type = value("spark_instance_type")
+    if instance_type not in instance_types:
+        raise SettingsError("spark_instance_type", f"{instance_type!r} is not a SageMaker processing instance type")
+    if has_local_nvme(instance_type):
+        raise SettingsError("spark_instance_type", f"{instance_type!r} has local NVMe instance storage, which "
+                            "rejects VolumeKmsKeyId (see instance_type)")
+    out["spark_instance_type"] = instance_type
+    out["spark_instance_count"] = _as_int("spark_instance_count", value("spark_instance_count"), 1,
+                                          MAX_INSTANCE_COUNT)
+    out["spark_min_input_bytes"] = _as_int("spark_min_input_bytes", value("spark_min_input_bytes"), 0, 2**63 - 1)
+    from infra.spark_image import spark_versions
+
+    versions = spark_versions()
+    version, py_version = value("spark_image_version"), value("spark_py_version")
+    if version not in versions:
+        raise SettingsError("spark_image_version", f"{version!r} is not in sagemaker-core's Spark processing image "
+                            f"config; known: {sorted(versions)}")
+    if py_version not in versions[version]:
+        raise SettingsError("spark_py_version", f"{py_version!r} is not a Python of Spark image {version}: "
+                            f"{versions[version]}")
+    container_version = value("spark_container_version")
+    if not isinstance(container_version, str) or not re.fullmatch(r"v\d+(\.\d+)*", container_version):
+        raise SettingsError("spark_container_version", f"must look like v1.3, got {container_version!r}")
+    out.update(spark_image_version=version, spark_py_version=py_version, spark_container_version=container_version)
+    pinned = value("spark_image_uri")
+    if pinned not in ("", None):
+        if not isinstance(pinned, str) or not SPARK_IMAGE_DIGEST_URI_RE.fullmatch(pinned.strip()):
+            raise SettingsError("spark_image_uri", "must be a Spark image pinned by digest, <account>.dkr.ecr."
+                                f"<region>.amazonaws.com/sagemaker-spark-processing@sha256:<64 hex>, got {pinned!r}")
+        out["spark_image_uri"] = pinned.strip()
+    network = value("spark_network")
+    if network not in SPARK_NETWORKS:
+        raise SettingsError("spark_network", f"must be one of {', '.join(SPARK_NETWORKS)}, got {network!r}")
+    out["spark_network"] = network
+    subnets, groups = _id_list("spark_subnet_ids", value("spark_subnet_ids"), _SUBNET_ID_RE, 16), \
+        _id_list("spark_security_group_ids", value("spark_security_group_ids"), _SG_ID_RE, 5)
+    if network == "existing" and not (subnets and groups):
+        raise SettingsError("spark_network", "existing needs spark_subnet_ids and spark_security_group_ids")
+    if network != "existing" and (subnets or groups):
+        raise SettingsError("spark_subnet_ids", f"subnets and security groups are for spark_network=existing, "
+                            f"not {network!r}")
+    out.update(spark_subnet_ids=subnets, spark_security_group_ids=groups)
+    reason = value("spark_open_network_reason")
+    if network == "open":
+        if not isinstance(reason, str) or len(reason.strip()) < 20:
+            raise SettingsError("spark_open_network_reason", "spark_network=open (Spark jobs without a VPC, able to "
+                                "reach the internet) needs a written reason of at least 20 characters")
+        out["spark_open_network_reason"] = reason.strip()
+    configuration = value("spark_configuration")
+    if isinstance(configuration, str):
+        try:
+            configuration = json.loads(configuration)
+        except json.JSONDecodeError as exc:
+            raise SettingsError("spark_configuration", f"not valid JSON: {exc}") from exc
+    if not isinstance(configuration, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("Classification"), str) and isinstance(c.get("Properties"), dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in c["Properties"].items())
+            for c in configuration):
+        raise SettingsError("spark_configuration", 'must be a list of {"Classification": "<name>", "Properties": '
+                            '{"<key>": "<string value>"}} (EMR configuration classifications)')
+    if len(json.dumps(configuration, separators=(",", ":"))) > 2048:
+        raise SettingsError("spark_configuration", "is longer than 2048 characters of JSON (it travels in the "
+                            "trigger's environment)")
+    out["spark_configuration"] = configuration
+    return out
+
+
+def _id_list(key: str, raw: Any, pattern: re.Pattern[str], most: int) -> list[str]:
+    if raw in (None, ""):
+        return []
+    items = [i.strip() for i in raw.split(",")] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or len(items) > most or not all(
+            isinstance(i, str) and pattern.fullmatch(i) for i in items):
+        raise SettingsError(key, f"must be a list of at most {most} ids matching {pattern.pattern}, got {raw!r}")
+    return list(items)

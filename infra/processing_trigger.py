@@ -3,7 +3,8 @@ CreateProcessingJob."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cw
@@ -24,6 +25,7 @@ from infra.job_metrics import METRICS_NAMESPACE
 from infra.lambda_asset import handler_string
 from infra.processing_job import SAGEMAKER_PRINCIPAL, ProcessingJob
 from infra.python_function import allow_alert_publishing, python_function
+from infra.spark_job import SparkJob
 
 # seconds: one batch of up to BATCH_SIZE records, each a HeadObject, a server-side copy of the object version to its
 # staging key (CopyObject up to 5 GB, parallel UploadPartCopy above) and CreateProcessingJob, retried by botocore.
@@ -77,6 +79,8 @@ class ProcessingTriggerProps:
     namespace: str = METRICS_NAMESPACE
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
+    spark: SparkJob | None = None  # the Spark engine's job, when some dataset can run Spark
+    spark_env: Mapping[str, str] = field(default_factory=dict)  # ENGINES, SPARK_INSTANCE_*, ... (infra/stack.py)
 
 
 class ProcessingTrigger(Construct):
@@ -154,6 +158,8 @@ class ProcessingTrigger(Construct):
                 # the contract writes them and the trigger reads them back (contract.JobSettings.from_env)
                 **job.settings.to_env(),
                 "KMS_KEY_ARN": props.key.key_arn,
+                # the engine choice and the Spark job (infra/lambdas/trigger/spark.py), when Spark is on
+                **({**props.spark.engine_env, **props.spark_env} if props.spark else {}),
             },
         )
         self.log_group, self.role, self.function = created.log_group, created.role, created.function
@@ -256,6 +262,15 @@ class ProcessingTrigger(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_PRINCIPAL}},
             )
         )
+        if props.spark is not None:
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="PassSparkJobRoleToSageMaker",
+                    actions=["iam:PassRole"],
+                    resources=[props.spark.role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER_PRINCIPAL}},
+                )
+            )
         # VolumeKmsKeyId: SageMaker creates a grant on the key for the job's volume, on behalf of the caller.
         self.role.add_to_policy(
             iam.PolicyStatement(

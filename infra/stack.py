@@ -21,6 +21,8 @@ from infra.nag import acknowledge_findings, acknowledgements, nag_arn_parts
 from infra.processing_job import ProcessingJob, ProcessingJobProps
 from infra.processing_trigger import ProcessingTrigger, ProcessingTriggerProps
 from infra.quality_alarms import MonitoredFunction, QualityAlarms, QualityAlarmsProps
+from infra.spark_image import SparkImage
+from infra.spark_job import SparkJob, SparkJobProps, spark_acknowledgements, spark_trigger_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +99,21 @@ class DataQualityStack(Stack):
                 asset_kms_key_arn=settings.asset_kms_key_arn,
             ),
         )
+        # The Spark engine's job: only when some dataset can run Spark (settings.engines).
+        self.spark: SparkJob | None = None
+        if settings.spark_enabled:
+            self.spark_image = SparkImage(self, "SparkImage", version=settings.spark_image_version,
+                                          py_version=settings.spark_py_version,
+                                          container_version=settings.spark_container_version,
+                                          pinned_uri=settings.spark_image_uri)
+            self.spark = SparkJob(self, "SparkJob", props=SparkJobProps(
+                bucket=self.data.bucket, key=self.data.key, staging_prefix=settings.staging_prefix,
+                output_prefix=settings.output_prefix, quarantine_prefix=settings.quarantine_prefix,
+                baseline_prefix=settings.baseline_prefix, job_prefix=settings.job_prefix,
+                datasets=settings.spark_datasets, code=self.code, image=self.spark_image,
+                network=settings.spark_network, subnet_ids=tuple(settings.spark_subnet_ids),
+                security_group_ids=tuple(settings.spark_security_group_ids),
+                asset_kms_key_arn=settings.asset_kms_key_arn, log_retention=retention, removal_policy=removal))
         self.trigger = ProcessingTrigger(
             self,
             "Trigger",
@@ -114,6 +131,8 @@ class DataQualityStack(Stack):
                 namespace=METRICS_NAMESPACE,
                 log_retention=retention,
                 removal_policy=removal,
+                spark=self.spark,
+                spark_env=spark_trigger_env(settings),
             ),
         )
         self.metrics = JobMetrics(
@@ -181,6 +200,9 @@ class DataQualityStack(Stack):
             "CodeS3Uri": (self.code.s3_uri, "Processing code bundle (zip)"),
             "ImageUri": (self.image.image_uri, "SageMaker scikit-learn image"),
         }
+        if self.spark is not None:
+            outputs["SparkJobRoleArn"] = (self.spark.role.role_arn, "Execution role of the Spark processing jobs")
+            outputs["SparkImageUri"] = (self.spark_image.image_uri, "SageMaker Spark processing image")
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)
 
@@ -194,6 +216,10 @@ class DataQualityStack(Stack):
             data_bucket_ref=self.get_logical_id(cast(CfnElement, self.data.bucket.node.default_child)),  # the CfnBucket
             **nag_arn_parts(self),
         )
+        if self.spark is not None:
+            self.nag_acknowledgements += spark_acknowledgements(
+                settings, data_bucket_ref=self.get_logical_id(cast(CfnElement, self.data.bucket.node.default_child)),
+                **nag_arn_parts(self))
         acknowledge_findings(self, self.nag_acknowledgements)
 
 

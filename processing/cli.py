@@ -240,7 +240,8 @@ def main_spark(args: argparse.Namespace) -> int:
 
         # Started by spark-submit (smspark-submit on SageMaker): PySpark connects to its JVM through this variable,
         # and the session must keep spark-submit's master and settings.
-        spark.session(submitted=bool(os.environ.get("PYSPARK_GATEWAY_PORT")))
+        session = spark.session(submitted=bool(os.environ.get("PYSPARK_GATEWAY_PORT")))
+        log.info("spark %s, master %s", session.version, session.sparkContext.master)
         inputs = spark.list_inputs(args.input)  # local paths, or URIs listed through Hadoop's FileSystem API
         log.info("inputs: %s", ", ".join(str(p) for p in inputs))
         metrics: dict[str, Any] = spark.run(inputs, args.output, cfg, fmt=args.format,

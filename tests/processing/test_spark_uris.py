@@ -160,3 +160,34 @@ def test_uris_survive_the_command_line() -> None:
                                           "s3://b/baselines/d/baseline.json"])
     assert args.input == "s3://b/staging/k/" and args.output == Path("out")
     assert args.baseline == "s3://b/baselines/d/baseline.json"
+
+
+def test_entry_script_under_spark_submit_keeps_its_master_and_imports_the_bundle(tmp_path: Path) -> None:
+    """What smspark-submit does on SageMaker, locally: ``spark-submit --master ... --py-files <code bundle zip>
+    processing/spark/entry.py ARGS``, run from a folder where processing/ is importable only from the zip. The
+    session keeps spark-submit's master (a builder master would override it: on SageMaker that is YARN)."""
+    import subprocess
+    import zipfile
+
+    import pyspark
+
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as z:
+        for f in sorted([*(ROOT / "processing").rglob("*.py"), *(ROOT / "processing" / "configs").glob("*.json"),
+                         *(ROOT / "contract").rglob("*.py")]):
+            if "__pycache__" not in f.parts:
+                z.write(f, f.relative_to(ROOT).as_posix())
+    folder = _inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYSPARK_GATEWAY_PORT")}
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    done = subprocess.run([str(submit), "--master", "local[1]", "--py-files", str(bundle),
+                           str(ROOT / "processing" / "spark" / "entry.py"), "--engine", "spark",
+                           "--input", folder.as_uri() + "/", "--output", out.as_uri() + "/", "--format", "csv"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    log = done.stdout + done.stderr  # spark-submit's PythonRunner passes the driver's stderr on to its stdout
+    assert done.returncode == 0, log[-3000:]
+    assert "master local[1]" in log, log[-3000:]
+    metrics = json.loads((out / "quality" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["mode"] == "spark" and metrics["summary"]["rows_in"] == 6

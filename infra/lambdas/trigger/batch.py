@@ -162,8 +162,11 @@ def _process_record(record: Mapping[str, Any], settings: Settings, clients: Clie
     except (ClientError, BotoCoreError) as exc:
         base["dataset"] = target.dataset
         return _failed(base, exc, f"HeadObject {settings.baseline_key(target.dataset)}")
-    request = build_processing_job_request(source.bucket, source.key, source.version_id, settings,
-                                           baseline_uri=baseline_uri, size=source.size, etag=obj.etag)
+    try:
+        request = build_processing_job_request(source.bucket, source.key, source.version_id, settings,
+                                               baseline_uri=baseline_uri, size=source.size, etag=obj.etag)
+    except RefusedKeyError as exc:  # e.g. a Spark job argument a shell would change (trigger/spark.py)
+        return _refuse(record, clients, settings, base, exc, **told)
     job_name = request["ProcessingJobName"]
     staged_key = staging_key(settings, target, job_name)
     base.update(job_name=job_name, dataset=target.dataset, baseline=baseline_uri, staged_key=staged_key)

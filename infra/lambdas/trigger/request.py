@@ -18,7 +18,7 @@ from trigger.settings import (
     OUTPUT_LOCAL_PATH,
     Settings,
 )
-from trigger.spark import choose_engine, spark_request
+from trigger.spark import UnsafeArgumentError, choose_engine, spark_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_sagemaker.literals import ProcessingInstanceTypeType
@@ -256,10 +256,13 @@ def build_processing_job_request(bucket: str, key: str, version_id: str, setting
     }
     if choose_engine(settings.spark, target.dataset, size if total_bytes is None else total_bytes) == "spark":
         staged_prefix = staging_key(settings, target, job_name).rsplit("/", 1)[0]
-        return spark_request(
-            request, settings.spark, data_bucket=settings.data_bucket, staging_prefix=settings.staging_prefix,
-            dataset=target.dataset, code_s3_uri=settings.code_s3_uri,
-            input_uri=f"s3://{settings.data_bucket}/{staged_prefix}/", output_uri=f"{output_root}/",
-            quarantine_uri=f"s3://{settings.data_bucket}/{settings.quarantine_prefix}{target.dataset}/{job_name}/",
-            baseline_uri=baseline_uri)
+        try:
+            return spark_request(
+                request, settings.spark, data_bucket=settings.data_bucket, staging_prefix=settings.staging_prefix,
+                dataset=target.dataset, code_s3_uri=settings.code_s3_uri,
+                input_uri=f"s3://{settings.data_bucket}/{staged_prefix}/", output_uri=f"{output_root}/",
+                quarantine_uri=f"s3://{settings.data_bucket}/{settings.quarantine_prefix}{target.dataset}/{job_name}/",
+                baseline_uri=baseline_uri)
+        except UnsafeArgumentError as exc:
+            raise RefusedKeyError(str(exc)) from None
     return request

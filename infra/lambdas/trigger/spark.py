@@ -67,6 +67,10 @@ _ROLE_ARN_RE = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-
 MAX_MIN_INPUT_BYTES = 2**63 - 1
 
 
+class UnsafeArgumentError(ValueError):
+    """A Spark job argument a shell would change (the trigger refuses the key: ``trigger.request``)."""
+
+
 @dataclass(frozen=True)
 class SparkSettings:
     """The trigger's Spark settings (environment variables above). ``image_uri == ""``: Spark is off."""
@@ -235,7 +239,7 @@ def spark_request(request: CreateProcessingJobRequestTypeDef, spark: SparkSettin
         baseline_uri: the dataset's baseline.json, or None.
 
     Raises:
-        RefusedKeyError: an argument is not shell-safe (smspark-submit runs the command through a shell).
+        UnsafeArgumentError: an argument is not shell-safe (smspark-submit runs the command through a shell).
     """
     job_name = request["ProcessingJobName"]
     arguments = ["--engine", "spark", "--input", input_uri, "--output", output_uri, "--quarantine", quarantine_uri,
@@ -243,10 +247,8 @@ def spark_request(request: CreateProcessingJobRequestTypeDef, spark: SparkSettin
     entry = f"{SPARK_CODE_LOCAL_PATH}/{spark.entry_file_name}"
     unsafe = [a for a in arguments if not SHELL_SAFE_RE.fullmatch(a)]
     if unsafe:
-        from trigger.refusals import RefusedKeyError  # here: trigger.refusals imports the settings, which import us
-
-        raise RefusedKeyError(f"Spark job argument(s) {unsafe} are not shell-safe ({SHELL_SAFE_RE.pattern}): "
-                              "smspark-submit runs its command through a shell")
+        raise UnsafeArgumentError(f"Spark job argument(s) {unsafe} are not shell-safe ({SHELL_SAFE_RE.pattern}): "
+                                  "smspark-submit runs its command through a shell")
     cluster = dict(request["ProcessingResources"]["ClusterConfig"])
     cluster["InstanceType"] = cast("ProcessingInstanceTypeType", spark.instance_type)
     cluster["InstanceCount"] = spark.instance_count
