@@ -93,6 +93,9 @@ ENV_SOURCE_ETAG: Final = "SOURCE_ETAG"
 ENV_CODE_VERSION: Final = "CODE_VERSION"
 ENV_PROCESSING_MODE: Final = "PROCESSING_MODE"
 ENV_MAX_ROWS_IN_MEMORY: Final = "PROCESSING_MAX_ROWS_IN_MEMORY"
+#: A folder batch's job (design.md Contract 5): how many files and bytes the trigger staged; the job verifies both.
+ENV_BATCH_PARTS: Final = "BATCH_PARTS"
+ENV_BATCH_BYTES: Final = "BATCH_BYTES"
 # Set on the Lambdas by the CDK app (infra/processing_trigger.py, infra/job_metrics.py).
 ENV_DATA_BUCKET: Final = "DATA_BUCKET"
 ENV_INPUT_PREFIX: Final = "INPUT_PREFIX"

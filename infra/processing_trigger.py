@@ -205,7 +205,9 @@ class ProcessingTrigger(Construct):
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="ListInputPrefix",
-                actions=["s3:ListBucket"],
+                # ListBucketVersions: a folder batch's marker lists the folder's versions (ListObjectVersions with
+                # Prefix=<input_prefix><dataset>/<folder>/, design.md Contract 5); s3:prefix limits both actions.
+                actions=["s3:ListBucket", "s3:ListBucketVersions"],
                 resources=[props.bucket.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{props.input_prefix}*"]}},
             )

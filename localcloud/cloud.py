@@ -611,7 +611,7 @@ class LocalCloud:
                 continue
             self._jobs_started.add(name)
             count += 1
-            _ = self.s3  # create the client here: boto3's default session is not thread-safe for client creation
+            _ = self.s3, self.client("ec2")  # created here: boto3's default session is not thread-safe for that
             self._job_futures[name] = self._job_pool.submit(self._execute_job, name)
         return count
 
@@ -630,7 +630,7 @@ class LocalCloud:
 
         return job_executor.run_job(request, s3=self.s3, workdir=self.workdir / "jobs", region=self.region,
                                     account=self.account, created_ms=created_ms, now_ms=self.clock.now_ms, stop=stop,
-                                    authorize=authorize)
+                                    authorize=authorize, ec2=self.client("ec2"))
 
     def _collect_finished_jobs(self) -> int:
         count = 0

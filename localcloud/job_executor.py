@@ -15,6 +15,10 @@
 7. captures stdout and stderr to one log file (``<workdir>/<job>/logs/algo-1.log``);
 8. uploads each output folder to its ``S3Output.S3Uri`` when the job Completed.
 
+An ``smspark-submit`` entrypoint (SageMaker's Spark container) runs as pyspark's ``spark-submit --master local[2]``
+with its configuration.json applied and its ``s3://`` arguments staged through the emulated S3
+(:mod:`localcloud.spark_submit`).
+
 Choices where the local run has to differ from, or could not confirm, AWS behaviour:
 
 * **Outputs on failure.** AWS documents ``EndOfJob`` as "upload ... after the job completes" and does not say
@@ -62,6 +66,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localcloud import spark_submit
+
 OPT_ML = "/opt/ml"
 DEFAULT_MAX_RUNTIME = 86400  # the API's documented default when StoppingCondition is omitted
 MESSAGE_LIMIT = 1024
@@ -96,6 +102,7 @@ class JobResult:
     uploaded_keys: list[str] = field(default_factory=list)  # "s3://bucket/key" of every uploaded object
     downloaded: list[str] = field(default_factory=list)  # local paths of every downloaded input file
     command: list[str] = field(default_factory=list)  # the command line actually run
+    spark: dict[str, Any] | None = None  # smspark-submit jobs: master, InstanceCount, conf applied/not, VPC check
 
     @property
     def succeeded(self) -> bool:
@@ -339,7 +346,7 @@ def _wait(proc: subprocess.Popen, limit: float, stop: threading.Event | None) ->
 def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, timeout: float | None = None,
             region: str | None = None, account: str | None = None, created_ms: int | None = None,
             now_ms: Callable[[], int] | None = None, stop: threading.Event | None = None,
-            authorize: Authorize | None = None) -> JobResult:
+            authorize: Authorize | None = None, ec2: Any | None = None) -> JobResult:
     """Run the processing job a CreateProcessingJob `request` describes, locally; see the module docstring.
 
     `s3` is a boto3 S3 client for the (emulated) account; `region`/`account` default to the client's region and
@@ -347,7 +354,8 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     times (the local cloud's simulated clock; default: wall time). Setting `stop` (StopProcessingJob) ends the job as
     SageMaker documents for a stop: the container gets SIGTERM (then SIGKILL), status ``Stopped``, no outputs
     uploaded. Several jobs may run at once (one thread each). Never raises for job-level failures: they are reported
-    in the returned `JobResult` (status Failed/Stopped with a reason).
+    in the returned `JobResult` (status Failed/Stopped with a reason). An ``smspark-submit`` entrypoint runs with
+    pyspark in local mode (:mod:`localcloud.spark_submit`; `ec2`, when given, verifies ``VpcConfig``'s ids).
     """
     clock_ms = now_ms or _now_ms
     name = request["ProcessingJobName"]
@@ -389,6 +397,16 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
             if lp:
                 local_path(root, lp).mkdir(parents=True, exist_ok=True)
         cmd = job_command(request, root, python)
+        plan = None
+        if spark_submit.is_spark(request):
+            try:
+                plan = spark_submit.prepare(request, cmd, root, jobdir, s3=s3, python=python, authorize=authorize,
+                                            ec2=ec2)
+            except spark_submit.SparkSetupError as exc:
+                raise JobSetupError(f"ClientError: {exc}") from None
+            cmd = plan.command
+            result.downloaded.extend(plan.downloaded)
+            result.spark = plan.record
     except JobSetupError as exc:
         log_path.write_text(f"[local executor] {exc}\n")
         return finish("Failed", str(exc))
@@ -407,7 +425,11 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     if timeout is not None and timeout < max_runtime:
         limit, limit_is_stopping = float(timeout), False
     env = job_environment(request, root)
+    if plan is not None:
+        env.update(plan.env)
     with open(log_path, "ab") as log:
+        if plan is not None:
+            log.write(f"[local executor] smspark-submit as pyspark: {json.dumps(plan.record, default=str)}\n".encode())
         log.write(f"[local executor] job {name}: {' '.join(cmd)}\n".encode())
         log.flush()
         try:
@@ -454,6 +476,11 @@ def run_job(request: dict, *, s3, workdir: Path, python: str = sys.executable, t
     # --- EndOfJob upload (Completed jobs only) -------------------------------------------------------------
     try:
         result.uploaded_keys = _upload_outputs(s3, request, root, authorize)
+        if plan is not None:
+            try:
+                result.uploaded_keys += spark_submit.upload_outputs(plan, s3, authorize)
+            except spark_submit.SparkSetupError as exc:
+                raise JobSetupError(f"ClientError: {exc}") from None
     except JobSetupError as exc:
         with open(log_path, "a") as log:
             log.write(f"[local executor] {exc}\n")

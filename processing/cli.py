@@ -44,6 +44,7 @@ def check_source(input_path: Path, environ: Any = None) -> None:
         SourceChangedError: the sizes differ.
     """
     env = os.environ if environ is None else environ
+    _check_batch(input_path, env)
     expected = (env.get("SOURCE_SIZE") or "").strip()
     if not expected.isdigit() or not input_path.is_file():
         return
@@ -55,6 +56,26 @@ def check_source(input_path: Path, environ: Any = None) -> None:
         raise SourceChangedError(
             f"{key} is {actual} bytes as downloaded, the event's version {version} was {expected} bytes: the job's "
             f"staged copy is not that version")
+
+
+def _check_batch(input_path: Path, env: Any) -> None:
+    """A folder batch (design.md Contract 5): the input folder holds exactly the ``BATCH_PARTS`` files and
+    ``BATCH_BYTES`` bytes the trigger staged (unset, or ``--input`` not a local folder, e.g. ``s3://``: no check).
+
+    Raises:
+        SourceChangedError: the count or the bytes differ.
+    """
+    parts = (env.get(contract.ENV_BATCH_PARTS) or "").strip()
+    total = (env.get(contract.ENV_BATCH_BYTES) or "").strip()
+    if not parts.isdigit() or not total.isdigit() or not input_path.is_dir():
+        return
+    files = rawfile.list_inputs(input_path)
+    size = sum(f.stat().st_size for f in files)
+    if len(files) != int(parts) or size != int(total):
+        uri = env.get("SOURCE_URI") or str(input_path)
+        raise SourceChangedError(
+            f"the batch of {uri} is {len(files)} files and {size} bytes as downloaded, the trigger staged {parts} "
+            f"files and {total} bytes: the job's input is not the staged batch")
 
 
 def run_options(mode: str = "auto", environ: Mapping[str, str] | None = None) -> RunOptions:

@@ -257,12 +257,15 @@ def test_trigger_iam_is_exact(synth: Synth) -> None:
     assert by_sid["ListBaselines"]["Condition"] == {"StringLike": {"s3:prefix": ["baselines/*"]}}
     s3_actions = sorted({a for s in all_statements for a in as_list(s["Action"]) if a.startswith("s3:")})
     assert s3_actions == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
-                          "s3:PutObject"]
+                          "s3:ListBucketVersions", "s3:PutObject"]
     # issue 11 items 2 and 3: reads (HeadObject/copy source) only under the input prefix, writes only its staging
     # copies; the KMS use for the copy only through S3; refusals counted in the stack's namespace and told
     assert sorted(as_list(by_sid["ReadInputVersions"]["Action"])) == ["s3:GetObject", "s3:GetObjectVersion"]
     assert object_suffix(by_sid["ReadInputVersions"]["Resource"], i["bucket"]) == "input/*"
     assert by_sid["ListInputPrefix"]["Condition"] == {"StringLike": {"s3:prefix": ["input/*"]}}
+    # design.md Contract 5: a folder batch's marker lists the folder's versions, only under the input prefix
+    assert sorted(as_list(by_sid["ListInputPrefix"]["Action"])) == ["s3:ListBucket", "s3:ListBucketVersions"]
+    assert by_sid["ListInputPrefix"]["Resource"] == {"Fn::GetAtt": [i["bucket"], "Arn"]}
     assert sorted(as_list(by_sid["WriteStagedCopies"]["Action"])) == ["s3:AbortMultipartUpload", "s3:PutObject"]
     assert object_suffix(by_sid["WriteStagedCopies"]["Resource"], i["bucket"]) == "staging/*"
     writes = [s for s in all_statements if {"s3:PutObject", "s3:AbortMultipartUpload"} & set(as_list(s["Action"]))]

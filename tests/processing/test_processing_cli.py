@@ -329,3 +329,23 @@ def test_bundled_job_with_other_pins_warns_and_records_the_drift(tmp_path: Path)
                      r"processing/requirements.txt pins 0\.0\.1", proc.stderr), proc.stderr
     metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
     assert metrics["library_drift"] == [{"library": "pandas", "expected": "0.0.1", "loaded": pandas.__version__}]
+
+
+def test_batch_check_verifies_the_staged_parts_count_and_bytes(tmp_path: Path) -> None:
+    # GIVEN a folder batch's input folder as the trigger staged it (design.md Contract 5): two parts, one nested
+    import pytest
+
+    from processing.cli import SourceChangedError, check_source
+
+    (tmp_path / "region=eu").mkdir()
+    (tmp_path / "part-0.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "region=eu" / "part-1.csv").write_text("a,b\n3,4\n")
+    env = {"BATCH_PARTS": "2", "BATCH_BYTES": "16", "SOURCE_URI": "s3://b/input/ds/f/_SUCCESS"}
+    # WHEN the job checks it THEN the staged count and bytes pass
+    check_source(tmp_path, env)
+    check_source(tmp_path / "part-0.csv", {"BATCH_PARTS": "2"})  # a single file, or no batch variables: no check
+    # and a missing part or other bytes fail as an expected error naming both sides
+    with pytest.raises(SourceChangedError, match="is 2 files and 16 bytes as downloaded, the trigger staged 3 files"):
+        check_source(tmp_path, {**env, "BATCH_PARTS": "3"})
+    with pytest.raises(SourceChangedError, match="staged 2 files and 17 bytes"):
+        check_source(tmp_path, {**env, "BATCH_BYTES": "17"})

@@ -12,17 +12,28 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambda_shared.logs import decision_log
 from lambda_shared.s3errors import error_code
-from trigger.events import ignore_reason, parse_object_created
+from trigger.events import BATCH_MANIFEST, ignore_reason, is_marker, parse_object_created
+from trigger.folders import (
+    MANIFEST_MAX_BYTES,
+    batch_request,
+    check_staging_keys,
+    list_batch,
+    parse_manifest,
+    stage_batch,
+    staging_folder,
+)
 from trigger.refusals import REASON_UNREADABLE_EVENT, RefusedKeyError, tell_refusal
 from trigger.request import build_processing_job_request, map_key, staging_key
 from trigger.settings import Settings
 from trigger.spark import conf_body, conf_key, is_spark_request
-from trigger.staging import find_baseline, resolve_source, stage_source
+from trigger.staging import SourceObject, find_baseline, resolve_source, stage_source
 
 if TYPE_CHECKING:  # pragma: no cover
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
     from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_sagemaker.type_defs import CreateProcessingJobRequestTypeDef
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
@@ -144,6 +155,8 @@ def _process_record(record: Mapping[str, Any], settings: Settings, clients: Clie
         target = map_key(source.bucket, source.key, settings)
     except RefusedKeyError as exc:
         return _refuse(record, clients, settings, base, exc, **told)
+    if is_marker(source.key):
+        return _process_marker(record, settings, clients, rand, source, target.dataset, base, told)
     try:
         baseline_uri = find_baseline(s3, target.dataset, settings, base)
     except (ClientError, BotoCoreError) as exc:
@@ -167,15 +180,67 @@ def _process_record(record: Mapping[str, Any], settings: Settings, clients: Clie
     except (ClientError, BotoCoreError) as exc:
         return _failed(base, exc, f"copying the object version to {staged_key}")
     base["staged_by"] = how
+    return _create_job(record, settings, clients, rand, base, request, target.dataset)
+
+
+def _process_marker(record: Mapping[str, Any], settings: Settings, clients: Clients, rand: Callable[[], float],
+                    marker: SourceObject, dataset: str, base: dict[str, Any], told: Mapping[str, Any]) -> bool:
+    """A folder's ``_SUCCESS`` marker (design.md Contract 5): pin the folder's versions as of the marker, stage them,
+    start one job over them (or refuse and tell)."""
+    s3 = clients.s3
+    base["dataset"] = dataset
+    try:
+        manifest = None
+        if marker.key.endswith("/" + BATCH_MANIFEST):
+            params: GetObjectRequestTypeDef = {"Bucket": marker.bucket, "Key": marker.key}
+            if marker.version_id:
+                params["VersionId"] = marker.version_id
+            else:
+                params["IfMatch"] = f'"{marker.etag}"'
+            manifest = parse_manifest(s3.get_object(**params)["Body"].read(MANIFEST_MAX_BYTES + 1))
+        batch = list_batch(s3, marker, settings, dataset, manifest=manifest)
+        check_staging_keys(settings, batch)
+    except RefusedKeyError as exc:
+        return _refuse(record, clients, settings, base, exc, **told)
+    except (ClientError, BotoCoreError) as exc:
+        return _failed(base, exc, f"reading the marker's folder {marker.key.rsplit('/', 1)[0]}/")
+    base.update(folder=batch.folder, parts=len(batch.parts), total_bytes=batch.total_bytes,
+                skipped_empty=batch.skipped_empty)
+    try:
+        baseline_uri = find_baseline(s3, dataset, settings, base)
+    except (ClientError, BotoCoreError) as exc:
+        return _failed(base, exc, f"HeadObject {settings.baseline_key(dataset)}")
+    try:
+        request = batch_request(batch, settings, baseline_uri=baseline_uri)
+    except RefusedKeyError as exc:
+        return _refuse(record, clients, settings, base, exc, **told)
+    job_name = request["ProcessingJobName"]
+    folder = staging_folder(settings, batch, job_name)
+    base.update(job_name=job_name, baseline=baseline_uri, staged_key=folder)
+    # Every delivery stages again: the same marker version lists the same part versions (pinned by the marker's
+    # time), so the same keys get the same bytes and an existing job is not affected.
+    try:
+        stage_batch(s3, batch, settings.data_bucket, folder)
+    except RefusedKeyError as exc:
+        return _refuse(record, clients, settings, base, exc, **told)
+    except (ClientError, BotoCoreError) as exc:
+        return _failed(base, exc, f"copying the batch's parts to {folder}")
+    base["staged_by"] = f"batch ({len(batch.parts)} parts)"
+    return _create_job(record, settings, clients, rand, base, request, dataset)
+
+
+def _create_job(record: Mapping[str, Any], settings: Settings, clients: Clients, rand: Callable[[], float],
+                base: dict[str, Any], request: CreateProcessingJobRequestTypeDef, dataset: str) -> bool:
+    """CreateProcessingJob (a Spark job's configuration.json first); ``already-exists`` is success, throttling/quota
+    is retried with backoff."""
     if is_spark_request(request):  # its configuration.json input, beside the staging prefix (same bytes every time)
-        conf = conf_key(settings.staging_prefix, target.dataset, job_name)
+        conf = conf_key(settings.staging_prefix, dataset, request["ProcessingJobName"])
         try:
-            s3.put_object(Bucket=settings.data_bucket, Key=conf, Body=conf_body(settings.spark),
-                          ContentType="application/json")
+            clients.s3.put_object(Bucket=settings.data_bucket, Key=conf, Body=conf_body(settings.spark),
+                                  ContentType="application/json")
         except (ClientError, BotoCoreError) as exc:
             return _failed(base, exc, f"writing the Spark job's {conf}")
         base["engine"] = "spark"
-
     try:
         response = clients.sagemaker.create_processing_job(**request)
     except ClientError as exc:

@@ -6,7 +6,16 @@ import json
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+import contract
 from trigger.settings import API_STRING_MAX, Settings
+
+#: The file that completes a folder batch (design.md Contract 5; Hadoop's FileOutputCommitter writes it last; the same
+#: name as the job's own output marker, contract.SUCCESS_MARKER).
+BATCH_MARKER = contract.SUCCESS_MARKER
+#: The other marker: a JSON list of the folder's files (optionally with versions) that make the batch.
+BATCH_MANIFEST = "_manifest.json"
+PART_REASON = ("part of a folder batch: processed with its folder when the folder's _SUCCESS marker arrives "
+               "(design.md Contract 5)")
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,29 @@ def parse_object_created(body: str) -> ObjectRef:
     )
 
 
+def key_depth(key: str, settings: Settings) -> int:
+    """Number of ``/``-separated components of ``key`` below the input prefix."""
+    return len(key[len(settings.input_prefix):].split("/"))
+
+
+def is_marker(key: str) -> bool:
+    """True for a folder batch's ``_SUCCESS`` or ``_manifest.json`` marker (:func:`trigger.folders.marker_folder`
+    checks where)."""
+    return key.rsplit("/", 1)[-1] in (BATCH_MARKER, BATCH_MANIFEST)
+
+
+def is_part(key: str, settings: Settings) -> bool:
+    """True for a key inside a folder of a dataset (``<input_prefix><dataset>/<folder>/.../<file>``) that is no
+    marker: such a key waits for its folder's marker instead of starting a job (design.md Contract 5)."""
+    return key.startswith(settings.input_prefix) and key_depth(key, settings) >= 3 and not is_marker(key)
+
+
 def ignore_reason(obj: ObjectRef, settings: Settings) -> str | None:
     """Why this object is not ours to process, or None if it is: the documented quiet skips (logged, not told).
 
-    Folder markers (key ending in ``/``) and zero-byte objects hold no data; the other cases cannot happen through
+    Folder markers (key ending in ``/``) and zero-byte objects hold no data (a ``_SUCCESS`` batch marker is not
+    skipped: it starts its folder's job); parts of a folder batch wait for their folder's marker (design.md Contract
+    5: :func:`trigger.folders.is_part`); the other cases cannot happen through
     the stack's EventBridge rule (bucket and input prefix are in its pattern). Checked on the event's key: URL
     encoding keeps ``/`` and never changes the input prefix (safe characters only, infra/config.py).
     """
@@ -85,10 +113,12 @@ def ignore_reason(obj: ObjectRef, settings: Settings) -> str | None:
         return "bucket is not the data bucket"
     if obj.key.endswith("/"):
         return "folder marker"
-    if obj.size == 0:
-        return "zero-byte object"
     if obj.key.startswith(settings.output_prefix):
         return "key is under the output prefix"
     if not obj.key.startswith(settings.input_prefix):
         return "key is outside the input prefix"
+    if is_part(obj.key, settings):
+        return PART_REASON
+    if obj.size == 0 and not is_marker(obj.key):  # a _SUCCESS marker is empty by convention
+        return "zero-byte object"
     return None

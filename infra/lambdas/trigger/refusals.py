@@ -25,8 +25,14 @@ REASON_ACCESS_DENIED = "AccessDenied"  # 403 for every candidate: absent or unre
 REASON_INVALID_DATASET = "InvalidDataset"  # the folder under the input prefix is not a valid dataset name
 REASON_INVALID_KEY = "InvalidKey"  # no file name, control characters, or too long for the job's request
 REASON_VERSION_MISMATCH = "VersionMismatch"  # S3's object (or the staged copy) is not the version the event names
+# Folder batches (design.md Contract 5, trigger/folders.py)
+REASON_INVALID_BATCH = "InvalidBatch"  # a _SUCCESS marker outside a folder under <input_prefix><dataset>/
+REASON_EMPTY_BATCH = "EmptyBatch"  # a _SUCCESS marker whose folder held no data file when it was written
+REASON_BATCH_TOO_LARGE = "BatchTooLarge"  # more parts than one trigger invocation may stage (folders.MAX_BATCH_PARTS)
+REASON_INVALID_MANIFEST = "InvalidManifest"  # a _manifest.json that is no valid list of the folder's files
 REFUSAL_REASONS = (REASON_UNREADABLE_EVENT, REASON_OBJECT_NOT_FOUND, REASON_ACCESS_DENIED, REASON_INVALID_DATASET,
-                   REASON_INVALID_KEY, REASON_VERSION_MISMATCH)
+                   REASON_INVALID_KEY, REASON_VERSION_MISMATCH, REASON_INVALID_BATCH, REASON_EMPTY_BATCH,
+                   REASON_BATCH_TOO_LARGE, REASON_INVALID_MANIFEST)
 
 
 class RefusedKeyError(ValueError):
