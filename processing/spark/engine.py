@@ -38,6 +38,8 @@ from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
 from processing.spark import hadoopfs
 from processing.spark.hadoopfs import HadoopFile
+from processing.spark import features as spark_features
+from processing.types import NEW_TYPES, TypeOptions
 
 log = logging.getLogger("processing")
 
@@ -300,6 +302,9 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
                 value = F.when(ok & ~F.isnan(number) & (F.abs(number) != float("inf")), number)
             typed_cols[c] = value
             invalid_cols[c] = marked.isNotNull() & value.isNull()
+        elif kinds[c] in NEW_TYPES:  # boolean, date, datetime (processing/spark/features.py)
+            typed_cols[c] = spark_features.typed(F, marked, kinds[c], config.column_options.get(c, TypeOptions()))
+            invalid_cols[c] = marked.isNotNull() & typed_cols[c].isNull()
         else:
             typed_cols[c] = marked
     rules = []
@@ -388,9 +393,11 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     imputation: dict[str, Any] = {}
     present = {r.column: int(rows_out - col_metrics[r.column]["missing_before"] - col_metrics[r.column]["invalid"])
                for r in config.imputations}
-    stats = [(median_of(F.col(r.column).cast("double")) if r.strategy == "median"
-              else F.avg(F.col(r.column).cast("double"))).alias(f"stat_{j}") for j, r in enumerate(config.imputations)
-             if r.strategy in ("median", "mean") and present[r.column]]
+    stats = [(spark_features.imputation_statistic(F, r.column, kinds[r.column], median_of)
+              if r.strategy == "median" and kinds[r.column] in NEW_TYPES
+              else median_of(F.col(r.column).cast("double")) if r.strategy == "median"
+              else F.avg(F.col(r.column).cast("double"))).alias(f"stat_{j}")
+             for j, r in enumerate(config.imputations) if r.strategy in ("median", "mean") and present[r.column]]
     stat_values = pre.agg(*stats).collect()[0].asDict() if stats else {}
     for j, rule in enumerate(config.imputations):
         c, kind = rule.column, kinds[rule.column]
@@ -406,22 +413,26 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
                 if rule.strategy == "median" and sampling is not None:
                     sampling["imputation"][c] = present[c]
             else:  # most frequent; ties go to the smallest value
-                top = (pre.filter(F.col(c).isNotNull()).groupBy(c).count()
-                       .orderBy(F.col("count").desc(), F.col(c).asc()).limit(1).collect()[0])
-                computed = top[c]
+                value_of = spark_features.most_frequent_value(F, c, kind).alias("_value")
+                top = (pre.filter(F.col(c).isNotNull()).select(value_of).groupBy("_value").count()
+                       .orderBy(F.col("count").desc(), F.col("_value").asc()).limit(1).collect()[0])
+                computed = top["_value"]
             fill_value = round(computed) if kind == "integer" and isinstance(computed, float) else computed
             info = {"strategy": rule.strategy, "value": fill_value, "computed": computed, "source": "statistic"}
+            if kind in NEW_TYPES:
+                info = spark_features.imputation_info(rule.strategy, kind, computed)
         missing = col_metrics[c]["missing_before"] + col_metrics[c]["invalid"]
         info["filled"] = missing if info["value"] is not None else 0
         imputation[c] = info
 
-    cleaned = pre
+    cleaned = spark_features.missing_flags(F, pre, config)  # the missing indicators' view: before imputation
     for rule in config.imputations:
         value = imputation[rule.column]["value"]
         if value is not None:
             kind = kinds[rule.column]
             lit = F.lit(int(value)).cast("long") if kind == "integer" else (
-                F.lit(float(value)) if kind == "float" else F.lit(str(value)))
+                F.lit(float(value)) if kind == "float" else spark_features.fill_literal(F, kind, value)
+                if kind in NEW_TYPES else F.lit(str(value)))
             cleaned = cleaned.withColumn(rule.column, F.coalesce(F.col(rule.column), lit))
 
     # --- JSON fields and derived features ------------------------------------------------------------------------
@@ -442,14 +453,20 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
             # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
             found = F.when(found.isin(*NON_FINITE), F.regexp_replace(found, '^"|"$', "")).otherwise(found)
             transformed = transformed.withColumn(field.name, found)
+    bin_edges: dict[str, list[float]] = {}  # quantile bins' edges (processing/spark/features.py)
+    configured = {d.name: d.bins for d in config.derived}
     for d in config.derived:
         if d.kind == "string_length":
             transformed = transformed.withColumn(d.name, F.length(F.col(d.source)).cast("long"))
-        else:
+        elif d.kind == "bins" and d.bins is not None and d.bins.quantiles is None:
             assert d.bins is not None
             transformed = transformed.withColumn(d.name, _bins_expr(F, F.col(d.source).cast("double"), d.bins))
             transformed = transformed.withColumn(f"_outside_{d.name}", _outside_expr(F, F.col(d.source).cast("double"),
                                                                                        d.bins))
+        else:  # issue 14's kinds, quantile bins (their edges computed here, after the features before them)
+            transformed = spark_features.derive(F, transformed, d, config, _bins_expr, _outside_expr, bin_edges,
+                                                exact, APPROX_ACCURACY)
+    config = spark_features.resolved_config(config, bin_edges)
     transformed = transformed.persist(StorageLevel.MEMORY_AND_DISK)
 
     aggs = [F.sum(F.col(c).isNull().cast("long")).alias(f"after_{j}") for j, c in enumerate(names)]
@@ -462,6 +479,8 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         aggs += [F.sum(F.col(f.name).isNotNull().cast("long")).alias(f"jf_{f.name}") for f in jc.fields]
     for d in config.derived:
         aggs.append(F.sum(F.col(d.name).isNull().cast("long")).alias(f"dm_{d.name}"))
+        if d.kind == "missing_indicator":
+            aggs.append(F.sum(F.col(d.name).cast("long")).alias(f"dt_{d.name}"))
         if d.kind == "bins":
             assert d.bins is not None
             aggs.append(F.sum(F.col(f"_outside_{d.name}").cast("long")).alias(f"do_{d.name}"))
@@ -469,8 +488,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
             aggs += [F.sum((F.col(d.name) == F.lit(lab)).cast("long")).alias(f"dl_{d.name}_{k}")
                      for k, lab in enumerate(labels)]
     group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
-    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES] + [d.name for d in config.derived
-                                                                     if d.kind == "string_length"]
+    numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES] + spark_features.numeric_features(config)
     for c in group_cols:
         aggs += [F.countDistinct(F.col(c)).alias(f"gd_{c}"), F.sum(F.col(c).isNull().cast("long")).alias(f"gm_{c}")]
     for c in numeric_cols:
@@ -494,14 +512,22 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
                                 "missing": rows_out - n(f"jf_{f.name}")} for f in jc.fields}}
     derived_metrics: dict[str, Any] = {}
     for d in config.derived:
+        extra = spark_features.derived_metrics(d, configured[d.name], n, bin_edges, not exact)
         if d.kind == "string_length":
             derived_metrics[d.name] = {"kind": d.kind, "source": d.source, "missing": n(f"dm_{d.name}")}
+        elif d.kind != "bins" and extra is not None:
+            derived_metrics[d.name] = extra
         else:
             assert d.bins is not None
             label_order = [*d.bins.labels, *([d.bins.outside] if d.bins.outside is not None else [])]
             derived_metrics[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": n(f"do_{d.name}"),
                                        "missing": n(f"dm_{d.name}"),
                                        "counts": {lab: n(f"dl_{d.name}_{k}") for k, lab in enumerate(label_order)}}
+            derived_metrics[d.name].update(extra or {})
+            if extra is not None and not exact:
+                sampling = sampling or {}
+                sampling.setdefault("bins", {})[d.name] = {"values": n(f"nc_{d.source}"),
+                                                           "rank_error": 1.0 / APPROX_ACCURACY}
     group_metrics = {c: {"distinct": n(f"gd_{c}"), "missing": n(f"gm_{c}")} for c in group_cols}
     numeric: dict[str, Any] = {}
     for c in numeric_cols:
@@ -617,8 +643,7 @@ def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: 
     """``transform.group_statistics`` in Spark: rows per group, then ``<column>_<aggregation>``; groups sorted by key
     (bins features by label order), a missing key last."""
     aggs = [F.count(F.lit(1)).alias("rows")]
-    int_like = {c for c, k in kinds.items() if k == "integer"} | {d.name for d in config.derived
-                                                                 if d.kind == "string_length"}
+    int_like = {c for c, k in kinds.items() if k == "integer"} | spark_features.int_features(config)
     for col, funcs in g.aggregations:
         for fn in funcs:
             x = F.col(col)
@@ -690,16 +715,16 @@ def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any
 
 
 def _csv_cell(value: Any) -> str:
-    """A statistics CSV cell as pyarrow's CSV writer (the default engine) writes it: text quoted, numbers bare (a
-    whole float without its ``.0``), null empty."""
+    """A statistics CSV cell as the default engine writes it (processing/csvout.py): text quoted, numbers bare (a
+    whole float with its ``.0``), null empty."""
     if value is None:
         return ""
     if isinstance(value, str):
         return '"' + value.replace('"', '""') + '"'
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e14:
+        return f"{int(value)}.0"  # a whole float keeps its decimal (the default engine's processing/csvout.py)
     return repr(value)
 
 
@@ -712,6 +737,12 @@ def _write(frame: Any, output_dir: Path, stem: str, fmt: str, *, order: list[str
     order = order or ["_file", "_row"]
     drop = drop or ["_file", "_row"]
     out = frame.repartition(1).sortWithinPartitions(*order).drop(*drop)
+    if fmt == "csv":  # datetimes as the default engine writes them (processing/spark/features.py)
+        from pyspark.sql import functions as F
+
+        out = spark_features.csv_ready(F, out)
+    else:  # Parquet timestamps as timestamp[us, tz=UTC] (Spark's default, INT96, reads back without a zone)
+        out.sparkSession.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     if root is not None:
         tmp_uri = hadoopfs.join(root, stem, f"_{stem}.spark")
         remote_writer = out.write.mode("overwrite")

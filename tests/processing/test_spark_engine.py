@@ -257,6 +257,70 @@ def test_other_dataset_with_its_own_config(spark: Any, tmp_path: Path) -> None:
     assert_same_outputs(tmp_path / "out")
 
 
+TYPED_DOC: dict[str, Any] = {
+    "columns": {"id": "integer", "active": "boolean", "day": "date",
+                "when": {"type": "datetime", "timezone": "America/New_York"},
+                "logged": {"type": "datetime", "format": "%d %b %y %I:%M %p"},
+                "born": {"type": "date", "format": "%d/%m/%Y"}, "distance": "float", "air_time": "float",
+                "carrier": "string"},
+    "imputation": {"active": {"strategy": "most_frequent"}, "day": {"strategy": "median"},
+                   "when": {"strategy": "most_frequent"}, "born": {"strategy": "constant", "value": "2000-01-01"},
+                   "distance": {"strategy": "median"}},
+    "duplicates": {"key_columns": ["active", "day", "carrier"]},
+    "derived": [
+        {"name": "air_missing", "kind": "missing_indicator", "source": "air_time"},
+        {"name": "speed", "kind": "expression", "expression": "round(distance / air_time * 60, 1)"},
+        {"name": "late", "kind": "expression", "expression": "coalesce(max(distance - 1000, 0), -1) / 3"},
+        {"name": "hour", "kind": "date_part", "source": "when", "part": "hour"},
+        {"name": "weekday", "kind": "date_part", "source": "day", "part": "weekday"},
+        {"name": "doy", "kind": "date_part", "source": "logged", "part": "dayofyear"},
+        {"name": "distance_band", "kind": "bins", "source": "distance", "bins": {"quantiles": 4}},
+        {"name": "speed_band", "kind": "bins", "source": "speed", "bins": {"quantiles": [0, 0.1, 0.9, 1]}},
+        {"name": "air_band", "kind": "bins", "source": "air_time", "bins": {"edges": [0, 60, 180, "inf"]}},
+    ],
+    "group_statistics": [{"name": "by_carrier", "group_by": ["carrier", "active"],
+                          "aggregations": {"speed": ["mean", "median", "max"], "hour": ["min", "max"]}}],
+}
+
+
+def _typed_dataset(path: Path, rows: int, seed: int) -> None:
+    rnd = random.Random(seed)
+    lines = ["id,active,day,when,logged,born,distance,air_time,carrier"]
+    for i in range(rows):
+        active = rnd.choice(["true", "False", "yes", "N", "1", "0", "maybe", "", " T "])
+        day = rnd.choice(["2024-01-01", "2024-02-29", "2024-03-15", "2023-12-31", "2024-02-30", "", "x"])
+        when = rnd.choice(["2024-03-01 05:00:00", "2024-03-01T05:00:00Z", "2024-03-10 02:30", "2024-11-03 01:30",
+                           "2024-06-30T23:59:59.5+02:00", "", "soon", "2024-01-01", "2024-07-04T12:00:00-0330"])
+        logged = rnd.choice(["05 Mar 24 7:05 PM", "5 march 99 12:00 am", "31 Feb 24 1:00 AM", "", "1 Jan 00 9:59 am"])
+        born = rnd.choice(["01/02/1990", "1/2/1990", "31/02/1990", "", "15/06/1985"])
+        distance = rnd.choice([str(rnd.randint(50, 3000)), "", "abc"])
+        air = rnd.choice([str(rnd.randint(0, 400)), "", "x", "0"])
+        lines.append(f"{i},{active},{day},{when},{logged},{born},{distance},{air},"
+                     f"{rnd.choice(['UA', 'AA', 'DL', ''])}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_types_and_features(spark: Any, tmp_path: Path) -> None:
+    data = tmp_path / "typed.csv"
+    _typed_dataset(data, 800, seed=4)
+    default, _ = _run_both(spark, [data], tmp_path / "out", TYPED_DOC)
+    assert default["invalid_values"]["when"] > 0 and default["invalid_values"]["logged"] > 0
+    assert default["derived"]["distance_band"]["edges_from"] == "all"
+    assert_same_outputs(tmp_path / "out")
+    # beyond the row budget: quantile edges from percentile_approx, recorded as sampled
+    _run_both(spark, [data], tmp_path / "budget", TYPED_DOC, max_rows=100)
+    budget = json.loads((tmp_path / "budget" / "spark" / "quality" / "metrics.json").read_text())
+    assert budget["derived"]["distance_band"]["edges_from"] == "sample"
+    assert budget["statistics_sampling"]["bins"]["distance_band"]["rank_error"] == 1e-5
+    # CSV: the same text for booleans, dates, datetimes and floats (Spark quotes text only when needed)
+    _run_both(spark, [data], tmp_path / "csv", TYPED_DOC, fmt="csv")
+    import csv as csv_mod
+
+    texts = [list(csv_mod.reader((tmp_path / "csv" / e / "transformed" / "transformed.csv").open()))
+             for e in ("default", "spark")]
+    assert texts[0] == texts[1]
+
+
 def test_fresh_file_from_the_command_line_without_pyarrow(tmp_path: Path) -> None:
     """Done when: ``python -m processing --engine spark`` gives the default engine's counts, medians and group
     statistics on a file it has never seen (a new seed each run, printed on failure), here with pyarrow made
@@ -405,7 +469,9 @@ def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None
     gate.finish), none of the pyarrow modules; outside it only cli.py imports it, inside ``main_spark``."""
     allowed = {"processing", "processing.config", "processing.drift_config", "processing.gate", "processing.errors",
                "processing.options", "processing.rawfile", "processing.metricsdoc", "processing.spark",
-               "processing.spark.engine", "processing.spark.hadoopfs",
+               "processing.spark.engine", "processing.spark.hadoopfs", "processing.expressions",
+               "processing.spark.expressions", "processing.types", "processing.spark.features",
+               "processing.features",
                "processing.cli"}  # processing/spark/entry.py: the SageMaker entry script runs the command line
     for path in sorted((ROOT / "processing").rglob("*.py")):
         modules = set()
