@@ -272,3 +272,11 @@ def test_group_statistics_with_boolean_date_and_datetime_keys(tmp_path: Path) ->
     assert [(r["day"], r["when"], r["active"]) for r in rows] == [
         ("2024-03-01", "2024-03-01T05:00:00Z", False), ("2024-03-01", "2024-03-01T05:00:00Z", True),
         ("2024-03-02", None, True), (None, "2024-03-02T05:00:00.500000Z", None)]
+
+
+def test_dates_are_not_drift_columns() -> None:
+    with pytest.raises(ConfigError, match=r"^drift\.categorical\[0\]: 'd' is a date column: dates and datetimes have "
+                                          r"no drift profile"):
+        config_mod.validate({"columns": {"d": "date"}, "drift": {"categorical": ["d"]}})
+    with pytest.raises(ConfigError, match=r"^drift\.numeric\[0\]: 't' must be a declared integer or float column"):
+        config_mod.validate({"columns": {"t": "datetime"}, "drift": {"numeric": ["t"]}})
