@@ -112,6 +112,9 @@ def parse_drift(doc: Any, columns: Mapping[str, str], json_fields: Mapping[str, 
     for i, col in enumerate(categorical):
         if col not in columns or columns[col] == "json":
             raise _fail(f"drift.categorical[{i}]", f"{col!r} must be a declared non-JSON column")
+        if columns[col] in ("date", "datetime"):
+            raise _fail(f"drift.categorical[{i}]", f"{col!r} is a {columns[col]} column: dates and datetimes have no "
+                                                   f"drift profile (neither numeric nor categorical)")
         if col in numeric:
             raise _fail(f"drift.categorical[{i}]", f"{col!r} is already a numeric drift column")
     fields_spec = doc.get("json_fields", True)

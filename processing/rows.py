@@ -5,6 +5,7 @@ the per-feature metrics, the statistics files, and ``Parts``, what either path h
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -260,6 +261,8 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
 def json_value(value: Any) -> Any:
     if value is None or value is pd.NA or value is pd.NaT:
         return None
+    if isinstance(value, datetime.date):  # dates and datetimes as the CSV outputs write them (typecast.text_of)
+        return typecast.text_of(value, "datetime" if isinstance(value, datetime.datetime) else "date")
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (float, np.floating)):

@@ -18,6 +18,7 @@ rounding (summation order differs).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import math
 import os
@@ -709,7 +710,8 @@ def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)
         jpath = folder / f"{name}.json"
-        write_json({"name": name, "rows": rows}, jpath)
+        write_json({"name": name, "rows": [{k: spark_features.statistics_value(v) for k, v in row.items()}
+                                           for row in rows]}, jpath)
         written.append(jpath)
     return written
 
@@ -723,6 +725,8 @@ def _csv_cell(value: Any) -> str:
         return '"' + value.replace('"', '""') + '"'
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, datetime.date):  # dates and datetimes bare, as the default engine's CSV writer
+        return str(spark_features.statistics_value(value))
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e14:
         return f"{int(value)}.0"  # a whole float keeps its decimal (the default engine's processing/csvout.py)
     return repr(value)

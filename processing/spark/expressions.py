@@ -2,9 +2,10 @@
 
 Numbers are doubles; division by zero, ``log`` of x <= 0, ``sqrt`` of x < 0 and non-finite results are null (after
 every operation, as ``evaluate`` does); ``min``/``max`` propagate nulls (Spark's ``least``/``greatest`` would skip
-them); ``round`` is ``bround`` (half to even, as numpy); ``and``/``or``/``not`` are Spark's three-valued logic, the
-same as ``evaluate``'s; dates and datetimes compare as microseconds since the epoch (UTC); a text literal compared
-with one is read by ``expressions.time_literal_micros``. pyspark is imported when called, never pyarrow.
+them); ``round`` scales, ``rint``s (half to even) and unscales as numpy does; ``and``/``or``/``not`` are Spark's
+three-valued logic, the same as ``evaluate``'s; dates and datetimes compare as microseconds since the epoch (UTC);
+a text literal compared with one is read by ``expressions.time_literal_micros``. pyspark is imported when called,
+never pyarrow.
 """
 
 from __future__ import annotations
@@ -136,7 +137,11 @@ class _Builder:
             return NUMBER, self.clean(F.abs(x))
         if fn == "round":
             digits = int(node.args[1].value) if isinstance(node.args[1], Literal) else 0
-            return NUMBER, self.clean(F.bround(x, digits))
+            # numpy's algorithm (scale, rint: half to even, unscale) in the same IEEE doubles; Spark's bround
+            # rounds the decimal text instead and differs at ties the double cannot hold (0.5015 -> 0.502)
+            scale = F.lit(10.0 ** abs(digits))
+            rounded = F.rint(x * scale) / scale if digits >= 0 else F.rint(x / scale) * scale
+            return NUMBER, self.clean(rounded)
         if fn in ("min", "max"):
             y = args[1][1]
             pick = F.least(x, y) if fn == "min" else F.greatest(x, y)

@@ -6,6 +6,7 @@ caller (``F`` is ``pyspark.sql.functions``); nothing here imports pyarrow or pan
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from typing import Any
 
 from processing import expressions
@@ -13,6 +14,7 @@ from processing.config import DatasetConfig
 from processing.features import Bins, Derived, generated_labels, kind_of
 from processing.spark.expressions import to_spark
 from processing.types import (
+    EPOCH,
     FALSE_TEXTS,
     MICROS_PER_DAY,
     MONTHS,
@@ -163,6 +165,17 @@ def csv_ready(F: Any, frame: Any) -> Any:
         if field.dataType.typeName() == "timestamp":
             frame = frame.withColumn(field.name, iso_text(F, F.col(field.name)))
     return frame
+
+
+def statistics_value(value: Any) -> Any:
+    """A group statistic's value as the default engine writes it: dates ``2024-03-01``, datetimes
+    ``2024-03-01T05:00:00Z`` (pyspark collects a timestamp as a naive datetime in the driver's local zone)."""
+    if isinstance(value, datetime.datetime):
+        delta = value.astimezone(datetime.UTC) - EPOCH  # a naive value is taken as local time, as collected
+        return format_micros((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds, "datetime")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
 
 
 # ---- derived features ------------------------------------------------------------------------------------------

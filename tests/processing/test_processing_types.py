@@ -253,3 +253,30 @@ def test_both_modes_give_the_same_outputs(tmp_path: Path, fmt: str) -> None:
             assert a.read_bytes() == b.read_bytes()
         else:
             assert pq.read_table(a).equals(pq.read_table(b))
+
+
+def test_group_statistics_with_boolean_date_and_datetime_keys(tmp_path: Path) -> None:
+    data = ("id,day,when,active,x\n1,2024-03-01,2024-03-01T05:00:00Z,true,1\n"
+            "2,2024-03-01,2024-03-01T05:00:00Z,false,2\n3,2024-03-02,,true,3\n4,,2024-03-02T05:00:00.5Z,,4\n")
+    doc = {"columns": {"id": "integer", "day": "date", "when": "datetime", "active": "boolean", "x": "float"},
+           "group_statistics": [{"name": "g", "group_by": ["day", "when", "active"],
+                                 "aggregations": {"x": ["sum"], "day": ["count"]}}]}
+    _, out = _run(tmp_path, doc, data=data)
+    assert (out / "statistics" / "g.csv").read_text().splitlines() == [
+        '"day","when","active","rows","x_sum","day_count"',
+        "2024-03-01,2024-03-01T05:00:00Z,false,1,2.0,1",  # keys sorted, false before true, missing last
+        "2024-03-01,2024-03-01T05:00:00Z,true,1,1.0,1",
+        "2024-03-02,,true,1,3.0,1",
+        ",2024-03-02T05:00:00.500000Z,,1,4.0,0"]
+    rows = json.loads((out / "statistics" / "g.json").read_text())["rows"]
+    assert [(r["day"], r["when"], r["active"]) for r in rows] == [
+        ("2024-03-01", "2024-03-01T05:00:00Z", False), ("2024-03-01", "2024-03-01T05:00:00Z", True),
+        ("2024-03-02", None, True), (None, "2024-03-02T05:00:00.500000Z", None)]
+
+
+def test_dates_are_not_drift_columns() -> None:
+    with pytest.raises(ConfigError, match=r"^drift\.categorical\[0\]: 'd' is a date column: dates and datetimes have "
+                                          r"no drift profile"):
+        config_mod.validate({"columns": {"d": "date"}, "drift": {"categorical": ["d"]}})
+    with pytest.raises(ConfigError, match=r"^drift\.numeric\[0\]: 't' must be a declared integer or float column"):
+        config_mod.validate({"columns": {"t": "datetime"}, "drift": {"numeric": ["t"]}})

@@ -279,7 +279,9 @@ TYPED_DOC: dict[str, Any] = {
         {"name": "air_band", "kind": "bins", "source": "air_time", "bins": {"edges": [0, 60, 180, "inf"]}},
     ],
     "group_statistics": [{"name": "by_carrier", "group_by": ["carrier", "active"],
-                          "aggregations": {"speed": ["mean", "median", "max"], "hour": ["min", "max"]}}],
+                          "aggregations": {"speed": ["mean", "median", "max"], "hour": ["min", "max"]}},
+                         {"name": "by_time", "group_by": ["day", "when", "air_missing"],
+                          "aggregations": {"distance": ["sum", "count"], "logged": ["nunique"]}}],
 }
 
 

@@ -37,7 +37,8 @@ KINDS = {"distance": ex.NUMBER, "air_time": ex.NUMBER, "dept": ex.STRING, "activ
          "d": ex.TIME, "flag": ex.BOOL}
 EXPRESSIONS = [
     "distance / air_time * 60", "1 + 2 * 3 - distance", "-distance", "abs(distance)", "round(distance / 3, 2)",
-    "round(2.5, 0) + round(-0.5, 0)", "min(distance, air_time)", "max(distance, air_time)", "log(distance)",
+    "round(2.5, 0) + round(-0.5, 0)", "round(0.5015, 3)", "round(distance / 7, 3)",
+    "round(distance * 3.3, -1)", "min(distance, air_time)", "max(distance, air_time)", "log(distance)",
     "sqrt(distance)", "coalesce(distance, air_time)", "1e308 * distance * 10", "distance / 0",
     'dept == "HR"', 'dept < "I"', "is_missing(dept)", "active and flag", "active or flag", "not active",
     "not flag or is_missing(flag)", 't >= "2024-03-01T05:00:00Z"', 't < "2024-03-01 06:00+01:00"', "t > d",
