@@ -105,8 +105,9 @@ def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateS
     for name, r in (rules or {}).items():
         if not r.get("passed", True) and r.get("action") in ("fail", "warn"):
             limit = next((r[k] for k in ("max_share", "min_share", "max_age_hours") if r.get(k) is not None), None)
-            if r.get("type") == "row_count":
-                limit = {"min": r.get("min"), "max": r.get("max")}
+            if r.get("type") == "row_count":  # the bound it broke
+                low = r.get("min")
+                limit = low if low is not None and (r.get("measured") or 0) < low else r.get("max")
             add(r["action"], rule=f"rules.{name}", column=", ".join(r.get("columns") or []) or None,
                 type=r.get("type"), measured=r.get("measured", r.get("share")), threshold=limit,
                 violations=r.get("violations"), examples=r.get("examples", []))
