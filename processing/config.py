@@ -16,8 +16,9 @@ from processing.drift_config import DriftSettings, parse_drift
 from processing.errors import ConfigError
 from processing.gate import GateSettings, parse_gate
 from processing.rules_config import Rule, parse_rules
+from processing.types import NEW_TYPES, TEMPORAL_TYPES, TypeOptions, canonical_fill, parse_column
 
-COLUMN_TYPES = ("integer", "float", "string", "category", "json")
+COLUMN_TYPES = ("integer", "float", "string", "category", "json", *NEW_TYPES)
 NUMERIC_TYPES = ("integer", "float")
 STRATEGIES = ("median", "mean", "most_frequent", "constant")
 PERCENTILES = tuple(f"p{k:02d}" for k in range(1, 100))  # p01 .. p99: exact percentiles (linear interpolation)
@@ -115,6 +116,7 @@ class DatasetConfig:
     source: str = ""
     drift: DriftSettings = field(default_factory=DriftSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    column_options: dict[str, TypeOptions] = field(default_factory=dict)  # date/datetime format and time zone
     rules: tuple[Rule, ...] = ()  # the ``rules`` list (processing/rules_config.py)
 
 
@@ -156,33 +158,45 @@ def _number(value: Any, path: str) -> float:
     return float(value)
 
 
-def _column_type(value: Any, path: str) -> str:
+def _column_type(value: Any, path: str) -> tuple[str, TypeOptions]:
+    spec = value
     if isinstance(value, dict):
-        _known(value, ("type",), path)
         value = value.get("type")
-        path = f"{path}.type"
+        _expect(value, str, f"{path}.type", "a column type")
+        if value not in COLUMN_TYPES:
+            raise _fail(f"{path}.type", f"unknown type {value!r} (allowed: {', '.join(COLUMN_TYPES)})")
+        return parse_column(spec, path)  # the options of the new types (processing/types.py)
     _expect(value, str, path, "a column type")
     if value not in COLUMN_TYPES:
         raise _fail(path, f"unknown type {value!r} (allowed: {', '.join(COLUMN_TYPES)})")
-    return str(value)
+    return str(value), TypeOptions()
 
 
-def _imputation(column: str, spec: Any, path: str, col_type: str | None) -> Imputation:
+def _imputation(column: str, spec: Any, path: str, col_type: str | None,
+                options: TypeOptions | None = None) -> Imputation:
     _expect(spec, dict, path, "an object")
     _known(spec, ("strategy", "value", "fallback"), path)
     strategy = _expect(spec.get("strategy"), str, f"{path}.strategy", "a strategy")
     if strategy not in STRATEGIES:
         raise _fail(f"{path}.strategy", f"unknown strategy {strategy!r} (allowed: {', '.join(STRATEGIES)})")
-    if strategy in ("median", "mean") and col_type not in NUMERIC_TYPES:
-        raise _fail(f"{path}.strategy", f"{strategy} needs a numeric column, {column!r} is {col_type or 'untyped'}")
+    if strategy == "median" and col_type in TEMPORAL_TYPES:
+        pass  # the middle date/instant (processing/typecast.py imputation_info)
+    elif strategy in ("median", "mean") and col_type not in NUMERIC_TYPES:
+        what = "a numeric column" + (" (or a date/datetime one)" if strategy == "median" else "")
+        raise _fail(f"{path}.strategy", f"{strategy} needs {what}, {column!r} is {col_type or 'untyped'}")
     if strategy == "constant" and spec.get("value") is None:
         raise _fail(f"{path}.value", "constant strategy needs a non-null value")
+    values = {}
     for key in ("value", "fallback"):
+        values[key] = spec.get(key)
         if spec.get(key) is not None:
-            _check_fill(spec[key], f"{path}.{key}", col_type)
+            if col_type in NEW_TYPES:  # canonical text form (processing/types.py)
+                values[key] = canonical_fill(spec[key], col_type, options or TypeOptions(), f"{path}.{key}")
+            else:
+                _check_fill(spec[key], f"{path}.{key}", col_type)
     if strategy == "constant" and "fallback" in spec:
         raise _fail(f"{path}.fallback", "not used with the constant strategy")
-    return Imputation(column, strategy, spec.get("value"), spec.get("fallback"))
+    return Imputation(column, strategy, values["value"], values["fallback"])
 
 
 def _check_fill(value: Any, path: str, col_type: str | None) -> None:
@@ -270,7 +284,9 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     _expect(doc, dict, "<root>", "a JSON object")
     _known(doc, TOP_LEVEL_KEYS, "")
     columns_raw = _expect(doc.get("columns", {}), dict, "columns", "an object of column -> type")
-    columns = {name: _column_type(t, f"columns.{name}") for name, t in columns_raw.items()}
+    typed_columns = {name: _column_type(t, f"columns.{name}") for name, t in columns_raw.items()}
+    columns = {name: kind for name, (kind, _) in typed_columns.items()}
+    column_options = {name: opts for name, (kind, opts) in typed_columns.items() if kind in NEW_TYPES}
     required = _str_list(doc.get("required_columns", []), "required_columns")
     reject_missing = _str_list(doc.get("reject_rows_missing", []), "reject_rows_missing")
     for i, col in enumerate(reject_missing):
@@ -281,7 +297,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     imputations: list[Imputation] = []
     imp_raw = _expect(doc.get("imputation", {}), dict, "imputation", "an object of column -> spec")
     for col, spec in imp_raw.items():
-        imputations.append(_imputation(col, spec, f"imputation.{col}", columns.get(col)))
+        imputations.append(_imputation(col, spec, f"imputation.{col}", columns.get(col), column_options.get(col)))
     fills = _expect(doc.get("categorical_fills", {}), dict, "categorical_fills", "an object of column -> value")
     for col, value in fills.items():
         path = f"categorical_fills.{col}"
@@ -416,6 +432,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
         quality_thresholds=thresholds,
         drift=drift,
         gate=gate,
+        column_options=column_options,
         rules=rules,
         raw=doc,
         sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),

@@ -18,9 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processing import io, jsonx, transform
+from processing import io, jsonx, transform, typecast
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.metricsdoc import rate
+from processing.types import NEW_TYPES, TypeOptions
 
 # rejected/'s own columns, before the input columns (``rejected_rows``, ``unparsed_rows``).
 FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
@@ -58,13 +59,18 @@ def type_and_reject(column: Callable[[str], pa.Array], n: int, names: list[str],
     each = pool.map if pool is not None else map
     marked = dict(zip(names, each(lambda c: transform.mark_missing(column(c), config.missing_values), names),
                       strict=True))
-    numeric_names = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names),
-                       strict=True))
+    numeric_names = [c for c in names if kinds[c] in (*NUMERIC_TYPES, *NEW_TYPES)]  # parsed from text
+
+    def coerce(c: str) -> tuple[pa.Array, pa.Array]:
+        if kinds[c] in NEW_TYPES:
+            return typecast.coerce(marked[c], kinds[c], config.column_options.get(c, TypeOptions()))
+        return transform.coerce(marked[c], kinds[c])
+
+    coerced = dict(zip(numeric_names, each(coerce, numeric_names), strict=True))
     typed: dict[str, pa.Array] = {}
     invalid: dict[str, npt.NDArray[Any]] = {}
     for c in names:
-        if kinds[c] in NUMERIC_TYPES:
+        if c in coerced:
             typed[c], inv = coerced[c]
             invalid[c] = inv.to_numpy(zero_copy_only=False)
         else:

@@ -12,7 +12,6 @@ the run's counts (``results``).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -24,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processing import jsonx, transform
+from processing import expressions, jsonx, transform
 from processing.config import DatasetConfig
 from processing.rows import reject_reasons
 from processing.rules_config import Rule
@@ -103,7 +102,6 @@ def row_texts(columns: Mapping[str, pa.Array], names: tuple[str, ...], labelled:
 def _violations(rule: Rule, columns: Mapping[str, pa.Array], frame: pd.DataFrame | None) -> pa.Array:
     """Boolean array: the row breaks ``rule`` (missing values never do; an expression that is null passes)."""
     if rule.type == "expression":
-        expressions = importlib.import_module("processing.expressions")  # the shared language (SPEC14 section 2)
 
         assert rule.expression is not None and frame is not None
         result = expressions.evaluate(expressions.parse(rule.expression, f"rules.{rule.name}"), frame)

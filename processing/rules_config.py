@@ -9,12 +9,12 @@ observed values (before imputation) and may ``reject``; dataset-level rules (``c
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from processing import expressions
 from processing.errors import ConfigError
 
 ROW_RULES = ("range", "allowed_values", "pattern", "length", "expression", "unique")
@@ -228,15 +228,13 @@ def parse_rules(doc: Any, columns: dict[str, str], fields: set[str]) -> tuple[Ru
 
 
 def _expression_columns(text: str, path: str, columns: dict[str, str], fields: set[str]) -> tuple[str, ...]:
-    """The columns a boolean expression reads (``processing/expressions.py``), each declared or extracted."""
-    try:
-        expressions = importlib.import_module("processing.expressions")  # the shared language (SPEC14 section 2)
-    except ImportError:  # pragma: no cover - the module lands with the types branch
-        raise _fail(path, "expression rules need processing/expressions.py") from None
+    """The columns a true/false expression reads (``processing/expressions.py``), each declared or extracted."""
     expr = expressions.parse(text, path)
-    if not expr.is_boolean:
-        raise _fail(path, f"a rule needs a true/false expression (a comparison, and/or/not, is_missing), got {text!r}")
+    kinds = {c: expressions.TYPE_KINDS.get(k, expressions.STRING) for c, k in columns.items()}
+    kinds.update(dict.fromkeys(fields, expressions.STRING))
     for c in expr.columns:
-        if c not in columns and c not in fields:
+        if c not in kinds:
             raise _fail(path, f"unknown column {c!r} (rules check declared columns and extracted JSON fields)")
+    if expressions.check(expr, kinds) != expressions.BOOL:
+        raise _fail(path, f"a rule needs a true/false expression (a comparison, and/or/not, is_missing), got {text!r}")
     return tuple(expr.columns)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import CLEANED, METRICS_FILE, OUTPUT_FOLDERS, QUALITY, REJECTED, STATISTICS, TRANSFORMED
-from processing import batchstats, io, jsonx, options, rawfile, rules, transform
+from processing import batchstats, io, jsonx, options, rawfile, rules, transform, typecast
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions
@@ -41,6 +41,7 @@ from processing.streaming.reader import SourceFile, open_blocks
 from processing.streaming.signature import row_signature, sample_mask
 from processing.streaming.statistics import Statistics
 from processing.streaming.workfiles import Rejects, Spill, Writers, read_columns, rejected_part, scan
+from processing.types import NEW_TYPES
 
 log = logging.getLogger("processing")
 
@@ -146,7 +147,7 @@ class _Run:
         names.extend(c for c in config.columns if c not in names)
         self.names = names
         self.kinds = {c: config.columns.get(c, "string") for c in names}
-        self.numeric = [c for c in names if self.kinds[c] in NUMERIC_TYPES]
+        self.numeric = [c for c in names if self.kinds[c] in (*NUMERIC_TYPES, *NEW_TYPES)]  # parsed from text
         self.key_cols = [c for c in config.duplicate_key_columns if c in names]
         # Duplicate checks that have columns; each gets a signature column in the work file.
         self.checks = {kind: cols for kind, cols in (("exact", names), ("key", self.key_cols)) if cols}
@@ -582,6 +583,8 @@ def _kept(drop: npt.NDArray[Any], start: int, n: int) -> npt.NDArray[Any]:
 
 
 def _arrow_type(kind: str) -> pa.DataType:
+    if kind in NEW_TYPES:
+        return typecast.arrow_type(kind)
     return {"integer": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
 
 

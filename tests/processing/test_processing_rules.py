@@ -211,3 +211,53 @@ def test_duplicate_rule_names_are_refused() -> None:
     rule = {"name": "x", "type": "row_count", "min": 1}
     with pytest.raises(ConfigError, match=r"rules\[1\].name: 'x' is already the name of another rule"):
         config_mod.validate(_doc([rule, rule]))
+
+
+def test_expression_rule_with_sql_check_semantics(tmp_path: Path) -> None:
+    """A row violates when the expression is false; null (a missing operand) passes, as SQL's CHECK."""
+    csv = "id,dep,arr\n1,10,20\n2,30,20\n3,5,\n4,,5\n5,7,7\n6,9,1\n"
+    doc = {"columns": {"id": "integer", "dep": "float", "arr": "float"},
+           "imputation": {"arr": {"strategy": "median"}},  # rules see values before imputation
+           "rules": [{"name": "arrives_after", "type": "expression",
+                      "expression": "arr >= dep or is_missing(arr)", "action": "reject"},
+                     {"name": "short", "type": "expression", "expression": "arr - dep < 5", "action": "warn"}]}
+    for mode in ("memory", "streaming"):
+        m = _run(tmp_path, doc, mode, csv, mode=mode).metrics
+        r = m["rules"]["arrives_after"]
+        assert (r["rows_checked"], r["violations"], r["columns"]) == (6, 2, ["arr", "dep"]), mode
+        assert r["examples"] == ["arr=20.0, dep=30.0", "arr=1.0, dep=9.0"], mode
+        assert m["rows"]["rejected_by_reason"] == {"rule:arrives_after": 2} and m["summary"]["rows_out"] == 4, mode
+        # arr - dep: 10 (violates), null, null, 0: one violation of the six rows checked
+        assert (m["rules"]["short"]["violations"], m["rules"]["short"]["examples"]) == (
+            1, ["arr=20.0, dep=10.0"]), mode
+
+
+def test_expression_rule_validation_names_the_key() -> None:
+    for expression, message in (("arr +", "rules[0].expression"), ("arr * 2", "rules[0].expression: a rule needs"),
+                                ("nope > 1", "rules[0].expression")):
+        with pytest.raises(ConfigError) as err:
+            config_mod.validate({"columns": {"arr": "float"}, "rules": [
+                {"name": "x", "type": "expression", "expression": expression}]})
+        assert str(err.value).startswith(message), str(err.value)
+
+
+def test_freshness_of_a_datetime_column(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    csv = f"id,t\n1,2020-01-01T00:00:00Z\n2,{recent}\n3,\n4,not a time\n"
+    rules = [{"name": "fresh", "type": "freshness", "column": "t", "max_age_hours": 48, "action": "warn"},
+             {"name": "very_fresh", "type": "freshness", "column": "t", "max_age_hours": 1, "action": "fail"}]
+    doc = {"columns": {"id": "integer", "t": "datetime"}, "rules": rules}
+    for mode in ("memory", "streaming"):
+        m = _run(tmp_path, doc, mode, csv, mode=mode).metrics
+        fresh, very = m["rules"]["fresh"], m["rules"]["very_fresh"]
+        assert fresh["passed"] is True and 1.9 < fresh["measured"] < 2.5, mode
+        assert fresh["newest"].startswith(recent[:16].replace("T", "T")), (mode, fresh["newest"])
+        assert very["passed"] is False and m["gate"]["status"] == "failed", mode
+        assert (m["summary"]["rules_failed"], m["summary"]["rules_warned"]) == (1, 0), mode
+    old = {"columns": {"id": "integer", "t": "datetime"}, "rules": rules[:1]}
+    m = _run(tmp_path, old, "old", "id,t\n1,2020-01-01T00:00:00Z\n").metrics
+    assert m["rules"]["fresh"]["passed"] is False and m["rules"]["fresh"]["measured"] > 24 * 365
+    empty = _run(tmp_path, old, "none", "id,t\n1,\n").metrics  # no value at all: not fresh
+    assert empty["rules"]["fresh"]["passed"] is False and empty["rules"]["fresh"]["measured"] is None
