@@ -14,6 +14,8 @@ from typing import Any
 from contract import DATASET_PATTERN
 from processing.drift_config import DriftSettings, parse_drift
 from processing.errors import ConfigError
+from processing.features import NUMERIC_KINDS, Derived, parse_derived
+from processing.features import Bins as Bins  # re-exported: callers import it from here
 from processing.gate import GateSettings, parse_gate
 from processing.rules_config import Rule, parse_rules
 from processing.types import NEW_TYPES, TEMPORAL_TYPES, TypeOptions, canonical_fill, parse_column
@@ -67,25 +69,6 @@ class JsonField:
 class JsonColumn:
     column: str
     fields: tuple[JsonField, ...]
-
-
-@dataclass(frozen=True)
-class Bins:
-    edges: tuple[float, ...]
-    labels: tuple[str, ...]
-    closed: str = "right"
-    include_lowest: bool = True
-    outside: str | None = None
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A derived feature: ``kind`` is ``string_length`` or ``bins``."""
-
-    name: str
-    kind: str
-    source: str
-    bins: Bins | None = None
 
 
 @dataclass(frozen=True)
@@ -222,31 +205,6 @@ def _json_path(value: Any, path: str) -> tuple[str, ...]:
     return parts
 
 
-def _bins(spec: Any, path: str) -> Bins:
-    _expect(spec, dict, path, "an object")
-    _known(spec, ("edges", "labels", "closed", "include_lowest", "outside"), path)
-    edges_raw = _expect(spec.get("edges"), list, f"{path}.edges", "a list of numbers")
-    edges = tuple(_number(e, f"{path}.edges[{i}]") for i, e in enumerate(edges_raw))
-    if len(edges) < 2:
-        raise _fail(f"{path}.edges", f"expected at least 2 edges, got {len(edges)}")
-    for i in range(1, len(edges)):
-        if not edges[i] > edges[i - 1]:
-            raise _fail(f"{path}.edges[{i}]", "edges must be strictly increasing")
-    labels = _str_list(spec.get("labels"), f"{path}.labels")
-    if len(labels) != len(edges) - 1:
-        raise _fail(f"{path}.labels", f"expected {len(edges) - 1} labels for {len(edges)} edges, got {len(labels)}")
-    closed = spec.get("closed", "right")
-    if closed not in ("right", "left"):
-        raise _fail(f"{path}.closed", f'expected "right" or "left", got {closed!r}')
-    include_lowest = _expect(spec.get("include_lowest", True), bool, f"{path}.include_lowest", "a boolean")
-    outside = spec.get("outside")
-    if outside is not None:
-        _expect(outside, str, f"{path}.outside", "a string label or null")
-        if outside in labels:
-            raise _fail(f"{path}.outside", f"label {outside!r} is already a bin label")
-    return Bins(edges, labels, closed, include_lowest, outside)
-
-
 def validate_thresholds(raw: Any, path: str = "quality_thresholds") -> dict[str, float]:
     """The ``quality_thresholds`` object of a dataset config, validated: the job's gate and the CDK app's alarms
     (infra/config.py) both use this one rule.
@@ -328,35 +286,8 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
             fields.append(JsonField(name, _json_path(p, f"{path}.fields.{name}")))
         json_columns.append(JsonColumn(col, tuple(fields)))
 
-    derived: list[Derived] = []
-    for i, spec in enumerate(_expect(doc.get("derived", []), list, "derived", "a list")):
-        path = f"derived[{i}]"
-        _expect(spec, dict, path, "an object")
-        _known(spec, ("name", "kind", "source", "bins"), path)
-        name = _expect(spec.get("name"), str, f"{path}.name", "a string")
-        if name in columns or name in produced:
-            raise _fail(f"{path}.name", f"{name!r} collides with another column")
-        kind = spec.get("kind")
-        if kind not in ("string_length", "bins"):
-            raise _fail(f"{path}.kind", f'expected "string_length" or "bins", got {kind!r}')
-        src_col = _expect(spec.get("source"), str, f"{path}.source", "a column name")
-        if src_col not in columns and src_col not in produced:
-            raise _fail(f"{path}.source", f"unknown column {src_col!r} (declare it in columns or produce it earlier)")
-        source_type = columns.get(src_col)
-        if kind == "bins":
-            if source_type is not None and source_type not in NUMERIC_TYPES:
-                raise _fail(f"{path}.source", f"bins need a numeric column, {src_col!r} is {source_type}")
-            if source_type is None:
-                raise _fail(f"{path}.source", f"bins need a numeric column declared in columns, got {src_col!r}")
-            bins = _bins(spec.get("bins"), f"{path}.bins")
-        else:
-            if "bins" in spec:
-                raise _fail(f"{path}.bins", "only used with kind \"bins\"")
-            if source_type in NUMERIC_TYPES:
-                raise _fail(f"{path}.source", f"string_length needs a string column, {src_col!r} is {source_type}")
-            bins = None
-        produced.add(name)
-        derived.append(Derived(name, kind, src_col, bins))
+    # derived features: processing/features.py (kinds, bins, expressions, date parts)
+    derived = parse_derived(doc.get("derived", []), columns, produced)
 
     groups: list[GroupStatistics] = []
     for i, spec in enumerate(_expect(doc.get("group_statistics", []), list, "group_statistics", "a list")):
@@ -441,7 +372,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
 
 
 def _numeric_derived(col: str, derived: list[Derived]) -> bool:
-    return any(d.name == col and d.kind == "string_length" for d in derived)
+    return any(d.name == col and d.kind in NUMERIC_KINDS for d in derived)
 
 
 def parse(text: str, *, source: str) -> DatasetConfig:

@@ -114,11 +114,12 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         imputation[rule.column] = info
     # group statistics aggregate observed values (before imputation) unless they say "imputed": keep those columns
     observed = {c: cleaned[c].copy() for c in observed_columns(config)}
-    transformed, counts = transform_rows(cleaned, config, names, kinds, imputation)
+    bin_edges: dict[str, Any] = {}  # quantile bins' edges, computed from all rows (derive.py)
+    transformed, counts = transform_rows(cleaned, config, names, kinds, imputation, bin_edges=bin_edges)
     for c in names:
         col_metrics[c]["missing_after"] = counts["missing_after"][c]
     json_metrics = json_metrics_of(counts, config)
-    derived_metrics = derived_metrics_of(counts, config)
+    derived_metrics = derived_metrics_of(counts, config, bin_edges)
 
     statistics = {g.name: transform.group_statistics(transform.group_frame(g, transformed, observed), g)
                   for g in config.group_statistics}

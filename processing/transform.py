@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from processing import typecast
-from processing.config import Bins, GroupStatistics, Imputation
+from processing.config import GroupStatistics, Imputation
+from processing.features import Bins
 from processing.types import NEW_TYPES, TEMPORAL_TYPES
 
 # Finite decimal numbers only: no thousands separators, no inf/nan words (those are invalid, or missing markers).
@@ -152,6 +153,14 @@ def bin_values(values: pd.Series, bins: Bins) -> tuple[pd.Series, int]:
         values that fell outside every bin (null, or ``outside``).
     """
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if len(bins.edges) < 2:  # quantile bins of a column with fewer than two distinct values: no bin
+        present = ~np.isnan(numbers)
+        codes = np.where(present & (bins.outside is not None), 0, -1)
+        labels_ = [bins.outside] if bins.outside is not None else []
+        # pandas-stubs 2.3 declare codes as Sequence[int]; pandas documents (and we pass) an integer array.
+        none = pd.Categorical.from_codes(codes, categories=pd.Index(labels_, dtype=object),  # type: ignore[arg-type]
+                                         ordered=True)
+        return pd.Series(none, index=values.index), int(present.sum())
     # What pd.cut does (pandas.core.reshape.tile._bins_to_cuts), without its per-call overhead: right-closed bins
     # find each value's edge from the left, left-closed from the right; include_lowest puts the lowest edge in bin 1.
     edges = np.asarray(bins.edges, dtype="float64")

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -256,6 +257,55 @@ def test_streaming_equals_in_memory(tmp_path: Path, dataset: str, config_name: s
             metrics["rules"])
     if config_name in MODES_ONLY:
         assert metrics["summary"]["rows_rejected_by_rules"] > 0
+    assert_same(stream, memory)
+
+
+def typed_csv(tmp: Path, rows: int = 4000) -> Path:
+    """Issue 14's types with every kind of cell: booleans in several spellings, ISO dates and datetimes with and
+    without offsets, invalid texts, missing values, a skipped local hour, repeated keys."""
+    rng = np.random.default_rng(5)
+    bools = np.array(["true", "False", "yes", "N", "1", "0", "maybe", "", " T "])
+    days = np.array([f"2024-{m:02d}-{d:02d}" for m in (1, 2, 3) for d in (1, 15, 28)] + ["2024-02-30", "", "x"])
+    stamps = np.array(["2024-03-01 05:00:00", "2024-03-01T05:00:00Z", "2024-03-10 02:30", "2024-11-03 01:30",
+                       "2024-06-30T23:59:59.5+02:00", "", "soon", "2024-01-01"])
+    lines = ["id,active,day,when,distance,air_time,carrier"]
+    for i in range(rows):
+        distance = "" if rng.random() < 0.05 else f"{rng.integers(50, 3000)}"
+        air = "x" if rng.random() < 0.01 else ("" if rng.random() < 0.05 else f"{rng.integers(0, 400)}")
+        lines.append(f"{i},{rng.choice(bools)},{rng.choice(days)},{rng.choice(stamps)},{distance},{air},"
+                     f"{rng.choice(['UA', 'AA', 'DL', ''])}")
+    path = tmp / "typed.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+TYPED_DOC: dict[str, Any] = {
+    "columns": {"id": "integer", "active": "boolean", "day": "date",
+                "when": {"type": "datetime", "timezone": "America/New_York"}, "distance": "float",
+                "air_time": "float", "carrier": "string"},
+    "imputation": {"active": {"strategy": "most_frequent"}, "day": {"strategy": "median"},
+                   "distance": {"strategy": "median"}},
+    "duplicates": {"key_columns": ["active", "day", "carrier"]},
+    "derived": [
+        {"name": "air_missing", "kind": "missing_indicator", "source": "air_time"},
+        {"name": "speed", "kind": "expression", "expression": "round(distance / air_time * 60, 1)"},
+        {"name": "hour", "kind": "date_part", "source": "when", "part": "hour"},
+        {"name": "month", "kind": "date_part", "source": "day", "part": "month"},
+        {"name": "distance_band", "kind": "bins", "source": "distance", "bins": {"quantiles": 4}},
+        {"name": "speed_band", "kind": "bins", "source": "speed", "bins": {"quantiles": [0, 0.1, 0.9, 1]}},
+        {"name": "air_band", "kind": "bins", "source": "air_time", "bins": {"edges": [0, 60, 180, "inf"]}},
+    ],
+    "group_statistics": [{"name": "by_carrier", "group_by": ["carrier", "active"],
+                          "aggregations": {"speed": ["mean", "median", "max"], "hour": ["min"]}}],
+}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_streaming_equals_in_memory_types_and_features(tmp_path: Path, fmt: str) -> None:
+    stream, memory = _run_modes([typed_csv(tmp_path)], tmp_path, TYPED_DOC, fmt=fmt)
+    metrics = json.loads((stream / "quality" / "metrics.json").read_text())
+    assert metrics["mode"] == "streaming" and metrics["invalid_values"]["day"] > 0
+    assert metrics["derived"]["distance_band"]["edges_from"] == "all"
     assert_same(stream, memory)
 
 
