@@ -37,9 +37,11 @@ from processing.errors import EmptyInputError, InputError, MissingColumnsError, 
 from processing.metricsdoc import rate, write_json
 from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
-from processing.spark import hadoopfs
-from processing.spark.hadoopfs import HadoopFile
+from processing.rules_config import Tally, results
 from processing.spark import features as spark_features
+from processing.spark import hadoopfs
+from processing.spark import rules as spark_rules
+from processing.spark.hadoopfs import HadoopFile
 from processing.types import NEW_TYPES, TypeOptions
 
 log = logging.getLogger("processing")
@@ -73,7 +75,8 @@ def unsupported(config: DatasetConfig) -> str | None:
         if kind == "category":
             return (f"columns.{col}: type 'category' is not supported by the Spark engine yet (its Parquet dictionary "
                     f"type and category order are not reproduced); use the default engine or type 'string'")
-    return None
+    # issue 14's rules (processing/spark/rules.py)
+    return spark_rules.unsupported(config)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -320,6 +323,11 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         *[invalid_cols[c].alias(f"_inv_{c}") for c in invalid_cols],
         reason.alias("_reason"))
     rows = rows.withColumn("_usable", F.col("_reason") == "")
+    # the rules, before the duplicates (processing/rules.py); extracted JSON fields they read, from the typed text
+    ruled = {c for r in config.rules for c in r.columns}
+    rule_fields = {f.name: _json_field(F, T, _json_object(F, F.col(jc.column))[1], F.col(jc.column), f)
+                   for jc in config.json_columns for f in jc.fields if f.name in ruled}
+    rows = spark_rules.apply(F, Window, rows, config, kinds, rule_fields)
 
     # --- duplicates among the usable rows, "first" by input order --------------------------------------------------
     key_cols = [c for c in config.duplicate_key_columns if c in names]
@@ -427,6 +435,8 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         imputation[c] = info
 
     cleaned = spark_features.missing_flags(F, pre, config)  # the missing indicators' view: before imputation
+    # group statistics read imputed columns' values before imputation (values: observed, or `missing`)
+    cleaned = cleaned.select("*", *[F.col(c).alias(f"_obs_{c}") for c in _observed_columns(config)])
     for rule in config.imputations:
         value = imputation[rule.column]["value"]
         if value is not None:
@@ -440,20 +450,12 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     transformed = cleaned
     for jc in config.json_columns:
         text = F.col(jc.column)
-        wrapped = F.concat(F.lit('{"v":'), text, F.lit(f',"{END_KEY}":1}}'))
-        check = F.from_json(wrapped, f"struct<v:string,{END_KEY}:int>", {"allowSingleQuotes": "false"})
-        valid = text.isNotNull() & check[END_KEY].isNotNull()
-        is_object = valid & text.rlike(JSON_WS + r"\{")
+        valid, is_object = _json_object(F, text)
         transformed = (transformed.withColumn(f"_json_valid_{jc.column}", valid)
                        .withColumn(f"_json_object_{jc.column}", is_object))
         for field in jc.fields:
-            found = F.when(F.col(f"_json_object_{jc.column}"), text)
-            for key in field.path:
-                found = F.from_json(found, T.StructType([T.StructField(key, T.StringType())]),
-                                    {"allowSingleQuotes": "false"})[key]
-            # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
-            found = F.when(found.isin(*NON_FINITE), F.regexp_replace(found, '^"|"$', "")).otherwise(found)
-            transformed = transformed.withColumn(field.name, found)
+            transformed = transformed.withColumn(field.name, _json_field(F, T, F.col(f"_json_object_{jc.column}"),
+                                                                         text, field))
     bin_edges: dict[str, list[float]] = {}  # quantile bins' edges (processing/spark/features.py)
     configured = {d.name: d.bins for d in config.derived}
     for d in config.derived:
@@ -540,7 +542,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     # --- group statistics ------------------------------------------------------------------------------------------
     statistics = {}
     for g in config.group_statistics:
-        statistics[g.name] = _group_statistics(F, transformed, g, config, kinds, median_of)
+        statistics[g.name] = _group_statistics(F, transformed, g, config, kinds, median_of, exact)
         if sampling is not None:
             sizes = statistics[g.name]
             sampling["groups"][g.name] = [{"group": {k: r[k] for k in g.group_by}, "rows": r["rows"],
@@ -589,17 +591,37 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         per_file.append(entry)
 
     drift_batch = _drift_batch(F, pre, config, kinds, rows_out, max_rows, sampling)
+    rule_tally = spark_rules.tally(F, rows, config)
     raw.unpersist()
     rows.unpersist()
     transformed.unpersist()
     return _finish(spark, output_dir, config, fmt, context, baseline, opts, started, rows_in, rows_out, names,
                    col_metrics, json_metrics, per_file, dup_exact, dup_key, key_cols, dropped, imputation,
-                   derived_metrics, group_metrics, numeric, outputs, drift_batch, reason_counts, sampling)
+                   derived_metrics, group_metrics, numeric, outputs, drift_batch, reason_counts, sampling,
+                   rule_tally)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _json_object(F: Any, text: Any) -> tuple[Any, Any]:
+    """(valid JSON, a JSON object) of a JSON column's text, as ``json.loads`` judges it."""
+    wrapped = F.concat(F.lit('{"v":'), text, F.lit(f',"{END_KEY}":1}}'))
+    check = F.from_json(wrapped, f"struct<v:string,{END_KEY}:int>", {"allowSingleQuotes": "false"})
+    valid = text.isNotNull() & check[END_KEY].isNotNull()
+    return valid, valid & text.rlike(JSON_WS + r"\{")
+
+
+def _json_field(F: Any, T: Any, is_object: Any, text: Any, field: Any) -> Any:
+    """An extracted JSON field (``JsonField``) of a JSON column's text, as ``jsonx.extract`` gives it."""
+    found = F.when(is_object, text)
+    for key in field.path:
+        found = F.from_json(found, T.StructType([T.StructField(key, T.StringType())]),
+                            {"allowSingleQuotes": "false"})[key]
+    # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
+    return F.when(found.isin(*NON_FINITE), F.regexp_replace(found, '^"|"$', "")).otherwise(found)
 
 
 def _finite(value: Any) -> Any:
@@ -639,17 +661,33 @@ def _outside_expr(F: Any, x: Any, bins: Any) -> Any:
     return x.isNotNull() & ~_inside(F, x, bins)
 
 
+def _observed_columns(config: DatasetConfig) -> list[str]:
+    """``rows.observed_columns``: imputed columns a group statistic reads before imputation."""
+    imputed = {r.column for r in config.imputations}
+    return sorted({c for g in config.group_statistics for c, funcs in g.aggregations
+                   if c in imputed and (g.values == "observed" or "missing" in funcs)})
+
+
 def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: dict[str, str],
-                      median_of: Any) -> list[dict[str, Any]]:
+                      median_of: Any, exact: bool) -> list[dict[str, Any]]:
     """``transform.group_statistics`` in Spark: rows per group, then ``<column>_<aggregation>``; groups sorted by key
-    (bins features by label order), a missing key last."""
+    (bins features by label order), a missing key last. ``values: observed`` reads the ``_obs_<column>`` copies of
+    imputed columns (their values before imputation); percentiles ``pNN`` as medians are computed."""
     aggs = [F.count(F.lit(1)).alias("rows")]
     int_like = {c for c, k in kinds.items() if k == "integer"} | spark_features.int_features(config)
+    observed = set(_observed_columns(config))
     for col, funcs in g.aggregations:
+        before = F.col(f"_obs_{col}") if col in observed else F.col(col)
         for fn in funcs:
-            x = F.col(col)
+            x = before if g.values == "observed" and col not in g.group_by else F.col(col)
             name = f"{col}_{fn}"
-            if fn == "count":
+            if fn == "missing":
+                aggs.append(F.sum(before.isNull().cast("long")).alias(name))
+            elif fn[0] == "p" and fn[1:].isdigit():
+                q = int(fn[1:]) / 100
+                aggs.append((F.percentile(x.cast("double"), q) if exact
+                             else F.percentile_approx(x.cast("double"), q, APPROX_ACCURACY)).alias(name))
+            elif fn == "count":
                 aggs.append(F.count(x).alias(name))
             elif fn == "size":
                 aggs.append(F.count(F.lit(1)).alias(name))
@@ -817,7 +855,8 @@ def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, conte
             dup_key: int, key_cols: list[str], dropped: int, imputation: dict[str, Any],
             derived_metrics: dict[str, Any],
             group_metrics: dict[str, Any], numeric: dict[str, Any], outputs: dict[str, list[str]], drift_batch: Any,
-            reason_counts: dict[str, int], sampling: dict[str, Any] | None) -> dict[str, Any]:
+            reason_counts: dict[str, int], sampling: dict[str, Any] | None,
+            rule_tally: Tally | None = None) -> dict[str, Any]:
     """metrics.json built by ``processing.metricsdoc`` as for the default engine (same keys), then ``gate.finish``."""
     metrics = metricsdoc.build(
         started=started, context=context, config=config, fmt=fmt, code_version=opts.code_version,
@@ -827,6 +866,9 @@ def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, conte
         per_file=per_file, reason_counts=reason_counts, dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols,
         dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
         numeric=numeric, outputs=outputs, mode="spark", sampling=sampling)
+    rule_tally = rule_tally or Tally(config.rules)
+    metrics["rows"]["rejected_by_rules"] = rule_tally.rejected_rows
+    metrics["rules"] = results(rule_tally, rows_out, col_metrics, json_metrics, config.rules)
     gate.finish(metrics, output_dir, config, drift_batch, metricsdoc.json_presence(json_metrics, rows_out), baseline)
     write_json(metrics, output_dir / QUALITY / METRICS_FILE)
     return metrics

@@ -27,6 +27,7 @@ from processing import io, metricsdoc, pipeline, rawfile
 pytest.importorskip("pyspark")
 
 from processing import spark as spark_engine
+from processing.spark import rules as spark_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = json.loads((ROOT / "processing" / "configs" / "default.json").read_text(encoding="utf-8"))
@@ -149,6 +150,25 @@ def test_reference_data(spark: Any, tmp_path: Path) -> None:
     assert_same_outputs(tmp_path / "drift")
 
 
+def test_rules_on_extracted_json_fields(spark: Any, tmp_path: Path) -> None:
+    """Rules read extracted JSON fields (the reference data's email, address) as the default engine extracts them."""
+    data = tmp_path / "ref.csv"
+    subprocess.run([sys.executable, "-m", "processing.sample", "--rows", "1500", "--seed", "3", "--out", str(data),
+                    "--invalid-rate", "0.01"], check=True, cwd=ROOT)
+    doc = copy.deepcopy(DEFAULT_DOC)
+    doc["rules"] = [
+        {"name": "email_a_m", "type": "pattern", "column": "email", "pattern": "^[a-m]", "action": "reject"},
+        {"name": "address_len", "type": "length", "column": "address", "max": 18, "action": "warn"},
+        {"name": "phone_present", "type": "completeness", "column": "phone", "min_share": 0.99, "action": "warn"},
+        {"name": "email_or_phone", "type": "expression", "expression": "not (is_missing(email) and age > 40)",
+         "action": "warn"},
+        {"name": "name_dept", "type": "unique", "columns": ["name", "department"], "action": "reject"}]
+    default, other = _run_both(spark, [data], tmp_path / "out", doc)
+    assert all(r["violations"] for r in default["rules"].values()), default["rules"]
+    assert other["rules"] == default["rules"] and other["rows"] == default["rows"]
+    assert_same_outputs(tmp_path / "out")
+
+
 MESSY_A = ("\ufeff" + HEADER + "\n"
            + '1,"Smith, ""Jr"" \nJohn",30,50000,"{""address"": ""a, b"", ""phone"": 5}",HR\n'
            + "2,Ann,abc,60000,{bad json,IT\n"
@@ -220,12 +240,28 @@ OTHER_DOC = {
     ],
     "group_statistics": [
         {"name": "by_region", "group_by": ["region"],
-         "aggregations": {"qty": ["sum", "median", "count", "size", "nunique", "min", "max"],
-                          "price": ["mean", "median", "std", "min", "max", "sum"], "store_len": ["mean"]}},
-        {"name": "by_band", "group_by": ["price_band", "region"], "aggregations": {"qty": ["median", "mean"]}},
+         "aggregations": {"qty": ["sum", "median", "count", "size", "nunique", "min", "max", "missing", "p10"],
+                          "price": ["mean", "median", "std", "min", "max", "sum", "p01", "p90", "missing"],
+                          "store_len": ["mean", "p75"]}},
+        {"name": "by_band", "group_by": ["price_band", "region"], "values": "imputed",
+         "aggregations": {"qty": ["median", "mean", "p25", "missing", "count"]}},
     ],
     "duplicates": {"key_columns": ["store", "qty", "price"], "drop": "exact"},
     "quality_thresholds": {"max_rejected_rate": 0.5, "min_rows_out": 1},
+    # issue 14's rules: every row-level type, each action, unique before the exact-duplicate drop
+    "rules": [
+        {"name": "qty_range", "type": "range", "column": "qty", "min": 0, "max": 8, "action": "reject"},
+        {"name": "regions", "type": "allowed_values", "column": "region", "values": ["eu", "us"], "action": "warn"},
+        {"name": "store_code", "type": "pattern", "column": "store", "pattern": "^[a-z]+(-[0-9]+)?$",
+         "action": "warn", "max_share": 0.5},
+        {"name": "store_len", "type": "length", "column": "store", "max": 5, "action": "warn", "alarm": True},
+        {"name": "sku_unique", "type": "unique", "columns": ["sku"], "action": "reject"},
+        {"name": "store_qty", "type": "unique", "columns": ["store", "qty"], "action": "warn"},
+        {"name": "cheap", "type": "expression", "expression": "price < 1000 or is_missing(price)", "action": "warn"},
+        {"name": "prices", "type": "allowed_values", "column": "price", "values": [10, 100, 0], "action": "warn"},
+        {"name": "price_present", "type": "completeness", "column": "price", "min_share": 0.9, "action": "warn"},
+        {"name": "enough", "type": "row_count", "min": 10, "max": 100000, "action": "fail"},
+    ],
 }
 
 
@@ -249,11 +285,25 @@ def _other_dataset(path: Path, rows: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_other_dataset_with_its_own_config(spark: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("unique_action", ["reject", "warn"])
+def test_other_dataset_with_its_own_config(spark: Any, tmp_path: Path, unique_action: str) -> None:
     data = tmp_path / "sales.csv"
     _other_dataset(data, 600, seed=3)
-    default, _ = _run_both(spark, [data], tmp_path / "out", OTHER_DOC)
-    assert default["duplicates"]["dropped"] > 0 and default["derived"]["price_band"]["outside_bins"] > 0
+    doc = copy.deepcopy(OTHER_DOC)
+    doc["rules"][4]["action"] = unique_action
+    default, other = _run_both(spark, [data], tmp_path / "out", doc)
+    assert default["derived"]["price_band"]["outside_bins"] > 0
+    if unique_action == "reject":
+        # the exact copies repeat their sku: sku_unique rejects them before the duplicate drop, which finds none
+        assert default["duplicates"]["dropped"] == 0 and default["summary"]["duplicate_rows_key"] > 0
+        assert default["rows"]["rejected_by_reason"]["rule:sku_unique"] > 0
+    else:
+        assert default["duplicates"]["dropped"] > 0 and "rule:sku_unique" not in default["rows"]["rejected_by_reason"]
+    rules = default["rules"]
+    assert all(rules[r]["violations"] > 0 for r in ("qty_range", "regions", "store_code", "store_len",
+                                                     "sku_unique", "store_qty", "cheap", "prices")), rules
+    assert default["rows"]["rejected_by_reason"]["rule:qty_range"] > 0
+    assert other["rules"] == rules and other["rows"] == default["rows"]
     assert_same_outputs(tmp_path / "out")
 
 
@@ -404,6 +454,14 @@ def test_unsupported_config_fails_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(spark_engine.SparkUnsupported, match=r"columns\.department: type 'category'"):
         spark_engine.run([data], tmp_path / "out", cfg)
     assert spark_engine.SparkUnsupported("x").exit_code == 2
+    doc = copy.deepcopy(DEFAULT_DOC)
+    doc["columns"]["seen"] = "date"
+    doc["rules"] = [{"name": "ids", "type": "unique", "columns": ["id"]},
+                    {"name": "fresh", "type": "freshness", "column": "seen", "max_age_hours": 1}]
+    with pytest.raises(spark_engine.SparkUnsupported, match=r"^(rules\[1\]: freshness|columns\.seen: type 'date')"):
+        spark_engine.run([data], tmp_path / "out2", config_mod.validate(doc))
+    assert spark_rules.unsupported(config_mod.validate(doc)) == (
+        "rules[1]: freshness rules are not supported by the Spark engine yet; use the default engine")
 
 
 def test_unsupported_inputs_fail_naming_the_file(tmp_path: Path) -> None:
@@ -473,7 +531,7 @@ def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None
                "processing.options", "processing.rawfile", "processing.metricsdoc", "processing.spark",
                "processing.spark.engine", "processing.spark.hadoopfs", "processing.expressions",
                "processing.spark.expressions", "processing.types", "processing.spark.features",
-               "processing.features",
+               "processing.features", "processing.rules_config", "processing.spark.rules",
                "processing.cli"}  # processing/spark/entry.py: the SageMaker entry script runs the command line
     for path in sorted((ROOT / "processing").rglob("*.py")):
         modules = set()
