@@ -117,7 +117,8 @@ def inspect(path: Path | HadoopFile, config: DatasetConfig) -> InputFile:
     if missing:
         raise MissingColumnsError(f"{path.name}: missing required column(s): {', '.join(missing)}"
                                   f" (found: {', '.join(names) or 'none'})")
-    sha, utf8_ok = file_digest(path, check_utf8=True, compressed=compressed)
+    sha, utf8_ok = (hadoopfs.digest(path.uri, check_utf8=True, compressed=compressed) if isinstance(path, HadoopFile)
+                    else file_digest(path, check_utf8=True, compressed=compressed))
     if not utf8_ok:
         raise SparkUnsupported(f"{path.name}: not valid UTF-8; the default engine rejects such rows with reason "
                                f"invalid_utf8, the Spark engine does not yet")
