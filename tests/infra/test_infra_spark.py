@@ -190,6 +190,9 @@ def settings(tmp_path: Path, **context: Any):
     ({"engines": {"big": "spark"}, "spark_configuration": [{"Classification": "spark-defaults",
                                                            "Properties": {"spark.executor.cores": 4}}]},
      "spark_configuration", "string value"),
+    ({"engines": {"big": "spark"}, "spark_configuration": [{"Classification": "spark-defaults",
+                                                           "Properties": {"spark.x": "y" * 1100}}]},
+     "spark_configuration", "longer than 1024"),
 ])
 def test_invalid_spark_settings_are_named(tmp_path: Path, context: dict[str, Any], key: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message) as exc:
