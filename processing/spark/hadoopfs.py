@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from processing.errors import EmptyInputError, InputError
+from processing.spark.session import session
 
 URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 CHUNK = 1 << 22  # bytes per read through py4j
@@ -27,8 +28,6 @@ def is_uri(value: object) -> bool:
 
 
 def _session() -> Any:
-    from processing.spark.engine import session
-
     return session()
 
 
@@ -246,8 +245,8 @@ def rename(src: str, dst: str) -> None:
     if fs.exists(target):
         fs.delete(target, False)
     parent = target.getParent()
-    if parent is not None:
-        fs.mkdirs(parent)
+    if parent is not None and str(fs.getScheme()) == "file":  # a local rename needs the folder; S3 has none
+        fs.mkdirs(parent)  # (EMRFS would write a "<folder>_$folder$" marker object for it)
     if not fs.rename(source, target):
         raise OSError(f"could not move {src} to {dst}")
 
