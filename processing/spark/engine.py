@@ -562,7 +562,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         per_file.append(entry)
 
     drift_batch = _drift_batch(F, pre, config, kinds, rows_out, max_rows, sampling)
-    rule_tally = spark_rules.tally(F, rows, config)
+    rule_tally = spark_rules.tally(F, rows, config, kinds)
     raw.unpersist()
     rows.unpersist()
     transformed.unpersist()

@@ -5,13 +5,14 @@ Row-local rules (``range``, ``allowed_values``, ``pattern``, ``length``, ``expre
 the rows still there after ``reject_rows_missing``; ``unique`` is a ``row_number`` window over the rows the row-local
 reject rules left (nulls equal, first by input order), then the duplicates run over the rows the rules left. Counts
 go into the shared ``rules_config.Tally``; examples are the first distinct offending values by input order. Extracted
-JSON fields are computed from the typed JSON text as the engine extracts them. Not supported yet (refused by name,
-``unsupported``): freshness (the engine has no date types yet). pyspark is imported by the caller (``F``,
-``Window`` are passed in).
+JSON fields are computed from the typed JSON text as the engine extracts them. ``freshness`` takes the newest value of
+its date/datetime column over the rows the row-local rules check (datetimes as UTC microseconds, so the driver's time
+zone plays no part). pyspark is imported by the caller (``F``, ``Window`` are passed in).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processing import expressions
@@ -20,13 +21,13 @@ from processing.rules_config import EXAMPLES, Rule, Tally, text
 from processing.spark.expressions import column_ref, to_spark
 
 PREFIX = "rule:"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def unsupported(config: DatasetConfig) -> str | None:
-    """Why the Spark engine cannot check ``config``'s rules as the default engine does (naming the key), or None."""
-    for i, rule in enumerate(config.rules):
-        if rule.type == "freshness":
-            return f"rules[{i}]: freshness rules are not supported by the Spark engine yet; use the default engine"
+    """Why the Spark engine cannot check ``config``'s rules as the default engine does (naming the key), or None:
+    every rule type is supported."""
+    del config
     return None
 
 
@@ -96,7 +97,7 @@ def apply(F: Any, Window: Any, rows: Any, config: DatasetConfig, kinds: dict[str
     return rows.withColumn("_usable", F.col("_reason") == "")
 
 
-def tally(F: Any, rows: Any, config: DatasetConfig) -> Tally:
+def tally(F: Any, rows: Any, config: DatasetConfig, kinds: dict[str, str] | None = None) -> Tally:
     """The rules' counts and examples from ``apply``'s columns (one aggregation, plus one small query per rule with
     violations for its examples)."""
     result = Tally(config.rules)
@@ -107,8 +108,18 @@ def tally(F: Any, rows: Any, config: DatasetConfig) -> Tally:
             F.sum(F.col("_reason").startswith(PREFIX).cast("long")).alias("rejected")]
     row_rules = [(i, r) for i, r in enumerate(config.rules) if r.row_level]
     aggs += [F.sum(F.col(f"_rule_{i}").cast("long")).alias(f"v{i}") for i, _ in row_rules]
+    fresh = [(i, r) for i, r in enumerate(config.rules) if r.type == "freshness"]
+    for i, rule in fresh:
+        newest = F.max(F.when(F.col("_rule_checked"), column_ref(rule.columns[0])))
+        datetime_column = (kinds or {}).get(rule.columns[0]) == "datetime"
+        aggs.append((F.unix_micros(newest) if datetime_column else newest).alias(f"n{i}"))
     counts = rows.agg(*aggs).collect()[0].asDict()
     result.rejected_rows = int(counts["rejected"] or 0)
+    for i, rule in fresh:
+        value = counts[f"n{i}"]
+        if value is not None and (kinds or {}).get(rule.columns[0]) == "datetime":
+            value = EPOCH + timedelta(microseconds=int(value))
+        result.newest_value(rule.name, value)
     for i, rule in row_rules:
         bad = int(counts[f"v{i}"] or 0)
         checked = int(counts["checked_unique" if rule.type == "unique" else "checked"] or 0)

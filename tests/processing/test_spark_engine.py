@@ -373,6 +373,30 @@ def test_types_and_features(spark: Any, tmp_path: Path) -> None:
     assert texts[0] == texts[1]
 
 
+def test_freshness_rules_take_the_same_newest_value(spark: Any, tmp_path: Path) -> None:
+    """Freshness on date and zoned datetime columns: the same newest value (UTC) and verdict as the default engine
+    (the age itself is measured against each run's own clock, so only the verdicts of clearly stale and clearly fresh
+    limits are compared)."""
+    data = tmp_path / "typed.csv"
+    _typed_dataset(data, 300, seed=7)
+    doc = copy.deepcopy(TYPED_DOC)
+    doc["rules"] = [{"name": "day_recent", "type": "freshness", "column": "day", "max_age_hours": 1, "action": "warn"},
+                    {"name": "when_recent", "type": "freshness", "column": "when", "max_age_hours": 1e9,
+                     "action": "warn"},
+                    {"name": "logged_recent", "type": "freshness", "column": "logged", "max_age_hours": 1e9,
+                     "action": "warn"}]
+    default, other = _run_both(spark, [data], tmp_path / "out", doc)
+    assert spark_rules.unsupported(config_mod.validate(doc)) is None
+    for name in ("day_recent", "when_recent", "logged_recent"):
+        a, b = default["rules"][name], other["rules"][name]
+        assert a["newest"] is not None and a["newest"] == b["newest"], (name, a, b)
+        assert a["passed"] == b["passed"], (name, a, b)
+    assert not default["rules"]["day_recent"]["passed"] and default["rules"]["when_recent"]["passed"]
+    # 2024-11-03 01:30 in New York is repeated (DST ends): the earlier instant, 05:30 UTC, the newest of the values
+    assert default["rules"]["when_recent"]["newest"] == "2024-11-03T05:30:00+00:00"
+    assert default["rules"]["day_recent"]["newest"] == "2024-03-15"
+
+
 def test_fresh_file_from_the_command_line_without_pyarrow(tmp_path: Path) -> None:
     """Done when: ``python -m processing --engine spark`` gives the default engine's counts, medians and group
     statistics on a file it has never seen (a new seed each run, printed on failure), here with pyarrow made
@@ -454,14 +478,6 @@ def test_unsupported_config_fails_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(spark_engine.SparkUnsupported, match=r"columns\.department: type 'category'"):
         spark_engine.run([data], tmp_path / "out", cfg)
     assert spark_engine.SparkUnsupported("x").exit_code == 2
-    doc = copy.deepcopy(DEFAULT_DOC)
-    doc["columns"]["seen"] = "date"
-    doc["rules"] = [{"name": "ids", "type": "unique", "columns": ["id"]},
-                    {"name": "fresh", "type": "freshness", "column": "seen", "max_age_hours": 1}]
-    with pytest.raises(spark_engine.SparkUnsupported, match=r"^(rules\[1\]: freshness|columns\.seen: type 'date')"):
-        spark_engine.run([data], tmp_path / "out2", config_mod.validate(doc))
-    assert spark_rules.unsupported(config_mod.validate(doc)) == (
-        "rules[1]: freshness rules are not supported by the Spark engine yet; use the default engine")
 
 
 def test_unsupported_inputs_fail_naming_the_file(tmp_path: Path) -> None:
