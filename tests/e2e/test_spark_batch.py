@@ -92,6 +92,7 @@ def test_a_spark_folder_batch_is_one_spark_job_with_the_default_engines_metrics(
     assert job["ProcessingJobStatus"] == "Completed", (job.get("FailureReason"), job.get("ExitMessage"),
                                                         result.log_path.read_text()[-4000:])
     assert result.spark is not None and result.spark["instance_count"] >= 2
+    assert result.spark["vpc"] == "verified"  # the request's subnets and security group exist (the stack's VPC)
     spark = _read(cloud, f"output/{DATASET}/{name}/quality/metrics.json")
     assert spark["mode"] == "spark"
     # and whose metrics equal the default engine's on the concatenated parts (in the folder's sorted order)
