@@ -598,8 +598,8 @@ def _spark_settings(value: Callable[[str], Any], prefixes: Mapping[str, str],
             for c in configuration):
         raise SettingsError("spark_configuration", 'must be a list of {"Classification": "<name>", "Properties": '
                             '{"<key>": "<string value>"}} (EMR configuration classifications)')
-    if len(json.dumps(configuration, separators=(",", ":"))) > 2048:
-        raise SettingsError("spark_configuration", "is longer than 2048 characters of JSON (it travels in the "
+    if len(json.dumps(configuration, separators=(",", ":"))) > 1024:
+        raise SettingsError("spark_configuration", "is longer than 1024 characters of JSON (it travels in the "
                             "trigger's environment)")
     out["spark_configuration"] = configuration
     return out

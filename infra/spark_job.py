@@ -197,7 +197,7 @@ class SparkJob(Construct):
                                                          *(f"{asset_bucket_arn}/{k}" for _, k in assets)]}}))
         # The data key through S3 only, for this bucket only (S3 Bucket Keys: the context is the bucket ARN).
         self.role.add_to_policy(iam.PolicyStatement(
-            sid="UseDataKeyViaS3", actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+            sid="UseDataKeyViaS3", actions=["kms:Decrypt", "kms:GenerateDataKey"],
             resources=[props.key.key_arn],
             conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}",
                                          "kms:EncryptionContext:aws:s3:arn": bucket.bucket_arn}}))

@@ -7,6 +7,7 @@ imports only the standard-library modules it shares with the default engine (``c
 (both are in the SageMaker Spark image; pyarrow is not, and nothing here needs it). See docs/processing.md
 "The Spark engine"."""
 
-from processing.spark.engine import SparkUnsupported, list_inputs, run, session
+from processing.spark.engine import SparkUnsupported, list_inputs, run
+from processing.spark.session import session
 
 __all__ = ["SparkUnsupported", "list_inputs", "run", "session"]

@@ -20,10 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
 from processing.spark import hadoopfs
 from processing.spark.hadoopfs import HadoopFile
+from processing.spark.session import session
 
 log = logging.getLogger("processing")
 
@@ -117,7 +116,8 @@ def inspect(path: Path | HadoopFile, config: DatasetConfig) -> InputFile:
     if missing:
         raise MissingColumnsError(f"{path.name}: missing required column(s): {', '.join(missing)}"
                                   f" (found: {', '.join(names) or 'none'})")
-    sha, utf8_ok = file_digest(path, check_utf8=True, compressed=compressed)
+    sha, utf8_ok = (hadoopfs.digest(path.uri, check_utf8=True, compressed=compressed) if isinstance(path, HadoopFile)
+                    else file_digest(path, check_utf8=True, compressed=compressed))
     if not utf8_ok:
         raise SparkUnsupported(f"{path.name}: not valid UTF-8; the default engine rejects such rows with reason "
                                f"invalid_utf8, the Spark engine does not yet")
@@ -127,35 +127,6 @@ def inspect(path: Path | HadoopFile, config: DatasetConfig) -> InputFile:
 # ---------------------------------------------------------------------------------------------------------------
 # Session
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def session(master: str = "local[*]", *, submitted: bool = False) -> Any:
-    """The active SparkSession, or a new local one whose Python workers run this interpreter (``spark.pyspark.python``,
-    what ``PYSPARK_PYTHON`` sets; the engine runs no Python UDFs, but a worker started for anything gets the same
-    libraries).
-
-    ``submitted``: this driver was started by ``spark-submit`` (``smspark-submit`` on SageMaker, which passes
-    ``--master yarn``; the command line tells, from ``PYSPARK_GATEWAY_PORT``): only the session time zone is set, so
-    the master, the Python of the executors and the partitions come from spark-submit and ``configuration.json`` (a
-    builder option would override them)."""
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
-    if submitted:
-        started = (SparkSession.builder.appName("processing").config("spark.sql.session.timeZone", "UTC")
-                     .getOrCreate())
-        started.sparkContext.setLogLevel("ERROR")
-        return started
-    spark = (SparkSession.builder.master(master).appName("processing")
-            .config("spark.ui.enabled", "false")
-            .config("spark.pyspark.python", sys.executable)
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.shuffle.partitions", str(max(2, os.cpu_count() or 2)))
-            .getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")  # the CSV header check warns for our positional schema (_c0, ...)
-    return spark
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def test_spark_role_is_least_privilege(spark: Synth) -> None:
     assert "/input/" not in json.dumps(by_sid)  # never the uploads themselves
     prefixes = by_sid["ListOwnPrefixes"]["Condition"]["StringLike"]["s3:prefix"]
     assert prefixes == ["staging/big/*", "staging/logs/*", "baselines/*", "output/*", "quarantine/*"]
+    assert _actions(by_sid["UseDataKeyViaS3"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     kms = by_sid["UseDataKeyViaS3"]["Condition"]["StringEquals"]
     assert "kms:ViaService" in kms and "kms:EncryptionContext:aws:s3:arn" in kms
     assert by_sid["VolumeKeyGrant"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
@@ -189,6 +190,9 @@ def settings(tmp_path: Path, **context: Any):
     ({"engines": {"big": "spark"}, "spark_configuration": [{"Classification": "spark-defaults",
                                                            "Properties": {"spark.executor.cores": 4}}]},
      "spark_configuration", "string value"),
+    ({"engines": {"big": "spark"}, "spark_configuration": [{"Classification": "spark-defaults",
+                                                           "Properties": {"spark.x": "y" * 1100}}]},
+     "spark_configuration", "longer than 1024"),
 ])
 def test_invalid_spark_settings_are_named(tmp_path: Path, context: dict[str, Any], key: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message) as exc:

@@ -165,31 +165,36 @@ def test_shell_unsafe_arguments_are_refused() -> None:
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber]]:
-    sagemaker, s3 = client("sagemaker"), client("s3")
+def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, Stubber, Stubber, Stubber]]:
+    """Stubbed SageMaker, S3, CloudWatch and SNS clients (every queued response must be consumed; an unexpected
+    call fails)."""
+    sagemaker, s3, cloudwatch, sns = client("sagemaker"), client("s3"), client("cloudwatch"), client("sns")
     for name, value in (("sagemaker_client", sagemaker), ("s3_client", s3), ("_settings", SETTINGS),
-                        ("sqs_client", client("sqs")), ("cloudwatch_client", client("cloudwatch")),
-                        ("sns_client", client("sns"))):
+                        ("sqs_client", client("sqs")), ("cloudwatch_client", cloudwatch), ("sns_client", sns)):
         monkeypatch.setattr(trigger, name, value)
-    with Stubber(sagemaker) as sm, Stubber(s3) as s3_stub:
-        yield sm, s3_stub
-        sm.assert_no_pending_responses()
-        s3_stub.assert_no_pending_responses()
+    with Stubber(sagemaker) as sm, Stubber(s3) as s3_stub, Stubber(cloudwatch) as cw, Stubber(sns) as sns_stub:
+        yield sm, s3_stub, cw, sns_stub
+        for stub in (sm, s3_stub, cw, sns_stub):
+            stub.assert_no_pending_responses()
 
 
-def test_handler_writes_the_configuration_then_starts_the_spark_job(clients, lambda_context, decision_log) -> None:
-    sm, s3 = clients
-    key = "input/big/part-0.csv"
-    request = build(key)
-    job = request["ProcessingJobName"]
+def _resolved_and_staged(s3: Stubber, key: str, job: str) -> None:
     s3.add_response("head_object", {"ContentLength": EVENT_SIZE, "ETag": f'"{EVENT_ETAG}"', "VersionId": "v1"},
                     {"Bucket": BUCKET, "Key": key, "VersionId": "v1"})
     s3.add_client_error("head_object", "404", "Not Found", 404,
                         expected_params={"Bucket": BUCKET, "Key": "baselines/big/baseline.json"})
     s3.add_response("copy_object", {"CopySourceVersionId": "v1", "VersionId": "staged-v",
                                     "CopyObjectResult": {"ETag": '"e"'}},
-                    {"Bucket": BUCKET, "Key": f"staging/big/{job}/part-0.csv",
+                    {"Bucket": BUCKET, "Key": f"staging/big/{job}/{key.rsplit('/', 1)[1]}",
                      "CopySource": {"Bucket": BUCKET, "Key": key, "VersionId": "v1"}, "TaggingDirective": "REPLACE"})
+
+
+def test_handler_writes_the_configuration_then_starts_the_spark_job(clients, lambda_context, decision_log) -> None:
+    sm, s3, _, _ = clients
+    key = "input/big/part-0.csv"
+    request = build(key)
+    job = request["ProcessingJobName"]
+    _resolved_and_staged(s3, key, job)
     conf = [{"Classification": "spark-defaults", "Properties": {"spark.driver.memory": "4g"}}]
     s3.add_response("put_object", {}, {"Bucket": BUCKET, "Key": f"staging/big/{job}.conf/configuration.json",
                                        "Body": (json.dumps(conf, indent=2, sort_keys=True) + "\n").encode(),
@@ -199,3 +204,33 @@ def test_handler_writes_the_configuration_then_starts_the_spark_job(clients, lam
     assert result == {"batchItemFailures": []}
     [log] = decision_log.records
     assert log["decision"] == "started" and log["engine"] == "spark"
+
+
+def test_configuration_write_failure_retries_without_starting_the_job(clients, lambda_context, decision_log) -> None:
+    # GIVEN the configuration.json PutObject fails  THEN no job (it would start without its settings), retried
+    _, s3, _, _ = clients
+    key = "input/big/part-1.csv"
+    job = build(key)["ProcessingJobName"]
+    _resolved_and_staged(s3, key, job)
+    s3.add_client_error("put_object", "InternalError", "boom", 500)
+    result = trigger.handler({"Records": [sqs_record(s3_event_body(key), "m-1")]}, lambda_context)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert decision_log.decisions() == ["failed"]
+
+
+def test_unsafe_spark_argument_is_refused_and_told(monkeypatch, clients, lambda_context, decision_log) -> None:
+    # GIVEN a function whose OUTPUT_PREFIX a shell would change (the CDK app refuses it; a hand-set environment)
+    _, s3, cw, sns = clients
+    settings = trigger.Settings.from_env({**SPARK_ENV, "OUTPUT_PREFIX": "out'put/"})
+    monkeypatch.setattr(trigger, "_settings", settings)
+    key = "input/big/part-2.csv"
+    s3.add_response("head_object", {"ContentLength": EVENT_SIZE, "ETag": f'"{EVENT_ETAG}"', "VersionId": "v1"},
+                    {"Bucket": BUCKET, "Key": key, "VersionId": "v1"})
+    s3.add_client_error("head_object", "404", "Not Found", 404)
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline",
+                                            "MetricData": trigger.refusal_metric_data("InvalidKey")})
+    sns.add_response("publish", {"MessageId": "m"})
+    # WHEN the handler runs  THEN the upload is refused (counted and told), not crashed on, and no job starts
+    result = trigger.handler({"Records": [sqs_record(s3_event_body(key))]}, lambda_context)
+    assert result == {"batchItemFailures": []}
+    assert decision_log.decisions() == ["refused"]

@@ -405,7 +405,7 @@ def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None
     gate.finish), none of the pyarrow modules; outside it only cli.py imports it, inside ``main_spark``."""
     allowed = {"processing", "processing.config", "processing.drift_config", "processing.gate", "processing.errors",
                "processing.options", "processing.rawfile", "processing.metricsdoc", "processing.spark",
-               "processing.spark.engine", "processing.spark.hadoopfs",
+               "processing.spark.engine", "processing.spark.hadoopfs", "processing.spark.session",
                "processing.cli"}  # processing/spark/entry.py: the SageMaker entry script runs the command line
     for path in sorted((ROOT / "processing").rglob("*.py")):
         modules = set()
