@@ -110,10 +110,33 @@ def bucket_default_key(account: str, bucket: str) -> str | None:
     return found[0] if found else None
 
 
+def bucket_key_enabled(account: str, bucket: str) -> bool:
+    """True when the bucket's default encryption uses an S3 Bucket Key (``BucketKeyEnabled``)."""
+    found: list[object] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "BucketKeyEnabled":
+                    found.append(v)
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(getattr(_bucket(account, bucket), "encryption", None))
+    return any(v is True or str(v).lower() == "true" for v in found)
+
+
 def s3_object_check(account: str, region: str, role_arn: str, action: str, bucket: str, key: str,
                     kms_key_id: str | None = None) -> DeliveryCheck:
     """May the role ``s3:GetObject`` / ``s3:PutObject`` s3://bucket/key, including the KMS key S3 uses for it
-    (`kms_key_id`, else the bucket's default key): ``kms:Decrypt`` to read, ``kms:GenerateDataKey`` to write?"""
+    (`kms_key_id`, else the bucket's default key): ``kms:Decrypt`` to read, ``kms:GenerateDataKey`` to write?
+
+    The KMS request carries S3's encryption context (S3 UG "Encryption context" under SSE-KMS): ``aws:s3:arn`` = the
+    bucket's ARN when the bucket uses an S3 Bucket Key, else the object's ARN, so a key statement conditioned on
+    ``kms:EncryptionContext:aws:s3:arn`` is evaluated as in AWS. Which key a write under another bucket key uses is
+    the bucket's setting, not checked per request."""
     b = _bucket(account, bucket)
     if b is None:
         return DeliveryCheck(False, f"bucket {bucket} does not exist (NoSuchBucket)")
@@ -122,8 +145,9 @@ def s3_object_check(account: str, region: str, role_arn: str, action: str, bucke
                            resource_policy=policy)
     kms = _customer_key(kms_key_id or bucket_default_key(account, bucket))
     if check.allowed and kms:
+        arn = f"arn:aws:s3:::{bucket}" if bucket_key_enabled(account, bucket) else f"arn:aws:s3:::{bucket}/{key}"
         check = authorize_key_use(account=account, region=region, role_arn=role_arn, key_id=kms,
                                   actions=("kms:Decrypt",) if action == "s3:GetObject" else ("kms:GenerateDataKey",),
-                                  via_service="s3")
+                                  via_service="s3", context={"kms:EncryptionContext:aws:s3:arn": arn})
     return check
 

@@ -3,7 +3,8 @@
 * :func:`patch_cfn_resource_types`: AWS::CloudWatch::Alarm, S3::BucketPolicy, SNS::TopicPolicy, SQS::QueuePolicy,
   Lambda::EventInvokeConfig (moto skips them), CDK::Metadata ignored; bucket policies with Conditions no longer deny
   everything.
-* :func:`patch_s3_bucket_cfn`: S3::Bucket VersioningConfiguration / NotificationConfiguration (EventBridge) applied.
+* :func:`patch_s3_bucket_cfn`: S3::Bucket VersioningConfiguration / NotificationConfiguration (EventBridge) applied,
+  BucketEncryption's BucketKeyEnabled kept.
 * :func:`patch_custom_resources`: Custom::* **not supported**, the deploy fails clearly (moto needs Docker).
 * :func:`patch_change_set_outputs`: outputs after a change set, failed change set -> ROLLBACK_COMPLETE, missing
   change set -> ChangeSetNotFound (an update deploy needs it).
@@ -381,7 +382,8 @@ def _cfn_notification_config(props: dict) -> dict | None:
 
 def patch_s3_bucket_cfn() -> None:
     """AWS::S3::Bucket: also apply VersioningConfiguration and NotificationConfiguration
-    (incl. EventBridgeConfiguration), which moto's CloudFormation model ignores."""
+    (incl. EventBridgeConfiguration) and keep BucketEncryption's BucketKeyEnabled, which moto's CloudFormation model
+    ignores."""
     if not once("s3_bucket_cfn"):
         return
     from moto.s3.models import FakeBucket, s3_backends
@@ -397,6 +399,13 @@ def patch_s3_bucket_cfn() -> None:
         notif = _cfn_notification_config(props)
         if notif is not None:
             bucket.set_notification_configuration(notif)
+        # BucketEncryption's BucketKeyEnabled (moto's CloudFormation keeps only the algorithm and key): the S3 Bucket
+        # Key decides the encryption context of S3's KMS requests (service_auth.s3_object_check)
+        rules = (props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration") or []
+        if rules and isinstance(bucket.encryption, dict) and isinstance(bucket.encryption.get("Rule"), dict):
+            enabled = rules[0].get("BucketKeyEnabled")
+            if enabled is not None:
+                bucket.encryption["Rule"]["BucketKeyEnabled"] = str(enabled).lower() == "true"
 
     def create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
         bucket = orig_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+#: Context of the e2e deploy beyond cdk.json: the dataset the Spark test runs (tests/e2e/test_spark_batch.py)
+E2E_CONTEXT = ["-c", 'engines={"sparkbatch": "spark"}']
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +18,7 @@ def cloud(tmp_path_factory):
 
     app_dir = Path(os.environ.get("LOCALCLOUD_APP_DIR", REPO))
     with LocalCloud(workdir=tmp_path_factory.mktemp("localcloud")) as c:
-        c.bootstrap_and_deploy(app_dir)
+        c.bootstrap(app_dir)
+        c.deploy(app_dir, extra_args=E2E_CONTEXT)
         c.run_until_idle()  # settle: first alarm evaluation after deploy
         yield c

@@ -137,6 +137,20 @@ def test_bucket_versioning_and_eventbridge_from_template(aws):
     assert s3_backends[ACCOUNT_ID]["aws"].get_bucket("vb-bucket").notification_configuration.event_bridge is not None
 
 
+def test_bucket_key_from_template(aws):
+    # GIVEN an SSE-KMS bucket with an S3 Bucket Key in a template (CDK's bucket_key_enabled=True)
+    _stack(aws, {"B": {"Type": "AWS::S3::Bucket", "Properties": {
+        "BucketName": "bk-bucket", "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
+            "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/k"},
+            "BucketKeyEnabled": True}]}}}})
+    # THEN the bucket keeps it (moto's CloudFormation dropped it), as GetBucketEncryption shows in AWS
+    from localcloud.service_auth import bucket_key_enabled
+
+    assert bucket_key_enabled(ACCOUNT_ID, "bk-bucket")
+    rule = aws("s3").get_bucket_encryption(Bucket="bk-bucket")["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["BucketKeyEnabled"] is True
+
+
 def test_s3_object_created_event_shape_and_rule_routing(aws):
     s3, sqs, events = aws("s3"), aws("sqs"), aws("events")
     s3.create_bucket(Bucket="eb-bucket")

@@ -257,3 +257,24 @@ def test_a_processing_job_reads_and_writes_only_what_its_role_allows(cloud, gran
         assert ("kms:Decrypt" if grant == "no-key" else "s3:GetObject") in reason
     assert cloud.authorization_refusals[0]["path"] == "processing-job"
     assert cloud.authorization_refusals[0]["role"] == role
+
+
+@pytest.mark.parametrize("bucket_key", [True, False])
+def test_the_job_roles_key_use_carries_s3s_encryption_context(cloud, bucket_key):
+    # GIVEN an SSE-KMS bucket with or without an S3 Bucket Key, and a role allowed kms:Decrypt only for the encryption
+    # context of that bucket (the condition the stack's Spark job role has; S3 UG "Encryption context": with a bucket
+    # key S3 passes the bucket's ARN as aws:s3:arn, else the object's)
+    from localcloud.service_auth import s3_object_check
+
+    key = _key(cloud)
+    cloud.s3.create_bucket(Bucket="data")
+    cloud.s3.put_bucket_encryption(Bucket="data", ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
+        "BucketKeyEnabled": bucket_key}]})
+    role = _role(cloud, "context-role", [
+        _allow("s3:GetObject", "arn:aws:s3:::data/*"),
+        _allow("kms:Decrypt", key, StringEquals={"kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::data"})])
+    # WHEN the job's read of an object is authorized
+    check = s3_object_check(ACCOUNT_ID, cloud.region, role, "s3:GetObject", "data", "staging/in.csv")
+    # THEN the bucket-ARN condition holds exactly when the bucket uses a bucket key (before: never, no context)
+    assert check.allowed is bucket_key, check.reason
