@@ -439,12 +439,13 @@ def _nice(value: float, step_of: float, up: bool) -> float:
 
 
 def range_bounds(prof: ColumnProfile) -> tuple[float, float]:
-    """The observed [min, max] widened by ``RANGE_MARGIN`` of the span on each side (of the value when the span
-    is 0), rounded outward; not below 0 when no value is; whole numbers for integer columns."""
+    """The observed [min, max] widened by ``RANGE_MARGIN`` of the span on each side (a constant column: by a
+    tenth of that share of the value, at least 1), rounded outward; not below 0 when no value is; whole numbers for
+    integer columns."""
     assert prof.minimum is not None and prof.maximum is not None
     lo, hi = prof.minimum, prof.maximum
     span = hi - lo
-    margin = RANGE_MARGIN * (span if span > 0 else max(abs(hi), 1.0))
+    margin = RANGE_MARGIN * span if span > 0 else max(abs(hi) * RANGE_MARGIN / 10, 1.0)
     low, high = _nice(lo - margin, span or margin, False), _nice(hi + margin, span or margin, True)
     if lo >= 0 > low:
         low = 0.0

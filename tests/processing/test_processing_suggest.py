@@ -108,6 +108,7 @@ def test_low_cardinality_and_unique() -> None:
     ("integer", ["0", "100"], (0, 110)),  # never below 0 when no value is
     ("integer", ["-5", "5"], (-6, 6)),
     ("integer", ["5", "5"], (4, 6)),
+    ("integer", ["2013", "2013"], (1992, 2034)),  # constant: +-1% of the value
     ("float", ["0.5", "0.7"], (0.48, 0.72)),
     ("float", ["1000.5", "1999.5"], (900, 2100)),
 ])
