@@ -132,8 +132,12 @@ def _csv_batches(path: Path, errors: list[int]) -> Iterator[pa.Table]:
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+        empty = True
         for batch in reader:
+            empty = False
             yield pa.Table.from_batches([batch])
+        if empty:  # a header and no rows: the columns are still known
+            yield pa.table({n: pa.array([], pa.string()) for n in names})
 
 
 def _parquet_batches(path: Path) -> Iterator[pa.Table]:

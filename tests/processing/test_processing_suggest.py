@@ -288,3 +288,18 @@ def test_parquet_input(tmp_path: Path) -> None:
     doc = suggest.suggest(suggest.read_sample([path]))
     assert doc["columns"] == {"n": "integer", "x": "float", "s": "string"}
     _runs_and_passes(path, doc, tmp_path, modes=("memory",))  # streaming reads CSV only
+
+
+def test_folder_of_gzip_and_plain_files_in_the_jobs_order(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    table = sample.generate(500, seed=4)
+    sample.write(table.slice(0, 200), folder / "a.csv.gz")
+    sample.write(table.slice(200), folder / "b.csv")
+    (folder / ".hidden.csv").write_text("other,columns\n1,2\n")
+    got = suggest.read_sample(suggest.rawfile.list_inputs(folder), rows=450)
+    assert (got.rows, got.complete, got.files) == (450, False, ["a.csv.gz", "b.csv"])
+    assert got.table.column("id").to_pylist()[199:201] == ["200", "201"]
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("a,b\n")
+    with pytest.raises(suggest.EmptyInputError, match="header only"):
+        suggest.read_sample([header_only])
