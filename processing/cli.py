@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder; default $OPT_ML_ROOT/processing/output")
     parser.add_argument("--config", type=Path, default=None,
                         help="dataset config JSON; default processing/configs/<dataset>.json, else default.json")
-    parser.add_argument("--dataset", default=os.environ.get("DATASET") or "default",
-                        help="dataset name (selects the bundled config); default $DATASET or 'default'")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset name (selects the bundled config; recorded in metrics.json); default $DATASET, "
+                             "else the --config file's name without .json, else 'default'")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet",
                         help="format of cleaned/, transformed/ and rejected/ (statistics are always CSV and JSON)")
     parser.add_argument("--mode", choices=contract.PROCESSING_MODES, default=contract.DEFAULT_PROCESSING_MODE,
@@ -118,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default (pandas/pyarrow, this machine) or spark (pyspark, local[*] here; needs "
                              "pyspark); see docs/processing.md \"The Spark engine\"")
     return parser
+
+
+def dataset_name(flag: str | None, env: Mapping[str, str], config: Path | None) -> str:
+    """The dataset's name: ``--dataset``, else ``$DATASET``, else the ``--config`` file's stem (the stack names a
+    dataset's config ``<dataset>.json``) when it is a valid name, else ``default``."""
+    if flag:
+        return flag
+    if env.get("DATASET"):
+        return env["DATASET"]
+    if config is not None and config_mod.DATASET_NAME.fullmatch(config.stem):
+        return config.stem
+    if config is not None:
+        log.warning("dataset name: the config file's name %r is not a dataset name (%s); recorded as 'default'",
+                    config.stem, config_mod.DATASET_NAME.pattern)
+    return "default"
 
 
 def _read_json_file(path: Path) -> Any:
@@ -237,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return suggest.main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.dataset = dataset_name(args.dataset, os.environ, args.config)
     if args.engine == "spark":
         return main_spark(args)
     from processing import pipeline  # imported after logging is set up: pandas import takes a moment

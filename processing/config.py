@@ -14,9 +14,12 @@ from typing import Any
 from contract import DATASET_PATTERN
 from processing.drift_config import DriftSettings, parse_drift
 from processing.errors import ConfigError
+from processing.features import NUMERIC_KINDS, Derived, parse_derived
+from processing.features import Bins as Bins  # re-exported: callers import it from here
 from processing.gate import GateSettings, parse_gate
+from processing.types import NEW_TYPES, TEMPORAL_TYPES, TypeOptions, canonical_fill, parse_column
 
-COLUMN_TYPES = ("integer", "float", "string", "category", "json")
+COLUMN_TYPES = ("integer", "float", "string", "category", "json", *NEW_TYPES)
 NUMERIC_TYPES = ("integer", "float")
 STRATEGIES = ("median", "mean", "most_frequent", "constant")
 AGGREGATIONS = ("count", "size", "sum", "mean", "median", "min", "max", "std", "nunique")
@@ -66,25 +69,6 @@ class JsonColumn:
 
 
 @dataclass(frozen=True)
-class Bins:
-    edges: tuple[float, ...]
-    labels: tuple[str, ...]
-    closed: str = "right"
-    include_lowest: bool = True
-    outside: str | None = None
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A derived feature: ``kind`` is ``string_length`` or ``bins``."""
-
-    name: str
-    kind: str
-    source: str
-    bins: Bins | None = None
-
-
-@dataclass(frozen=True)
 class GroupStatistics:
     name: str
     group_by: tuple[str, ...]
@@ -111,6 +95,7 @@ class DatasetConfig:
     source: str = ""
     drift: DriftSettings = field(default_factory=DriftSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    column_options: dict[str, TypeOptions] = field(default_factory=dict)  # date/datetime format and time zone
 
 
 def _fail(path: str, message: str) -> ConfigError:
@@ -151,33 +136,45 @@ def _number(value: Any, path: str) -> float:
     return float(value)
 
 
-def _column_type(value: Any, path: str) -> str:
+def _column_type(value: Any, path: str) -> tuple[str, TypeOptions]:
+    spec = value
     if isinstance(value, dict):
-        _known(value, ("type",), path)
         value = value.get("type")
-        path = f"{path}.type"
+        _expect(value, str, f"{path}.type", "a column type")
+        if value not in COLUMN_TYPES:
+            raise _fail(f"{path}.type", f"unknown type {value!r} (allowed: {', '.join(COLUMN_TYPES)})")
+        return parse_column(spec, path)  # the options of the new types (processing/types.py)
     _expect(value, str, path, "a column type")
     if value not in COLUMN_TYPES:
         raise _fail(path, f"unknown type {value!r} (allowed: {', '.join(COLUMN_TYPES)})")
-    return str(value)
+    return str(value), TypeOptions()
 
 
-def _imputation(column: str, spec: Any, path: str, col_type: str | None) -> Imputation:
+def _imputation(column: str, spec: Any, path: str, col_type: str | None,
+                options: TypeOptions | None = None) -> Imputation:
     _expect(spec, dict, path, "an object")
     _known(spec, ("strategy", "value", "fallback"), path)
     strategy = _expect(spec.get("strategy"), str, f"{path}.strategy", "a strategy")
     if strategy not in STRATEGIES:
         raise _fail(f"{path}.strategy", f"unknown strategy {strategy!r} (allowed: {', '.join(STRATEGIES)})")
-    if strategy in ("median", "mean") and col_type not in NUMERIC_TYPES:
-        raise _fail(f"{path}.strategy", f"{strategy} needs a numeric column, {column!r} is {col_type or 'untyped'}")
+    if strategy == "median" and col_type in TEMPORAL_TYPES:
+        pass  # the middle date/instant (processing/typecast.py imputation_info)
+    elif strategy in ("median", "mean") and col_type not in NUMERIC_TYPES:
+        what = "a numeric column" + (" (or a date/datetime one)" if strategy == "median" else "")
+        raise _fail(f"{path}.strategy", f"{strategy} needs {what}, {column!r} is {col_type or 'untyped'}")
     if strategy == "constant" and spec.get("value") is None:
         raise _fail(f"{path}.value", "constant strategy needs a non-null value")
+    values = {}
     for key in ("value", "fallback"):
+        values[key] = spec.get(key)
         if spec.get(key) is not None:
-            _check_fill(spec[key], f"{path}.{key}", col_type)
+            if col_type in NEW_TYPES:  # canonical text form (processing/types.py)
+                values[key] = canonical_fill(spec[key], col_type, options or TypeOptions(), f"{path}.{key}")
+            else:
+                _check_fill(spec[key], f"{path}.{key}", col_type)
     if strategy == "constant" and "fallback" in spec:
         raise _fail(f"{path}.fallback", "not used with the constant strategy")
-    return Imputation(column, strategy, spec.get("value"), spec.get("fallback"))
+    return Imputation(column, strategy, values["value"], values["fallback"])
 
 
 def _check_fill(value: Any, path: str, col_type: str | None) -> None:
@@ -201,31 +198,6 @@ def _json_path(value: Any, path: str) -> tuple[str, ...]:
     if not parts or any(p == "" for p in parts):
         raise _fail(path, f"empty key in path {value!r}")
     return parts
-
-
-def _bins(spec: Any, path: str) -> Bins:
-    _expect(spec, dict, path, "an object")
-    _known(spec, ("edges", "labels", "closed", "include_lowest", "outside"), path)
-    edges_raw = _expect(spec.get("edges"), list, f"{path}.edges", "a list of numbers")
-    edges = tuple(_number(e, f"{path}.edges[{i}]") for i, e in enumerate(edges_raw))
-    if len(edges) < 2:
-        raise _fail(f"{path}.edges", f"expected at least 2 edges, got {len(edges)}")
-    for i in range(1, len(edges)):
-        if not edges[i] > edges[i - 1]:
-            raise _fail(f"{path}.edges[{i}]", "edges must be strictly increasing")
-    labels = _str_list(spec.get("labels"), f"{path}.labels")
-    if len(labels) != len(edges) - 1:
-        raise _fail(f"{path}.labels", f"expected {len(edges) - 1} labels for {len(edges)} edges, got {len(labels)}")
-    closed = spec.get("closed", "right")
-    if closed not in ("right", "left"):
-        raise _fail(f"{path}.closed", f'expected "right" or "left", got {closed!r}')
-    include_lowest = _expect(spec.get("include_lowest", True), bool, f"{path}.include_lowest", "a boolean")
-    outside = spec.get("outside")
-    if outside is not None:
-        _expect(outside, str, f"{path}.outside", "a string label or null")
-        if outside in labels:
-            raise _fail(f"{path}.outside", f"label {outside!r} is already a bin label")
-    return Bins(edges, labels, closed, include_lowest, outside)
 
 
 def validate_thresholds(raw: Any, path: str = "quality_thresholds") -> dict[str, float]:
@@ -265,7 +237,9 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     _expect(doc, dict, "<root>", "a JSON object")
     _known(doc, TOP_LEVEL_KEYS, "")
     columns_raw = _expect(doc.get("columns", {}), dict, "columns", "an object of column -> type")
-    columns = {name: _column_type(t, f"columns.{name}") for name, t in columns_raw.items()}
+    typed_columns = {name: _column_type(t, f"columns.{name}") for name, t in columns_raw.items()}
+    columns = {name: kind for name, (kind, _) in typed_columns.items()}
+    column_options = {name: opts for name, (kind, opts) in typed_columns.items() if kind in NEW_TYPES}
     required = _str_list(doc.get("required_columns", []), "required_columns")
     reject_missing = _str_list(doc.get("reject_rows_missing", []), "reject_rows_missing")
     for i, col in enumerate(reject_missing):
@@ -276,7 +250,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     imputations: list[Imputation] = []
     imp_raw = _expect(doc.get("imputation", {}), dict, "imputation", "an object of column -> spec")
     for col, spec in imp_raw.items():
-        imputations.append(_imputation(col, spec, f"imputation.{col}", columns.get(col)))
+        imputations.append(_imputation(col, spec, f"imputation.{col}", columns.get(col), column_options.get(col)))
     fills = _expect(doc.get("categorical_fills", {}), dict, "categorical_fills", "an object of column -> value")
     for col, value in fills.items():
         path = f"categorical_fills.{col}"
@@ -307,35 +281,8 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
             fields.append(JsonField(name, _json_path(p, f"{path}.fields.{name}")))
         json_columns.append(JsonColumn(col, tuple(fields)))
 
-    derived: list[Derived] = []
-    for i, spec in enumerate(_expect(doc.get("derived", []), list, "derived", "a list")):
-        path = f"derived[{i}]"
-        _expect(spec, dict, path, "an object")
-        _known(spec, ("name", "kind", "source", "bins"), path)
-        name = _expect(spec.get("name"), str, f"{path}.name", "a string")
-        if name in columns or name in produced:
-            raise _fail(f"{path}.name", f"{name!r} collides with another column")
-        kind = spec.get("kind")
-        if kind not in ("string_length", "bins"):
-            raise _fail(f"{path}.kind", f'expected "string_length" or "bins", got {kind!r}')
-        src_col = _expect(spec.get("source"), str, f"{path}.source", "a column name")
-        if src_col not in columns and src_col not in produced:
-            raise _fail(f"{path}.source", f"unknown column {src_col!r} (declare it in columns or produce it earlier)")
-        source_type = columns.get(src_col)
-        if kind == "bins":
-            if source_type is not None and source_type not in NUMERIC_TYPES:
-                raise _fail(f"{path}.source", f"bins need a numeric column, {src_col!r} is {source_type}")
-            if source_type is None:
-                raise _fail(f"{path}.source", f"bins need a numeric column declared in columns, got {src_col!r}")
-            bins = _bins(spec.get("bins"), f"{path}.bins")
-        else:
-            if "bins" in spec:
-                raise _fail(f"{path}.bins", "only used with kind \"bins\"")
-            if source_type in NUMERIC_TYPES:
-                raise _fail(f"{path}.source", f"string_length needs a string column, {src_col!r} is {source_type}")
-            bins = None
-        produced.add(name)
-        derived.append(Derived(name, kind, src_col, bins))
+    # derived features: processing/features.py (kinds, bins, expressions, date parts)
+    derived = parse_derived(doc.get("derived", []), columns, produced)
 
     groups: list[GroupStatistics] = []
     for i, spec in enumerate(_expect(doc.get("group_statistics", []), list, "group_statistics", "a list")):
@@ -406,6 +353,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
         quality_thresholds=thresholds,
         drift=drift,
         gate=gate,
+        column_options=column_options,
         raw=doc,
         sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         source=source,
@@ -413,7 +361,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
 
 
 def _numeric_derived(col: str, derived: list[Derived]) -> bool:
-    return any(d.name == col and d.kind == "string_length" for d in derived)
+    return any(d.name == col and d.kind in NUMERIC_KINDS for d in derived)
 
 
 def parse(text: str, *, source: str) -> DatasetConfig:

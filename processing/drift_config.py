@@ -76,10 +76,11 @@ def _names(value: Any, path: str) -> tuple[str, ...]:
 
 
 def default_drift_columns(columns: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Numeric = integer/float columns, categorical = string/category columns, both without id-like names."""
+    """Numeric = integer/float columns, categorical = string/category/boolean columns, both without id-like
+    names."""
     keep = [c for c in columns if not ID_LIKE.search(c)]
     return (tuple(c for c in keep if columns[c] in ("integer", "float")),
-            tuple(c for c in keep if columns[c] in ("string", "category")))
+            tuple(c for c in keep if columns[c] in ("string", "category", "boolean")))
 
 
 def parse_drift(doc: Any, columns: Mapping[str, str], json_fields: Mapping[str, tuple[str, ...]]) -> DriftSettings:

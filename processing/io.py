@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from processing import metricsdoc
+from processing import csvout, metricsdoc
 from processing.errors import EmptyInputError, InputError
 from processing.rawfile import file_digest, read_header
 
@@ -216,7 +216,8 @@ class TableWriter:
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.schema = table.schema
-            self.writer = (pacsv.CSVWriter(str(self.path), table.schema) if self.fmt == "csv"
+            # CSV: Arrow's layout, but floats keep a decimal and datetimes are ISO text (processing/csvout.py)
+            self.writer = (csvout.CsvWriter(self.path, table.schema) if self.fmt == "csv"
                            else pq.ParquetWriter(str(self.path), table.schema, **parquet_options(table)))
         self.writer.write_table(table if table.schema.equals(self.schema) else table.cast(self.schema))
 

@@ -106,11 +106,12 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         info = transform.impute_value(cleaned[rule.column], rule, kinds[rule.column])
         info["filled"] = int(cleaned[rule.column].isna().sum()) if info["value"] is not None else 0
         imputation[rule.column] = info
-    transformed, counts = transform_rows(cleaned, config, names, kinds, imputation)
+    bin_edges: dict[str, Any] = {}  # quantile bins' edges, computed from all rows (derive.py)
+    transformed, counts = transform_rows(cleaned, config, names, kinds, imputation, bin_edges=bin_edges)
     for c in names:
         col_metrics[c]["missing_after"] = counts["missing_after"][c]
     json_metrics = json_metrics_of(counts, config)
-    derived_metrics = derived_metrics_of(counts, config)
+    derived_metrics = derived_metrics_of(counts, config, bin_edges)
 
     statistics = {g.name: transform.group_statistics(transformed, g) for g in config.group_statistics}
     group_cols, numeric_cols = summarised_columns(config, names, kinds)

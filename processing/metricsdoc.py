@@ -13,6 +13,7 @@ from typing import Any
 import processing
 from contract import SUMMARY_METRICS
 from processing.config import NUMERIC_TYPES, DatasetConfig
+from processing.types import NEW_TYPES
 
 SUMMARY_KEYS = tuple(SUMMARY_METRICS)
 
@@ -86,7 +87,8 @@ def build(*, started: float, context: dict[str, Any], config: DatasetConfig, fmt
         "columns": col_metrics,
         "missing_values": {"before": missing_before, "after": missing_after, "checked_columns": names,
                            "cells_checked": rows_out * len(names)},
-        "invalid_values": {c: m["invalid"] for c, m in col_metrics.items() if m["type"] in NUMERIC_TYPES},
+        "invalid_values": {c: m["invalid"] for c, m in col_metrics.items()
+                           if m["type"] in (*NUMERIC_TYPES, *NEW_TYPES)},
         "duplicates": {"exact": dup_exact, "exact_columns": names, "key": dup_key, "key_columns": key_cols,
                        "policy": config.duplicate_drop, "dropped": dropped},
         "json": json_metrics,

@@ -18,9 +18,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processing import io, jsonx, transform
+from processing import derive, io, jsonx, transform, typecast
 from processing.config import NUMERIC_TYPES, DatasetConfig
+from processing.features import NUMERIC_KINDS
 from processing.metricsdoc import rate
+from processing.types import NEW_TYPES, TypeOptions
 
 # rejected/'s own columns, before the input columns (``rejected_rows``, ``unparsed_rows``).
 FILE_COL, ROW_COL, REASON_COL, RAW_LINE_COL = "_source_file", "_source_row", "_reject_reason", "_raw_line"
@@ -58,13 +60,18 @@ def type_and_reject(column: Callable[[str], pa.Array], n: int, names: list[str],
     each = pool.map if pool is not None else map
     marked = dict(zip(names, each(lambda c: transform.mark_missing(column(c), config.missing_values), names),
                       strict=True))
-    numeric_names = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    coerced = dict(zip(numeric_names, each(lambda c: transform.coerce(marked[c], kinds[c]), numeric_names),
-                       strict=True))
+    numeric_names = [c for c in names if kinds[c] in (*NUMERIC_TYPES, *NEW_TYPES)]  # parsed from text
+
+    def coerce(c: str) -> tuple[pa.Array, pa.Array]:
+        if kinds[c] in NEW_TYPES:
+            return typecast.coerce(marked[c], kinds[c], config.column_options.get(c, TypeOptions()))
+        return transform.coerce(marked[c], kinds[c])
+
+    coerced = dict(zip(numeric_names, each(coerce, numeric_names), strict=True))
     typed: dict[str, pa.Array] = {}
     invalid: dict[str, npt.NDArray[Any]] = {}
     for c in names:
-        if kinds[c] in NUMERIC_TYPES:
+        if c in coerced:
             typed[c], inv = coerced[c]
             invalid[c] = inv.to_numpy(zero_copy_only=False)
         else:
@@ -114,19 +121,24 @@ def count_reasons(table: pa.Table, counts: dict[str, int] | None = None) -> dict
 
 def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str], kinds: dict[str, str],
                    imputation: dict[str, Any], extractions: dict[str, jsonx.Extraction] | None = None,
-                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                   bin_edges: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The per-row steps after typing, shared by the in-memory path (all rows at once) and the streaming path (batch
     by batch): fill the imputed columns of ``cleaned`` in place with ``imputation[column]["value"]``, then build the
     transformed frame (extracted JSON fields, derived features in config order).
 
     Args:
         extractions: JSON extractions already made of ``cleaned``'s JSON columns (by column; others are made here).
+        bin_edges: quantile bins' edges by feature name (``derive.quantile_edges``); a quantile bin missing from it
+            gets its edges from this frame's values, added to it (the in-memory path: all rows at once).
 
     Returns:
         The transformed frame and counts that add up across batches (``add_counts``): ``rows``, ``missing_after``
         per column, per JSON column the extraction outcomes and present values per field, per derived feature its
         missing values (and for bins the values outside every bin and the count per label).
     """
+    # missing indicators see the values before imputation (missing or invalid: both null here)
+    before = {d.source: cleaned[d.source].isna().to_numpy() for d in config.derived
+              if d.kind == "missing_indicator" and d.source in cleaned.columns}
     for rule in config.imputations:
         cleaned[rule.column] = transform.fill(cleaned[rule.column], imputation[rule.column]["value"],
                                               kinds[rule.column])
@@ -148,13 +160,31 @@ def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str
         if d.kind == "string_length":
             transformed[d.name] = transform.string_length(transformed[d.source].astype(transform.STRING_DTYPE))
             counts["derived"][d.name] = {"missing": int(transformed[d.name].isna().sum())}
-        else:
+        elif d.kind == "bins":
             assert d.bins is not None
-            transformed[d.name], outside = transform.bin_values(transformed[d.source], d.bins)
+            bins = d.bins
+            if bins.quantiles is not None:  # edges from the data (derive.py), after imputation
+                edges = bin_edges if bin_edges is not None else {}
+                if d.name not in edges:
+                    edges[d.name] = derive.quantile_edges(derive.numbers(transformed[d.source]), bins.quantiles)
+                bins = derive.resolve_bins(d, edges[d.name])
+            transformed[d.name], outside = transform.bin_values(transformed[d.source], bins)
             labels = transformed[d.name].value_counts(dropna=False, sort=False)
             counts["derived"][d.name] = {
                 "outside_bins": outside, "missing": int(transformed[d.name].isna().sum()),
                 "counts": {str(k): int(v) for k, v in labels.items() if not pd.isna(cast(Any, k))}}
+        else:
+            if d.kind == "missing_indicator":
+                missing = before.get(d.source, transformed[d.source].isna().to_numpy())
+                transformed[d.name] = derive.missing_indicator(missing, transformed.index)
+                counts["derived"][d.name] = {"missing": 0, "true": int(missing.sum())}
+                continue
+            if d.kind == "expression":
+                transformed[d.name] = derive.expression(d, transformed)
+            else:
+                assert d.part is not None
+                transformed[d.name] = derive.date_part(transformed[d.source], d.part)
+            counts["derived"][d.name] = {"missing": int(transformed[d.name].isna().sum())}
     return transformed, counts
 
 
@@ -163,7 +193,7 @@ def summarised_columns(config: DatasetConfig, names: list[str], kinds: dict[str,
     (``numeric``: numeric inputs, then string-length features)."""
     group_cols = sorted({c for g in config.group_statistics for c in g.group_by})
     numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES]
-    numeric_cols += [d.name for d in config.derived if d.kind == "string_length"]
+    numeric_cols += [d.name for d in config.derived if d.kind in NUMERIC_KINDS]
     return group_cols, numeric_cols
 
 
@@ -197,16 +227,29 @@ def json_metrics_of(counts: dict[str, Any], config: DatasetConfig) -> dict[str, 
     return out
 
 
-def derived_metrics_of(counts: dict[str, Any], config: DatasetConfig) -> dict[str, Any]:
-    """metrics.json ``derived`` section from (summed) ``transform_rows`` counts."""
+def derived_metrics_of(counts: dict[str, Any], config: DatasetConfig, bin_edges: dict[str, Any] | None = None,
+                       sampled: bool = False) -> dict[str, Any]:
+    """metrics.json ``derived`` section from (summed) ``transform_rows`` counts; ``bin_edges``: the quantile bins'
+    edges (``sampled``: from the statistics sample)."""
     out: dict[str, Any] = {}
     for d in config.derived:
         c = counts["derived"][d.name]
         if d.kind == "string_length":
             out[d.name] = {"kind": d.kind, "source": d.source, "missing": c["missing"]}
-        else:
+        elif d.kind == "bins":
             out[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": c["outside_bins"],
                            "missing": c["missing"], "counts": c.get("counts", {})}
+            if d.bins is not None and d.bins.quantiles is not None:
+                bins = derive.resolve_bins(d, (bin_edges or {}).get(d.name, []))
+                out[d.name].update(derive.bin_metrics(d, bins, sampled))
+        elif d.kind == "missing_indicator":
+            out[d.name] = {"kind": d.kind, "source": d.source, "missing": 0, "true": c["true"]}
+        elif d.kind == "expression":
+            assert d.expression is not None
+            out[d.name] = {"kind": d.kind, "expression": d.expression.text, "columns": list(d.expression.columns),
+                           "missing": c["missing"]}
+        else:
+            out[d.name] = {"kind": d.kind, "source": d.source, "part": d.part, "missing": c["missing"]}
     return out
 
 

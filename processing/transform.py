@@ -11,7 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processing.config import Bins, GroupStatistics, Imputation
+from processing import typecast
+from processing.config import GroupStatistics, Imputation
+from processing.features import Bins
+from processing.types import NEW_TYPES, TEMPORAL_TYPES
 
 # Finite decimal numbers only: no thousands separators, no inf/nan words (those are invalid, or missing markers).
 FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$"
@@ -72,6 +75,8 @@ def coerce(values: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
 
 def to_series(values: pa.Array, kind: str) -> pd.Series:
     """Arrow array -> pandas Series in the documented dtype for ``kind``."""
+    if kind in NEW_TYPES:
+        return typecast.to_series(values, kind)
     if kind == "integer":
         return pd.Series(values.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
     if kind == "float":
@@ -92,8 +97,10 @@ def impute_value(series: pd.Series, rule: Imputation, kind: str) -> dict[str, An
     if present.empty:
         source = "fallback" if rule.fallback is not None else "none"
         return {"strategy": rule.strategy, "value": rule.fallback, "computed": None, "source": source}
-    if rule.strategy == "median":
-        computed: Any = float(np.median(present.to_numpy(dtype="float64")))
+    if rule.strategy == "median" and kind in TEMPORAL_TYPES:
+        computed: Any = typecast.median_of(present, kind)  # days / microseconds since the epoch
+    elif rule.strategy == "median":
+        computed = float(np.median(present.to_numpy(dtype="float64")))
     elif rule.strategy == "mean":
         computed = float(np.mean(present.to_numpy(dtype="float64")))
     else:
@@ -111,6 +118,8 @@ def most_frequent(counts: pd.Series) -> Any:
 
 def imputation_info(rule: Imputation, kind: str, computed: Any) -> dict[str, Any]:
     """``impute_value``'s result for a computed statistic: integer columns get it rounded half to even."""
+    if kind in NEW_TYPES:
+        return typecast.imputation_info(rule, kind, computed)
     value = computed
     if kind == "integer" and isinstance(computed, float):
         value = round(computed)  # an int, rounded half to even
@@ -120,6 +129,8 @@ def imputation_info(rule: Imputation, kind: str, computed: Any) -> dict[str, Any
 def fill(series: pd.Series, value: Any, kind: str) -> pd.Series:
     if value is None:
         return series
+    if kind in NEW_TYPES:
+        return typecast.fill(series, value, kind)
     if kind == "integer":
         value = int(value)
     elif kind == "float":
@@ -142,6 +153,14 @@ def bin_values(values: pd.Series, bins: Bins) -> tuple[pd.Series, int]:
         values that fell outside every bin (null, or ``outside``).
     """
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if len(bins.edges) < 2:  # quantile bins of a column with fewer than two distinct values: no bin
+        present = ~np.isnan(numbers)
+        codes = np.where(present & (bins.outside is not None), 0, -1)
+        labels_ = [bins.outside] if bins.outside is not None else []
+        # pandas-stubs 2.3 declare codes as Sequence[int]; pandas documents (and we pass) an integer array.
+        none = pd.Categorical.from_codes(codes, categories=pd.Index(labels_, dtype=object),  # type: ignore[arg-type]
+                                         ordered=True)
+        return pd.Series(none, index=values.index), int(present.sum())
     # What pd.cut does (pandas.core.reshape.tile._bins_to_cuts), without its per-call overhead: right-closed bins
     # find each value's edge from the left, left-closed from the right; include_lowest puts the lowest edge in bin 1.
     edges = np.asarray(bins.edges, dtype="float64")

@@ -35,6 +35,7 @@ from processing.errors import EmptyInputError, InputError, MissingColumnsError, 
 from processing.metricsdoc import rate, write_json
 from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
+from processing.spark import features as spark_features
 
 log = logging.getLogger("processing")
 
@@ -67,7 +68,7 @@ def unsupported(config: DatasetConfig) -> str | None:
         if kind == "category":
             return (f"columns.{col}: type 'category' is not supported by the Spark engine yet (its Parquet dictionary "
                     f"type and category order are not reproduced); use the default engine or type 'string'")
-    return None
+    return spark_features.unsupported(config)  # issue 14's types and derived features (processing/spark/features.py)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -617,16 +618,16 @@ def _write_statistics(output_dir: Path, statistics: dict[str, list[dict[str, Any
 
 
 def _csv_cell(value: Any) -> str:
-    """A statistics CSV cell as pyarrow's CSV writer (the default engine) writes it: text quoted, numbers bare (a
-    whole float without its ``.0``), null empty."""
+    """A statistics CSV cell as the default engine writes it (processing/csvout.py): text quoted, numbers bare (a
+    whole float with its ``.0``), null empty."""
     if value is None:
         return ""
     if isinstance(value, str):
         return '"' + value.replace('"', '""') + '"'
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e14:
+        return f"{int(value)}.0"  # a whole float keeps its decimal (the default engine's processing/csvout.py)
     return repr(value)
 
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import CLEANED, METRICS_FILE, OUTPUT_FOLDERS, QUALITY, REJECTED, STATISTICS, TRANSFORMED
-from processing import batchstats, io, jsonx, options, rawfile, transform
+from processing import batchstats, io, jsonx, options, rawfile, transform, typecast
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions
@@ -36,10 +36,12 @@ from processing.rows import (
     type_and_reject,
     write_statistics,
 )
+from processing.streaming import binedges
 from processing.streaming.reader import SourceFile, open_blocks
 from processing.streaming.signature import row_signature, sample_mask
 from processing.streaming.statistics import Statistics
 from processing.streaming.workfiles import Rejects, Spill, Writers, read_columns, rejected_part, scan
+from processing.types import NEW_TYPES
 
 log = logging.getLogger("processing")
 
@@ -141,7 +143,7 @@ class _Run:
         names.extend(c for c in config.columns if c not in names)
         self.names = names
         self.kinds = {c: config.columns.get(c, "string") for c in names}
-        self.numeric = [c for c in names if self.kinds[c] in NUMERIC_TYPES]
+        self.numeric = [c for c in names if self.kinds[c] in (*NUMERIC_TYPES, *NEW_TYPES)]  # parsed from text
         self.key_cols = [c for c in config.duplicate_key_columns if c in names]
         # Duplicate checks that have columns; each gets a signature column in the work file.
         self.checks = {kind: cols for kind, cols in (("exact", names), ("key", self.key_cols)) if cols}
@@ -153,6 +155,8 @@ class _Run:
                                  *(pa.field(SIG + kind, pa.uint64()) for kind in self.checks)])
         self.rejects = Rejects(work_file.parent, names)
         self.n_usable = 0
+        self.bin_edges: dict[str, list[float]] = {}  # quantile bins' edges (binedges.py)
+        self.bin_sampling: dict[str, Any] | None = None
 
     def run(self, *, context: dict[str, Any], baseline: Path | None, started: float) -> Parts:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -183,6 +187,9 @@ class _Run:
             imputation[rule.column] = info
         log.info("streaming pass A: %d usable rows in %.2fs (cpu %.2fs)", self.n_usable, time.perf_counter() - t0,
                  time.process_time() - c0)
+        if binedges.quantile_bins(config):  # quantile bins need their edges before pass B writes (binedges.py)
+            self.bin_edges, self.bin_sampling = binedges.compute(
+                self._frames(drop), config, self.names, self.kinds, imputation, rate)
         _release_unused_memory()  # pass A's blocks and per-row values are gone
         parts = self._pass_b(drop, imputation)
         log.info("streaming done: %d rows in, %d out in %.2fs (cpu %.2fs)", parts["rows_in"], parts["rows_out"],
@@ -207,6 +214,15 @@ class _Run:
             keep = _kept(drop, usable, len(arr))
             usable += len(arr)
             yield transform.to_series(arr, kind)[keep].reset_index(drop=True)
+
+    def _frames(self, drop: npt.NDArray[Any]) -> Iterator[pd.DataFrame]:
+        """The output rows' typed input columns (before imputation), batch by batch, as pass B builds them."""
+        usable = 0
+        for batch in scan(self.work_file, self.schema.names):
+            keep = _kept(drop, usable, batch.num_rows)
+            usable += batch.num_rows
+            typed, _ = self._typed(batch.filter(pa.array(keep)) if not keep.all() else batch)
+            yield pd.DataFrame({c: transform.to_series(typed[c], self.kinds[c]) for c in self.names})
 
     def _pass_a(self) -> None:
         """Parse, type and reject block by block; write the usable rows and their duplicate signatures to the work
@@ -460,7 +476,7 @@ class _Run:
                     cleaned = pre
                     extractions = {c: f.result() for c, f in early_json.items()}
                     transformed, counts = transform_rows(cleaned, config, names, kinds, imputation,
-                                                                  extractions)
+                                                         extractions, self.bin_edges)
                     add_counts(totals, counts)
                     for c in derived_keep:
                         spill_now[c] = transformed[c]
@@ -496,7 +512,7 @@ class _Run:
         for c in names:
             col_metrics[c]["missing_after"] = totals["missing_after"][c]
         json_metrics = json_metrics_of(totals, config)
-        derived_metrics = derived_metrics_of(totals, config)
+        derived_metrics = derived_metrics_of(totals, config, self.bin_edges, self.bin_sampling is not None)
         stats = Statistics(config, kinds, imputation, spill, group_cols, numeric_cols, drift_cols)
         rows_out = int(file_out.sum())
         rate = self._sample_rate(rows_out)  # the rate the imputation used: same rows, same sample
@@ -507,6 +523,8 @@ class _Run:
             statistics, group_metrics, numeric, drift_batch, sampling = stats.bounded(rate, rows_out)
             sampling["imputation"] = {c: info["sampled_values"] for c, info in imputation.items()
                                       if "sampled_values" in info}
+            if self.bin_sampling is not None:
+                sampling["bins"] = self.bin_sampling
         outputs[STATISTICS] = [str(p.relative_to(output_dir)) for p in write_statistics(output_dir, statistics)]
         outputs[QUALITY] = [f"{QUALITY}/{METRICS_FILE}"]
         outputs = {k: outputs[k] for k in (CLEANED, TRANSFORMED, REJECTED, STATISTICS, QUALITY)}  # metrics.json order
@@ -526,6 +544,8 @@ def _kept(drop: npt.NDArray[Any], start: int, n: int) -> npt.NDArray[Any]:
 
 
 def _arrow_type(kind: str) -> pa.DataType:
+    if kind in NEW_TYPES:
+        return typecast.arrow_type(kind)
     return {"integer": pa.int64(), "float": pa.float64()}.get(kind, pa.string())
 
 

@@ -58,6 +58,8 @@ def _column_signature(arr: pa.Array) -> npt.NDArray[Any]:
             with np.errstate(over="ignore"):
                 sig = _mix(sig * np.uint64(31 + 2 * k) + _window(words, starts, lengths, at))
     else:
+        if pa.types.is_boolean(arr.type) or pa.types.is_date32(arr.type):  # 1 and 4 bytes: widen to 8
+            arr = pc.cast(pc.cast(arr, pa.int32()) if pa.types.is_date32(arr.type) else arr, pa.int64())
         if pa.types.is_floating(arr.type):
             arr = pc.add(arr, pa.scalar(0.0, arr.type))  # -0.0 + 0.0 == +0.0, as pandas compares
         values = pc.fill_null(arr, pa.scalar(0, arr.type)).to_numpy(zero_copy_only=False)

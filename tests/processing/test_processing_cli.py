@@ -328,3 +328,29 @@ def test_bundled_job_with_other_pins_warns_and_records_the_drift(tmp_path: Path)
                      r"processing/requirements.txt pins 0\.0\.1", proc.stderr), proc.stderr
     metrics = json.loads((opt_ml / "processing" / "output" / "quality" / "metrics.json").read_text())
     assert metrics["library_drift"] == [{"library": "pandas", "expected": "0.0.1", "loaded": pandas.__version__}]
+
+
+def test_dataset_is_the_config_files_name_when_no_dataset_is_given(tmp_path: Path) -> None:
+    # issue 14: with --config and neither --dataset nor $DATASET, metrics.json said "default"
+    cfg = tmp_path / "flights.json"
+    cfg.write_text((ROOT / "processing" / "configs" / "default.json").read_text())
+    data = tmp_path / "d.csv"
+    data.write_text(REF)
+    proc = subprocess.run([sys.executable, "-m", "processing", "--input", str(data), "--output", str(tmp_path / "o"),
+                           "--config", str(cfg)], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(tmp_path / "no-opt-ml"), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "o" / "quality" / "metrics.json").read_text())["dataset"] == "flights"
+
+
+@pytest.mark.parametrize(("flag", "env", "config", "expected"), [
+    ("sales", {"DATASET": "hr"}, "flights.json", "sales"),  # --dataset first
+    (None, {"DATASET": "hr"}, "flights.json", "hr"),  # then $DATASET (the stack sets it)
+    (None, {}, "configs/flights.json", "flights"),  # then the config file's stem
+    (None, {}, "My Flights.json", "default"),  # not a dataset name ([a-z0-9][a-z0-9-]{0,31})
+    (None, {"DATASET": ""}, None, "default"),
+])
+def test_dataset_name_precedence(flag: str | None, env: dict[str, str], config: str | None, expected: str) -> None:
+    from processing.cli import dataset_name
+
+    assert dataset_name(flag, env, Path(config) if config else None) == expected
