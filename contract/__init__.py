@@ -160,7 +160,15 @@ OPTIONAL_SUMMARY_METRICS: Final[Mapping[str, tuple[str, MetricUnit]]] = {
     "drift_unavailable": ("DriftUnavailable", "Count"),
     "quality_gate_failed": (QUALITY_GATE_FAILED, "Count"),
     "quality_gate_warned": ("QualityGateWarned", "Count"),
+    # The dataset config's rules (issue 14): broken fail / warn rules, rows rejected by reject rules.
+    "rules_failed": ("RulesFailed", "Count"),
+    "rules_warned": ("RulesWarned", "Count"),
+    "rows_rejected_by_rules": ("RowsRejectedByRules", "Count"),
 }
+#: Per-rule metric, dimensions Dataset + Rule, published only for rules marked ``"alarm": true`` (bounded by the
+#: dataset configs): the rule's violations when it broke, else 0. The CDK app creates one alarm per such rule.
+RULE_VIOLATIONS: Final = "RuleViolations"
+RULE_DIMENSION: Final = "Rule"
 
 
 #: The summary keys the job's gate adds (processing/gate.py), after the pipeline's own.
@@ -170,7 +178,7 @@ SUMMARY_KEYS_GATE: Final = tuple(OPTIONAL_SUMMARY_METRICS)
 def published_metric_names() -> frozenset[str]:
     """Every metric name the pipeline publishes in its namespace (what alarms and dashboards may read)."""
     summary = {name for name, _ in SUMMARY_METRICS.values()} | {name for name, _ in OPTIONAL_SUMMARY_METRICS.values()}
-    return frozenset(summary | set(OUTCOME_METRICS) | {KEY_REFUSED})
+    return frozenset(summary | set(OUTCOME_METRICS) | {KEY_REFUSED, RULE_VIOLATIONS})
 
 
 # --------------------------------------------------------------------------------------------

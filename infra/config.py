@@ -111,6 +111,8 @@ class QualityThresholds:
     max_duplicate_rate: float | None = None
     min_rows_out: float | None = None
     psi_alarm: float | None = DEFAULT_PSI_ALARM  # drift.psi_alarm of the config; None = PSI alarm off
+    #: names of the config's rules marked ``"alarm": true``: one RuleViolations alarm each (issue 14)
+    alarmed_rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,23 @@ def load_dataset_psi_alarms(configs_dir: Path) -> dict[str, float | None]:
             except (OSError, json.JSONDecodeError) as exc:
                 raise SettingsError(key, f"cannot read dataset config: {exc}") from exc
             result[path.stem] = _psi_alarm(key, document)
+    return result
+
+
+def load_dataset_alarmed_rules(configs_dir: Path) -> dict[str, tuple[str, ...]]:
+    """The rules marked ``"alarm": true`` in every ``<dataset>.json`` (validated by the job's own validator, as
+    ``load_dataset_thresholds`` does): dataset -> rule names, in config order. A dataset without a config of its own
+    runs with default.json, but its RuleViolations carry its own Dataset value: only configured datasets get rule
+    alarms."""
+    result: dict[str, tuple[str, ...]] = {}
+    if configs_dir.is_dir():
+        for path in sorted(configs_dir.glob("*.json")):
+            try:
+                config = validate_dataset_config(json.loads(path.read_text(encoding="utf-8")),
+                                                 source=path.as_posix())
+            except (OSError, json.JSONDecodeError, ConfigError) as exc:
+                raise SettingsError(f"dataset config {path.as_posix()}", str(exc)) from None
+            result[path.stem] = tuple(r.name for r in config.rules if r.alarm)
     return result
 
 
@@ -407,6 +426,7 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
 
     datasets = load_dataset_thresholds(configs_dir)
     psi_alarms = load_dataset_psi_alarms(configs_dir)
+    alarmed_rules = load_dataset_alarmed_rules(configs_dir)
     overrides = value("quality_thresholds")
     if overrides is not None:
         if isinstance(overrides, str):
@@ -448,7 +468,8 @@ def settings_from_context(get: Callable[[str], Any], *, configs_dir: Path) -> Se
         ),
         log_retention_days=log_retention_days,
         datasets={
-            name: QualityThresholds(**t, psi_alarm=psi_alarms.get(name, psi_alarms["default"]))
+            name: QualityThresholds(**t, psi_alarm=psi_alarms.get(name, psi_alarms["default"]),
+                                    alarmed_rules=alarmed_rules.get(name, ()))
             for name, t in sorted(datasets.items())
         },
     )

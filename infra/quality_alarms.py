@@ -229,6 +229,9 @@ class QualityAlarms(Construct):
                 # a threshold set to null in the dataset config (drift.psi_alarm: null) turns its alarm off
                 if spec.threshold_key is None or getattr(thresholds, spec.threshold_key) is not None
             }
+            for rule in thresholds.alarmed_rules:  # the config's rules marked "alarm": true (issue 14)
+                self.dataset_alarms[dataset][f"{contract.RULE_VIOLATIONS}:{rule}"] = self._rule_alarm(
+                    props.namespace, dataset, rule)
         # Datasets without a config publish the same metrics (the job runs them with default.json): one Metrics
         # Insights query alarm per signal watches every Dataset value except the configured ones, which have their
         # own alarms (so no dataset is notified twice).
@@ -371,6 +374,18 @@ class QualityAlarms(Construct):
             evaluation_periods=spec.evaluation_periods,
             datapoints_to_alarm=spec.datapoints_to_alarm,
         )
+
+    def _rule_alarm(self, namespace: str, dataset: str, rule: str) -> cw.Alarm:
+        """RuleViolations (dimensions Dataset + Rule) >= 1: the metrics Lambda publishes the broken rule's
+        violations (at least 1), 0 when it held; Maximum, one batch is enough."""
+        metric = cw.Metric(namespace=namespace, metric_name=contract.RULE_VIOLATIONS,
+                           dimensions_map={DIMENSION: dataset, contract.RULE_DIMENSION: rule},
+                           statistic="Maximum", period=Duration.seconds(PERIOD))
+        return self._alarm(
+            f"{_pascal(dataset)}Rule-{rule}", metric, threshold=1,
+            comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            description=f"Dataset '{dataset}': rule '{rule}' of its config broke in a batch (metrics.json "
+                        f"rules.{rule}; RuleViolations = its violating rows)")
 
     def _alarm(
         self, construct_id: str, metric: cw.IMetric, *, threshold: float, comparison: cw.ComparisonOperator,

@@ -2,7 +2,8 @@
 
 `write_report(path, metrics=..., statistics=..., cleaned_sample=..., alarms=..., job=...)` renders:
 run summary (job, rows in/out/rejected, key rates, quality gate), missing values before/after per column (bar
-chart), distributions of the numeric columns (histograms from the cleaned data), group statistics (table and bar
+chart), the dataset config's rules (metrics.json ``rules``: violations, share, verdict, examples), distributions
+of the numeric columns (histograms from the cleaned data), group statistics (table and bar
 chart), alarm states, and a drift section only when `drift` is given: per column PSI, distance and level, and the
 baseline vs batch shares per bin (``quality/drift.json`` ``bins``/``baseline``/``batch``) as grouped bars.
 
@@ -336,6 +337,37 @@ def _extras_section(metrics: Mapping) -> str:
     return "<section><h2>Rejected rows and derived features</h2>" + "".join(parts) + "</section>"
 
 
+def _rules_section(metrics: Mapping) -> str:
+    """The dataset config's rules (metrics.json ``rules``): type, action, violations, share, limit, verdict and a
+    few offending values."""
+    rules = _get(metrics, "rules", default={}) or {}
+    if not isinstance(rules, Mapping) or not rules:
+        return ""
+    rows = []
+    for name, r in rules.items():
+        if not isinstance(r, Mapping):
+            continue
+        passed = r.get("passed")
+        colour = GREEN if passed else (RED if r.get("action") == "fail" else ORANGE)
+        verdict = "held" if passed else ("rows rejected" if r.get("action") == "reject" else "broken")
+        limit = next((f"{k} {_num(r[k])}" for k in ("max_share", "min_share", "max_age_hours", "min", "max")
+                      if r.get(k) is not None), NA)
+        measured = r.get("measured", r.get("share"))
+        examples = ", ".join(str(e) for e in (r.get("examples") or []))
+        rows.append((f"<b>{_esc(name)}</b>" + (" &#128276;" if r.get("alarm") else ""), _esc(r.get("type")),
+                     _esc(r.get("action")), _esc(", ".join(r.get("columns") or [])), _num(r.get("violations")),
+                     _num(measured), _esc(limit),
+                     f'<span class="badge" style="background:{colour}">{_esc(verdict)}</span>',
+                     f'<span class="reason">{_esc(examples)}</span>'))
+    counts = _get(metrics, "summary", default={}) or {}
+    note = (f'<p class="sub">{_num(counts.get("rules_failed"))} fail rule(s) broken, '
+            f'{_num(counts.get("rules_warned"))} warn rule(s) broken, {_num(counts.get("rows_rejected_by_rules"))} '
+            "row(s) rejected by rules (&#128276; = alarmed: RuleViolations metric)</p>")
+    return ("<section><h2>Rules</h2>" + note
+            + _table(["rule", "type", "action", "columns", "violations", "measured", "limit", "result", "examples"],
+                     rows, [False, False, False, False, True, True, False, False, False]) + "</section>")
+
+
 def _alarm_section(alarms: Sequence[Mapping]) -> str:
     if not alarms:
         return '<section><h2>Alarm states</h2><p class="muted">n/a: no alarms.</p></section>'
@@ -472,7 +504,8 @@ def render_report(*, metrics: Mapping | None, statistics: Any, cleaned_sample: p
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = "".join([
         _summary_section(metrics, job, gate), _missing_section(metrics),
-        _distribution_section(cleaned_sample, metrics), _extras_section(metrics), _group_section(statistics, metrics),
+        _distribution_section(cleaned_sample, metrics), _rules_section(metrics), _extras_section(metrics),
+        _group_section(statistics, metrics),
         _alarm_section(list(alarms or [])), _drift_section(drift),
     ])
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Data quality report - '

@@ -54,7 +54,12 @@ class GroupStats:
             for fn in funcs:
                 need.update({"count": {"n"}, "sum": {"sum"}, "mean": {"n", "mean"}, "std": {"n", "mean", "m2"},
                              "min": {"min"}, "max": {"max"}}.get(fn, set()))
-        self.medians = [col for col, funcs in spec.aggregations if "median" in funcs]  # from the sample
+        # order statistics (median, pNN) come from the sample: the columns and their functions
+        self.ordered = {col: tuple(fn for fn in funcs if fn == "median" or _is_percentile(fn))
+                        for col, funcs in spec.aggregations}
+        self.ordered = {col: fns for col, fns in self.ordered.items() if fns}
+        self.medians = list(self.ordered)
+        self.missing = [col for col, funcs in spec.aggregations if "missing" in funcs]  # exact, summed flags
         self.state: pd.DataFrame | None = None
         self.pairs: dict[str, pd.DataFrame] = {}  # nunique: the distinct (keys..., value) pairs seen
 
@@ -75,6 +80,10 @@ class GroupStats:
                 part[f"{col}:mean"] = values.mean()
             if "m2" in need:
                 part[f"{col}:m2"] = values.var(ddof=0) * part[f"{col}:n"]
+        for col in self.missing:
+            flag = transform.MISSING_MARK + col
+            part[f"{col}:miss"] = (grouped[flag].sum() if flag in frame.columns
+                                   else grouped[col].size() - grouped[col].count())
         for col, funcs in self.spec.aggregations:
             if "nunique" in funcs:
                 seen = frame[[*self.keys, col]].dropna(subset=[col]).drop_duplicates()
@@ -92,6 +101,8 @@ class GroupStats:
                 parts[f"{col}:w"] = (parts[f"{col}:n"].astype("float64") * parts[f"{col}:mean"]).fillna(0.0)
         grouped = parts.groupby(self.keys, dropna=False, observed=True, sort=sort)
         out = grouped["rows"].sum().to_frame()
+        for col in self.missing:
+            out[f"{col}:miss"] = grouped[f"{col}:miss"].sum()
         for col, need in self.needs.items():
             for stat, how in (("n", "sum"), ("sum", "sum"), ("min", "min"), ("max", "max")):
                 if stat in need:
@@ -107,15 +118,17 @@ class GroupStats:
                 out[f"{col}:m2"] = parts.groupby(self.keys, dropna=False, observed=True, sort=sort)[f"{col}:dev"].sum()
         return out.reset_index()
 
-    def result(self, sample: pd.DataFrame) -> pd.DataFrame:
-        """The statistics frame; ``sample``: the sampled rows (keys and the ``median`` columns, values filled)."""
+    def result(self, sample: pd.DataFrame, observed: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The statistics frame; ``sample``: the sampled rows (keys and the order-statistic columns, values filled),
+        ``observed``: the same rows before imputation (``transform.group_frame``; default ``sample``)."""
         assert self.state is not None
         state = self._merge(self.state, sort=True)
         out = state[self.keys].copy()
         out["rows"] = state["rows"].astype("int64")
         if self.medians:
-            spec = GroupStatistics(self.spec.name, self.spec.group_by, tuple((c, ("median",)) for c in self.medians))
-            sampled = transform.group_statistics(sample[[*self.keys, *self.medians]], spec)
+            spec = GroupStatistics(self.spec.name, self.spec.group_by, tuple(self.ordered.items()), self.spec.values)
+            sampled = transform.group_statistics(
+                transform.group_frame(spec, sample, sample if observed is None else observed), spec)
             sampled = sampled.drop(columns="rows")
         for col, funcs in self.spec.aggregations:
             n = state[f"{col}:n"] if "n" in self.needs[col] else None
@@ -134,11 +147,13 @@ class GroupStats:
                     # np.sqrt of a Series is a Series (numpy's ufunc protocol; the stubs say ndarray)
                     std = cast(pd.Series, np.sqrt(state[f"{col}:m2"].astype("float64") / (n - 1)))
                     out[name] = std.where(n > 1)
+                elif fn == "missing":
+                    out[name] = state[f"{col}:miss"].astype("int64")
                 elif fn == "nunique":
                     distinct = self.pairs[col].groupby(self.keys, dropna=False, observed=True).size()
                     out[name] = (out[self.keys].merge(distinct.rename(name).reset_index(), how="left", on=self.keys)
                                  [name].fillna(0).astype("int64").to_numpy())
-                else:  # median: from the sample; a group with no sampled value has none
+                else:  # median, pNN: from the sample; a group with no sampled value has none
                     out[name] = (out[self.keys].merge(sampled[[*self.keys, name]], how="left", on=self.keys)
                                  [name].to_numpy())
         for k in self.keys:
@@ -160,6 +175,10 @@ class GroupStats:
             key = {c: (None if pd.isna(v) else str(v)) for c, v in zip(self.keys, row[:len(self.keys)], strict=True)}
             out.append({"group": key, "rows": int(rows), "sampled": k, "rank_error": rank_error(k)})
         return out
+
+
+def _is_percentile(fn: str) -> bool:
+    return len(fn) == 3 and fn[0] == "p" and fn[1:].isdigit()
 
 
 class Summary:

@@ -17,12 +17,15 @@ from processing.errors import ConfigError
 from processing.features import NUMERIC_KINDS, Derived, parse_derived
 from processing.features import Bins as Bins  # re-exported: callers import it from here
 from processing.gate import GateSettings, parse_gate
+from processing.rules_config import Rule, parse_rules
 from processing.types import NEW_TYPES, TEMPORAL_TYPES, TypeOptions, canonical_fill, parse_column
 
 COLUMN_TYPES = ("integer", "float", "string", "category", "json", *NEW_TYPES)
 NUMERIC_TYPES = ("integer", "float")
 STRATEGIES = ("median", "mean", "most_frequent", "constant")
-AGGREGATIONS = ("count", "size", "sum", "mean", "median", "min", "max", "std", "nunique")
+PERCENTILES = tuple(f"p{k:02d}" for k in range(1, 100))  # p01 .. p99: exact percentiles (linear interpolation)
+AGGREGATIONS = ("count", "size", "sum", "mean", "median", "min", "max", "std", "nunique", "missing", *PERCENTILES)
+GROUP_VALUES = ("observed", "imputed")  # group_statistics[].values: aggregate values before or after imputation
 DUPLICATE_DROP = ("none", "exact", "key")
 THRESHOLD_KEYS = (
     "max_missing_rate_after",
@@ -40,7 +43,7 @@ DEFAULT_MISSING_VALUES = (
 TOP_LEVEL_KEYS = (
     "description", "columns", "required_columns", "reject_rows_missing", "missing_values", "imputation",
     "categorical_fills", "json_columns", "derived", "group_statistics", "duplicates", "quality_thresholds",
-    "drift", "gate",
+    "drift", "gate", "rules",
 )
 
 
@@ -73,6 +76,7 @@ class GroupStatistics:
     name: str
     group_by: tuple[str, ...]
     aggregations: tuple[tuple[str, tuple[str, ...]], ...]
+    values: str = "observed"  # "observed": aggregated input columns before imputation; "imputed": as in cleaned/
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class DatasetConfig:
     drift: DriftSettings = field(default_factory=DriftSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     column_options: dict[str, TypeOptions] = field(default_factory=dict)  # date/datetime format and time zone
+    rules: tuple[Rule, ...] = ()  # the ``rules`` list (processing/rules_config.py)
 
 
 def _fail(path: str, message: str) -> ConfigError:
@@ -288,7 +293,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
     for i, spec in enumerate(_expect(doc.get("group_statistics", []), list, "group_statistics", "a list")):
         path = f"group_statistics[{i}]"
         _expect(spec, dict, path, "an object")
-        _known(spec, ("name", "group_by", "aggregations"), path)
+        _known(spec, ("name", "group_by", "aggregations", "values"), path)
         name = _expect(spec.get("name"), str, f"{path}.name", "a string")
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name in {g.name for g in groups}:
             raise _fail(f"{path}.name", f"{name!r} must be a unique file-name-safe name")
@@ -307,12 +312,16 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
             funcs_t = _str_list(funcs, apath, non_empty=True)
             for j, fn in enumerate(funcs_t):
                 if fn not in AGGREGATIONS:
-                    raise _fail(f"{apath}[{j}]", f"unknown aggregation {fn!r} (allowed: {', '.join(AGGREGATIONS)})")
-                numeric_only = fn in ("sum", "mean", "median", "std", "min", "max")
+                    raise _fail(f"{apath}[{j}]", f"unknown aggregation {fn!r} (allowed: {', '.join(AGGREGATIONS[:10])}"
+                                                 ", p01 ... p99)")
+                numeric_only = fn in ("sum", "mean", "median", "std", "min", "max", *PERCENTILES)
                 if numeric_only and columns.get(col) not in NUMERIC_TYPES and not _numeric_derived(col, derived):
                     raise _fail(f"{apath}[{j}]", f"{fn} needs a numeric column, {col!r} is not")
             aggs.append((col, funcs_t))
-        groups.append(GroupStatistics(name, group_by, tuple(aggs)))
+        values = spec.get("values", "observed")
+        if values not in GROUP_VALUES:
+            raise _fail(f"{path}.values", f"expected one of {', '.join(GROUP_VALUES)}, got {values!r}")
+        groups.append(GroupStatistics(name, group_by, tuple(aggs), values))
 
     dup = _expect(doc.get("duplicates", {}), dict, "duplicates", "an object")
     _known(dup, ("key_columns", "drop"), "duplicates")
@@ -330,6 +339,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
 
     drift = parse_drift(doc.get("drift"), columns, {jc.column: tuple(f.name for f in jc.fields) for jc in json_columns})
     gate = parse_gate(doc.get("gate"))
+    rules = parse_rules(doc.get("rules"), columns, {f.name for jc in json_columns for f in jc.fields})
 
     for i, col in enumerate(required):
         if col not in columns:
@@ -354,6 +364,7 @@ def validate(doc: Any, *, source: str = "<config>") -> DatasetConfig:
         drift=drift,
         gate=gate,
         column_options=column_options,
+        rules=rules,
         raw=doc,
         sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         source=source,

@@ -67,13 +67,16 @@ def parse_gate(doc: Any) -> GateSettings:
 # --------------------------------------------------------------------------------------------
 
 
-def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateSettings) -> dict[str, Any]:
+def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateSettings,
+            rules: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The gate: ``status`` passed|warned|failed and every rule broken with its measured value and threshold.
 
     Args:
         checks: ``quality_gate.checks`` of metrics.json (threshold -> {threshold, value, passed}).
         drift_doc: the content of quality/drift.json.
         gate: what each finding does.
+        rules: metrics.json ``rules`` (processing/rules.py ``results``): a broken ``fail`` rule fails the gate, a
+            broken ``warn`` rule warns (``reject`` rules act on rows, not on the gate).
     """
     violations: list[dict[str, Any]] = []
 
@@ -99,6 +102,15 @@ def verdict(checks: Mapping[str, Any], drift_doc: Mapping[str, Any], gate: GateS
             for b in broken:
                 add(action, rule=b["rule"], column=name, level=level, measured=b.get("measured"),
                     threshold=b.get("threshold"), **({"reason": col["reason"]} if col.get("reason") else {}))
+    for name, r in (rules or {}).items():
+        if not r.get("passed", True) and r.get("action") in ("fail", "warn"):
+            limit = next((r[k] for k in ("max_share", "min_share", "max_age_hours") if r.get(k) is not None), None)
+            if r.get("type") == "row_count":  # the bound it broke
+                low = r.get("min")
+                limit = low if low is not None and (r.get("measured") or 0) < low else r.get("max")
+            add(r["action"], rule=f"rules.{name}", column=", ".join(r.get("columns") or []) or None,
+                type=r.get("type"), measured=r.get("measured", r.get("share")), threshold=limit,
+                violations=r.get("violations"), examples=r.get("examples", []))
     actions = {v["action"] for v in violations}
     status = "failed" if "fail" in actions else "warned" if "warn" in actions else "passed"
     return {"status": status, "violations": violations}
@@ -152,7 +164,8 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
     if "sampled" in source:  # scores (and batch_rows) are of the sample
         drift_doc["sampled"] = source["sampled"]
     _write_json(drift_doc, quality / "drift.json")
-    result = verdict((metrics.get("quality_gate") or {}).get("checks", {}), drift_doc, config.gate)
+    rules = metrics.get("rules") or {}
+    result = verdict((metrics.get("quality_gate") or {}).get("checks", {}), drift_doc, config.gate, rules)
     result["rules"] = {"thresholds": config.gate.thresholds, "drift_alarm": config.gate.drift_alarm,
                        "drift_warn": config.gate.drift_warn, "drift_unavailable": config.gate.drift_unavailable}
     _write_json(result, quality / "gate.json")
@@ -191,6 +204,9 @@ def finish(metrics: dict[str, Any], output_dir: Path, config: Any, batch: pd.Dat
         "drift_unavailable": 0 if computed else 1,
         "quality_gate_failed": int(result["status"] == "failed"),
         "quality_gate_warned": int(result["status"] == "warned"),
+        "rules_failed": sum(1 for r in rules.values() if r.get("action") == "fail" and not r.get("passed", True)),
+        "rules_warned": sum(1 for r in rules.values() if r.get("action") == "warn" and not r.get("passed", True)),
+        "rows_rejected_by_rules": int((metrics.get("rows") or {}).get("rejected_by_rules") or 0),
     })
     metrics["drift"] = {"status": drift_doc.get("status"), "reason": drift_doc.get("reason"),
                         "max_psi": drift_doc.get("max_psi") if computed else None,

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import METRICS_FILE, OUTPUT_FOLDERS, QUALITY
-from processing import io, transform
+from processing import io, rules, transform
 from processing.config import DatasetConfig
 from processing.errors import EmptyInputError, MissingColumnsError
 from processing.rows import (
@@ -27,6 +27,7 @@ from processing.rows import (
     derived_metrics_of,
     group_column_metrics,
     json_metrics_of,
+    observed_columns,
     reject_reasons,
     rejected_rows,
     summarised_columns,
@@ -66,6 +67,11 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         rows = type_and_reject(lambda c: raw.column(c).combine_chunks(), n, names, kinds, config,
                                [(bad_utf8, "invalid_utf8")], pool)
     typed, invalid, rejected, reasons = rows.typed, rows.invalid, rows.rejected, rows.reasons
+    # The rules (processing/rules.py): row-local ones, then unique ones over the rows still usable.
+    tally = rules.Tally(config)
+    rejected, reasons = rules.check_block(typed, kinds, rejected, reasons, config, tally)
+    if rules.unique_rules(config):
+        rejected, reasons = rules.reject_unique(typed, np.flatnonzero(~rejected), config, tally, rejected, reasons)
 
     # Duplicates are counted among the usable rows, on typed values before imputation (nulls compare equal).
     usable_idx = np.flatnonzero(~rejected)
@@ -106,6 +112,8 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         info = transform.impute_value(cleaned[rule.column], rule, kinds[rule.column])
         info["filled"] = int(cleaned[rule.column].isna().sum()) if info["value"] is not None else 0
         imputation[rule.column] = info
+    # group statistics aggregate observed values (before imputation) unless they say "imputed": keep those columns
+    observed = {c: cleaned[c].copy() for c in observed_columns(config)}
     bin_edges: dict[str, Any] = {}  # quantile bins' edges, computed from all rows (derive.py)
     transformed, counts = transform_rows(cleaned, config, names, kinds, imputation, bin_edges=bin_edges)
     for c in names:
@@ -113,7 +121,8 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
     json_metrics = json_metrics_of(counts, config)
     derived_metrics = derived_metrics_of(counts, config, bin_edges)
 
-    statistics = {g.name: transform.group_statistics(transformed, g) for g in config.group_statistics}
+    statistics = {g.name: transform.group_statistics(transform.group_frame(g, transformed, observed), g)
+                  for g in config.group_statistics}
     group_cols, numeric_cols = summarised_columns(config, names, kinds)
     group_metrics = {c: group_column_metrics(transformed[c]) for c in group_cols}
     numeric = {c: transform.numeric_summary(transformed[c]) for c in numeric_cols}
@@ -128,7 +137,7 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
         rejected_table=rejected_table, per_file=per_file, dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols,
         dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
         numeric=numeric, outputs=outputs, drift_batch=drift_batch, cleaned=cleaned, transformed=transformed,
-        statistics=statistics)
+        statistics=statistics, rule_tally=tally)
 
 
 def _count(mask: pa.Array | npt.NDArray[Any]) -> int:

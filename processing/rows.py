@@ -197,6 +197,14 @@ def summarised_columns(config: DatasetConfig, names: list[str], kinds: dict[str,
     return group_cols, numeric_cols
 
 
+def observed_columns(config: DatasetConfig) -> list[str]:
+    """Imputed columns whose values before imputation a group statistic reads (``values: observed``, or the
+    ``missing`` aggregation): ``transform.group_frame``'s ``observed``."""
+    imputed = {r.column for r in config.imputations}
+    return sorted({c for g in config.group_statistics for c, funcs in g.aggregations
+                   if c in imputed and (g.values == "observed" or "missing" in funcs)})
+
+
 def group_column_metrics(values: pd.Series) -> dict[str, int]:
     """metrics.json ``group_columns.<col>``: non-missing distinct values and missing values."""
     return {"distinct": int(values.nunique(dropna=True)), "missing": int(values.isna().sum())}
@@ -320,4 +328,5 @@ class Parts:
     mode: str = "memory"
     reason_counts: dict[str, int] | None = None  # rejected rows per reason (None: counted from rejected_table)
     sampling: dict[str, Any] | None = None  # streaming above max_rows: how the statistics were sampled (batchstats)
+    rule_tally: Any = None  # processing.rules.Tally: the rules' counts (None: no rules checked)
 

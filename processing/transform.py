@@ -272,15 +272,47 @@ def duplicate_masks(columns: dict[str, pa.Array], groups: list[list[str]],
     return results
 
 
+MISSING_MARK = "\x00missing:"  # group_frame's column: the aggregated column was missing/invalid before imputation
+
+
+def group_frame(spec: GroupStatistics, filled: Any, observed: Any) -> pd.DataFrame:
+    """The frame a group statistic aggregates (``group_statistics``): the group keys as ``filled`` has them (the
+    transformed rows), each aggregated column's values before imputation from ``observed`` (columns it lacks were
+    not imputed: taken from ``filled``) when ``spec.values`` is ``observed``, else as filled, and for ``missing`` a
+    ``MISSING_MARK + column`` flag: the value was missing or invalid before imputation. ``filled`` and ``observed``
+    map names to row-aligned Series (frames or dicts)."""
+    cols: dict[str, Any] = {k: _values(filled[k]) for k in spec.group_by}
+    for col, funcs in spec.aggregations:
+        before = observed[col] if col in observed else filled[col]
+        if col not in cols:
+            cols[col] = _values(before if spec.values == "observed" else filled[col])
+        if "missing" in funcs:
+            cols[MISSING_MARK + col] = before.isna().to_numpy(dtype=bool)
+    return pd.DataFrame(cols, copy=False)
+
+
+def _values(series: pd.Series) -> Any:
+    return series.array if isinstance(series, pd.Series) else series
+
+
 def group_statistics(frame: pd.DataFrame, spec: GroupStatistics) -> pd.DataFrame:
-    """Aggregations per group; groups sorted by key, missing keys form their own group (last)."""
+    """Aggregations per group; groups sorted by key, missing keys form their own group (last). ``frame``: the
+    columns to aggregate (``group_frame``; ``missing`` reads its ``MISSING_MARK`` flag, or the column itself when
+    the flag is absent). Percentiles ``pNN`` are exact, interpolated linearly like numpy's default (and ``median``)."""
     keys = list(spec.group_by)
     grouped = frame.groupby(keys, dropna=False, observed=True, sort=True)
     out = grouped.size().rename("rows").to_frame()
     for col, funcs in spec.aggregations:
         for fn in funcs:
-            series = grouped[col].size() if fn == "size" else grouped[col].agg(fn)
-            out[f"{col}_{fn}"] = series
+            series = grouped[col].size()
+            if fn == "missing":
+                flag = MISSING_MARK + col
+                missing = grouped[flag].sum() if flag in frame.columns else grouped[col].size() - grouped[col].count()
+                out[f"{col}_{fn}"] = missing.astype("int64")
+            elif fn[0] == "p" and fn[1:].isdigit():
+                out[f"{col}_{fn}"] = grouped[col].quantile(int(fn[1:]) / 100).astype("float64")
+            else:
+                out[f"{col}_{fn}"] = series if fn == "size" else grouped[col].agg(fn)
     out = out.reset_index()
     for k in keys:
         if isinstance(out[k].dtype, pd.CategoricalDtype):

@@ -68,6 +68,9 @@ def unsupported(config: DatasetConfig) -> str | None:
         if kind == "category":
             return (f"columns.{col}: type 'category' is not supported by the Spark engine yet (its Parquet dictionary "
                     f"type and category order are not reproduced); use the default engine or type 'string'")
+    if config.rules:
+        return (f"rules: declarative rules ({', '.join(r.name for r in config.rules)}) are not supported by the "
+                f"Spark engine yet; use the default engine")
     return spark_features.unsupported(config)  # issue 14's types and derived features (processing/spark/features.py)
 
 
@@ -343,7 +346,8 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         info["filled"] = missing if info["value"] is not None else 0
         imputation[c] = info
 
-    cleaned = pre
+    # group statistics read imputed columns' values before imputation (values: observed, or `missing`)
+    cleaned = pre.select("*", *[F.col(c).alias(f"_obs_{c}") for c in _observed_columns(config)])
     for rule in config.imputations:
         value = imputation[rule.column]["value"]
         if value is not None:
@@ -441,7 +445,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     # --- group statistics ------------------------------------------------------------------------------------------
     statistics = {}
     for g in config.group_statistics:
-        statistics[g.name] = _group_statistics(F, transformed, g, config, kinds, median_of)
+        statistics[g.name] = _group_statistics(F, transformed, g, config, kinds, median_of, exact)
         if sampling is not None:
             sizes = statistics[g.name]
             sampling["groups"][g.name] = [{"group": {k: r[k] for k in g.group_by}, "rows": r["rows"],
@@ -540,18 +544,34 @@ def _outside_expr(F: Any, x: Any, bins: Any) -> Any:
     return x.isNotNull() & ~_inside(F, x, bins)
 
 
+def _observed_columns(config: DatasetConfig) -> list[str]:
+    """``rows.observed_columns``: imputed columns a group statistic reads before imputation."""
+    imputed = {r.column for r in config.imputations}
+    return sorted({c for g in config.group_statistics for c, funcs in g.aggregations
+                   if c in imputed and (g.values == "observed" or "missing" in funcs)})
+
+
 def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: dict[str, str],
-                      median_of: Any) -> list[dict[str, Any]]:
+                      median_of: Any, exact: bool) -> list[dict[str, Any]]:
     """``transform.group_statistics`` in Spark: rows per group, then ``<column>_<aggregation>``; groups sorted by key
-    (bins features by label order), a missing key last."""
+    (bins features by label order), a missing key last. ``values: observed`` reads the ``_obs_<column>`` copies of
+    imputed columns (their values before imputation); percentiles ``pNN`` as medians are computed."""
     aggs = [F.count(F.lit(1)).alias("rows")]
     int_like = {c for c, k in kinds.items() if k == "integer"} | {d.name for d in config.derived
                                                                  if d.kind == "string_length"}
+    observed = set(_observed_columns(config))
     for col, funcs in g.aggregations:
+        before = F.col(f"_obs_{col}") if col in observed else F.col(col)
         for fn in funcs:
-            x = F.col(col)
+            x = before if g.values == "observed" and col not in g.group_by else F.col(col)
             name = f"{col}_{fn}"
-            if fn == "count":
+            if fn == "missing":
+                aggs.append(F.sum(before.isNull().cast("long")).alias(name))
+            elif fn[0] == "p" and fn[1:].isdigit():
+                q = int(fn[1:]) / 100
+                aggs.append((F.percentile(x.cast("double"), q) if exact
+                             else F.percentile_approx(x.cast("double"), q, APPROX_ACCURACY)).alias(name))
+            elif fn == "count":
                 aggs.append(F.count(x).alias(name))
             elif fn == "size":
                 aggs.append(F.count(F.lit(1)).alias(name))

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract import CLEANED, METRICS_FILE, OUTPUT_FOLDERS, QUALITY, REJECTED, STATISTICS, TRANSFORMED
-from processing import batchstats, io, jsonx, options, rawfile, transform, typecast
+from processing import batchstats, io, jsonx, options, rawfile, rules, transform, typecast
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.options import RunOptions
@@ -31,6 +31,7 @@ from processing.rows import (
     add_counts,
     derived_metrics_of,
     json_metrics_of,
+    reject_reasons,
     summarised_columns,
     transform_rows,
     type_and_reject,
@@ -83,13 +84,17 @@ def unsupported(inputs: list[Path], config: DatasetConfig) -> str | None:
 class _Block:
     """One block through the row-level steps shared with the in-memory path (same functions, same order)."""
 
-    def __init__(self, table: pa.Table, names: list[str], config: DatasetConfig, kinds: dict[str, str]):
+    def __init__(self, table: pa.Table, names: list[str], config: DatasetConfig, kinds: dict[str, str],
+                 tally: rules.Tally | None = None):
         n = table.num_rows
         self.n = n
         self.raw = {c: (transform.to_array(table.column(c)) if c in table.column_names
                         else pa.nulls(n, pa.string())) for c in names}
         rows = type_and_reject(self.raw.__getitem__, n, names, kinds, config)
         self.typed, self.invalid, self.rejected, self.reasons = rows.typed, rows.invalid, rows.rejected, rows.reasons
+        if tally is not None:  # the row-local rules (processing/rules.py), as the in-memory path runs them
+            self.rejected, self.reasons = rules.check_block(self.typed, kinds, self.rejected, self.reasons, config,
+                                                            tally)
 
 
 def default_max_rows() -> int:
@@ -147,6 +152,11 @@ class _Run:
         self.key_cols = [c for c in config.duplicate_key_columns if c in names]
         # Duplicate checks that have columns; each gets a signature column in the work file.
         self.checks = {kind: cols for kind, cols in (("exact", names), ("key", self.key_cols)) if cols}
+        # unique rules reuse the duplicate machinery: one signature check each, run before the duplicate checks
+        self.unique = {rules.REASON_PREFIX + r.name: r for r in rules.unique_rules(config)}
+        self.checks.update({kind: list(r.columns) for kind, r in self.unique.items()})
+        self.tally = rules.Tally(config)
+        self.drop_reasons = np.zeros(0, dtype=object)  # the reason of each dropped usable row (``run``)
         self.schema = pa.schema([*(pa.field(c, pa.string()) for c in names),
                                  *(pa.field(TYPED + c, _arrow_type(self.kinds[c])) for c in self.numeric),
                                  *(pa.field(INVALID + c, pa.bool_()) for c in self.numeric),
@@ -164,13 +174,19 @@ class _Run:
         if not any(f.rows or f.unparsed for f in self.files):
             raise EmptyInputError("no data rows in the input (header only): "
                                   + ", ".join(f.path.name for f in self.files))
-        dups = self._duplicates()
         config = self.config
-        drop = np.zeros(0, dtype=np.int64)  # usable-row positions of the duplicates dropped (sorted)
+        by_rules, rule_reasons = self._unique_rules()  # usable-row positions rejected by unique rules (sorted)
+        dups = self._duplicates(["exact", "key"], exclude=by_rules if len(by_rules) else None)
+        dup_drop = np.zeros(0, dtype=np.int64)  # usable-row positions of the duplicates dropped (sorted)
         if config.duplicate_drop != "none":
-            drop = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
-        dropped = len(drop)
-        rate = self._sample_rate(self.n_usable - dropped)
+            dup_drop = dups["exact" if config.duplicate_drop == "exact" else "key"][1]
+        dropped = len(dup_drop)
+        # every usable row that does not reach the outputs, with its reason (the two sets are disjoint)
+        drop = np.concatenate([by_rules, dup_drop]).astype(np.int64)
+        why = np.concatenate([rule_reasons, np.full(dropped, f"duplicate_{config.duplicate_drop}", dtype=object)])
+        order = np.argsort(drop, kind="stable")
+        drop, self.drop_reasons = drop[order], why[order]
+        rate = self._sample_rate(self.n_usable - len(drop))
         imputation: dict[str, Any] = {}
         for rule in config.imputations:  # one column at a time, read back from the work file
             kind = self.kinds[rule.column]
@@ -198,7 +214,41 @@ class _Run:
             started=started, context=context, output_dir=self.output_dir, config=config, fmt=self.fmt,
             baseline=baseline, names=self.names, dup_exact=dups["exact"][0], dup_key=dups["key"][0],
             key_cols=self.key_cols, dropped=dropped, imputation=imputation, cleaned=pd.DataFrame(),
-            transformed=pd.DataFrame(), mode="streaming", **parts)
+            transformed=pd.DataFrame(), mode="streaming", rule_tally=self.tally, **parts)
+
+    def _unique_rules(self) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """The ``unique`` rules over the usable rows (duplicate signatures, ``_duplicates``): counts and examples
+        into the tally; returns the usable-row positions the ``reject`` ones reject (sorted) and their reasons."""
+        if not self.unique:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        found = self._duplicates(list(self.unique))
+        rejecting: list[tuple[npt.NDArray[Any], str]] = []
+        for kind, rule in self.unique.items():
+            count, pos = found[kind]
+            self.tally.add(rule.name, self.n_usable, count, self._unique_examples(pos, rule))
+            if rule.action == "reject" and count:
+                rejecting.append((pos, kind))
+        if not rejecting:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        positions = np.unique(np.concatenate([pos for pos, _ in rejecting]))
+        masks = [(np.isin(positions, pos), why) for pos, why in rejecting]
+        _, reasons = reject_reasons(len(positions), masks)
+        self.tally.rejected_rows += len(positions)
+        return positions.astype(np.int64), reasons
+
+    def _unique_examples(self, pos: npt.NDArray[Any], rule: Any) -> list[str]:
+        """The first distinct keys among the violating rows ``pos`` (sorted), read back in chunks until enough."""
+        examples: list[str] = []
+        names = [TYPED + c if c in self.numeric else c for c in rule.columns]
+        for start in range(0, len(pos), 256):
+            rows = self._read_rows(pos[start:start + 256], names)
+            cols = {c: transform.to_array(rows.column(n)) for c, n in zip(rule.columns, names, strict=True)}
+            for e in rules.first_distinct(rules.row_texts(cols, rule.columns, False)):
+                if e not in examples:
+                    examples.append(e)
+            if len(examples) >= rules.EXAMPLES:
+                break
+        return examples[:rules.EXAMPLES]
 
     def _sample_rate(self, rows: int) -> float:
         """The share of ``rows`` output rows that the order statistics sample: 1 (every row, statistics exact and
@@ -238,7 +288,7 @@ class _Run:
                         blocks = open_blocks(f, self.block_size)
                         try:
                             for table in blocks:
-                                self._block_a(_Block(table, names, config, self.kinds), fi, f, cache)
+                                self._block_a(_Block(table, names, config, self.kinds, self.tally), fi, f, cache)
                                 self._flush_unparsed(fi, f)
                         finally:
                             blocks.close()
@@ -319,7 +369,8 @@ class _Run:
             return transform.to_array(rows.column(c))
         return pc.coalesce(transform.to_array(rows.column(MARKER + c)), transform.to_array(rows.column(c)))
 
-    def _duplicates(self) -> dict[str, tuple[int, npt.NDArray[Any]]]:
+    def _duplicates(self, kinds: list[str],
+                    exclude: npt.NDArray[Any] | None = None) -> dict[str, tuple[int, npt.NDArray[Any]]]:
         """``duplicated(keep="first")`` over the usable rows for the exact and the key check: per check the number of
         duplicates and their usable-row positions (sorted int64), not a mask, so memory follows the duplicates.
 
@@ -332,16 +383,17 @@ class _Run:
         partition. (A signature repeated by more than ``max_rows`` rows, e.g. one key shared by most rows, still
         lands in a single partition with all its rows.)
         """
-        result = {kind: (0, np.zeros(0, dtype=np.int64)) for kind in ("exact", "key")}
-        if not self.checks or not self.n_usable:
+        result = {kind: (0, np.zeros(0, dtype=np.int64)) for kind in kinds}
+        checks = {kind: self.checks[kind] for kind in kinds if kind in self.checks}
+        if not checks or not self.n_usable:
             return result
         n_parts = -(-self.n_usable // self.max_rows)
-        found: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in self.checks}
-        n_candidates = dict.fromkeys(self.checks, 0)
+        found: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in checks}
+        n_candidates = dict.fromkeys(checks, 0)
         for part in range(n_parts):
             candidates: dict[str, npt.NDArray[Any]] = {}
-            signatures = self._partition(part, n_parts)
-            for kind in self.checks:
+            signatures = self._partition(part, n_parts, checks, exclude)
+            for kind in checks:
                 pos, sig = signatures.pop(kind)  # freed once this check's candidates are known
                 repeats = pd.Series(sig, copy=False).duplicated(keep=False).to_numpy()
                 candidates[kind] = np.flatnonzero(repeats) if pos is None else pos[repeats]
@@ -349,49 +401,53 @@ class _Run:
             union = np.unique(np.concatenate(list(candidates.values())))
             if not len(union):
                 continue
-            cols = [c for c in self.names if any(c in self.checks[kind] for kind in candidates)]
+            cols = [c for c in self.names if any(c in checks[kind] for kind in candidates)]
             rows = self._read_rows(union, [TYPED + c if c in self.numeric else c for c in cols])
             typed = {c: transform.to_array(rows.column(TYPED + c if c in self.numeric else c)) for c in cols}
             del rows
             for kind, idx in candidates.items():
                 if len(idx):
                     at = pa.array(np.searchsorted(union, idx))
-                    checked = self.checks[kind]
+                    checked = checks[kind]
                     ((_, sub),) = transform.duplicate_masks({c: typed[c].take(at) for c in checked}, [checked],
                                                             len(idx))
                     found[kind].append(idx[sub])
                     n_candidates[kind] += len(idx)
             del typed, candidates, union
-        for kind, cols in self.checks.items():
+        for kind, cols in checks.items():
             positions = np.sort(np.concatenate(found[kind])) if found[kind] else np.zeros(0, dtype=np.int64)
             result[kind] = (len(positions), positions.astype(np.int64, copy=False))
             log.info("duplicates (%s, %d column(s)): %d partition(s), %d signature candidate(s), %d duplicate(s)",
                      kind, len(cols), n_parts, n_candidates[kind], len(positions))
         return result
 
-    def _partition(self, part: int, n_parts: int) -> dict[str, tuple[npt.NDArray[Any] | None, npt.NDArray[Any]]]:
+    def _partition(self, part: int, n_parts: int, checks: dict[str, list[str]], exclude: npt.NDArray[Any] | None,
+                   ) -> dict[str, tuple[npt.NDArray[Any] | None, npt.NDArray[Any]]]:
         """Per duplicate check, the usable-row positions (ascending; None when ``n_parts`` is 1: all rows) and the
         signatures of the rows whose signature is in partition ``part`` (``sig % n_parts == part``). Reads only the
         signature columns of the work file, batch by batch (``scan``)."""
-        pos_parts: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in self.checks}
-        sig_parts: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in self.checks}
+        pos_parts: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in checks}
+        sig_parts: dict[str, list[npt.NDArray[Any]]] = {kind: [] for kind in checks}
+        whole = n_parts == 1 and exclude is None  # every row: positions are implied
         modulus = np.uint64(n_parts)
         start = 0
-        for batch in scan(self.work_file, [SIG + kind for kind in self.checks]):
-            for kind in self.checks:
+        for batch in scan(self.work_file, [SIG + kind for kind in checks]):
+            keep = None if exclude is None else _kept(exclude, start, batch.num_rows)
+            for kind in checks:
                 sig = batch.column(SIG + kind).to_numpy()
-                if n_parts == 1:
+                if whole:
                     sig_parts[kind].append(sig)
                 else:
-                    hit = np.flatnonzero(sig % modulus == part)
+                    in_part = sig % modulus == part
+                    hit = np.flatnonzero(in_part if keep is None else in_part & keep)
                     pos_parts[kind].append(hit + start)
                     sig_parts[kind].append(sig[hit])
             start += batch.num_rows
         out: dict[str, tuple[npt.NDArray[Any] | None, npt.NDArray[Any]]] = {}
-        for kind in self.checks:
+        for kind in checks:
             sig = np.concatenate(sig_parts.pop(kind)) if sig_parts[kind] else np.zeros(0, dtype=np.uint64)
-            pos = None if n_parts == 1 else (np.concatenate(pos_parts.pop(kind)) if pos_parts[kind]
-                                             else np.zeros(0, dtype=np.int64))
+            pos = None if whole else (np.concatenate(pos_parts.pop(kind)) if pos_parts[kind]
+                                      else np.zeros(0, dtype=np.int64))
             out[kind] = (pos, sig)
         return out
 
@@ -427,10 +483,10 @@ class _Run:
             if not keep.all():
                 d_idx = np.flatnonzero(~keep)
                 rows = pa.Table.from_batches([batch]).take(pa.array(d_idx))
+                lo = int(np.searchsorted(drop, usable_pos - batch.num_rows))
                 self.rejects.add("b", rejected_part(
                     {c: self._raw(rows, c) for c in names}, names, np.arange(len(d_idx)),
-                    rows.column(FILE_IDX), rows.column(ROW_NO),
-                    np.full(len(d_idx), f"duplicate_{config.duplicate_drop}", dtype=object)))
+                    rows.column(FILE_IDX), rows.column(ROW_NO), self.drop_reasons[lo:lo + len(d_idx)]))
                 batch = batch.filter(pa.array(keep))
             file_out += np.bincount(batch.column(FILE_IDX).to_numpy(zero_copy_only=False), minlength=len(self.files))
             typed, invalid = self._typed(batch)

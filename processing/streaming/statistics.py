@@ -33,10 +33,14 @@ class Statistics:
         return pd.DataFrame({c: transform.fill(v, self.imputation[c]["value"], self.kinds[c]) if c in self.imputation
                              else v for c, v in frame.items()}, copy=False)
 
+    def _group_frame(self, spec: Any, raw: dict[str, pd.Series]) -> pd.DataFrame:
+        """``transform.group_frame`` of spilled columns: ``raw`` holds input columns before imputation."""
+        return transform.group_frame(spec, self._filled(raw), raw)
+
     def exact(self) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], pd.DataFrame]:
         # One statistic at a time, each reading only its columns back (memory: those columns, not all of them).
         spill = self.spill
-        statistics = {g.name: transform.group_statistics(self._filled(spill.read(spec_columns(g))), g)
+        statistics = {g.name: transform.group_statistics(self._group_frame(g, spill.read(spec_columns(g))), g)
                       for g in self.config.group_statistics}
         group_metrics = {c: group_column_metrics(self._filled(spill.read([c]))[c]) for c in self.group_cols}
         numeric = {c: transform.numeric_summary(self._filled(spill.read([c]))[c]) for c in self.numeric_cols}
@@ -58,7 +62,7 @@ class Statistics:
         for raw in self.spill.batches(names):
             frame = self._filled(raw)
             for g in config.group_statistics:
-                groups[g.name].add(frame[spec_columns(g)])
+                groups[g.name].add(transform.group_frame(g, frame, raw))
             for c in self.group_cols:
                 distinct[c].update(frame[c].dropna().unique().tolist())
                 missing[c] += int(frame[c].isna().sum())
@@ -70,7 +74,7 @@ class Statistics:
         sample = pd.concat(sample_parts, ignore_index=True) if sample_parts else pd.DataFrame(columns=sample_cols)
         del sample_parts
         filled = self._filled(sample)
-        statistics = {name: g.result(filled) for name, g in groups.items()}
+        statistics = {name: g.result(filled, sample) for name, g in groups.items()}
         group_metrics = {c: {"distinct": len(distinct[c]), "missing": missing[c]} for c in self.group_cols}
         numeric = {c: s.result() for c, s in summaries.items()}
         sampling = {"rows": rows, "sample_rows": len(sample), "rate": rate, "delta": batchstats.DELTA,

@@ -35,6 +35,9 @@ DEFAULT_THRESHOLDS = {
 ORDERS_THRESHOLDS = {"max_missing_rate_after": 0.01, "max_rejected_rate": 0.25, "min_rows_out": 100}
 #: drift.psi_alarm of the fixture configs: default.json has no drift section (-> the job's default 0.25).
 ORDERS_PSI_ALARM = 0.4
+#: rules of the orders fixture: one marked for alarming (one RuleViolations alarm), one not
+ORDERS_RULES = [{"name": "order_id.unique", "type": "unique", "columns": ["order_id"], "alarm": True},
+                {"name": "enough", "type": "row_count", "min": 1, "action": "warn"}]
 DEFAULT_PSI_ALARM = 0.25
 
 
@@ -43,7 +46,8 @@ def write_configs(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "default.json").write_text(json.dumps({"quality_thresholds": DEFAULT_THRESHOLDS}))
     (directory / "orders.json").write_text(json.dumps(
-        {"quality_thresholds": ORDERS_THRESHOLDS, "drift": {"psi_alarm": ORDERS_PSI_ALARM, "psi_warn": 0.2}}))
+        {"quality_thresholds": ORDERS_THRESHOLDS, "drift": {"psi_alarm": ORDERS_PSI_ALARM, "psi_warn": 0.2},
+         "columns": {"order_id": "integer"}, "rules": ORDERS_RULES}))
     return directory
 
 

@@ -561,13 +561,30 @@ def test_psi_alarm_null_turns_the_psi_alarm_off(tmp_path) -> None:
     assert [(p["Dimensions"][0]["Value"], p["Threshold"]) for p in psi] == [("clicks", 0.3)]
 
 
+def test_one_alarm_per_rule_marked_for_alarming(synth: Synth) -> None:
+    """issue 14: the orders config marks rule order_id.unique with "alarm": true: one RuleViolations alarm with the
+    Dataset and Rule dimensions the metrics Lambda publishes; its other rule and the default dataset get none."""
+    topic = {"Ref": ids(synth)["topic"]}
+    found = [r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()
+             if r["Properties"].get("MetricName") == "RuleViolations"]
+    assert len(found) == 1
+    (a,) = found
+    assert a["Namespace"] == "DataQualityPipeline"
+    assert a["Dimensions"] == [{"Name": "Dataset", "Value": "orders"}, {"Name": "Rule", "Value": "order_id.unique"}]
+    assert (a["Statistic"], a["Period"], a["Threshold"], a["ComparisonOperator"]) == (
+        "Maximum", 300, 1, "GreaterThanOrEqualToThreshold")
+    assert (a["EvaluationPeriods"], a["DatapointsToAlarm"], a["TreatMissingData"]) == (1, 1, "notBreaching")
+    assert a["AlarmActions"] == [topic] and "OKActions" not in a
+    assert "order_id.unique" in a["AlarmDescription"] and a["AlarmName"].endswith("OrdersRule-order_id.unique")
+
+
 def test_operational_alarms(synth: Synth) -> None:
     i = ids(synth)
     topic = {"Ref": i["topic"]}
     alarms = [r["Properties"] for r in resources(synth.template_json, "AWS::CloudWatch::Alarm").values()]
-    # 11 per dataset for default; orders.json sets 3 of the 5 quality thresholds, so 2 fewer; 3 Metrics Insights
-    # alarms over the datasets without a config; + 7 operational
-    assert len(alarms) == 11 + (11 - 2) + 3 + 7
+    # 11 per dataset for default; orders.json sets 3 of the 5 quality thresholds, so 2 fewer, and marks one rule for
+    # alarming (+1); 3 Metrics Insights alarms over the datasets without a config; + 7 operational
+    assert len(alarms) == 11 + (11 - 2 + 1) + 3 + 7
     # refused uploads (issue 11 item 5): the trigger's KeyRefused, all reasons, in the stack's namespace
     (refused,) = [a for a in alarms if a.get("MetricName") == "KeyRefused"]
     assert refused["Namespace"] == "DataQualityPipeline" and "Dimensions" not in refused

@@ -865,3 +865,41 @@ def test_one_line() -> None:
     assert metrics.one_line("A:\tb\r\n  c ", 100) == "A: b c"
     assert metrics.one_line("x" * 20, 10) == "x" * 9 + "…"
     assert metrics.one_line(None, 10) == ""
+
+
+# --- declarative rules (issue 14): RuleViolations only for rules marked "alarm": true ----------------------------
+
+RULES_DOC = {
+    "id_unique": {"type": "unique", "action": "fail", "alarm": True, "violations": 3, "passed": False},
+    "fresh": {"type": "freshness", "action": "warn", "alarm": True, "violations": 1, "passed": True},
+    "no_alarm": {"type": "range", "action": "fail", "alarm": False, "violations": 9, "passed": False},
+    "bad name!": {"type": "range", "action": "fail", "alarm": True, "violations": 9, "passed": False},
+    "odd": {"type": "range", "action": "fail", "alarm": True, "violations": "x", "passed": False},
+}
+
+
+def rule_datum(rule: str, value: float) -> dict[str, Any]:
+    return {"MetricName": "RuleViolations", "Dimensions": [*DIMS, {"Name": "Rule", "Value": rule}],
+            "Timestamp": PUBLISHED, "Value": value, "Unit": "Count"}
+
+
+def test_rule_violations_only_for_alarmed_rules_checked_by_stubber(stubs, lambda_context) -> None:
+    # GIVEN a completed job whose metrics.json reports five rules, two of them valid and marked for alarming
+    cw, s3 = stubs
+    summary = {**SUMMARY, "rules_failed": 2, "rules_warned": 0, "rows_rejected_by_rules": 4}
+    expect_metrics_json(s3, json.dumps({"summary": summary, "rules": RULES_DOC}).encode())
+    cw.add_response("put_metric_data", {}, {"Namespace": "DataQualityPipeline", "MetricData": [
+        datum("JobSucceeded", 1.0), datum("JobFailed", 0.0), datum("MetricsUnavailable", 0.0),
+        *all_summary_datums(), datum("RulesFailed", 2.0), datum("RulesWarned", 0.0),
+        datum("RowsRejectedByRules", 4.0), rule_datum("id_unique", 3.0), rule_datum("fresh", 0.0)]})
+    # WHEN the handler runs, THEN one RuleViolations datapoint per alarmed rule (broken: its violations; held: 0),
+    # with dimensions Dataset and Rule, validated against botocore's PutMetricData model
+    result = metrics.handler(state_change(), lambda_context)
+    assert result["published"] == 22
+
+
+def test_rule_values_ignore_what_is_not_an_alarmed_rule() -> None:
+    assert metrics.rule_values({"rules": RULES_DOC}) == {"id_unique": 3.0, "fresh": 0.0}
+    assert metrics.rule_values({"rules": []}) == {} and metrics.rule_values(None) == {}
+    many = {f"r{i}": {"alarm": True, "passed": False, "violations": 1} for i in range(500)}
+    assert len(metrics.rule_values({"rules": many})) == metrics.MAX_ALARMED_RULES

@@ -164,3 +164,29 @@ def test_demo_reads_alarm_names_and_recovery_messages():
                 "detail": {"alarmName": "S_DefaultJobFailed", "state": {"value": "OK"},
                            "previousState": {"value": "ALARM"}}}
     assert _notification_states([{"Message": json.dumps(recovery)}]) == [("S_DefaultJobFailed", "OK")]
+
+
+def test_rules_table_shows_each_rule_with_its_verdict_and_examples(tmp_path):
+    """issue 14: the report lists metrics.json ``rules`` (escaped), with the summary's rule counts."""
+    metrics = {**METRICS, "summary": {**METRICS["summary"], "rules_failed": 1, "rules_warned": 0,
+                                      "rows_rejected_by_rules": 2},
+               "rules": {
+                   "id_unique": {"type": "unique", "action": "fail", "alarm": True, "columns": ["id"],
+                                 "violations": 3, "share": 0.03, "max_share": 0.0, "passed": False,
+                                 "examples": ["7", "<b>9</b>"]},
+                   "age_range": {"type": "range", "action": "reject", "alarm": False, "columns": ["age"],
+                                 "violations": 2, "share": 0.02, "max_share": 0.0, "passed": False,
+                                 "examples": ["150.0"]},
+                   "enough": {"type": "row_count", "action": "warn", "alarm": False, "columns": [],
+                              "violations": 0, "measured": 990, "min": 10, "max": None, "passed": True}}}
+    text = write_report(tmp_path / "r.html", metrics=metrics, statistics=None, cleaned_sample=None, alarms=[],
+                        job=JOB).read_text(encoding="utf-8")
+    section = text[text.index("<h2>Rules</h2>"):]
+    section = section[:section.index("</section>")]
+    assert "<b>id_unique</b> &#128276;" in section and "&lt;b&gt;9&lt;/b&gt;" in section
+    assert "broken" in section and "rows rejected" in section and "held" in section
+    assert "1 fail rule(s) broken" in section and "2 row(s) rejected by rules" in section
+    for node in re.findall(r"<table\b.*?</table>", section, re.DOTALL):
+        ET.fromstring(node.replace("&#128276;", "").replace("&middot;", ""))
+    assert "<h2>Rules</h2>" not in write_report(tmp_path / "n.html", metrics=METRICS, statistics=None,
+                                                cleaned_sample=None, alarms=[], job=JOB).read_text(encoding="utf-8")

@@ -108,5 +108,6 @@ def test_summary_has_exactly_the_contract_keys(reference: Path, run) -> None:
         "rows_in", "rows_out", "rows_rejected", "missing_values_before", "missing_values_after",
         "missing_rate_after", "rejected_rate", "duplicate_rows_exact", "duplicate_rows_key", "duplicate_rate",
         "malformed_json", "malformed_json_rate", "invalid_values", "processing_seconds",
-        "drift_max_psi", "drifted_columns", "drift_unavailable", "quality_gate_failed", "quality_gate_warned"]
+        "drift_max_psi", "drifted_columns", "drift_unavailable", "quality_gate_failed", "quality_gate_warned",
+        "rules_failed", "rules_warned", "rows_rejected_by_rules"]
     assert all(isinstance(v, (int, float)) for v in m["summary"].values())

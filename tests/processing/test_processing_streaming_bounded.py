@@ -55,7 +55,8 @@ def _rank_ok(value: float, present: np.ndarray, q: float, eps: float) -> bool:
 
 def test_bounded_statistics_are_exact_or_within_the_bound(data: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
     path, frame = data
-    cfg = _config(group_statistics=[{"name": "by_dept", "group_by": ["department"], "aggregations": {
+    cfg = _config(group_statistics=[{"name": "by_dept", "group_by": ["department"], "values": "imputed",
+                                     "aggregations": {
         "salary": ["count", "sum", "mean", "median", "min", "max", "std"], "name": ["nunique", "size"]}}])
     r = pipeline.run([path], tmp_path / "s", cfg, mode="streaming", max_rows=4_000, block_size=256 << 10)
     sampling = r.metrics["statistics_sampling"]

@@ -70,8 +70,8 @@ def _record_partitions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, 
     calls: list[tuple[int, int, dict[str, int]]] = []
     original = passes._Run._partition
 
-    def recording(self: Any, part: int, n_parts: int) -> Any:
-        out = original(self, part, n_parts)
+    def recording(self: Any, part: int, n_parts: int, *args: Any) -> Any:
+        out = original(self, part, n_parts, *args)
         calls.append((part, n_parts, {kind: len(sig) for kind, (_, sig) in out.items()}))
         return out
 

@@ -220,9 +220,11 @@ OTHER_DOC = {
     ],
     "group_statistics": [
         {"name": "by_region", "group_by": ["region"],
-         "aggregations": {"qty": ["sum", "median", "count", "size", "nunique", "min", "max"],
-                          "price": ["mean", "median", "std", "min", "max", "sum"], "store_len": ["mean"]}},
-        {"name": "by_band", "group_by": ["price_band", "region"], "aggregations": {"qty": ["median", "mean"]}},
+         "aggregations": {"qty": ["sum", "median", "count", "size", "nunique", "min", "max", "missing", "p10"],
+                          "price": ["mean", "median", "std", "min", "max", "sum", "p01", "p90", "missing"],
+                          "store_len": ["mean", "p75"]}},
+        {"name": "by_band", "group_by": ["price_band", "region"], "values": "imputed",
+         "aggregations": {"qty": ["median", "mean", "p25", "missing", "count"]}},
     ],
     "duplicates": {"key_columns": ["store", "qty", "price"], "drop": "exact"},
     "quality_thresholds": {"max_rejected_rate": 0.5, "min_rows_out": 1},
@@ -338,6 +340,10 @@ def test_unsupported_config_fails_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(spark_engine.SparkUnsupported, match=r"columns\.department: type 'category'"):
         spark_engine.run([data], tmp_path / "out", cfg)
     assert spark_engine.SparkUnsupported("x").exit_code == 2
+    doc = copy.deepcopy(DEFAULT_DOC)
+    doc["rules"] = [{"name": "ids", "type": "unique", "columns": ["id"]}]
+    with pytest.raises(spark_engine.SparkUnsupported, match=r"^rules: declarative rules \(ids\) are not supported"):
+        spark_engine.run([data], tmp_path / "out2", config_mod.validate(doc))
 
 
 def test_unsupported_inputs_fail_naming_the_file(tmp_path: Path) -> None:

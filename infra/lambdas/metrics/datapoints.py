@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -59,8 +60,34 @@ def summary_values(document: Any) -> tuple[dict[str, float], list[str]]:
     return values, problems
 
 
+RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # processing/rules_config.py: a rule's name
+MAX_ALARMED_RULES = 100  # per batch: bounds the Rule dimension's values whatever a metrics.json holds
+
+
+def rule_values(document: Any) -> dict[str, float]:
+    """``RuleViolations`` per rule marked ``"alarm": true`` in metrics.json ``rules`` (the job copies the flag from
+    the dataset config): the rule's violations when it broke, else 0. Only those rules, so the Rule dimension's values
+    are bounded by the dataset configs, not by the data. Malformed entries are skipped."""
+    rules = document.get("rules") if isinstance(document, dict) else None
+    out: dict[str, float] = {}
+    if not isinstance(rules, dict):
+        return out
+    for name, rule in rules.items():
+        if len(out) >= MAX_ALARMED_RULES:
+            break
+        if not (isinstance(name, str) and RULE_NAME.fullmatch(name) and isinstance(rule, dict)
+                and rule.get("alarm") is True and isinstance(rule.get("passed"), bool)):
+            continue
+        violations = rule.get("violations", 0)
+        if isinstance(violations, bool) or not isinstance(violations, (int, float)) or not math.isfinite(violations):
+            continue
+        out[name] = 0.0 if rule["passed"] else float(max(violations, 1))
+    return out
+
+
 def build_metric_data(
-    outcome: JobOutcome, values: Mapping[str, float], metrics_unavailable: bool | None, timestamp: datetime
+    outcome: JobOutcome, values: Mapping[str, float], metrics_unavailable: bool | None, timestamp: datetime,
+    rules: Mapping[str, float] | None = None,
 ) -> list[MetricDatumTypeDef]:
     """All datapoints for one job, each stamped with ``timestamp`` (the publication time, design.md Contract 3).
 
@@ -74,6 +101,7 @@ def build_metric_data(
         metrics_unavailable: True/False to publish MetricsUnavailable 1/0, None to leave it out
             (failed or stopped jobs have no metrics file by design).
         timestamp: the publication time (UTC).
+        rules: ``rule_values``: one ``RuleViolations`` datapoint per rule, dimensions Dataset and Rule.
     """
     succeeded = outcome.status == "Completed"
 
@@ -95,6 +123,11 @@ def build_metric_data(
     for key, (name, unit) in {**SUMMARY_METRICS, **OPTIONAL_SUMMARY_METRICS}.items():
         if key in values:
             data.append(datum(name, values[key], unit))
+    for rule, value in (rules or {}).items():
+        data.append({"MetricName": contract.RULE_VIOLATIONS,
+                     "Dimensions": [{"Name": "Dataset", "Value": outcome.dataset},
+                                    {"Name": contract.RULE_DIMENSION, "Value": rule}],
+                     "Timestamp": timestamp, "Value": value, "Unit": "Count"})
     return data
 
 

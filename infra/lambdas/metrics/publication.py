@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 
 from lambda_shared.logs import decision_log
 from lambda_shared.s3errors import error_code
-from metrics.datapoints import MetricsUnavailableError, build_metric_data, chunks, summary_values
+from metrics.datapoints import MetricsUnavailableError, build_metric_data, chunks, rule_values, summary_values
 from metrics.notifications import notify
 from metrics.outcome import _environment, complete_detail, needs_describe, parse_outcome
 from metrics.s3io import (
@@ -100,12 +100,14 @@ def process_event(
                     return {"published": 0, "decision": "duplicate"}
 
     values: dict[str, float] = {}
+    rules: dict[str, float] = {}
     document: Any = None
     unavailable: bool | None = None
     if outcome.status == "Completed":
         try:
             document = read_metrics(outcome.quality_uri, s3)
             values, problems = summary_values(document)
+            rules = rule_values(document)
         except MetricsUnavailableError as exc:
             problems = [str(exc)]
         unavailable = bool(problems)
@@ -114,7 +116,7 @@ def process_event(
                          problems=problems)
 
     published_at = now()
-    data = build_metric_data(outcome, values, unavailable, published_at)
+    data = build_metric_data(outcome, values, unavailable, published_at, rules)
     for chunk in chunks(data):
         cloudwatch.put_metric_data(Namespace=settings.namespace, MetricData=chunk)
     log_decision("published", **base, published_at=published_at.isoformat(),
