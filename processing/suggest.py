@@ -44,10 +44,10 @@ from processing.errors import EmptyInputError, InputError, ProcessingError
 log = logging.getLogger("processing.suggest")
 
 # What the suggestion may use (issue 14's syntax lands on several branches; each switch names one part of it).
-SUGGEST_NEW_TYPES = False  # boolean / date / datetime column types (else such columns are suggested as string)
-SUGGEST_INDICATORS = False  # derived kind missing_indicator
-SUGGEST_RULES = False  # the top-level rules list
-SUGGEST_GROUP_EXTRAS = False  # group statistics p90, missing and "values": "observed"
+SUGGEST_NEW_TYPES = True  # boolean / date / datetime column types (else such columns are suggested as string)
+SUGGEST_INDICATORS = True  # derived kind missing_indicator
+SUGGEST_RULES = True  # the top-level rules list
+SUGGEST_GROUP_EXTRAS = True  # group statistics p90, missing and "values": "observed"
 
 DEFAULT_ROWS = 100_000
 VALID_SHARE = 0.8  # share of the present cells that must parse for a type to be inferred
@@ -80,6 +80,7 @@ class Sample:
     names: list[str]
     table: pa.Table
     parse_errors: int = 0  # records with the wrong number of fields (the job rejects them)
+    invalid_utf8: int = 0  # rows holding bytes that are not UTF-8 (the job rejects them; left out of the table)
     complete: bool = True  # the whole input was read
     files: list[str] = field(default_factory=list)
 
@@ -202,7 +203,15 @@ def read_sample(inputs: Sequence[Path], rows: int = DEFAULT_ROWS, fmt: str | Non
              else pa.table({n: pa.array([], pa.string()) for n in names}))
     if table.num_rows == 0:
         raise EmptyInputError("no data rows in the input (header only): nothing to suggest from")
-    return Sample(names, table.combine_chunks(), errors[0], complete, used)
+    replaced = np.zeros(table.num_rows, dtype=bool)  # U+FFFD: a byte that was not UTF-8 (see _Utf8Text)
+    for col in table.columns:
+        replaced |= pc.fill_null(pc.match_substring(transform.to_array(col), "\ufffd"), False).to_numpy(
+            zero_copy_only=False)
+    if replaced.any():
+        table = table.filter(pa.array(~replaced))
+    if table.num_rows == 0:
+        raise EmptyInputError("no usable data rows in the input: nothing to suggest from")
+    return Sample(names, table.combine_chunks(), errors[0], int(replaced.sum()), complete, used)
 
 
 # -------------------------------------------------------------------------------------------------- type inference
@@ -433,10 +442,10 @@ def _ceil_rate(rate: float, n: int, complete: bool) -> float:
 
 
 def _nice(value: float, step_of: float, up: bool) -> float:
-    """``value`` rounded outward to two significant digits of ``step_of``."""
+    """``value`` rounded outward to three significant digits of ``step_of``."""
     if step_of <= 0 or not math.isfinite(step_of):
         step_of = abs(value) or 1.0
-    exponent = math.floor(math.log10(step_of)) - 1
+    exponent = math.floor(math.log10(step_of)) - 2
     step = 10.0 ** exponent
     rounded = (math.ceil if up else math.floor)(value / step - (1e-9 if up else -1e-9)) * step
     return float(round(rounded, max(0, -exponent)))
@@ -616,12 +625,12 @@ def _rules(profiles: list[ColumnProfile], id_col: ColumnProfile | None, sample: 
     for p in profiles:
         share = p.valid / p.rows if p.rows else 0.0
         if not sample.complete:  # a lower confidence bound: the rest of the file may be a little less complete
-            share -= 3 * math.sqrt(share * (1 - share) / p.rows)
+            share -= 3 * math.sqrt(max(share * (1 - share), 1 / p.rows) / p.rows)
         min_share = _floor2(max(share, 0.0))
         if min_share > 0:
             rules.append({"name": _fresh(_rule_name(p.name, "complete"), names), "type": "completeness",
                           "column": p.name, "min_share": min_share, "action": "fail"})
-        if p.type in config_mod.NUMERIC_TYPES and p is not id_col and p.minimum is not None:
+        if p.type in config_mod.NUMERIC_TYPES and not ID_LIKE.search(p.name) and p.minimum is not None:
             low, high = range_bounds(p)
             rules.append({"name": _fresh(_rule_name(p.name, "range"), names), "type": "range", "column": p.name,
                           "min": _number(low), "max": _number(high), "action": "warn"})
@@ -638,19 +647,14 @@ def _thresholds(sample: Sample, profiles: list[ColumnProfile], by_name: dict[str
                 imputed: set[str], keys: list[str], json_columns: dict[str, Any]) -> dict[str, float]:
     """``quality_thresholds`` the sample passes: each figure estimated as the job computes it, then raised
     (:func:`_ceil_rate`)."""
-    n = sample.rows
-    rows_in = n + sample.parse_errors
-    replaced = np.zeros(n, dtype=bool)  # rows holding bytes that were not UTF-8: the job rejects them
-    for name in sample.names:
-        col = transform.to_array(sample.table.column(name))
-        replaced |= pc.fill_null(pc.match_substring(col, "\ufffd"), False).to_numpy(zero_copy_only=False)
-    rejected = sample.parse_errors + int(replaced.sum())
-    rows_out = max(n - int(replaced.sum()), 1)
+    rows_out = sample.rows
+    rejected = sample.parse_errors + sample.invalid_utf8
+    rows_in = rows_out + rejected
     missing_after = sum(0 if p.name in imputed else p.missing + (0 if p.type == "json" else p.invalid)
                         for p in profiles)
     json_cells = sum(by_name[c].rows - by_name[c].missing for c in json_columns)
     malformed = sum(by_name[c].invalid for c in json_columns)
-    duplicates = _key_duplicates(sample, profiles, keys) if keys else 0
+    duplicates = _key_duplicates(sample, profiles, keys) if keys else 0  # (the rejected rows are not in it)
     complete = sample.complete
     return {
         "max_missing_rate_after": _ceil_rate(missing_after / (rows_out * len(profiles)), rows_out * len(profiles),
@@ -693,9 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProcessingError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return exc.exit_code
-    log.info("read %d rows from %s%s; %d rows with the wrong number of fields skipped", sample.rows,
-             ", ".join(sample.files), "" if sample.complete else f" (stopped at --rows {args.rows})",
-             sample.parse_errors)
+    log.info("read %d usable rows from %s%s; left out as the job rejects them: %d with the wrong number of "
+             "fields, %d not UTF-8", sample.rows, ", ".join(sample.files),
+             "" if sample.complete else f" (stopped at --rows {args.rows})", sample.parse_errors, sample.invalid_utf8)
     for p in profiles:
         log.info("  %s: %s%s, %d missing, %d invalid, %d distinct", p.name, p.type,
                  f" ({p.format})" if p.format else "", p.missing, p.invalid, p.distinct)
