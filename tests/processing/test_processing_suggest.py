@@ -314,3 +314,29 @@ def test_folder_of_gzip_and_plain_files_in_the_jobs_order(tmp_path: Path) -> Non
     header_only.write_text("a,b\n")
     with pytest.raises(suggest.EmptyInputError, match="header only"):
         suggest.read_sample([header_only])
+
+
+def test_dates_formats_booleans_and_codes_end_to_end(tmp_path: Path) -> None:
+    """Inferred strptime formats (day first, unpadded cells too), ISO datetimes with offsets and fractions, yes/no
+    booleans and zero-padded codes: the job reads them as suggested (its invalid values are the ones the suggestion
+    counted: the completeness rules at the observed level hold exactly)."""
+    path = tmp_path / "typed.csv"
+    path.write_text(
+        "code,when,stamp,local,flag,score\n"
+        "007,31/12/2024,2024-03-01T05:00:00Z,01/02/2024 13:45,yes,1.5\n"
+        "012,1/2/2024,2024-03-01 06:30,02/02/2024 08:00,no,2.5\n"
+        "123,15/06/2023,2024-03-01T07:00:00+01:00,3/2/2024 9:05,Y,\n"
+        "044,29/02/2024,2024-03-01T08:00:00.5Z,04/02/2024 10:00,N,4\n"
+        "045,30/02/2024,not a time,05/02/2024 11:00,maybe,5\n")
+    doc = _suggested(path)
+    if suggest.SUGGEST_NEW_TYPES:
+        assert doc["columns"] == {"code": "string", "when": {"type": "date", "format": "%d/%m/%Y"},
+                                  "stamp": "datetime", "local": {"type": "datetime", "format": "%d/%m/%Y %H:%M"},
+                                  "flag": "boolean", "score": "float"}
+    metrics = _runs_and_passes(path, doc, tmp_path)["memory"]
+    if suggest.SUGGEST_NEW_TYPES:
+        invalid = {c: m["invalid"] for c, m in metrics["columns"].items()}
+        assert invalid == {"code": 0, "when": 1, "stamp": 1, "local": 0, "flag": 1, "score": 0}
+    if suggest.SUGGEST_RULES:
+        shares = {r["column"]: r["min_share"] for r in doc["rules"] if r["type"] == "completeness"}
+        assert shares == {"code": 1.0, "when": 0.8, "stamp": 0.8, "local": 1.0, "flag": 0.8, "score": 0.8}
