@@ -68,7 +68,7 @@ def process(inputs: list[Path], output_dir: Path, config: DatasetConfig, *, fmt:
                                [(bad_utf8, "invalid_utf8")], pool)
     typed, invalid, rejected, reasons = rows.typed, rows.invalid, rows.rejected, rows.reasons
     # The rules (processing/rules.py): row-local ones, then unique ones over the rows still usable.
-    tally = rules.Tally(config)
+    tally = rules.Tally(config.rules)
     rejected, reasons = rules.check_block(typed, kinds, rejected, reasons, config, tally)
     if rules.unique_rules(config):
         rejected, reasons = rules.reject_unique(typed, np.flatnonzero(~rejected), config, tally, rejected, reasons)

@@ -156,9 +156,9 @@ def _finish(p: Parts, code_version: str | None = None) -> Result:
         dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols, dropped=dropped, imputation=imputation,
         derived_metrics=derived_metrics, group_metrics=group_metrics, numeric=numeric, outputs=outputs, mode=p.mode,
         sampling=p.sampling)
-    tally = p.rule_tally if p.rule_tally is not None else rules.Tally(config)
+    tally = p.rule_tally if p.rule_tally is not None else rules.Tally(config.rules)
     metrics["rows"]["rejected_by_rules"] = tally.rejected_rows
-    metrics["rules"] = rules.results(tally, rows_out, col_metrics, json_metrics, config)
+    metrics["rules"] = rules.results(tally, rows_out, col_metrics, json_metrics, config.rules)
     presence = metricsdoc.json_presence(json_metrics, rows_out)
     gate.finish(metrics, output_dir, config, drift_batch, presence, baseline)  # profile, drift, gate, layout
     io.write_json(_json_safe(metrics), output_dir / QUALITY / METRICS_FILE)

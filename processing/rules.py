@@ -12,9 +12,7 @@ the run's counts (``results``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -26,67 +24,17 @@ import pyarrow.compute as pc
 from processing import expressions, jsonx, transform
 from processing.config import DatasetConfig
 from processing.rows import reject_reasons
-from processing.rules_config import Rule
+from processing.rules_config import EXAMPLES, Rule, Tally, first_distinct, results, text
 
-EXAMPLES = 5  # distinct offending values kept per rule
+__all__ = ["EXAMPLES", "Tally", "check_block", "first_distinct", "reject_unique", "results", "row_texts", "text",
+           "unique_masks", "unique_rules"]
+
 REASON_PREFIX = "rule:"
 
 
 def reason(rule: Rule) -> str:
     """A rejected row's reason for ``rule``: ``rule:<name>``."""
     return REASON_PREFIX + rule.name
-
-
-def text(value: Any) -> str:
-    """An offending value as metrics.json shows it (the same text in both modes)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "null"
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    if isinstance(value, (np.integer,)):
-        return str(int(value))
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-class Tally:
-    """Per-rule counts, added block by block in input order (``add``); equal for any split into blocks."""
-
-    def __init__(self, config: DatasetConfig):
-        self.rules = config.rules
-        row = [r for r in self.rules if r.row_level]
-        self.checked = {r.name: 0 for r in row}
-        self.violations = {r.name: 0 for r in row}
-        self.examples: dict[str, list[str]] = {r.name: [] for r in row}
-        self.newest: dict[str, Any] = {}  # freshness rule -> newest value among the checked rows
-        self.rejected_rows = 0  # rows rejected by any rule (a row counted once)
-
-    def add(self, name: str, checked: int, violations: int, examples: Iterable[str]) -> None:
-        self.checked[name] += checked
-        self.violations[name] += violations
-        seen = self.examples[name]
-        for e in examples:
-            if len(seen) >= EXAMPLES:
-                break
-            if e not in seen:
-                seen.append(e)
-
-    def newest_value(self, name: str, value: Any) -> None:
-        if value is not None and (name not in self.newest or value > self.newest[name]):
-            self.newest[name] = value
-
-
-def first_distinct(values: Iterable[str], limit: int = EXAMPLES) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        if v not in out:
-            out.append(v)
-            if len(out) >= limit:
-                break
-    return out
 
 
 def row_texts(columns: Mapping[str, pa.Array], names: tuple[str, ...], labelled: bool) -> Iterable[str]:
@@ -229,63 +177,3 @@ def reject_unique(typed: Mapping[str, pa.Array], usable_idx: npt.NDArray[Any], c
     more, more_reasons = reject_reasons(len(rejected), full)
     tally.rejected_rows += int(more.sum())
     return rejected | more, np.where(more, more_reasons, reasons)
-
-
-def results(tally: Tally, rows_out: int, col_metrics: Mapping[str, Any], json_metrics: Mapping[str, Any],
-            config: DatasetConfig, now: datetime | None = None) -> dict[str, Any]:
-    """metrics.json ``rules``: per rule ``type``, ``action``, ``alarm``, ``columns``, ``rows_checked``,
-    ``violations``, ``share``, the limit, ``passed`` and ``examples`` (dataset rules: ``measured`` too)."""
-    now = now or datetime.now(UTC)
-    out: dict[str, Any] = {}
-    for rule in config.rules:
-        entry: dict[str, Any] = {"type": rule.type, "action": rule.action, "alarm": rule.alarm,
-                                 "columns": list(rule.columns)}
-        if rule.row_level:
-            checked, bad = tally.checked[rule.name], tally.violations[rule.name]
-            share = bad / checked if checked else 0.0
-            assert rule.max_share is not None
-            entry.update(rows_checked=checked, violations=bad, share=share, max_share=rule.max_share,
-                         passed=share <= rule.max_share, examples=list(tally.examples[rule.name]))
-        elif rule.type == "completeness":
-            missing = _missing(rule.columns[0], col_metrics, json_metrics)
-            share = missing / rows_out if rows_out else 0.0
-            assert rule.min_share is not None
-            entry.update(rows_checked=rows_out, violations=missing, share=share, measured=1.0 - share,
-                         min_share=rule.min_share, passed=(1.0 - share) >= rule.min_share, examples=[])
-        elif rule.type == "row_count":
-            ok = (rule.min is None or rows_out >= rule.min) and (rule.max is None or rows_out <= rule.max)
-            entry.update(rows_checked=rows_out, violations=0 if ok else 1, share=0.0 if ok else 1.0,
-                         measured=rows_out, min=rule.min, max=rule.max, passed=ok, examples=[])
-        else:  # freshness: age of the newest value
-            newest = tally.newest.get(rule.name)
-            age = _age_hours(newest, now)
-            ok = age is not None and age <= (rule.max_age_hours or 0)
-            entry.update(rows_checked=rows_out, violations=0 if ok else 1, share=0.0 if ok else 1.0,
-                         measured=age, newest=text(newest) if newest is not None else None,
-                         max_age_hours=rule.max_age_hours, passed=ok, examples=[])
-        out[rule.name] = entry
-    return out
-
-
-def _missing(column: str, col_metrics: Mapping[str, Any], json_metrics: Mapping[str, Any]) -> int:
-    if column in col_metrics:
-        return int(col_metrics[column]["missing_before"]) + int(col_metrics[column]["invalid"])
-    for m in json_metrics.values():
-        if column in m["fields"]:
-            return int(m["fields"][column]["missing"])
-    raise KeyError(column)  # pragma: no cover - validated
-
-
-def _age_hours(newest: Any, now: datetime) -> float | None:
-    if newest is None:
-        return None
-    if isinstance(newest, pd.Timestamp):
-        newest = newest.to_pydatetime()
-    if isinstance(newest, datetime):
-        stamp = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
-    elif isinstance(newest, date):
-        stamp = datetime(newest.year, newest.month, newest.day, tzinfo=UTC)
-    else:  # pragma: no cover - validated: date/datetime columns
-        return None
-    return (now - stamp).total_seconds() / 3600.0
-

@@ -1,6 +1,7 @@
 """The dataset config's ``rules`` list (issue 14, docs/processing.md "Rules"): validation with errors naming the key
-path (``rules[2].min: ...``) and the typed ``Rule``. Standard library only (``config.py`` imports it; the CDK app
-reads the rules marked for alarming at synth).
+path (``rules[2].min: ...``), the typed ``Rule``, and the engine-independent results: ``Tally`` (the counts a run
+adds up), ``results`` (metrics.json ``rules``), ``text`` (an example value). Standard library only (``config.py``
+and the Spark engine import it; the CDK app reads the rules marked for alarming at synth).
 
 Row-level rules (``range``, ``allowed_values``, ``pattern``, ``length``, ``expression``, ``unique``) check each row's
 observed values (before imputation) and may ``reject``; dataset-level rules (``completeness``, ``row_count``,
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from processing import expressions
@@ -21,6 +24,7 @@ ROW_RULES = ("range", "allowed_values", "pattern", "length", "expression", "uniq
 DATASET_RULES = ("completeness", "row_count", "freshness")
 RULE_TYPES = (*ROW_RULES, *DATASET_RULES)
 RULE_ACTIONS = ("reject", "warn", "fail")
+EXAMPLES = 5  # distinct offending values kept per rule
 RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 COMMON_KEYS = ("name", "type", "action", "alarm")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
@@ -238,3 +242,117 @@ def _expression_columns(text: str, path: str, columns: dict[str, str], fields: s
     if expressions.check(expr, kinds) != expressions.BOOL:
         raise _fail(path, f"a rule needs a true/false expression (a comparison, and/or/not, is_missing), got {text!r}")
     return tuple(expr.columns)
+
+
+# ---- results (both engines): the counts of a run -> metrics.json ``rules`` ----------------------------------
+
+
+def text(value: Any) -> str:
+    """An offending value as metrics.json shows it (the same text in every engine and mode: values arrive as Python
+    objects, from Arrow's ``to_pylist`` or Spark's rows)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+class Tally:
+    """Per-rule counts, added block by block in input order (``add``); equal for any split into blocks."""
+
+    def __init__(self, rules: tuple[Rule, ...]):
+        self.rules = rules
+        row = [r for r in self.rules if r.row_level]
+        self.checked = {r.name: 0 for r in row}
+        self.violations = {r.name: 0 for r in row}
+        self.examples: dict[str, list[str]] = {r.name: [] for r in row}
+        self.newest: dict[str, Any] = {}  # freshness rule -> newest value among the checked rows
+        self.rejected_rows = 0  # rows rejected by any rule (a row counted once)
+
+    def add(self, name: str, checked: int, violations: int, examples: Iterable[str]) -> None:
+        self.checked[name] += checked
+        self.violations[name] += violations
+        seen = self.examples[name]
+        for e in examples:
+            if len(seen) >= EXAMPLES:
+                break
+            if e not in seen:
+                seen.append(e)
+
+    def newest_value(self, name: str, value: Any) -> None:
+        if value is not None and (name not in self.newest or value > self.newest[name]):
+            self.newest[name] = value
+
+
+def first_distinct(values: Iterable[str], limit: int = EXAMPLES) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def results(tally: Tally, rows_out: int, col_metrics: Mapping[str, Any], json_metrics: Mapping[str, Any],
+            rules: tuple[Rule, ...], now: datetime | None = None) -> dict[str, Any]:
+    """metrics.json ``rules``: per rule ``type``, ``action``, ``alarm``, ``columns``, ``rows_checked``,
+    ``violations``, ``share``, the limit, ``passed`` and ``examples`` (dataset rules: ``measured`` too)."""
+    now = now or datetime.now(UTC)
+    out: dict[str, Any] = {}
+    for rule in rules:
+        entry: dict[str, Any] = {"type": rule.type, "action": rule.action, "alarm": rule.alarm,
+                                 "columns": list(rule.columns)}
+        if rule.row_level:
+            checked, bad = tally.checked[rule.name], tally.violations[rule.name]
+            share = bad / checked if checked else 0.0
+            assert rule.max_share is not None
+            entry.update(rows_checked=checked, violations=bad, share=share, max_share=rule.max_share,
+                         passed=share <= rule.max_share, examples=list(tally.examples[rule.name]))
+        elif rule.type == "completeness":
+            missing = _missing(rule.columns[0], col_metrics, json_metrics)
+            share = missing / rows_out if rows_out else 0.0
+            assert rule.min_share is not None
+            entry.update(rows_checked=rows_out, violations=missing, share=share, measured=1.0 - share,
+                         min_share=rule.min_share, passed=(1.0 - share) >= rule.min_share, examples=[])
+        elif rule.type == "row_count":
+            ok = (rule.min is None or rows_out >= rule.min) and (rule.max is None or rows_out <= rule.max)
+            entry.update(rows_checked=rows_out, violations=0 if ok else 1, share=0.0 if ok else 1.0,
+                         measured=rows_out, min=rule.min, max=rule.max, passed=ok, examples=[])
+        else:  # freshness: age of the newest value
+            newest = tally.newest.get(rule.name)
+            age = _age_hours(newest, now)
+            ok = age is not None and age <= (rule.max_age_hours or 0)
+            entry.update(rows_checked=rows_out, violations=0 if ok else 1, share=0.0 if ok else 1.0,
+                         measured=age, newest=text(newest) if newest is not None else None,
+                         max_age_hours=rule.max_age_hours, passed=ok, examples=[])
+        out[rule.name] = entry
+    return out
+
+
+def _missing(column: str, col_metrics: Mapping[str, Any], json_metrics: Mapping[str, Any]) -> int:
+    if column in col_metrics:
+        return int(col_metrics[column]["missing_before"]) + int(col_metrics[column]["invalid"])
+    for m in json_metrics.values():
+        if column in m["fields"]:
+            return int(m["fields"][column]["missing"])
+    raise KeyError(column)  # pragma: no cover - validated
+
+
+def _age_hours(newest: Any, now: datetime) -> float | None:
+    if newest is None:
+        return None
+    if hasattr(newest, "to_pydatetime"):  # a pandas Timestamp
+        newest = newest.to_pydatetime()
+    if isinstance(newest, datetime):
+        stamp = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+    elif isinstance(newest, date):
+        stamp = datetime(newest.year, newest.month, newest.day, tzinfo=UTC)
+    else:  # pragma: no cover - validated: date/datetime columns
+        return None
+    return (now - stamp).total_seconds() / 3600.0
+

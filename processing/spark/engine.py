@@ -35,7 +35,9 @@ from processing.errors import EmptyInputError, InputError, MissingColumnsError, 
 from processing.metricsdoc import rate, write_json
 from processing.options import RunOptions, available_memory
 from processing.rawfile import file_digest, read_header
+from processing.rules_config import Tally, results
 from processing.spark import features as spark_features
+from processing.spark import rules as spark_rules
 
 log = logging.getLogger("processing")
 
@@ -68,10 +70,8 @@ def unsupported(config: DatasetConfig) -> str | None:
         if kind == "category":
             return (f"columns.{col}: type 'category' is not supported by the Spark engine yet (its Parquet dictionary "
                     f"type and category order are not reproduced); use the default engine or type 'string'")
-    if config.rules:
-        return (f"rules: declarative rules ({', '.join(r.name for r in config.rules)}) are not supported by the "
-                f"Spark engine yet; use the default engine")
-    return spark_features.unsupported(config)  # issue 14's types and derived features (processing/spark/features.py)
+    # issue 14's types and derived features (processing/spark/features.py), rules (processing/spark/rules.py)
+    return spark_features.unsupported(config) or spark_rules.unsupported(config)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,6 +245,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         *[invalid_cols[c].alias(f"_inv_{c}") for c in invalid_cols],
         reason.alias("_reason"))
     rows = rows.withColumn("_usable", F.col("_reason") == "")
+    rows = spark_rules.apply(F, Window, rows, config, kinds)  # the rules, before the duplicates (processing/rules.py)
 
     # --- duplicates among the usable rows, "first" by input order --------------------------------------------------
     key_cols = [c for c in config.duplicate_key_columns if c in names]
@@ -494,12 +495,14 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         per_file.append(entry)
 
     drift_batch = _drift_batch(F, pre, config, kinds, rows_out, max_rows, sampling)
+    rule_tally = spark_rules.tally(F, rows, config)
     raw.unpersist()
     rows.unpersist()
     transformed.unpersist()
     return _finish(spark, output_dir, config, fmt, context, baseline, opts, started, rows_in, rows_out, names,
                    col_metrics, json_metrics, per_file, dup_exact, dup_key, key_cols, dropped, imputation,
-                   derived_metrics, group_metrics, numeric, outputs, drift_batch, reason_counts, sampling)
+                   derived_metrics, group_metrics, numeric, outputs, drift_batch, reason_counts, sampling,
+                   rule_tally)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -714,7 +717,8 @@ def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, conte
             dup_key: int, key_cols: list[str], dropped: int, imputation: dict[str, Any],
             derived_metrics: dict[str, Any],
             group_metrics: dict[str, Any], numeric: dict[str, Any], outputs: dict[str, list[str]], drift_batch: Any,
-            reason_counts: dict[str, int], sampling: dict[str, Any] | None) -> dict[str, Any]:
+            reason_counts: dict[str, int], sampling: dict[str, Any] | None,
+            rule_tally: Tally | None = None) -> dict[str, Any]:
     """metrics.json built by ``processing.metricsdoc`` as for the default engine (same keys), then ``gate.finish``."""
     metrics = metricsdoc.build(
         started=started, context=context, config=config, fmt=fmt, code_version=opts.code_version,
@@ -724,6 +728,9 @@ def _finish(spark: Any, output_dir: Path, config: DatasetConfig, fmt: str, conte
         per_file=per_file, reason_counts=reason_counts, dup_exact=dup_exact, dup_key=dup_key, key_cols=key_cols,
         dropped=dropped, imputation=imputation, derived_metrics=derived_metrics, group_metrics=group_metrics,
         numeric=numeric, outputs=outputs, mode="spark", sampling=sampling)
+    rule_tally = rule_tally or Tally(config.rules)
+    metrics["rows"]["rejected_by_rules"] = rule_tally.rejected_rows
+    metrics["rules"] = results(rule_tally, rows_out, col_metrics, json_metrics, config.rules)
     gate.finish(metrics, output_dir, config, drift_batch, metricsdoc.json_presence(json_metrics, rows_out), baseline)
     write_json(metrics, output_dir / QUALITY / METRICS_FILE)
     return metrics

@@ -155,7 +155,7 @@ class _Run:
         # unique rules reuse the duplicate machinery: one signature check each, run before the duplicate checks
         self.unique = {rules.REASON_PREFIX + r.name: r for r in rules.unique_rules(config)}
         self.checks.update({kind: list(r.columns) for kind, r in self.unique.items()})
-        self.tally = rules.Tally(config)
+        self.tally = rules.Tally(config.rules)
         self.drop_reasons = np.zeros(0, dtype=object)  # the reason of each dropped usable row (``run``)
         self.schema = pa.schema([*(pa.field(c, pa.string()) for c in names),
                                  *(pa.field(TYPED + c, _arrow_type(self.kinds[c])) for c in self.numeric),

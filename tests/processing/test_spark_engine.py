@@ -228,6 +228,20 @@ OTHER_DOC = {
     ],
     "duplicates": {"key_columns": ["store", "qty", "price"], "drop": "exact"},
     "quality_thresholds": {"max_rejected_rate": 0.5, "min_rows_out": 1},
+    # issue 14's rules: every row-level type, each action, unique before the exact-duplicate drop
+    "rules": [
+        {"name": "qty_range", "type": "range", "column": "qty", "min": 0, "max": 8, "action": "reject"},
+        {"name": "regions", "type": "allowed_values", "column": "region", "values": ["eu", "us"], "action": "warn"},
+        {"name": "store_code", "type": "pattern", "column": "store", "pattern": "^[a-z]+(-[0-9]+)?$",
+         "action": "warn", "max_share": 0.5},
+        {"name": "store_len", "type": "length", "column": "store", "max": 5, "action": "warn", "alarm": True},
+        {"name": "sku_unique", "type": "unique", "columns": ["sku"], "action": "reject"},
+        {"name": "store_qty", "type": "unique", "columns": ["store", "qty"], "action": "warn"},
+        {"name": "cheap", "type": "expression", "expression": "price < 1000 or is_missing(price)", "action": "warn"},
+        {"name": "prices", "type": "allowed_values", "column": "price", "values": [10, 100, 0], "action": "warn"},
+        {"name": "price_present", "type": "completeness", "column": "price", "min_share": 0.9, "action": "warn"},
+        {"name": "enough", "type": "row_count", "min": 10, "max": 100000, "action": "fail"},
+    ],
 }
 
 
@@ -251,11 +265,25 @@ def _other_dataset(path: Path, rows: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_other_dataset_with_its_own_config(spark: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("unique_action", ["reject", "warn"])
+def test_other_dataset_with_its_own_config(spark: Any, tmp_path: Path, unique_action: str) -> None:
     data = tmp_path / "sales.csv"
     _other_dataset(data, 600, seed=3)
-    default, _ = _run_both(spark, [data], tmp_path / "out", OTHER_DOC)
-    assert default["duplicates"]["dropped"] > 0 and default["derived"]["price_band"]["outside_bins"] > 0
+    doc = copy.deepcopy(OTHER_DOC)
+    doc["rules"][4]["action"] = unique_action
+    default, other = _run_both(spark, [data], tmp_path / "out", doc)
+    assert default["derived"]["price_band"]["outside_bins"] > 0
+    if unique_action == "reject":
+        # the exact copies repeat their sku: sku_unique rejects them before the duplicate drop, which finds none
+        assert default["duplicates"]["dropped"] == 0 and default["summary"]["duplicate_rows_key"] > 0
+        assert default["rows"]["rejected_by_reason"]["rule:sku_unique"] > 0
+    else:
+        assert default["duplicates"]["dropped"] > 0 and "rule:sku_unique" not in default["rows"]["rejected_by_reason"]
+    rules = default["rules"]
+    assert all(rules[r]["violations"] > 0 for r in ("qty_range", "regions", "store_code", "store_len",
+                                                     "sku_unique", "store_qty", "cheap", "prices")), rules
+    assert default["rows"]["rejected_by_reason"]["rule:qty_range"] > 0
+    assert other["rules"] == rules and other["rows"] == default["rows"]
     assert_same_outputs(tmp_path / "out")
 
 
@@ -341,8 +369,10 @@ def test_unsupported_config_fails_naming_the_key(tmp_path: Path) -> None:
         spark_engine.run([data], tmp_path / "out", cfg)
     assert spark_engine.SparkUnsupported("x").exit_code == 2
     doc = copy.deepcopy(DEFAULT_DOC)
-    doc["rules"] = [{"name": "ids", "type": "unique", "columns": ["id"]}]
-    with pytest.raises(spark_engine.SparkUnsupported, match=r"^rules: declarative rules \(ids\) are not supported"):
+    doc["rules"] = [{"name": "ids", "type": "unique", "columns": ["id"]},
+                    {"name": "mail", "type": "pattern", "column": "email", "pattern": "@"}]
+    with pytest.raises(spark_engine.SparkUnsupported,
+                       match=r"^rules\[1\]\.column: 'email' is an extracted JSON field; rules on extracted fields"):
         spark_engine.run([data], tmp_path / "out2", config_mod.validate(doc))
 
 
@@ -412,7 +442,7 @@ def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None
     allowed = {"processing", "processing.config", "processing.drift_config", "processing.gate", "processing.errors",
                "processing.options", "processing.rawfile", "processing.metricsdoc", "processing.spark",
                "processing.spark.engine", "processing.expressions", "processing.spark.expressions",
-               "processing.types", "processing.spark.features"}
+               "processing.types", "processing.spark.features", "processing.rules_config", "processing.spark.rules"}
     for path in sorted((ROOT / "processing").rglob("*.py")):
         modules = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
