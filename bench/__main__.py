@@ -40,6 +40,10 @@ APPROACHES = (
     Approach("bounded", "(a*) our job, default settings, PROCESSING_MAX_ROWS_IN_MEMORY=1000000",
              ("-m", "processing", "--input", "{input}", "--output", "{output}"),
              (("PROCESSING_MAX_ROWS_IN_MEMORY", "1000000"),)),
+    Approach("spark1", "(s1) our job, --engine spark, local[1]",
+             ("-m", "bench.spark_run", "--master", "local[1]", "--", "--input", "{input}", "--output", "{output}")),
+    Approach("spark2", "(s2) our job, --engine spark, local[2]",
+             ("-m", "bench.spark_run", "--master", "local[2]", "--", "--input", "{input}", "--output", "{output}")),
     Approach("baseline", "(b) tutorial row-by-row pandas", ("-m", "bench.baseline", "{input}", "{output}")),
     Approach("floor", "(c) floor: pyarrow CSV -> Parquet", ("-m", "bench.floor", "{input}", "{output}")),
 )
