@@ -58,6 +58,10 @@ JSON_OBJECT_SHARE = 0.5  # a text column is JSON when VALID_SHARE of its cells s
 # parses as objects (the rest is the job's malformed JSON, counted, not invalid)
 JSON_FIELD_MIN_SHARE = 0.5  # JSON keys present in at least this share of the objects become extracted fields
 JSON_FIELDS_MAX = 10
+PATTERN_SHAPES = 3  # a pattern rule: at most this many value shapes ...
+PATTERN_COVERAGE = 0.95  # ... that cover this share of the values of a text column
+PATTERN_MIN_VALUES = 20
+PATTERN_MAX_LENGTH = 40
 GROUP_AGGREGATED_COLUMNS = 8
 BATCH_ROWS = 65_536
 BOOLEAN_TRUE = ("true", "t", "yes", "y", "1")
@@ -340,6 +344,8 @@ class ColumnProfile:
     most_frequent: str | None = None
     json_keys: list[tuple[str, int]] = field(default_factory=list)  # (key, objects holding it), most common first
     json_objects: int = 0
+    pattern: str | None = None  # a regular expression most values match (see shape_pattern), and the share
+    pattern_misses: float = 0.0  # of the valid values that do not
 
     @property
     def valid(self) -> int:
@@ -405,11 +411,54 @@ def profile_column(name: str, values: pa.Array | Sequence[str | None], kind: str
     if kind in config_mod.NUMERIC_TYPES and len(typed_valid):
         lo_hi = pc.min_max(typed_valid)
         prof.minimum, prof.maximum = float(lo_hi["min"].as_py()), float(lo_hi["max"].as_py())
+    if kind == "string" and not prof.low_cardinality:
+        found = shape_pattern(valid_text)
+        if found is not None:
+            prof.pattern, prof.pattern_misses = found
     if kind == "json":
         ok_objects, keys = _json_objects(present)
         prof.json_objects = int(ok_objects.sum())
         prof.json_keys = sorted(keys.items(), key=lambda kv: (-kv[1], kv[0]))
     return prof
+
+
+def _shape_regex(shape: str) -> str:
+    """``A99-aa`` -> ``[A-Z]\\d{2}\\x2d[a-z]{2}``: runs of one class as a counted class; other ASCII characters as
+    ``\\xNN`` (the same in Python, RE2 and Java regular expressions), other characters as themselves."""
+    out = []
+    for char, run in ((m.group(0)[0], len(m.group(0))) for m in re.finditer(r"(.)\1*", shape, re.DOTALL)):
+        piece = {"A": "[A-Z]", "a": "[a-z]", "9": r"\d"}.get(char)
+        if piece is None:
+            piece = f"\\x{ord(char):02x}" if ord(char) < 128 else char
+            out.append(piece * run)
+        else:
+            out.append(piece + (f"{{{run}}}" if run > 1 else ""))
+    return "".join(out)
+
+
+def shape_pattern(values: pa.Array) -> tuple[str, float] | None:
+    """A pattern for a text column whose values share a few shapes (``N123AB`` -> letter, 3 digits, 2 letters):
+    the at most ``PATTERN_SHAPES`` most common shapes (capital -> ``A``, small letter -> ``a``, digit -> ``9``, other
+    characters as they are), if they cover ``PATTERN_COVERAGE`` of the values; with the share they miss. None for free
+    text, short samples and long values."""
+    if len(values) < PATTERN_MIN_VALUES:
+        return None
+    shapes = pc.replace_substring_regex(values, "[A-Z]", "A")
+    shapes = pc.replace_substring_regex(pc.replace_substring_regex(shapes, "[a-z]", "a"), "[0-9]", "9")
+    counts = pc.value_counts(shapes)
+    order = np.argsort(-counts.field("counts").to_numpy(), kind="stable")
+    top = [(str(counts.field("values")[int(i)].as_py()), int(counts.field("counts")[int(i)].as_py()))
+           for i in order[:PATTERN_SHAPES]]
+    chosen, covered = [], 0
+    for shape, count in top:
+        chosen.append(shape)
+        covered += count
+        if covered >= PATTERN_COVERAGE * len(values):
+            break
+    if covered < PATTERN_COVERAGE * len(values) or any(len(s) > PATTERN_MAX_LENGTH or not s for s in chosen):
+        return None
+    pattern = "^(?:" + "|".join(sorted(_shape_regex(s) for s in chosen)) + ")$"
+    return pattern, 1 - covered / len(values)
 
 
 def profile(sample: Sample, *, new_types: bool | None = None) -> list[ColumnProfile]:
@@ -637,6 +686,12 @@ def _rules(profiles: list[ColumnProfile], id_col: ColumnProfile | None, sample: 
         if p.low_cardinality and p is not id_col:
             rules.append({"name": _fresh(_rule_name(p.name, "allowed"), names), "type": "allowed_values",
                           "column": p.name, "values": p.values, "action": "warn"})
+        if p.pattern is not None:
+            rule: dict[str, Any] = {"name": _fresh(_rule_name(p.name, "pattern"), names), "type": "pattern",
+                                    "column": p.name, "pattern": p.pattern, "action": "warn"}
+            if p.pattern_misses > 0:  # the values of other shapes: warn when there are more of them
+                rule["max_share"] = _ceil_rate(p.pattern_misses, p.valid, sample.complete)
+            rules.append(rule)
         if p.unique and p.type in ("integer", "string"):
             rules.append({"name": _fresh(_rule_name(p.name, "unique"), names), "type": "unique",
                           "columns": [p.name], "action": "fail" if p is id_col else "warn"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,18 @@ def test_low_cardinality_and_unique() -> None:
 ])
 def test_range_bounds(kind: str, values: list[str], expected: tuple[float, float]) -> None:
     assert suggest.range_bounds(suggest.profile_column("c", values, kind)) == pytest.approx(expected)
+
+
+def test_shape_pattern() -> None:
+    tails = ["N123AB", "N456CD", "N7890E"] * 10 + ["n123ab"]
+    pattern, misses = suggest.shape_pattern(pa.array(tails)) or ("", 0.0)
+    assert pattern == r"^(?:[A-Z]\d{3}[A-Z]{2}|[A-Z]\d{4}[A-Z])$" and misses == pytest.approx(1 / 31)
+    assert re.search(pattern, "N999ZZ") and not re.search(pattern, "n123ab") and not re.search(pattern, "XN123AB")
+    codes = suggest.shape_pattern(pa.array([f"AB-{i:02d}.x" for i in range(25)]))
+    assert codes == (r"^(?:[A-Z]{2}\x2d\d{2}\x2e[a-z])$", 0.0)
+    free_text = [f"{'word ' * (i % 7)}end{i}" for i in range(40)]  # many shapes: no pattern
+    assert suggest.shape_pattern(pa.array(free_text)) is None
+    assert suggest.shape_pattern(pa.array(["N123AB"] * 19)) is None  # too few values to call it a format
 
 
 def test_thresholds_rates_round_up_with_a_margin() -> None:
@@ -250,6 +263,10 @@ def test_flights_dataset(flights_file: Path, tmp_path: Path) -> None:
         rules = {r["name"]: r for r in doc["rules"]}
         assert {"XX", "ZZ"} <= set(rules["carrier_allowed"]["values"]) <= {*sample_flights.CARRIERS, "XX", "ZZ"}
         assert rules["distance_range"]["min"] < 0  # the sample holds negative distances: the rule describes it
+        tail = rules["tailnum_pattern"]  # the malformed tail numbers are the shapes left out, and their share
+        assert tail["pattern"] == r"^(?:[A-Z]\d{3}[A-Z]{2})$" and tail["max_share"] == 0.01
+        checked = metrics["memory"]["rules"]["tailnum_pattern"]
+        assert checked["violations"] > 0 and checked["passed"]
 
 
 def test_partial_sample(flights_file: Path, tmp_path: Path) -> None:
