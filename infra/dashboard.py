@@ -33,6 +33,8 @@ EVERY_DATASET_WIDGETS = (
     ("MAX", "DriftMaxPsi", "drift from baseline: max PSI"),
     ("MAX", "DriftedColumns", "drifted columns"),
     ("SUM", "DriftUnavailable", "batches without drift (no or unreadable baseline)"),
+    ("MAX", "RulesFailed", "broken fail rules (Maximum per batch)"),
+    ("SUM", "RowsRejectedByRules", "rows rejected by rules"),
 )
 MAX_ALARMS_PER_WIDGET = 100  # CloudWatch limit of an alarm status widget
 

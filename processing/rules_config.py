@@ -42,7 +42,7 @@ NUMERIC = ("integer", "float")
 TEXT = ("string", "category")
 DATES = ("date", "datetime")
 # RE2 (pyarrow) and Java (Spark) differ from Python's re on these; refused so every engine agrees
-_UNPORTABLE_REGEX = re.compile(r"\(\?[=!<]|\(\?P?<|\\[1-9]|\(\?P=|\\[AZz]")
+_UNPORTABLE_REGEX = re.compile(r"\(\?[=!<>(]|\(\?P?<|\\[1-9]|\(\?P=|\\[AZz]|[*+?}]\+")
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,9 @@ def parse_rules(doc: Any, columns: dict[str, str], fields: set[str]) -> tuple[Ru
             except re.error as exc:
                 raise _fail(f"{path}.pattern", f"invalid regular expression: {exc}") from None
             if _UNPORTABLE_REGEX.search(pattern):
-                raise _fail(f"{path}.pattern", "lookaround, backreferences, inline flags and \\A \\Z \\z are not "
-                                               "supported (RE2 syntax: use ^ and $)")
+                raise _fail(f"{path}.pattern", "lookaround, backreferences, atomic groups, possessive quantifiers, "
+                                               "conditionals and \\A \\Z \\z are not supported (RE2 syntax: "
+                                               "use ^ and $)")
             rule["pattern"] = pattern
         elif kind == "unique":
             cols = spec.get("columns")

@@ -855,7 +855,7 @@ def test_dashboard_charts_every_dataset_with_one_metrics_insights_query_per_widg
                 assert len(widget["properties"]["metrics"]) == 1, widget["properties"]["title"]
                 queries[expression] = widget["properties"]["title"]
     for name in ("RejectedRate", "MissingRateAfter", "RowsOut", "JobFailed", "MetricsUnavailable", "QualityGateFailed",
-                 "DriftMaxPsi"):
+                 "DriftMaxPsi", "RulesFailed", "RowsRejectedByRules"):
         assert any(
             q.endswith(f'({name}) FROM SCHEMA("DataQualityPipeline", Dataset) GROUP BY Dataset') for q in queries
         ), name
