@@ -204,6 +204,15 @@ def format_micros(micros: int, kind: str) -> str:
     return (text + f".{stamp.microsecond:06d}" if stamp.microsecond else text) + "Z"
 
 
+def median_info(strategy: str, kind: str, exact: float) -> dict[str, Any]:
+    """The imputation record of a date/datetime median ``exact`` (days / microseconds since the epoch, numpy's
+    interpolating median): ``value`` rounded half to even to a whole day / microsecond, ``computed`` the exact
+    middle instant as text."""
+    unit = MICROS_PER_DAY if kind == "date" else 1
+    return {"strategy": strategy, "value": format_micros(round(exact) * unit, kind),
+            "computed": format_micros(round(exact * unit), "datetime"), "source": "statistic"}
+
+
 def parse_text(text: str, kind: str, options: TypeOptions) -> int | None:
     """One text parsed as the engines parse a column (the standard-library version, for config values and tests):
     microseconds since the epoch in UTC (a date: its midnight), or None when invalid."""
