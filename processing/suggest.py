@@ -37,9 +37,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from processing import config as config_mod
-from processing import rawfile, transform
+from processing import rawfile, transform, typecast
 from processing.drift_config import ID_LIKE
 from processing.errors import EmptyInputError, InputError, ProcessingError
+from processing.types import TypeOptions
 
 log = logging.getLogger("processing.suggest")
 
@@ -69,9 +70,6 @@ BOOLEAN_FALSE = ("false", "f", "no", "n", "0")
 DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y")
 DATETIME_FORMATS = ("%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M",
                     "%Y/%m/%d %H:%M:%S")
-ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-ISO_DATETIME = (r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?"
-                r"(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)?$")
 LEADING_ZERO = r"^[+-]?0\d"
 NAME_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -239,33 +237,16 @@ def boolean_mask(present: pa.Array) -> pa.Array:
     return pc.fill_null(pc.is_in(tokens, value_set=pa.array(BOOLEAN_TRUE + BOOLEAN_FALSE)), False)
 
 
-def _valid_dates(present: pa.Array, fmt: str) -> pa.Array:
-    """Cells that ``fmt`` parses to a real calendar date/time (Arrow's strptime rolls ``02-30`` over to March:
-    a value is valid only if formatting the parsed time gives the text back, zero padding aside)."""
-    parsed = pc.strptime(present, format=fmt, unit="s", error_is_null=True)
-    back = pc.strftime(parsed, format=fmt)
-    unpad = r"(^|[^0-9])0(\d)"
-    same = pc.or_(pc.equal(back, present),
-                  pc.equal(pc.replace_substring_regex(back, unpad, r"\1\2"),
-                           pc.replace_substring_regex(present, unpad, r"\1\2")))
-    return pc.fill_null(same, False)
-
-
 def date_mask(present: pa.Array, fmt: str | None) -> pa.Array:
-    """Cells that are a valid date: ISO ``YYYY-MM-DD`` when ``fmt`` is None, else ``fmt``."""
-    if fmt is not None:
-        return _valid_dates(present, fmt)
-    shaped = _matches(present, ISO_DATE)
-    return pc.and_(shaped, _valid_dates(pc.utf8_slice_codeunits(present, 0, 10), "%Y-%m-%d"))
+    """Cells that are a valid date: ISO-8601 when ``fmt`` is None, else ``fmt``, parsed by the job's own parser
+    (``processing/typecast.py``: range-checked, so ``2013-02-30`` is not a date)."""
+    return pc.invert(typecast.coerce(present, "date", TypeOptions(format=fmt))[1])
 
 
 def datetime_mask(present: pa.Array, fmt: str | None) -> pa.Array:
-    """Cells that are a valid date and time: ISO-8601 (``T`` or space, seconds and fraction optional, ``Z`` or an
-    offset optional) when ``fmt`` is None, else ``fmt``."""
-    if fmt is not None:
-        return _valid_dates(present, fmt)
-    shaped = _matches(present, ISO_DATETIME)
-    return pc.and_(shaped, _valid_dates(pc.utf8_slice_codeunits(present, 0, 10), "%Y-%m-%d"))
+    """Cells that are a valid date and time (ISO-8601 when ``fmt`` is None: ``T`` or space, seconds, fraction and
+    offset optional), by the job's own parser."""
+    return pc.invert(typecast.coerce(present, "datetime", TypeOptions(format=fmt))[1])
 
 
 def _json_objects(present: pa.Array) -> tuple[np.ndarray[Any, Any], Counter[str]]:
