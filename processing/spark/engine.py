@@ -245,7 +245,11 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
         *[invalid_cols[c].alias(f"_inv_{c}") for c in invalid_cols],
         reason.alias("_reason"))
     rows = rows.withColumn("_usable", F.col("_reason") == "")
-    rows = spark_rules.apply(F, Window, rows, config, kinds)  # the rules, before the duplicates (processing/rules.py)
+    # the rules, before the duplicates (processing/rules.py); extracted JSON fields they read, from the typed text
+    ruled = {c for r in config.rules for c in r.columns}
+    rule_fields = {f.name: _json_field(F, T, _json_object(F, F.col(jc.column))[1], F.col(jc.column), f)
+                   for jc in config.json_columns for f in jc.fields if f.name in ruled}
+    rows = spark_rules.apply(F, Window, rows, config, kinds, rule_fields)
 
     # --- duplicates among the usable rows, "first" by input order --------------------------------------------------
     key_cols = [c for c in config.duplicate_key_columns if c in names]
@@ -361,20 +365,12 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
     transformed = cleaned
     for jc in config.json_columns:
         text = F.col(jc.column)
-        wrapped = F.concat(F.lit('{"v":'), text, F.lit(f',"{END_KEY}":1}}'))
-        check = F.from_json(wrapped, f"struct<v:string,{END_KEY}:int>", {"allowSingleQuotes": "false"})
-        valid = text.isNotNull() & check[END_KEY].isNotNull()
-        is_object = valid & text.rlike(JSON_WS + r"\{")
+        valid, is_object = _json_object(F, text)
         transformed = (transformed.withColumn(f"_json_valid_{jc.column}", valid)
                        .withColumn(f"_json_object_{jc.column}", is_object))
         for field in jc.fields:
-            found = F.when(F.col(f"_json_object_{jc.column}"), text)
-            for key in field.path:
-                found = F.from_json(found, T.StructType([T.StructField(key, T.StringType())]),
-                                    {"allowSingleQuotes": "false"})[key]
-            # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
-            found = F.when(found.isin(*NON_FINITE), F.regexp_replace(found, '^"|"$', "")).otherwise(found)
-            transformed = transformed.withColumn(field.name, found)
+            transformed = transformed.withColumn(field.name, _json_field(F, T, F.col(f"_json_object_{jc.column}"),
+                                                                         text, field))
     for d in config.derived:
         if d.kind == "string_length":
             transformed = transformed.withColumn(d.name, F.length(F.col(d.source)).cast("long"))
@@ -508,6 +504,24 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
 # ---------------------------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _json_object(F: Any, text: Any) -> tuple[Any, Any]:
+    """(valid JSON, a JSON object) of a JSON column's text, as ``json.loads`` judges it."""
+    wrapped = F.concat(F.lit('{"v":'), text, F.lit(f',"{END_KEY}":1}}'))
+    check = F.from_json(wrapped, f"struct<v:string,{END_KEY}:int>", {"allowSingleQuotes": "false"})
+    valid = text.isNotNull() & check[END_KEY].isNotNull()
+    return valid, valid & text.rlike(JSON_WS + r"\{")
+
+
+def _json_field(F: Any, T: Any, is_object: Any, text: Any, field: Any) -> Any:
+    """An extracted JSON field (``JsonField``) of a JSON column's text, as ``jsonx.extract`` gives it."""
+    found = F.when(is_object, text)
+    for key in field.path:
+        found = F.from_json(found, T.StructType([T.StructField(key, T.StringType())]),
+                            {"allowSingleQuotes": "false"})[key]
+    # Jackson writes a bare NaN/Infinity as a quoted string where json.dumps writes it bare.
+    return F.when(found.isin(*NON_FINITE), F.regexp_replace(found, '^"|"$', "")).otherwise(found)
 
 
 def _finite(value: Any) -> Any:

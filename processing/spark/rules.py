@@ -4,9 +4,10 @@ counts and examples as ``processing/rules.py`` (the default engine).
 Row-local rules (``range``, ``allowed_values``, ``pattern``, ``length``, ``expression``) are column expressions over
 the rows still there after ``reject_rows_missing``; ``unique`` is a ``row_number`` window over the rows the row-local
 reject rules left (nulls equal, first by input order), then the duplicates run over the rows the rules left. Counts
-go into the shared ``rules_config.Tally``; examples are the first distinct offending values by input order. Not
-supported yet (refused by name, ``unsupported``): rules on extracted JSON fields and freshness (the engine has no
-date types yet). pyspark is imported by the caller (``F``, ``Window`` are passed in).
+go into the shared ``rules_config.Tally``; examples are the first distinct offending values by input order. Extracted
+JSON fields are computed from the typed JSON text as the engine extracts them. Not supported yet (refused by name,
+``unsupported``): freshness (the engine has no date types yet). pyspark is imported by the caller (``F``,
+``Window`` are passed in).
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ def unsupported(config: DatasetConfig) -> str | None:
     for i, rule in enumerate(config.rules):
         if rule.type == "freshness":
             return f"rules[{i}]: freshness rules are not supported by the Spark engine yet; use the default engine"
-        for c in rule.columns:
-            if c not in config.columns:
-                return (f"rules[{i}].column: {c!r} is an extracted JSON field; rules on extracted fields are not "
-                        f"supported by the Spark engine yet; use the default engine")
     return None
 
 
@@ -66,12 +63,17 @@ def _violation(F: Any, rule: Rule, kinds: dict[str, str]) -> Any:
     return ~x.rlike(rule.pattern)
 
 
-def apply(F: Any, Window: Any, rows: Any, config: DatasetConfig, kinds: dict[str, str]) -> Any:
+def apply(F: Any, Window: Any, rows: Any, config: DatasetConfig, kinds: dict[str, str],
+          fields: dict[str, Any] | None = None) -> Any:
     """``rows`` (typed columns, ``_reason`` of the earlier rejections, ``_file``, ``_row``) with the rules' flags
     (``_rule_<i>``: the row breaks rule i; ``_rule_checked``/``_rule_checked_unique``: the rows each kind checks)
-    and the ``reject`` rules' reasons added to ``_reason`` (``rule:<name>``, ``;``-joined in config order)."""
+    and the ``reject`` rules' reasons added to ``_reason`` (``rule:<name>``, ``;``-joined in config order).
+    ``fields``: the extracted JSON fields the rules read (name -> column of ``rows``' typed JSON text), added under
+    their names."""
     if not config.rules:
         return rows
+    for name, column in (fields or {}).items():
+        rows = rows.withColumn(name, column)
     local = [(i, r) for i, r in enumerate(config.rules) if r.row_level and r.type != "unique"]
     unique = [(i, r) for i, r in enumerate(config.rules) if r.type == "unique"]
     rows = rows.withColumn("_rule_checked", F.col("_reason") == "")

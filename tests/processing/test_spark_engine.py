@@ -27,6 +27,7 @@ from processing import io, metricsdoc, pipeline, rawfile
 pytest.importorskip("pyspark")
 
 from processing import spark as spark_engine
+from processing.spark import rules as spark_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DOC = json.loads((ROOT / "processing" / "configs" / "default.json").read_text(encoding="utf-8"))
@@ -147,6 +148,25 @@ def test_reference_data(spark: Any, tmp_path: Path) -> None:
     default, _other = _run_both(spark, [other_data], tmp_path / "drift", baseline=baseline)
     assert default["drift"]["status"] == "computed"
     assert_same_outputs(tmp_path / "drift")
+
+
+def test_rules_on_extracted_json_fields(spark: Any, tmp_path: Path) -> None:
+    """Rules read extracted JSON fields (the reference data's email, address) as the default engine extracts them."""
+    data = tmp_path / "ref.csv"
+    subprocess.run([sys.executable, "-m", "processing.sample", "--rows", "1500", "--seed", "3", "--out", str(data),
+                    "--invalid-rate", "0.01"], check=True, cwd=ROOT)
+    doc = copy.deepcopy(DEFAULT_DOC)
+    doc["rules"] = [
+        {"name": "email_a_m", "type": "pattern", "column": "email", "pattern": "^[a-m]", "action": "reject"},
+        {"name": "address_len", "type": "length", "column": "address", "max": 18, "action": "warn"},
+        {"name": "phone_present", "type": "completeness", "column": "phone", "min_share": 0.99, "action": "warn"},
+        {"name": "email_or_phone", "type": "expression", "expression": "not (is_missing(email) and age > 40)",
+         "action": "warn"},
+        {"name": "name_dept", "type": "unique", "columns": ["name", "department"], "action": "reject"}]
+    default, other = _run_both(spark, [data], tmp_path / "out", doc)
+    assert all(r["violations"] for r in default["rules"].values()), default["rules"]
+    assert other["rules"] == default["rules"] and other["rows"] == default["rows"]
+    assert_same_outputs(tmp_path / "out")
 
 
 MESSY_A = ("\ufeff" + HEADER + "\n"
@@ -369,11 +389,13 @@ def test_unsupported_config_fails_naming_the_key(tmp_path: Path) -> None:
         spark_engine.run([data], tmp_path / "out", cfg)
     assert spark_engine.SparkUnsupported("x").exit_code == 2
     doc = copy.deepcopy(DEFAULT_DOC)
+    doc["columns"]["seen"] = "date"
     doc["rules"] = [{"name": "ids", "type": "unique", "columns": ["id"]},
-                    {"name": "mail", "type": "pattern", "column": "email", "pattern": "@"}]
-    with pytest.raises(spark_engine.SparkUnsupported,
-                       match=r"^rules\[1\]\.column: 'email' is an extracted JSON field; rules on extracted fields"):
+                    {"name": "fresh", "type": "freshness", "column": "seen", "max_age_hours": 1}]
+    with pytest.raises(spark_engine.SparkUnsupported, match=r"^(rules\[1\]: freshness|columns\.seen: type 'date')"):
         spark_engine.run([data], tmp_path / "out2", config_mod.validate(doc))
+    assert spark_rules.unsupported(config_mod.validate(doc)) == (
+        "rules[1]: freshness rules are not supported by the Spark engine yet; use the default engine")
 
 
 def test_unsupported_inputs_fail_naming_the_file(tmp_path: Path) -> None:
