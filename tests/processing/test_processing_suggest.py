@@ -357,3 +357,9 @@ def test_dates_formats_booleans_and_codes_end_to_end(tmp_path: Path) -> None:
     if suggest.SUGGEST_RULES:
         shares = {r["column"]: r["min_share"] for r in doc["rules"] if r["type"] == "completeness"}
         assert shares == {"code": 1.0, "when": 0.8, "stamp": 0.8, "local": 1.0, "flag": 0.8, "score": 0.8}
+
+
+def test_same_rows_same_config(flights_file: Path) -> None:
+    """Byte for byte (ordering of keys, fields, values and rules included), as the docs promise."""
+    first = json.dumps(suggest.suggest(suggest.read_sample([flights_file])))
+    assert json.dumps(suggest.suggest(suggest.read_sample([flights_file]))) == first
