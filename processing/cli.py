@@ -289,8 +289,14 @@ def _reported(args: argparse.Namespace, run: Callable[[], dict[str, Any]], done:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the job; returns the exit status (0 ok, 2 expected failure, 1 unexpected failure)."""
+    """Run the job (or, with ``suggest`` first, ``processing.suggest``); returns the exit status (0 ok, 2 expected
+    failure, 1 unexpected failure)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["suggest"]:  # python -m processing suggest ...: a config suggested from the data
+        from processing import suggest
+
+        return suggest.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     args.dataset = dataset_name(args.dataset, os.environ, args.config)

@@ -1,4 +1,5 @@
-"""Reference dataset generator: ``python -m processing.sample --rows 20000 --seed 42 --out FILE`` (vectorised)."""
+"""Dataset generators (vectorised): ``python -m processing.sample --rows 20000 --seed 42 --out FILE`` writes the
+reference dataset; ``--shape flights`` the real-world-shaped flights table (``processing/sample_flights.py``)."""
 
 from __future__ import annotations
 
@@ -110,11 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--invalid-rate", type=float, default=0.001,
                         help="share of age/salary cells holding text such as 'unknown' (default 0.001)")
-    parser.add_argument("--out", type=Path, required=True, help="CSV file to write (.csv or .csv.gz)")
+    parser.add_argument("--out", "--output", dest="out", type=Path, required=True,
+                        help="CSV file to write (.csv or .csv.gz)")
+    parser.add_argument("--shape", choices=("reference", "flights"), default="reference",
+                        help="reference (default: id, name, age, salary, profile, department) or flights (dates, "
+                             "a boolean, structured missingness, rule violations; processing/sample_flights.py)")
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows must be >= 0")
-    write(generate(args.rows, args.seed, args.invalid_rate), args.out)
+    if args.shape == "flights":
+        from processing import sample_flights
+
+        write(sample_flights.generate(args.rows, args.seed, args.invalid_rate), args.out)
+    else:
+        write(generate(args.rows, args.seed, args.invalid_rate), args.out)
     return 0
 
 
