@@ -564,3 +564,21 @@ def test_spark_engine_imports_only_the_shared_standard_library_modules() -> None
             assert not any(m.split(".")[0] == "pyarrow" for m in modules), path
         elif path.name != "cli.py":
             assert not any(m.startswith(("pyspark", "processing.spark")) for m in modules), path
+
+
+def test_flights_example_config_matches_the_default_engine(spark: Any, tmp_path: Path) -> None:
+    """Issue 14 on the Spark engine: the generated flights table with docs/examples/flights.json (every new type, a
+    zoned datetime, missing indicators, an expression, date parts, quantile and fixed bins, observed percentiles and
+    every rule action) gives the default engine's outputs, metrics, rule results and gate."""
+    import pyarrow.csv as pacsv
+
+    from processing.sample_flights import generate
+
+    data = tmp_path / "flights.csv"
+    pacsv.write_csv(generate(4000, seed=11), data)
+    doc = json.loads((ROOT / "docs" / "examples" / "flights.json").read_text(encoding="utf-8"))
+    default, other = _run_both(spark, [data], tmp_path / "out", doc)
+    assert default["rows"]["rejected_by_reason"]["rule:distance_positive"] > 0
+    assert default["rules"]["known_carrier"]["violations"] > 0
+    assert other["summary"]["rules_warned"] == default["summary"]["rules_warned"] >= 1
+    assert_same_outputs(tmp_path / "out")
