@@ -79,7 +79,7 @@ def generate(rows: int, seed: int = 42, invalid_rate: float = 0.001) -> pa.Table
 
     # Duplicates: rows that copy every field of an earlier row except the id.
     is_dup = rng.random(n) < DUPLICATE_RATE
-    is_dup[0] = False
+    is_dup[:1] = False  # the first row is never a copy (and 0 rows stay 0 rows)
     src = np.arange(n)
     dup_rows = np.flatnonzero(is_dup)
     src[dup_rows] = (rng.random(len(dup_rows)) * dup_rows).astype(np.int64)

@@ -86,6 +86,11 @@ def test_exact_duplicates(flights: dict[str, list[str | None]]) -> None:
 def test_empty_and_tiny() -> None:
     assert sample_flights.generate(0).num_rows == 0
     assert sample_flights.generate(1).num_rows == 1
+    # the reference shape too (it raised IndexError for 0 rows)
+    from processing import sample
+
+    assert sample.generate(0, seed=1).num_rows == 0
+    assert sample.generate(1, seed=1).column("id").to_pylist() == ["1"]
 
 
 def test_command_line_writes_the_flights_shape(tmp_path: Path) -> None:
