@@ -402,3 +402,11 @@ def load(config_file: str | Path | None, dataset: str) -> DatasetConfig:
         if candidate.is_file():
             return parse(candidate.read_text(encoding="utf-8"), source=f"processing/configs/{dataset}.json")
     return parse(configs.joinpath("default.json").read_text(encoding="utf-8"), source="processing/configs/default.json")
+
+
+def observed_columns(config: DatasetConfig) -> list[str]:
+    """Imputed columns whose values before imputation a group statistic reads (``values: observed``, or the
+    ``missing`` aggregation): ``transform.group_frame``'s ``observed``."""
+    imputed = {r.column for r in config.imputations}
+    return sorted({c for g in config.group_statistics for c, funcs in g.aggregations
+                   if c in imputed and (g.values == "observed" or "missing" in funcs)})

@@ -4,7 +4,6 @@ missing indicators, expressions, date parts, and the edges and labels of quantil
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from processing import expressions
-from processing.features import Bins, Derived, generated_labels
+from processing.features import Derived
 
 
 def missing_indicator(missing: npt.NDArray[Any] | pd.Series, index: pd.Index) -> pd.Series:
@@ -57,28 +56,3 @@ def quantile_edges(present: npt.NDArray[Any], probabilities: tuple[float, ...]) 
     return list(dict.fromkeys(float(e) + 0.0 for e in edges))  # + 0.0: -0.0 and 0.0 are one edge
 
 
-def resolve_bins(d: Derived, edges: list[float] | None = None) -> Bins:
-    """``d.bins`` with concrete edges and labels: quantile bins take ``edges`` (from ``quantile_edges``); labels are
-    the configured ones when they fit, else generated from the edges (``features.generated_labels``)."""
-    bins = d.bins
-    assert bins is not None
-    if bins.quantiles is None:
-        return bins
-    assert edges is not None
-    labels = bins.labels
-    if len(labels) != max(len(edges) - 1, 0):  # equal quantiles were merged: the configured labels no longer fit
-        labels = generated_labels(edges, bins.closed, bins.include_lowest)
-    return dataclasses.replace(bins, edges=tuple(edges), labels=tuple(labels))
-
-
-def bin_metrics(d: Derived, bins: Bins, sampled: bool) -> dict[str, Any]:
-    """metrics.json ``derived.<name>`` keys that record what the config left to the data: the quantile bins' edges
-    and labels (copy them into ``edges``/``labels`` to reuse them on a later batch), generated labels."""
-    assert d.bins is not None
-    out: dict[str, Any] = {}
-    if d.bins.quantiles is not None:
-        out["quantiles"] = list(d.bins.quantiles)
-        out["edges"] = list(bins.edges)
-        out["edges_from"] = "sample" if sampled else "all"
-        out["labels"] = list(bins.labels)
-    return out

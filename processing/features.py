@@ -8,6 +8,7 @@ Kinds: ``string_length``, ``bins`` (``edges`` or ``quantiles``; ``labels`` optio
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -249,3 +250,30 @@ def parse_derived(items: Any, columns: dict[str, str], produced: set[str]) -> li
         kinds[name] = kind_of(d)
         derived.append(d)
     return derived
+
+
+def resolve_bins(d: Derived, edges: list[float] | None = None) -> Bins:
+    """``d.bins`` with concrete edges and labels (both engines): quantile bins take ``edges`` (``derive.quantile_edges``
+    or the Spark engine's percentiles); labels are the configured ones when they fit, else ``generated_labels``."""
+    bins = d.bins
+    assert bins is not None
+    if bins.quantiles is None:
+        return bins
+    assert edges is not None
+    labels = bins.labels
+    if len(labels) != max(len(edges) - 1, 0):  # equal quantiles were merged: the configured labels no longer fit
+        labels = generated_labels(edges, bins.closed, bins.include_lowest)
+    return dataclasses.replace(bins, edges=tuple(edges), labels=tuple(labels))
+
+
+def bin_metrics(d: Derived, bins: Bins, sampled: bool) -> dict[str, Any]:
+    """metrics.json ``derived.<name>`` keys that record what the config left to the data: the quantile bins' edges
+    and labels (copy them into ``edges``/``labels`` to reuse them on a later batch), generated labels."""
+    assert d.bins is not None
+    out: dict[str, Any] = {}
+    if d.bins.quantiles is not None:
+        out["quantiles"] = list(d.bins.quantiles)
+        out["edges"] = list(bins.edges)
+        out["edges_from"] = "sample" if sampled else "all"
+        out["labels"] = list(bins.labels)
+    return out

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from contract import METRICS_FILE, OUTPUT_FOLDERS, QUALITY
 from processing import io, rules, transform
-from processing.config import DatasetConfig
+from processing.config import DatasetConfig, observed_columns
 from processing.errors import EmptyInputError, MissingColumnsError
 from processing.rows import (
     FILE_COL,
@@ -27,7 +27,6 @@ from processing.rows import (
     derived_metrics_of,
     group_column_metrics,
     json_metrics_of,
-    observed_columns,
     reject_reasons,
     rejected_rows,
     summarised_columns,

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from processing import derive, io, jsonx, transform, typecast
+from processing import derive, features, io, jsonx, transform, typecast
 from processing.config import NUMERIC_TYPES, DatasetConfig
 from processing.features import NUMERIC_KINDS
 from processing.metricsdoc import rate
@@ -168,7 +168,7 @@ def transform_rows(cleaned: pd.DataFrame, config: DatasetConfig, names: list[str
                 edges = bin_edges if bin_edges is not None else {}
                 if d.name not in edges:
                     edges[d.name] = derive.quantile_edges(derive.numbers(transformed[d.source]), bins.quantiles)
-                bins = derive.resolve_bins(d, edges[d.name])
+                bins = features.resolve_bins(d, edges[d.name])
             transformed[d.name], outside = transform.bin_values(transformed[d.source], bins)
             labels = transformed[d.name].value_counts(dropna=False, sort=False)
             counts["derived"][d.name] = {
@@ -196,14 +196,6 @@ def summarised_columns(config: DatasetConfig, names: list[str], kinds: dict[str,
     numeric_cols = [c for c in names if kinds[c] in NUMERIC_TYPES]
     numeric_cols += [d.name for d in config.derived if d.kind in NUMERIC_KINDS]
     return group_cols, numeric_cols
-
-
-def observed_columns(config: DatasetConfig) -> list[str]:
-    """Imputed columns whose values before imputation a group statistic reads (``values: observed``, or the
-    ``missing`` aggregation): ``transform.group_frame``'s ``observed``."""
-    imputed = {r.column for r in config.imputations}
-    return sorted({c for g in config.group_statistics for c, funcs in g.aggregations
-                   if c in imputed and (g.values == "observed" or "missing" in funcs)})
 
 
 def group_column_metrics(values: pd.Series) -> dict[str, int]:
@@ -249,8 +241,8 @@ def derived_metrics_of(counts: dict[str, Any], config: DatasetConfig, bin_edges:
             out[d.name] = {"kind": d.kind, "source": d.source, "outside_bins": c["outside_bins"],
                            "missing": c["missing"], "counts": c.get("counts", {})}
             if d.bins is not None and d.bins.quantiles is not None:
-                bins = derive.resolve_bins(d, (bin_edges or {}).get(d.name, []))
-                out[d.name].update(derive.bin_metrics(d, bins, sampled))
+                bins = features.resolve_bins(d, (bin_edges or {}).get(d.name, []))
+                out[d.name].update(features.bin_metrics(d, bins, sampled))
         elif d.kind == "missing_indicator":
             out[d.name] = {"kind": d.kind, "source": d.source, "missing": 0, "true": c["true"]}
         elif d.kind == "expression":

@@ -30,7 +30,7 @@ from typing import Any
 
 from contract import METRICS_FILE, OUTPUT_FOLDERS, QUALITY
 from processing import gate, metricsdoc
-from processing.config import NUMERIC_TYPES, DatasetConfig
+from processing.config import NUMERIC_TYPES, DatasetConfig, observed_columns
 from processing.errors import EmptyInputError, InputError, MissingColumnsError, ProcessingError
 from processing.metricsdoc import rate, write_json
 from processing.options import RunOptions, available_memory
@@ -407,7 +407,7 @@ def _run(spark: Any, files: list[InputFile], output_dir: Path, config: DatasetCo
 
     cleaned = spark_features.missing_flags(F, pre, config)  # the missing indicators' view: before imputation
     # group statistics read imputed columns' values before imputation (values: observed, or `missing`)
-    cleaned = cleaned.select("*", *[F.col(c).alias(f"_obs_{c}") for c in _observed_columns(config)])
+    cleaned = cleaned.select("*", *[F.col(c).alias(f"_obs_{c}") for c in observed_columns(config)])
     for rule in config.imputations:
         value = imputation[rule.column]["value"]
         if value is not None:
@@ -632,13 +632,6 @@ def _outside_expr(F: Any, x: Any, bins: Any) -> Any:
     return x.isNotNull() & ~_inside(F, x, bins)
 
 
-def _observed_columns(config: DatasetConfig) -> list[str]:
-    """``rows.observed_columns``: imputed columns a group statistic reads before imputation."""
-    imputed = {r.column for r in config.imputations}
-    return sorted({c for g in config.group_statistics for c, funcs in g.aggregations
-                   if c in imputed and (g.values == "observed" or "missing" in funcs)})
-
-
 def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: dict[str, str],
                       median_of: Any, exact: bool) -> list[dict[str, Any]]:
     """``transform.group_statistics`` in Spark: rows per group, then ``<column>_<aggregation>``; groups sorted by key
@@ -646,7 +639,7 @@ def _group_statistics(F: Any, frame: Any, g: Any, config: DatasetConfig, kinds: 
     imputed columns (their values before imputation); percentiles ``pNN`` as medians are computed."""
     aggs = [F.count(F.lit(1)).alias("rows")]
     int_like = {c for c, k in kinds.items() if k == "integer"} | spark_features.int_features(config)
-    observed = set(_observed_columns(config))
+    observed = set(observed_columns(config))
     for col, funcs in g.aggregations:
         before = F.col(f"_obs_{col}") if col in observed else F.col(col)
         for fn in funcs:

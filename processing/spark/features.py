@@ -11,7 +11,7 @@ from typing import Any
 
 from processing import expressions
 from processing.config import DatasetConfig
-from processing.features import Bins, Derived, generated_labels, kind_of
+from processing.features import Bins, Derived, bin_metrics, kind_of, resolve_bins
 from processing.spark.expressions import to_spark
 from processing.types import (
     EPOCH,
@@ -213,18 +213,6 @@ def quantile_edges(F: Any, frame: Any, d: Derived, exact: bool, accuracy: int) -
     return list(dict.fromkeys(float(e) + 0.0 for e in row["q"])), not exact
 
 
-def resolved_bins(d: Derived, edges: list[float]) -> Bins:
-    """``derive.resolve_bins`` (without pandas)."""
-    bins = d.bins
-    assert bins is not None
-    if bins.quantiles is None:
-        return bins
-    labels = bins.labels
-    if len(labels) != max(len(edges) - 1, 0):
-        labels = generated_labels(edges, bins.closed, bins.include_lowest)
-    return dataclasses.replace(bins, edges=tuple(edges), labels=tuple(labels))
-
-
 def derive(F: Any, frame: Any, d: Derived, config: DatasetConfig, bins_expr: Any, outside_expr: Any,
            edges: dict[str, list[float]], exact: bool, accuracy: int) -> Any:
     """``frame`` with feature ``d`` (a kind of issue 14: missing_indicator, expression, date_part, bins with
@@ -245,7 +233,7 @@ def derive(F: Any, frame: Any, d: Derived, config: DatasetConfig, bins_expr: Any
     assert d.bins is not None and src is not None
     if d.bins.quantiles is not None:
         edges[d.name], _ = quantile_edges(F, frame, d, exact, accuracy)
-    bins = resolved_bins(d, edges.get(d.name, []))
+    bins = resolve_bins(d, edges.get(d.name, []))
     x = src.cast("double")
     if len(bins.edges) < 2:  # no bin: present values are outside (as transform.bin_values)
         outside = F.lit(bins.outside) if bins.outside is not None else F.lit(None).cast("string")
@@ -257,7 +245,7 @@ def derive(F: Any, frame: Any, d: Derived, config: DatasetConfig, bins_expr: Any
 
 def resolved_config(config: DatasetConfig, edges: dict[str, list[float]]) -> DatasetConfig:
     """``config`` with every quantile bin's edges and labels filled in (what the metrics and statistics read)."""
-    derived = tuple(dataclasses.replace(d, bins=resolved_bins(d, edges.get(d.name, [])))
+    derived = tuple(dataclasses.replace(d, bins=resolve_bins(d, edges.get(d.name, [])))
                     if d.kind == "bins" and d.bins is not None and d.bins.quantiles is not None else d
                     for d in config.derived)
     return dataclasses.replace(config, derived=derived)
@@ -277,8 +265,7 @@ def derived_metrics(d: Derived, config_bins: Bins | None, n: Any, edges: dict[st
         return {"kind": d.kind, "source": d.source, "part": d.part, "missing": n(f"dm_{d.name}")}
     if d.kind == "bins" and config_bins is not None and config_bins.quantiles is not None:
         assert d.bins is not None
-        return {"quantiles": list(config_bins.quantiles), "edges": list(d.bins.edges),
-                "edges_from": "sample" if approximate else "all", "labels": list(d.bins.labels)}
+        return bin_metrics(dataclasses.replace(d, bins=config_bins), d.bins, approximate)
     return None
 
 
