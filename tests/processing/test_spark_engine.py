@@ -39,19 +39,6 @@ VOLATILE = {"processing_seconds", "timestamp", "created", "libraries", "mode", "
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture(scope="session")
-def spark() -> Any:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    session = (SparkSession.builder.master("local[2]").appName("test-spark-engine")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-               .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
 def _run_both(spark: Any, inputs: list[Path], out: Path, doc: dict[str, Any] | None = None, fmt: str = "parquet",
               baseline: Path | None = None, **settings: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = config_mod.validate(copy.deepcopy(doc if doc is not None else DEFAULT_DOC))

@@ -38,18 +38,6 @@ VOLATILE = {"processing_seconds", "timestamp", "created", "path"}
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture(scope="module")
-def spark() -> Any:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    session = (SparkSession.builder.master("local[2]").appName("test-spark-uris")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-               .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    return session
-
-
 def _inputs(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "a.csv").write_text(HEADER + "\n" + "\n".join(ROWS[:3]) + "\n", encoding="utf-8")
