@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -48,13 +46,7 @@ EXPRESSIONS = [
 
 
 @pytest.fixture(scope="module")
-def frames() -> Any:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    spark = (SparkSession.builder.master("local[2]").appName("test-spark-engine")
-             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-             .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+def frames(spark: Any) -> Any:
     schema = ("i int, distance double, air_time long, dept string, active boolean, t timestamp, d date, "
               "flag boolean")
     sdf = spark.createDataFrame([(i, *row) for i, row in enumerate(ROWS)], schema)
